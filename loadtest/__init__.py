@@ -1,0 +1,1 @@
+"""Load-test harness that simulates whole tutoring sessions (issue 6; not built yet)."""

@@ -1,0 +1,1 @@
+"""Durable state: SQLAlchemy async models, repositories and Alembic migrations."""

@@ -1,0 +1,65 @@
+"""Engine and session factory for SQLite (embedded default) and Postgres."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+
+def create_engine(url: str, *, echo: bool = False, schema: str | None = None) -> AsyncEngine:
+    """An async engine for ``url``.
+
+    SQLite gets foreign keys on, WAL, a busy timeout and ``BEGIN IMMEDIATE``
+    transactions so that the hub's writers queue instead of failing.
+    ``schema`` (Postgres only) sets the ``search_path``, which is how each
+    test gets a schema of its own.
+    """
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = _create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        return engine
+    if schema is not None:
+        kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+    kwargs.update(pool_size=10, max_overflow=10, pool_recycle=1800)
+    return _create_async_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Hand transaction control to SQLAlchemy (see _sqlite_begin_immediate).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise if the database does not answer."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    # SQLite has one writer. A deferred transaction that read before another
+    # writer committed cannot upgrade to a write (SQLITE_BUSY_SNAPSHOT, no
+    # retry helps), so every transaction takes the write lock up front and
+    # waits its turn under busy_timeout instead.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

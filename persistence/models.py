@@ -1,0 +1,192 @@
+"""SQLAlchemy models. Every row carries its center; every foreign key is indexed.
+
+A foreign key is covered by a composite index or unique constraint that leads
+with it (``session_id, student_id``) rather than by an index of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID_LENGTH = 36
+EXTERNAL_ID_LENGTH = 128
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    Postgres stores ``timestamptz``; SQLite has no time zones, so values are
+    stored as naive UTC and given their zone back on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"expected a timezone-aware datetime, got naive {value!r}")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class SessionStatus(StrEnum):
+    SCHEDULED = "SCHEDULED"
+    LIVE = "LIVE"
+    ENDED = "ENDED"
+
+
+class LiveSession(Base):
+    """A tutoring session: one tutor, several enrolled students, a time slot."""
+
+    __tablename__ = "live_sessions"
+    __table_args__ = (
+        Index("ix_live_sessions_center_starts", "center_id", "starts_at"),
+        Index("ix_live_sessions_center_tutor_starts", "center_id", "tutor_id", "starts_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    title: Mapped[str] = mapped_column(String(200))
+    tutor_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default=SessionStatus.SCHEDULED.value)
+    max_students: Mapped[int] = mapped_column(Integer)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    created_by: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Enrollment(Base):
+    """One student in one session, on their own course, lesson and level."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("session_id", "student_id", name="uq_enrollments_session_student"),
+        Index("ix_enrollments_center_student", "center_id", "student_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    student_name: Mapped[str | None] = mapped_column(String(200))
+    course_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    lesson_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    level: Mapped[str | None] = mapped_column(String(64))
+    exercise_content: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    assessment_data: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    completed: Mapped[bool] = mapped_column(Boolean, default=False)
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class AttendanceInterval(Base):
+    """One stretch of a student being connected to a session (``left_at`` open while live)."""
+
+    __tablename__ = "attendance_intervals"
+    __table_args__ = (Index("ix_attendance_intervals_session_student", "session_id", "student_id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CanvasSnapshot(Base):
+    """A student's canvas document as of ``seq`` (compaction point of the op log)."""
+
+    __tablename__ = "canvas_snapshots"
+    __table_args__ = (
+        Index("ix_canvas_snapshots_session_student_seq", "session_id", "student_id", "seq"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[str] = mapped_column(String(64))
+    doc: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who changed what, from where, when. Written in the same transaction as the change."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_center_at", "center_id", "at"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    actor_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    actor_role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

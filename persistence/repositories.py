@@ -1,0 +1,255 @@
+"""Repositories: the queries the hub runs, one class per aggregate.
+
+Each takes an ``AsyncSession`` owned by the caller, so a change and its audit
+entry commit in one transaction. None of them checks permissions; callers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from persistence.models import (
+    AttendanceInterval,
+    AuditEntry,
+    Enrollment,
+    LiveSession,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionQuery:
+    """Filters for listing sessions; ``None`` means "any"."""
+
+    center_id: str | None = None
+    tutor_id: str | None = None
+    status: str | None = None
+    starts_from: datetime | None = None
+    starts_before: datetime | None = None
+    student_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    number: int
+    size: int
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+
+class SessionRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def get(self, session_id: str, *, for_update: bool = False) -> LiveSession | None:
+        query = select(LiveSession).where(LiveSession.id == session_id)
+        if for_update:
+            # Re-read the row under the lock even if this session already holds it.
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return (await self._db.execute(query)).scalar_one_or_none()
+
+    def add(self, session: LiveSession) -> None:
+        self._db.add(session)
+
+    async def list(self, query: SessionQuery, page: Page) -> tuple[Sequence[LiveSession], int]:
+        conditions = _session_conditions(query)
+        base = select(LiveSession).where(*conditions)
+        total = await self._db.scalar(
+            select(func.count()).select_from(LiveSession).where(*conditions)
+        )
+        rows = await self._db.scalars(
+            base.order_by(LiveSession.starts_at, LiveSession.id)
+            .offset(page.offset)
+            .limit(page.size)
+        )
+        return rows.all(), int(total or 0)
+
+
+def _session_conditions(query: SessionQuery) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if query.center_id is not None:
+        conditions.append(LiveSession.center_id == query.center_id)
+    if query.tutor_id is not None:
+        conditions.append(LiveSession.tutor_id == query.tutor_id)
+    if query.status is not None:
+        conditions.append(LiveSession.status == query.status)
+    if query.starts_from is not None:
+        conditions.append(LiveSession.starts_at >= query.starts_from)
+    if query.starts_before is not None:
+        conditions.append(LiveSession.starts_at < query.starts_before)
+    if query.student_id is not None:
+        enrolled = select(Enrollment.session_id).where(Enrollment.student_id == query.student_id)
+        conditions.append(LiveSession.id.in_(enrolled))
+    return conditions
+
+
+class EnrollmentRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def get(self, session_id: str, student_id: str) -> Enrollment | None:
+        return (
+            await self._db.execute(
+                select(Enrollment).where(
+                    Enrollment.session_id == session_id, Enrollment.student_id == student_id
+                )
+            )
+        ).scalar_one_or_none()
+
+    async def for_session(self, session_id: str) -> Sequence[Enrollment]:
+        rows = await self._db.scalars(
+            select(Enrollment)
+            .where(Enrollment.session_id == session_id)
+            .order_by(Enrollment.created_at, Enrollment.id)
+        )
+        return rows.all()
+
+    async def page(self, session_id: str, page: Page) -> tuple[Sequence[Enrollment], int]:
+        total = await self.count(session_id)
+        rows = await self._db.scalars(
+            select(Enrollment)
+            .where(Enrollment.session_id == session_id)
+            .order_by(Enrollment.created_at, Enrollment.id)
+            .offset(page.offset)
+            .limit(page.size)
+        )
+        return rows.all(), total
+
+    async def count(self, session_id: str) -> int:
+        total = await self._db.scalar(
+            select(func.count()).select_from(Enrollment).where(Enrollment.session_id == session_id)
+        )
+        return int(total or 0)
+
+    def add(self, enrollment: Enrollment) -> None:
+        self._db.add(enrollment)
+
+    async def delete(self, enrollment: Enrollment) -> None:
+        await self._db.delete(enrollment)
+
+
+@dataclass(frozen=True, slots=True)
+class AttendanceTotals:
+    """A student's connected time in one session."""
+
+    first_joined_at: datetime | None
+    current_since: datetime | None  # start of the open interval, if connected
+    closed_seconds: float  # sum of the finished intervals
+
+    def session_time_s(self, now: datetime) -> float:
+        """Time in the current stretch (0 when not connected)."""
+        return (now - self.current_since).total_seconds() if self.current_since else 0.0
+
+    def total_time_s(self, now: datetime) -> float:
+        return self.closed_seconds + self.session_time_s(now)
+
+
+class AttendanceRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def open_interval(
+        self, *, center_id: str, session_id: str, student_id: str, at: datetime
+    ) -> None:
+        """Start a connected stretch, closing any left open (a crash leaves one behind)."""
+        await self.close_open(session_id=session_id, student_id=student_id, at=at)
+        self._db.add(
+            AttendanceInterval(
+                center_id=center_id, session_id=session_id, student_id=student_id, joined_at=at
+            )
+        )
+
+    async def close_open(self, *, session_id: str, student_id: str, at: datetime) -> None:
+        await self._db.execute(
+            update(AttendanceInterval)
+            .where(
+                AttendanceInterval.session_id == session_id,
+                AttendanceInterval.student_id == student_id,
+                AttendanceInterval.left_at.is_(None),
+            )
+            .values(left_at=at)
+        )
+
+    async def totals(self, session_id: str, student_id: str) -> AttendanceTotals:
+        return (await self.totals_by_student(session_id, [student_id]))[student_id]
+
+    async def totals_by_student(
+        self, session_id: str, student_ids: Sequence[str]
+    ) -> dict[str, AttendanceTotals]:
+        """Each listed student's connected time in the session, in one query."""
+        rows = (
+            await self._db.execute(
+                select(
+                    AttendanceInterval.student_id,
+                    AttendanceInterval.joined_at,
+                    AttendanceInterval.left_at,
+                )
+                .where(
+                    AttendanceInterval.session_id == session_id,
+                    AttendanceInterval.student_id.in_(student_ids),
+                )
+                .order_by(AttendanceInterval.joined_at, AttendanceInterval.id)
+            )
+        ).all()
+        first: dict[str, datetime] = {}
+        closed: dict[str, float] = {}
+        open_since: dict[str, datetime] = {}
+        for student_id, joined, left in rows:
+            first.setdefault(student_id, joined)
+            if left is None:
+                open_since[student_id] = joined
+            else:
+                closed[student_id] = closed.get(student_id, 0.0) + (left - joined).total_seconds()
+        return {
+            student_id: AttendanceTotals(
+                first_joined_at=first.get(student_id),
+                current_since=open_since.get(student_id),
+                closed_seconds=closed.get(student_id, 0.0),
+            )
+            for student_id in student_ids
+        }
+
+
+class AuditLog:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    def record(
+        self,
+        *,
+        center_id: str,
+        actor_id: str,
+        actor_role: str,
+        action: str,
+        target_type: str,
+        target_id: str,
+        ip: str | None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self._db.add(
+            AuditEntry(
+                center_id=center_id,
+                actor_id=actor_id,
+                actor_role=actor_role,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                ip=ip,
+                details=details,
+            )
+        )
+
+    async def for_target(self, target_type: str, target_id: str) -> Sequence[AuditEntry]:
+        rows = await self._db.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.target_type == target_type, AuditEntry.target_id == target_id)
+            .order_by(AuditEntry.id)
+        )
+        return rows.all()

@@ -1,0 +1,49 @@
+"""How rows look on the wire, shared by the REST layer and the Socket.IO acks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from persistence.models import Enrollment, LiveSession
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def session_view(session: LiveSession) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "center_id": session.center_id,
+        "title": session.title,
+        "tutor_id": session.tutor_id,
+        "starts_at": iso(session.starts_at),
+        "ends_at": iso(session.ends_at),
+        "started_at": iso(session.started_at),
+        "ended_at": iso(session.ended_at),
+        "status": session.status,
+        "max_students": session.max_students,
+        "created_by": session.created_by,
+        "created_at": iso(session.created_at),
+        "updated_at": iso(session.updated_at),
+    }
+
+
+def enrollment_view(enrollment: Enrollment) -> dict[str, Any]:
+    return {
+        "id": enrollment.id,
+        "session_id": enrollment.session_id,
+        "center_id": enrollment.center_id,
+        "student_id": enrollment.student_id,
+        "student_name": enrollment.student_name,
+        "course_id": enrollment.course_id,
+        "lesson_id": enrollment.lesson_id,
+        "level": enrollment.level,
+        "exercise_content": enrollment.exercise_content,
+        "assessment_data": enrollment.assessment_data,
+        "completed": enrollment.completed,
+        "notes": enrollment.notes,
+        "created_at": iso(enrollment.created_at),
+        "updated_at": iso(enrollment.updated_at),
+    }

@@ -1,0 +1,1 @@
+"""Whether each student of a session is online, counting all their connections as one."""

@@ -1,0 +1,1 @@
+"""The tutor hub's real-time core: Socket.IO server, app assembly, identity and CLI."""

@@ -1,0 +1,111 @@
+"""Assembles one hub process: Socket.IO and REST on one aiohttp app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import socketio
+from aiohttp import web
+from redis.asyncio import Redis
+
+from persistence import migrate
+from persistence.db import create_engine, session_factory
+from presence.tracker import PresenceTracker
+from presence.tracker_memory import MemoryPresenceTracker
+from realtime.config import Settings
+from realtime.identity import TokenVerifier
+from realtime.keys import DB, ENGINE, HUB, METRICS, REDIS, SETTINGS, VERIFIER
+from realtime.metrics import HubMetrics
+from realtime.sockets import LiveHub
+from rest import enrollments, health, sessions
+from rest.http import error_middleware
+
+log = logging.getLogger(__name__)
+
+
+def build_app(
+    settings: Settings,
+    *,
+    presence: PresenceTracker | None = None,
+    db_schema: str | None = None,
+) -> web.Application:
+    """The hub's aiohttp application.
+
+    Backends come in through the arguments and default to the in-memory
+    ones. ``db_schema`` (Postgres) puts every table in that schema; tests use
+    it to give each test a database of its own.
+    """
+    verifier = TokenVerifier(settings)
+    metrics = HubMetrics()
+    engine = create_engine(settings.database_url, echo=settings.database_echo, schema=db_schema)
+    db = session_factory(engine)
+
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        cors_allowed_origins=_cors(settings.cors_origins),
+        max_http_buffer_size=settings.max_message_bytes,
+        ping_interval=settings.ping_interval_s,
+        ping_timeout=settings.ping_timeout_s,
+        logger=False,
+        engineio_logger=False,
+    )
+    hub = LiveHub(
+        sio,
+        db=db,
+        verifier=verifier,
+        presence=presence if presence is not None else MemoryPresenceTracker(),
+        metrics=metrics,
+    )
+
+    app = web.Application(
+        client_max_size=settings.max_request_bytes,
+        middlewares=[error_middleware(metrics, verifier)],
+    )
+    app[SETTINGS] = settings
+    app[ENGINE] = engine
+    app[DB] = db
+    app[VERIFIER] = verifier
+    app[METRICS] = metrics
+    app[HUB] = hub
+    # Lazy: the client connects on first use.
+    app[REDIS] = (
+        Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        if settings.redis_url
+        else None
+    )
+    sio.attach(app, socketio_path="socket.io")
+    app.add_routes(health.routes)
+    app.add_routes(sessions.routes)
+    app.add_routes(enrollments.routes)
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_redis)
+    return app
+
+
+def _cors(origins: list[str]) -> str | list[str] | None:
+    # None: same origin only (engine.io's default); "*" must be passed bare.
+    if not origins:
+        return None
+    return "*" if origins == ["*"] else origins
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    engine = app[ENGINE]
+    if app[SETTINGS].migrate_on_start:
+        await migrate.upgrade(engine)
+        log.info("database schema is at %s", await migrate.current_revision(engine))
+    yield
+    await engine.dispose()
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    client = app[REDIS]
+    if client is not None:
+        log.warning(
+            "HUB_REDIS_URL is set: /readyz checks Redis, but live state is still per "
+            "process (sharing sessions across hubs comes with the scale-out feature)"
+        )
+    yield
+    if client is not None:
+        await client.aclose()

@@ -1,0 +1,139 @@
+"""Command line: ``python -m realtime serve | migrate | token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from persistence import migrate
+from persistence.db import create_engine
+from realtime.config import Settings
+from realtime.identity import Role, mint_token
+
+log = logging.getLogger("realtime")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, or exit with every bad ``HUB_*`` value named."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"invalid configuration ({exc.error_count()} problem(s)):"]
+        for err in exc.errors(include_url=False):
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            name = f"HUB_{field.upper()}" if err["loc"] else "settings"
+            lines.append(f"  {name}: {err['msg']}")
+        raise SystemExit("\n".join(lines)) from None
+
+
+def serve(args: argparse.Namespace) -> None:
+    overrides: dict[str, object] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = load_settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not settings.has_configured_keys:
+        log.warning(
+            "no HUB_JWT_SECRET or HUB_JWT_PUBLIC_KEY set: using the development secret "
+            "(mint tokens with `python -m realtime token`); never do this in production"
+        )
+    from realtime.app import build_app
+
+    app = build_app(settings)
+    log.info(
+        "hub listening on http://%s:%d (database %s)",
+        settings.host,
+        settings.port,
+        settings.database_url.split("://", 1)[0],
+    )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=10,
+    )
+
+
+def run_migrations(_args: argparse.Namespace) -> None:
+    settings = load_settings()
+
+    async def run() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate.upgrade(engine)
+            return await migrate.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    print(f"database schema is at revision {asyncio.run(run())}")
+
+
+def token(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    private_key = args.private_key.read() if args.private_key else None
+    print(
+        mint_token(
+            settings,
+            sub=args.sub,
+            role=Role(args.role),
+            center=args.center,
+            name=args.name,
+            ttl_s=args.ttl,
+            private_key_pem=private_key,
+            algorithm=args.algorithm,
+        )
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m realtime", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="run the hub (Socket.IO and REST on one port)")
+    p.add_argument("--host", help="listen address (default: HUB_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default: HUB_PORT or 8000)")
+    p.set_defaults(run=serve)
+
+    p = commands.add_parser("migrate", help="apply database migrations and exit")
+    p.set_defaults(run=run_migrations)
+
+    p = commands.add_parser("token", help="mint a development token")
+    p.add_argument("--sub", required=True, help="user id")
+    p.add_argument("--role", required=True, choices=[r.value for r in Role])
+    p.add_argument("--center", required=True, help="center (tenant) id")
+    p.add_argument("--name", help="display name")
+    p.add_argument("--ttl", type=float, default=3600, help="lifetime in seconds (default 3600)")
+    p.add_argument(
+        "--private-key",
+        type=argparse.FileType("r"),
+        help="sign with this PEM private key instead of the HS256 secret",
+    )
+    p.add_argument(
+        "--algorithm",
+        default="HS256",
+        choices=["HS256", "RS256", "ES256"],
+        help="algorithm for --private-key",
+    )
+    p.set_defaults(run=token)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

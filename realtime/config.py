@@ -1,0 +1,125 @@
+"""Hub configuration from ``HUB_*`` environment variables, validated at start."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+# Only for local development: the hub refuses to start with it when HUB_ENV=production.
+DEV_JWT_SECRET = "tutor-hub-development-secret-do-not-use-in-production"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/hub.db"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Everything the hub reads from its environment.
+
+    Each field is ``HUB_<NAME>``; for example ``HUB_PORT=8000``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore", frozen=True)
+
+    env: Environment = Environment.DEVELOPMENT
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "INFO"
+
+    database_url: str = DEFAULT_DATABASE_URL
+    database_echo: bool = False
+    migrate_on_start: bool = True
+    redis_url: str | None = None
+
+    # Identity. A secret enables HS256; a PEM public key enables RS256 or ES256
+    # (by the key's type). Both may be set at once.
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: SecretStr | None = None
+    jwt_public_key_file: Path | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=600)
+
+    # Socket.IO transport limits.
+    cors_origins: list[str] = Field(default_factory=list)
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    ping_interval_s: float = Field(default=25.0, gt=0)
+    ping_timeout_s: float = Field(default=20.0, gt=0)
+
+    # REST limits.
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_page_size: int = Field(default=100, ge=1, le=1000)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError(f"expected a logging level such as INFO or DEBUG, got {value!r}")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "expected a sqlite+aiosqlite:// or postgresql+asyncpg:// URL, "
+                f"got {value.split('://', 1)[0]}://..."
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value or None
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("expected an HS256 secret of at least 32 bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _identity_configured(self) -> Self:
+        if self.jwt_public_key is not None and self.jwt_public_key_file is not None:
+            raise ValueError("set HUB_JWT_PUBLIC_KEY or HUB_JWT_PUBLIC_KEY_FILE, not both")
+        if self.env is Environment.PRODUCTION and not self.has_configured_keys:
+            raise ValueError(
+                "HUB_ENV=production needs HUB_JWT_SECRET or HUB_JWT_PUBLIC_KEY(_FILE); "
+                "the development secret is refused"
+            )
+        return self
+
+    @property
+    def has_configured_keys(self) -> bool:
+        return any(
+            v is not None for v in (self.jwt_secret, self.jwt_public_key, self.jwt_public_key_file)
+        )
+
+    def hs256_secret(self) -> str | None:
+        """The HS256 secret, falling back to the development one when no key is set."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        if not self.has_configured_keys:
+            return DEV_JWT_SECRET
+        return None
+
+    def public_key_pem(self) -> str | None:
+        if self.jwt_public_key is not None:
+            return self.jwt_public_key.get_secret_value()
+        if self.jwt_public_key_file is not None:
+            return self.jwt_public_key_file.read_text()
+        return None

@@ -1,0 +1,77 @@
+"""Error codes shared by the Socket.IO acks and the REST error body."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    UNAUTHORIZED = "UNAUTHORIZED"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    CONFLICT = "CONFLICT"
+    RATE_LIMITED = "RATE_LIMITED"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    SESSION_ENDED = "SESSION_ENDED"
+    NOT_JOINED = "NOT_JOINED"
+    INTERNAL = "INTERNAL"
+
+
+# The HTTP status each code maps to in the REST layer.
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.TOKEN_EXPIRED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.VALIDATION_ERROR: 422,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.SESSION_ENDED: 409,
+    ErrorCode.NOT_JOINED: 409,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+class HubError(Exception):
+    """A refusal the client should see: a protocol code, a message and optional details.
+
+    ``error_code`` is the finer REST ``errorCode`` (``SESSION_NOT_FOUND``); it
+    defaults to ``code``.
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+        self.error_code = error_code or code.value
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+    def ack(self) -> dict[str, Any]:
+        """The Socket.IO failure ack: ``{ok: false, error: {code, message, details?}}``."""
+        error: dict[str, Any] = {"code": self.code.value, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return {"ok": False, "error": error}
+
+
+def not_found(what: str, ident: str) -> HubError:
+    return HubError(
+        ErrorCode.NOT_FOUND,
+        f"{what} {ident!r} not found",
+        error_code=f"{what.upper().replace(' ', '_')}_NOT_FOUND",
+    )

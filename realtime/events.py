@@ -1,0 +1,27 @@
+"""Payloads of client -> hub events, validated before any handler runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+
+class Payload(BaseModel):
+    # Unknown fields are refused so that a typo is a VALIDATION_ERROR, not a silent no-op.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SessionJoin(Payload):
+    session_id: Id
+    since: dict[Id, Annotated[int, Field(ge=0)]] | None = Field(default=None, max_length=500)
+
+
+class SessionLeave(Payload):
+    session_id: Id
+
+
+class AuthRefresh(Payload):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=16 * 1024)]

@@ -1,0 +1,172 @@
+"""Who is calling: JWT verification (HS256 secret, RS256/ES256 public key)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from realtime.config import Settings
+from realtime.errors import ErrorCode, HubError
+
+MAX_CLAIM_LENGTH = 128
+
+
+class Role(StrEnum):
+    SUPER_ADMIN = "SUPER_ADMIN"
+    CENTER_ADMIN = "CENTER_ADMIN"
+    SUPERVISOR = "SUPERVISOR"
+    TUTOR = "TUTOR"
+    ASSESSOR = "ASSESSOR"
+    PARENT = "PARENT"
+    STUDENT = "STUDENT"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A verified caller. ``center`` scopes every row and room it may touch."""
+
+    user_id: str
+    role: Role
+    center: str
+    name: str | None
+    expires_at: float
+
+    def seconds_left(self, now: float | None = None) -> float:
+        return self.expires_at - (time.time() if now is None else now)
+
+
+class TokenVerifier:
+    """Verifies LMS-issued JWTs against the configured keys.
+
+    The algorithm list is fixed by the configured keys, never taken from the
+    token, so ``alg: none`` and HS256-signed-with-the-public-key are refused.
+    ``exp`` is required; ``aud`` and ``iss`` are checked when configured.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._keys: dict[str, Any] = {}
+        secret = settings.hs256_secret()
+        if secret is not None:
+            self._keys["HS256"] = secret
+        pem = settings.public_key_pem()
+        if pem is not None:
+            key = load_pem_public_key(pem.encode())
+            if isinstance(key, rsa.RSAPublicKey):
+                self._keys["RS256"] = key
+            elif isinstance(key, ec.EllipticCurvePublicKey):
+                self._keys["ES256"] = key
+            else:
+                raise ValueError(f"expected an RSA or EC public key, got {type(key).__name__}")
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway_s
+
+    @property
+    def algorithms(self) -> list[str]:
+        return sorted(self._keys)
+
+    def verify(self, token: object) -> Identity:
+        """Return the token's identity or raise ``HubError`` (UNAUTHORIZED, TOKEN_EXPIRED)."""
+        if not isinstance(token, str) or not token:
+            raise HubError(ErrorCode.UNAUTHORIZED, "a token is required")
+        if len(token) > 16 * 1024:
+            raise HubError(ErrorCode.UNAUTHORIZED, "token is too long")
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError as exc:
+            raise HubError(ErrorCode.UNAUTHORIZED, f"malformed token: {exc}") from None
+        key = self._keys.get(alg) if isinstance(alg, str) else None
+        if key is None or not isinstance(alg, str):
+            raise HubError(
+                ErrorCode.UNAUTHORIZED,
+                f"token algorithm {alg!r} is not accepted; expected one of {self.algorithms}",
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_aud": self._audience is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise HubError(ErrorCode.TOKEN_EXPIRED, "token has expired") from None
+        except jwt.PyJWTError as exc:
+            raise HubError(ErrorCode.UNAUTHORIZED, f"invalid token: {exc}") from None
+        return _identity_from_claims(claims)
+
+
+def _identity_from_claims(claims: dict[str, Any]) -> Identity:
+    def text(name: str) -> str:
+        value = claims.get(name)
+        if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_LENGTH:
+            raise HubError(
+                ErrorCode.UNAUTHORIZED,
+                f"claim {name!r} must be a non-empty string of at most "
+                f"{MAX_CLAIM_LENGTH} characters",
+            )
+        return value
+
+    def optional_text(name: str) -> str | None:
+        return None if claims.get(name) is None else text(name)
+
+    role = text("role")
+    try:
+        parsed_role = Role(role)
+    except ValueError:
+        raise HubError(
+            ErrorCode.UNAUTHORIZED,
+            f"claim 'role' must be one of {[r.value for r in Role]}, got {role!r}",
+        ) from None
+    return Identity(
+        user_id=text("sub"),
+        role=parsed_role,
+        center=text("center"),
+        name=optional_text("name"),
+        expires_at=float(claims["exp"]),
+    )
+
+
+def mint_token(
+    settings: Settings,
+    *,
+    sub: str,
+    role: Role,
+    center: str,
+    name: str | None = None,
+    ttl_s: float = 3600,
+    private_key_pem: str | None = None,
+    algorithm: str = "HS256",
+) -> str:
+    """Mint a development token signed with the hub's HS256 secret (or a given private key)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "role": role.value,
+        "center": center,
+        "iat": now,
+        "exp": now + int(ttl_s),
+    }
+    if name:
+        claims["name"] = name
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if private_key_pem is not None:
+        return jwt.encode(claims, private_key_pem, algorithm=algorithm)
+    secret = settings.hs256_secret()
+    if secret is None:
+        raise ValueError("no HS256 secret configured; pass a private key to sign with")
+    return jwt.encode(claims, secret, algorithm="HS256")

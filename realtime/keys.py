@@ -1,0 +1,20 @@
+"""Typed keys for the state the aiohttp app shares with its handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from realtime.config import Settings
+from realtime.identity import TokenVerifier
+from realtime.metrics import HubMetrics
+from realtime.sockets import LiveHub
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", AsyncEngine)
+DB = web.AppKey("db", async_sessionmaker[AsyncSession])
+VERIFIER = web.AppKey("verifier", TokenVerifier)
+METRICS = web.AppKey("metrics", HubMetrics)
+HUB = web.AppKey("hub", LiveHub)
+REDIS: web.AppKey[Redis | None] = web.AppKey("redis")

@@ -1,0 +1,68 @@
+"""Prometheus metrics, one registry per app so that several hubs in one test process stay apart."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class HubMetrics:
+    """Every metric the hub exports.
+
+    Label values come from fixed sets (event names the hub handles, route
+    templates), never from client input, so a client cannot blow up the
+    series count.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        r = self.registry
+        self.connections = Gauge("hub_connections", "Open Socket.IO connections", registry=r)
+        self.connects = Counter(
+            "hub_connects_total",
+            "Socket.IO connection attempts by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.joined = Gauge(
+            "hub_joined_sessions",
+            "Session memberships held by this process's sockets",
+            registry=r,
+        )
+        self.events = Counter(
+            "hub_events_total",
+            "Client events by name and outcome (ok or error code)",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self.event_seconds = Histogram(
+            "hub_event_handler_seconds",
+            "Client event handler latency",
+            ["event"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "hub_http_requests_total",
+            "REST requests by route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "hub_http_request_seconds",
+            "REST request latency by route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )

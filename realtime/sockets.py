@@ -1,0 +1,415 @@
+"""The Socket.IO side of the hub: connect with a token, join and leave sessions.
+
+Every client event goes through ``LiveHub._dispatch``: it finds the caller's
+connection, refuses an expired token, validates the payload with its
+pydantic model, runs the handler one event at a time per connection (so a
+client's events take effect in the order it sent them), and answers with the
+protocol's ack shape. A handler never raises to python-socketio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import socketio
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from persistence.models import LiveSession, SessionStatus, utcnow
+from persistence.repositories import (
+    AttendanceRepository,
+    AttendanceTotals,
+    AuditLog,
+    EnrollmentRepository,
+    SessionRepository,
+)
+from persistence.views import enrollment_view, iso, session_view
+from presence.tracker import PresenceTracker
+from realtime.errors import ErrorCode, HubError
+from realtime.events import AuthRefresh, SessionJoin, SessionLeave
+from realtime.identity import Identity, Role, TokenVerifier
+from realtime.metrics import HubMetrics
+from rooms.access import LiveRole, live_role, visible_session
+from rooms.membership import Connection, Joined, Membership
+from rooms.names import staff_room, student_room
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=BaseModel)
+Ack = dict[str, Any]
+Handler = Callable[[Connection, P], Awaitable[Ack]]
+
+UNKNOWN_EVENT = "unknown"
+# The longest a timer handle may be scheduled for; asyncio copes, but a token
+# valid for years is better re-checked now and then.
+MAX_EXPIRY_WAIT_S = 24 * 3600.0
+
+
+class LiveHub:
+    """Socket.IO handlers for identity and session membership, plus the hooks
+    the REST layer calls when a session ends or a student is removed."""
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        *,
+        db: async_sessionmaker[AsyncSession],
+        verifier: TokenVerifier,
+        presence: PresenceTracker,
+        metrics: HubMetrics,
+    ) -> None:
+        self.sio = sio
+        self._db = db
+        self._verifier = verifier
+        self._presence = presence
+        self._metrics = metrics
+        self.members = Membership()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+        sio.on("connect", self._on_connect)
+        sio.on("disconnect", self._on_disconnect)
+        sio.on("*", self._on_unknown)
+        self._register("session:join", SessionJoin, self._join)
+        self._register("session:leave", SessionLeave, self._leave)
+        self._register("auth:refresh", AuthRefresh, self._refresh)
+
+    # -- connection lifecycle ------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            identity = self._verifier.verify(token)
+        except HubError as exc:
+            self._metrics.connects.labels(exc.code.value).inc()
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": exc.code.value, "message": exc.message}
+            ) from None
+        request = environ.get("aiohttp.request")
+        connection = Connection(sid=sid, identity=identity, ip=getattr(request, "remote", None))
+        self.members.add(connection)
+        self._locks[sid] = asyncio.Lock()
+        self._schedule_expiry(connection)
+        self._metrics.connects.labels("ok").inc()
+        self._metrics.connections.inc()
+        log.debug("connect %s as %s/%s", sid, identity.role, identity.user_id)
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        lock = self._locks.get(sid)
+        if lock is None:
+            return
+        async with lock:
+            connection = self.members.pop(sid)
+            self._locks.pop(sid, None)
+            if connection is None:
+                return
+            if connection.expiry is not None:
+                connection.expiry.cancel()
+            self._metrics.connections.dec()
+            for joined in list(connection.sessions.values()):
+                try:
+                    await self._leave_session(connection, joined)
+                except Exception:
+                    log.exception("leaving %s on disconnect of %s", joined.session_id, sid)
+
+    def _schedule_expiry(self, connection: Connection) -> None:
+        if connection.expiry is not None:
+            connection.expiry.cancel()
+        wait = min(max(connection.identity.seconds_left(), 0.0), MAX_EXPIRY_WAIT_S)
+        loop = asyncio.get_running_loop()
+        connection.expiry = loop.call_later(
+            wait, lambda: asyncio.ensure_future(self._expire(connection))
+        )
+
+    async def _expire(self, connection: Connection) -> None:
+        if self.members.get(connection.sid) is not connection:
+            return
+        if connection.identity.seconds_left() > 0:
+            self._schedule_expiry(connection)  # capped wait; not due yet
+            return
+        await self.close(connection.sid, ErrorCode.TOKEN_EXPIRED, "token has expired")
+
+    async def close(self, sid: str, code: ErrorCode, message: str) -> None:
+        """Tell a client why, then disconnect it."""
+        await self.sio.emit("hub:closing", {"code": code.value, "message": message}, to=sid)
+        await self.sio.disconnect(sid)
+
+    # -- dispatch ------------------------------------------------------------
+
+    def _register(self, event: str, model: type[P], handler: Handler[P]) -> None:
+        async def on_event(sid: str, data: Any = None, *extra: Any) -> Ack:
+            return await self._dispatch(event, model, handler, sid, data, extra)
+
+        self.sio.on(event, on_event)
+
+    async def _dispatch(
+        self,
+        event: str,
+        model: type[P],
+        handler: Handler[P],
+        sid: str,
+        data: Any,
+        extra: tuple[Any, ...],
+    ) -> Ack:
+        started = time.perf_counter()
+        try:
+            ack = await self._run(event, model, handler, sid, data, extra)
+            outcome = "ok"
+        except HubError as exc:
+            ack, outcome = exc.ack(), exc.code.value
+        except Exception:
+            log.exception("handler for %r failed (sid %s)", event, sid)
+            ack = HubError(ErrorCode.INTERNAL, "internal error").ack()
+            outcome = ErrorCode.INTERNAL.value
+        self._metrics.events.labels(event, outcome).inc()
+        self._metrics.event_seconds.labels(event).observe(time.perf_counter() - started)
+        return ack
+
+    async def _run(
+        self,
+        event: str,
+        model: type[P],
+        handler: Handler[P],
+        sid: str,
+        data: Any,
+        extra: tuple[Any, ...],
+    ) -> Ack:
+        if extra:
+            raise HubError(
+                ErrorCode.VALIDATION_ERROR,
+                f"{event} takes one payload object, got {1 + len(extra)} arguments",
+            )
+        try:
+            payload = model.model_validate(data)
+        except ValidationError as exc:
+            raise HubError(
+                ErrorCode.VALIDATION_ERROR,
+                f"invalid {event} payload",
+                details={"errors": _validation_details(exc)},
+            ) from None
+        lock = self._locks.get(sid)
+        if lock is None:
+            raise HubError(ErrorCode.UNAUTHORIZED, "not connected")
+        async with lock:
+            connection = self.members.get(sid)
+            if connection is None:
+                raise HubError(ErrorCode.UNAUTHORIZED, "not connected")
+            if connection.identity.seconds_left() <= 0:
+                raise HubError(ErrorCode.TOKEN_EXPIRED, "token has expired")
+            result = await handler(connection, payload)
+        return {"ok": True, **result}
+
+    async def _on_unknown(self, event: str, sid: str, *args: Any) -> Ack:
+        self._metrics.events.labels(UNKNOWN_EVENT, ErrorCode.VALIDATION_ERROR.value).inc()
+        shown = event[:64] if isinstance(event, str) else repr(event)[:64]
+        return HubError(
+            ErrorCode.VALIDATION_ERROR,
+            f"unknown event {shown!r}",
+            details={"event": shown},
+        ).ack()
+
+    # -- session:join / session:leave ----------------------------------------
+
+    async def _join(self, connection: Connection, payload: SessionJoin) -> Ack:
+        identity = connection.identity
+        now = utcnow()
+        async with self._db.begin() as db:
+            session = visible_session(
+                identity, await SessionRepository(db).get(payload.session_id), payload.session_id
+            )
+            own = (
+                await EnrollmentRepository(db).get(session.id, identity.user_id)
+                if identity.role is Role.STUDENT
+                else None
+            )
+            role = live_role(identity, session, enrolled=own is not None)
+            if session.status == SessionStatus.ENDED.value:
+                raise HubError(ErrorCode.SESSION_ENDED, f"session {session.id!r} has ended")
+            if role is LiveRole.TUTOR and session.status == SessionStatus.SCHEDULED.value:
+                session.status = SessionStatus.LIVE.value
+                session.started_at = now
+                _audit(db, connection, "session.start", session)
+        joined = Joined(
+            session_id=session.id,
+            center_id=session.center_id,
+            role=role,
+            student_id=identity.user_id if role is LiveRole.STUDENT else None,
+        )
+        came_online = joined.student_id is not None and await self._presence.connect(
+            session.id, joined.student_id, connection.sid
+        )
+        if came_online:
+            await self._open_attendance(connection, joined, now)
+        if session.id not in connection.sessions:
+            self._metrics.joined.inc()
+        connection.sessions[session.id] = joined
+        await self.sio.enter_room(connection.sid, _room_of(joined))
+        if came_online:
+            await self._announce_presence(joined, "active", now)
+        async with self._db() as db:
+            roster = (
+                [own] if own is not None else await EnrollmentRepository(db).for_session(session.id)
+            )
+            totals = await AttendanceRepository(db).totals_by_student(
+                session.id, [e.student_id for e in roster if e is not None]
+            )
+        students = [
+            _student_state(enrollment_view(e), totals[e.student_id], now)
+            for e in roster
+            if e is not None
+        ]
+        return {
+            "you": {
+                "user_id": identity.user_id,
+                "name": identity.name,
+                "role": role.value,
+                "expires_at": identity.expires_at,
+            },
+            "session": session_view(session),
+            "students": students,
+            # Filled by the canvas, help and timer features; empty until they land.
+            "canvases": {},
+            "help": [],
+            "timers": [],
+        }
+
+    async def _open_attendance(self, connection: Connection, joined: Joined, now: datetime) -> None:
+        assert joined.student_id is not None
+        try:
+            async with self._db.begin() as db:
+                await AttendanceRepository(db).open_interval(
+                    center_id=joined.center_id,
+                    session_id=joined.session_id,
+                    student_id=joined.student_id,
+                    at=now,
+                )
+        except BaseException:
+            # The join fails as a whole: the student is not counted online.
+            await self._presence.disconnect(joined.session_id, joined.student_id, connection.sid)
+            raise
+
+    async def _leave(self, connection: Connection, payload: SessionLeave) -> Ack:
+        joined = connection.sessions.get(payload.session_id)
+        if joined is None:
+            raise HubError(ErrorCode.NOT_JOINED, f"not joined to session {payload.session_id!r}")
+        await self._leave_session(connection, joined)
+        return {}
+
+    async def _leave_session(self, connection: Connection, joined: Joined) -> None:
+        """Take a socket out of a session: rooms, presence and attendance."""
+        if connection.sessions.pop(joined.session_id, None) is None:
+            return
+        self._metrics.joined.dec()
+        await self.sio.leave_room(connection.sid, _room_of(joined))
+        if joined.student_id is None:
+            return
+        went_offline = await self._presence.disconnect(
+            joined.session_id, joined.student_id, connection.sid
+        )
+        if not went_offline:
+            return
+        now = utcnow()
+        async with self._db.begin() as db:
+            await AttendanceRepository(db).close_open(
+                session_id=joined.session_id, student_id=joined.student_id, at=now
+            )
+        await self._announce_presence(joined, "offline", now)
+
+    async def _announce_presence(self, joined: Joined, status: str, now: datetime) -> None:
+        assert joined.student_id is not None
+        async with self._db() as db:
+            totals = await AttendanceRepository(db).totals(joined.session_id, joined.student_id)
+        await self.sio.emit(
+            "presence:update",
+            {
+                "session_id": joined.session_id,
+                "student_id": joined.student_id,
+                "status": status,
+                "since": iso(now),
+                "session_time_s": round(totals.session_time_s(now), 3),
+                "total_time_s": round(totals.total_time_s(now), 3),
+            },
+            room=staff_room(joined.center_id, joined.session_id),
+        )
+
+    async def _refresh(self, connection: Connection, payload: AuthRefresh) -> Ack:
+        fresh = self._verifier.verify(payload.token)
+        old = connection.identity
+        if (fresh.user_id, fresh.role, fresh.center) != (old.user_id, old.role, old.center):
+            raise HubError(
+                ErrorCode.FORBIDDEN,
+                "a refreshed token must carry the same sub, role and center as the connection's",
+            )
+        connection.identity = fresh
+        self._schedule_expiry(connection)
+        return {"expires_at": fresh.expires_at}
+
+    # -- hooks for the REST layer --------------------------------------------
+
+    async def session_ended(self, session: LiveSession) -> None:
+        """Tell everyone in the session it ended, and take their sockets out of it."""
+        event = {"session_id": session.id, "ended_at": iso(session.ended_at)}
+        for connection in self.members.in_session(session.id):
+            await self._evict(connection, session.id, "session:ended", event)
+
+    async def student_removed(self, session: LiveSession, student_id: str) -> None:
+        """A student's enrollment was removed: their sockets leave the session now."""
+        event = {"session_id": session.id, "reason": "ENROLLMENT_REMOVED"}
+        for connection in self.members.in_session(session.id):
+            joined = connection.sessions.get(session.id)
+            if joined is not None and joined.student_id == student_id:
+                await self._evict(connection, session.id, "session:removed", event)
+
+    async def _evict(
+        self, connection: Connection, session_id: str, event: str, data: dict[str, Any]
+    ) -> None:
+        lock = self._locks.get(connection.sid)
+        if lock is None:
+            return
+        async with lock:
+            joined = connection.sessions.get(session_id)
+            if joined is None:
+                return
+            await self.sio.emit(event, data, to=connection.sid)
+            await self._leave_session(connection, joined)
+
+
+def _student_state(
+    enrollment: dict[str, Any], totals: AttendanceTotals, now: datetime
+) -> dict[str, Any]:
+    return {
+        **enrollment,
+        "status": "active" if totals.current_since is not None else "offline",
+        "session_time_s": round(totals.session_time_s(now), 3),
+        "total_time_s": round(totals.total_time_s(now), 3),
+    }
+
+
+def _room_of(joined: Joined) -> str:
+    if joined.student_id is not None:
+        return student_room(joined.center_id, joined.session_id, joined.student_id)
+    return staff_room(joined.center_id, joined.session_id)
+
+
+def _audit(db: AsyncSession, connection: Connection, action: str, session: LiveSession) -> None:
+    identity: Identity = connection.identity
+    AuditLog(db).record(
+        center_id=session.center_id,
+        actor_id=identity.user_id,
+        actor_role=identity.role.value,
+        action=action,
+        target_type="session",
+        target_id=session.id,
+        ip=connection.ip,
+    )
+
+
+def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]

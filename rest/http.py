@@ -1,0 +1,160 @@
+"""REST conventions: the error body, the list envelope, bearer identity, body parsing.
+
+Error body (any 4xx/5xx)::
+
+    {"success": false, "statusCode": 404, "message": "...",
+     "errorCode": "SESSION_NOT_FOUND", "details": {...}}
+
+List envelope::
+
+    {"success": true, "data": [...],
+     "pagination": {"page", "limit", "total", "totalPages", "hasNext", "hasPrev"}}
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from persistence.repositories import Page
+from realtime.errors import ErrorCode, HubError
+from realtime.identity import Identity, TokenVerifier
+from realtime.metrics import HubMetrics
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+RestHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+API_PREFIX = "/api/v1"
+IDENTITY_KEY = "hub.identity"
+
+# aiohttp's own refusals, given the protocol's codes.
+_HTTP_ERROR_CODES: dict[int, str] = {
+    404: "ROUTE_NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: ErrorCode.PAYLOAD_TOO_LARGE.value,
+}
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.json_response({"success": True, "data": data}, status=status)
+
+
+def listing(data: Sequence[Any], page: Page, total: int) -> web.Response:
+    pages = math.ceil(total / page.size) if total else 0
+    return web.json_response(
+        {
+            "success": True,
+            "data": list(data),
+            "pagination": {
+                "page": page.number,
+                "limit": page.size,
+                "total": total,
+                "totalPages": pages,
+                "hasNext": page.number < pages,
+                "hasPrev": page.number > 1,
+            },
+        }
+    )
+
+
+def error_response(
+    status: int, error_code: str, message: str, details: dict[str, Any] | None = None
+) -> web.Response:
+    body: dict[str, Any] = {
+        "success": False,
+        "statusCode": status,
+        "message": message,
+        "errorCode": error_code,
+    }
+    if details is not None:
+        body["details"] = details
+    return web.json_response(body, status=status)
+
+
+def identity(request: web.Request) -> Identity:
+    found = request.get(IDENTITY_KEY)
+    if not isinstance(found, Identity):
+        raise HubError(ErrorCode.UNAUTHORIZED, "a bearer token is required")
+    return found
+
+
+def client_ip(request: web.Request) -> str | None:
+    return request.remote
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    """The JSON body as ``model``, or VALIDATION_ERROR saying what was wrong."""
+    raw = await request.read()
+    if not raw:
+        raise HubError(ErrorCode.VALIDATION_ERROR, "expected a JSON object body, got nothing")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_error(exc, "invalid request body") from None
+
+
+def parse_query(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise validation_error(exc, "invalid query parameters") from None
+
+
+def validation_error(exc: ValidationError, message: str) -> HubError:
+    errors = [
+        {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    return HubError(ErrorCode.VALIDATION_ERROR, message, details={"errors": errors})
+
+
+def error_middleware(metrics: HubMetrics, verifier: TokenVerifier) -> Any:
+    """Bearer identity for /api/v1, the error body for every failure, and request metrics."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: RestHandler) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = _route_label(request)
+        try:
+            if request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX:
+                request[IDENTITY_KEY] = verifier.verify(_bearer(request))
+            response = await handler(request)
+        except HubError as exc:
+            response = error_response(exc.http_status, exc.error_code, exc.message, exc.details)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            error_code = _HTTP_ERROR_CODES.get(exc.status, "HTTP_ERROR")
+            response = error_response(exc.status, error_code, exc.reason)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            response = error_response(500, ErrorCode.INTERNAL.value, "internal error")
+        metrics.http_requests.labels(request.method, route, str(response.status)).inc()
+        metrics.http_seconds.labels(request.method, route).observe(time.perf_counter() - started)
+        return response
+
+    return middleware
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HubError(ErrorCode.UNAUTHORIZED, "expected an 'Authorization: Bearer <token>' header")
+    return token.strip()
+
+
+def _route_label(request: web.Request) -> str:
+    info = request.match_info
+    route = getattr(info, "route", None)
+    resource = getattr(route, "resource", None)
+    canonical = getattr(resource, "canonical", None)
+    return canonical if isinstance(canonical, str) else "unmatched"

@@ -1,0 +1,200 @@
+"""Sessions: create, list (by day, tutor, status), get, update, end."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from persistence.models import LiveSession, SessionStatus, utcnow
+from persistence.repositories import (
+    AuditLog,
+    EnrollmentRepository,
+    Page,
+    SessionQuery,
+    SessionRepository,
+)
+from persistence.views import session_view
+from realtime.errors import ErrorCode, HubError
+from realtime.identity import Identity, Role
+from realtime.keys import DB, HUB
+from rest.http import client_ip, identity, listing, ok, parse_body, parse_query
+from rest.schemas import SessionCreate, SessionListQuery, SessionUpdate
+from rooms.access import (
+    SESSION_CREATOR_ROLES,
+    can_read_roster,
+    require_manager,
+    visible_session,
+)
+
+routes = web.RouteTableDef()
+
+
+def audit(
+    request: web.Request,
+    db_audit: AuditLog,
+    who: Identity,
+    action: str,
+    session: LiveSession,
+    details: dict[str, object] | None = None,
+    *,
+    target_type: str = "session",
+    target_id: str | None = None,
+) -> None:
+    db_audit.record(
+        center_id=session.center_id,
+        actor_id=who.user_id,
+        actor_role=who.role.value,
+        action=action,
+        target_type=target_type,
+        target_id=target_id or session.id,
+        ip=client_ip(request),
+        details=details,
+    )
+
+
+def require_open(session: LiveSession) -> None:
+    if session.status == SessionStatus.ENDED.value:
+        raise HubError(ErrorCode.SESSION_ENDED, f"session {session.id!r} has ended")
+
+
+@routes.post("/api/v1/sessions")
+async def create_session(request: web.Request) -> web.Response:
+    who = identity(request)
+    body = await parse_body(request, SessionCreate)
+    if who.role not in SESSION_CREATOR_ROLES:
+        raise HubError(ErrorCode.FORBIDDEN, f"role {who.role.value} may not create sessions")
+    if who.role is Role.TUTOR and body.tutor_id != who.user_id:
+        raise HubError(ErrorCode.FORBIDDEN, "a tutor may only create sessions they teach")
+    if (
+        body.center_id is not None
+        and body.center_id != who.center
+        and who.role is not Role.SUPER_ADMIN
+    ):
+        raise HubError(
+            ErrorCode.FORBIDDEN, "only a super admin may create sessions in another center"
+        )
+    session = LiveSession(
+        center_id=body.center_id or who.center,
+        title=body.title,
+        tutor_id=body.tutor_id,
+        starts_at=body.starts_at,
+        ends_at=body.ends_at,
+        max_students=body.max_students,
+        status=SessionStatus.SCHEDULED.value,
+        settings={},
+        created_by=who.user_id,
+    )
+    async with request.app[DB].begin() as db:
+        SessionRepository(db).add(session)
+        await db.flush()
+        audit(request, AuditLog(db), who, "session.create", session, {"title": session.title})
+    return ok(session_view(session), status=201)
+
+
+@routes.get("/api/v1/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    who = identity(request)
+    params = parse_query(request, SessionListQuery)
+    query = SessionQuery(
+        center_id=who.center,
+        tutor_id=params.tutor_id,
+        status=params.status.value if params.status else None,
+    )
+    if who.role is Role.SUPER_ADMIN:
+        query = replace(query, center_id=params.center_id)
+    elif params.center_id is not None and params.center_id != who.center:
+        raise HubError(ErrorCode.FORBIDDEN, "only a super admin may list another center's sessions")
+    if who.role is Role.TUTOR:
+        if params.tutor_id not in (None, who.user_id):
+            raise HubError(ErrorCode.FORBIDDEN, "a tutor may only list their own sessions")
+        query = replace(query, tutor_id=who.user_id)
+    elif who.role is Role.STUDENT:
+        query = replace(query, student_id=who.user_id)
+    elif who.role in (Role.PARENT, Role.ASSESSOR):
+        raise HubError(ErrorCode.FORBIDDEN, f"role {who.role.value} may not list sessions")
+    if params.day is not None:
+        start = datetime.combine(params.day, time.min, tzinfo=ZoneInfo(params.tz))
+        query = replace(query, starts_from=start, starts_before=start + timedelta(days=1))
+    page = Page(params.page, params.limit)
+    async with request.app[DB]() as db:
+        rows, total = await SessionRepository(db).list(query, page)
+    return listing([session_view(s) for s in rows], page, total)
+
+
+async def readable_session(request: web.Request, db_session: SessionRepository) -> LiveSession:
+    """The session of the URL if the caller may read it (404 across centers, 403 within)."""
+    who = identity(request)
+    session_id = request.match_info["session_id"]
+    return visible_session(who, await db_session.get(session_id), session_id)
+
+
+@routes.get("/api/v1/sessions/{session_id}")
+async def get_session(request: web.Request) -> web.Response:
+    who = identity(request)
+    async with request.app[DB]() as db:
+        session = await readable_session(request, SessionRepository(db))
+        if not can_read_roster(who, session):
+            enrolled = (
+                who.role is Role.STUDENT
+                and await EnrollmentRepository(db).get(session.id, who.user_id) is not None
+            )
+            if not enrolled:
+                raise HubError(ErrorCode.FORBIDDEN, "not a member of this session")
+    return ok(session_view(session))
+
+
+@routes.patch("/api/v1/sessions/{session_id}")
+async def update_session(request: web.Request) -> web.Response:
+    who = identity(request)
+    body = await parse_body(request, SessionUpdate)
+    async with request.app[DB].begin() as db:
+        session = await readable_session(request, SessionRepository(db))
+        require_manager(who, session)
+        require_open(session)
+        changes = body.model_dump(exclude_unset=True)
+        if "tutor_id" in changes and changes["tutor_id"] != session.tutor_id:
+            if who.role is Role.TUTOR:
+                raise HubError(ErrorCode.FORBIDDEN, "a tutor may not hand a session to another")
+        starts_at = changes.get("starts_at", session.starts_at)
+        ends_at = changes.get("ends_at", session.ends_at)
+        if ends_at <= starts_at:
+            raise HubError(
+                ErrorCode.VALIDATION_ERROR,
+                "ends_at must be after starts_at",
+                details={"starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat()},
+            )
+        if "max_students" in changes:
+            enrolled = await EnrollmentRepository(db).count(session.id)
+            if changes["max_students"] < enrolled:
+                raise HubError(
+                    ErrorCode.CONFLICT,
+                    f"max_students {changes['max_students']} is below the {enrolled} enrolled",
+                    error_code="SESSION_OVER_CAPACITY",
+                )
+        for name, value in changes.items():
+            setattr(session, name, value)
+        audit(request, AuditLog(db), who, "session.update", session, _jsonable(changes))
+    return ok(session_view(session))
+
+
+@routes.post("/api/v1/sessions/{session_id}/end")
+async def end_session(request: web.Request) -> web.Response:
+    who = identity(request)
+    async with request.app[DB].begin() as db:
+        session = await readable_session(request, SessionRepository(db))
+        require_manager(who, session)
+        newly_ended = session.status != SessionStatus.ENDED.value
+        if newly_ended:
+            session.status = SessionStatus.ENDED.value
+            session.ended_at = utcnow()
+            audit(request, AuditLog(db), who, "session.end", session)
+    if newly_ended:
+        await request.app[HUB].session_ended(session)
+    return ok(session_view(session))
+
+
+def _jsonable(changes: dict[str, object]) -> dict[str, object]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in changes.items()}

@@ -1,0 +1,1 @@
+"""Session rooms: who may join what, room names, and which sockets are in which session."""

@@ -1,0 +1,85 @@
+"""Who may do what with a session, live and over REST.
+
+One place for the authorization table of the protocol. Another center's
+session is reported as not found, never as forbidden, so its existence
+does not leak across tenants.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from persistence.models import LiveSession
+from realtime.errors import ErrorCode, HubError, not_found
+from realtime.identity import Identity, Role
+
+OBSERVER_ROLES = frozenset({Role.SUPERVISOR, Role.CENTER_ADMIN, Role.SUPER_ADMIN})
+SESSION_CREATOR_ROLES = frozenset({Role.TUTOR, Role.CENTER_ADMIN, Role.SUPER_ADMIN})
+
+
+class LiveRole(StrEnum):
+    """The part a socket plays in a session it joined."""
+
+    TUTOR = "TUTOR"
+    OBSERVER = "OBSERVER"
+    STUDENT = "STUDENT"
+
+    @property
+    def is_staff(self) -> bool:
+        return self is not LiveRole.STUDENT
+
+
+def in_tenant(identity: Identity, center_id: str) -> bool:
+    return identity.role is Role.SUPER_ADMIN or identity.center == center_id
+
+
+def visible_session(
+    identity: Identity, session: LiveSession | None, session_id: str
+) -> LiveSession:
+    """The session, or NOT_FOUND when it does not exist or belongs to another center."""
+    if session is None or not in_tenant(identity, session.center_id):
+        raise not_found("session", session_id)
+    return session
+
+
+def can_manage(identity: Identity, session: LiveSession) -> bool:
+    """Tutors manage their own sessions; center admins any in their center; super admins any."""
+    if identity.role is Role.SUPER_ADMIN:
+        return True
+    if identity.center != session.center_id:
+        return False
+    if identity.role is Role.CENTER_ADMIN:
+        return True
+    return identity.role is Role.TUTOR and identity.user_id == session.tutor_id
+
+
+def require_manager(identity: Identity, session: LiveSession) -> None:
+    if not can_manage(identity, session):
+        raise HubError(
+            ErrorCode.FORBIDDEN,
+            f"role {identity.role.value} may not manage session {session.id!r}; "
+            "expected its tutor, a center admin or a super admin",
+        )
+
+
+def can_read_roster(identity: Identity, session: LiveSession) -> bool:
+    """Managers and the center's supervisors see the whole roster."""
+    return can_manage(identity, session) or (
+        identity.role is Role.SUPERVISOR and identity.center == session.center_id
+    )
+
+
+def live_role(identity: Identity, session: LiveSession, *, enrolled: bool) -> LiveRole:
+    """The caller's part in a live session, or the refusal of the protocol's table."""
+    visible_session(identity, session, session.id)
+    if identity.role is Role.TUTOR:
+        if identity.user_id == session.tutor_id:
+            return LiveRole.TUTOR
+        raise HubError(ErrorCode.FORBIDDEN, "only the session's own tutor may join as tutor")
+    if identity.role in OBSERVER_ROLES:
+        return LiveRole.OBSERVER
+    if identity.role is Role.STUDENT:
+        if enrolled:
+            return LiveRole.STUDENT
+        raise HubError(ErrorCode.FORBIDDEN, "student is not enrolled in this session")
+    raise HubError(ErrorCode.FORBIDDEN, f"role {identity.role.value} has no live access")

@@ -1,0 +1,55 @@
+"""Which sockets are connected, who they are, and which sessions they joined (this process)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from realtime.identity import Identity
+from rooms.access import LiveRole
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """A socket's place in one session."""
+
+    session_id: str
+    center_id: str
+    role: LiveRole
+    # The student whose canvas and room this socket speaks for (students only).
+    student_id: str | None
+
+
+@dataclass(slots=True)
+class Connection:
+    sid: str
+    identity: Identity
+    ip: str | None
+    sessions: dict[str, Joined] = field(default_factory=dict)
+    expiry: asyncio.TimerHandle | None = None
+
+
+class Membership:
+    """The process-local registry of connections. Not shared between hub processes."""
+
+    def __init__(self) -> None:
+        self._connections: dict[str, Connection] = {}
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def add(self, connection: Connection) -> None:
+        self._connections[connection.sid] = connection
+
+    def get(self, sid: str) -> Connection | None:
+        return self._connections.get(sid)
+
+    def pop(self, sid: str) -> Connection | None:
+        return self._connections.pop(sid, None)
+
+    def in_session(self, session_id: str) -> Iterator[Connection]:
+        return (c for c in list(self._connections.values()) if session_id in c.sessions)
+
+    def joined_count(self) -> int:
+        return sum(len(c.sessions) for c in self._connections.values())
