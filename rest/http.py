@@ -33,7 +33,7 @@ M = TypeVar("M", bound=BaseModel)
 RestHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 API_PREFIX = "/api/v1"
-IDENTITY_KEY = "hub.identity"
+IDENTITY_KEY = web.RequestKey("identity", Identity)
 
 # aiohttp's own refusals, given the protocol's codes.
 _HTTP_ERROR_CODES: dict[int, str] = {
@@ -81,7 +81,7 @@ def error_response(
 
 def identity(request: web.Request) -> Identity:
     found = request.get(IDENTITY_KEY)
-    if not isinstance(found, Identity):
+    if found is None:
         raise HubError(ErrorCode.UNAUTHORIZED, "a bearer token is required")
     return found
 

@@ -1,0 +1,177 @@
+"""Fixtures: one database fixture parametrized over SQLite and Postgres, and a real hub on loopback.
+
+Postgres and Redis are real services. Run by hand without them, the tests
+that need them skip with the reason; under ``CI=true`` they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+import redis.asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from realtime.app import build_app
+from realtime.config import Settings
+from tests.support import TEST_SECRET, Api, Client, Tokens
+
+POSTGRES_URL = os.environ.get(
+    "HUB_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("HUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+_reachable: dict[str, str | None] = {}
+
+
+def need_service(name: str, problem: str | None) -> None:
+    """Skip (by hand) or fail (in CI) when a service the test needs is down."""
+    if problem is None:
+        return
+    message = f"{name} is not reachable ({problem})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI must run the {name} tests", pytrace=False)
+    pytest.skip(f"{message}; start it to run these tests")
+
+
+async def postgres_problem() -> str | None:
+    if "postgres" not in _reachable:
+        dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+        try:
+            conn = await asyncpg.connect(dsn, timeout=3)
+            await conn.close()
+            _reachable["postgres"] = None
+        except Exception as exc:
+            _reachable["postgres"] = f"{POSTGRES_URL}: {exc!r}"
+    return _reachable["postgres"]
+
+
+async def redis_problem() -> str | None:
+    if "redis" not in _reachable:
+        client = redis.asyncio.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+        try:
+            await client.ping()
+            _reachable["redis"] = None
+        except Exception as exc:
+            _reachable["redis"] = f"{REDIS_URL}: {exc!r}"
+        finally:
+            await client.aclose()
+    return _reachable["redis"]
+
+
+@pytest.fixture(autouse=True)
+def _no_hub_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A developer's HUB_* variables must not change what the tests see.
+    for name in list(os.environ):
+        if name.startswith("HUB_") and not name.startswith("HUB_TEST_"):
+            monkeypatch.delenv(name)
+
+
+@dataclass(frozen=True)
+class Database:
+    kind: str
+    url: str
+    schema: str | None
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Database]:
+    """A fresh, empty database: a SQLite file, or a Postgres schema of the test's own."""
+    if request.param == "sqlite":
+        yield Database("sqlite", f"sqlite+aiosqlite:///{tmp_path}/hub.db", None)
+        return
+    need_service("Postgres", await postgres_problem())
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        yield Database("postgres", POSTGRES_URL, schema)
+    finally:
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await conn.close()
+
+
+@pytest.fixture
+def settings(database: Database) -> Settings:
+    return Settings(database_url=database.url, jwt_secret=TEST_SECRET, jwt_leeway_s=0)
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> Tokens:
+    return Tokens(settings)
+
+
+@dataclass
+class Hub:
+    """A real hub serving on loopback, and ways to talk to it."""
+
+    url: str
+    app: web.Application
+    tokens: Tokens
+    http: aiohttp.ClientSession
+    clients: list[Client]
+
+    def api(self, token: str | None) -> Api:
+        return Api(self.http, self.url, token)
+
+    def as_(self, sub: str, role: str, center: str = "c1", **kw: Any) -> Api:
+        return self.api(self.tokens(sub, role, center, **kw))
+
+    async def client(self, token: str | None) -> Client:
+        client = Client()
+        self.clients.append(client)
+        return await client.connect(self.url, token)
+
+    async def connect(self, sub: str, role: str, center: str = "c1", **kw: Any) -> Client:
+        return await self.client(self.tokens(sub, role, center, **kw))
+
+
+HubFactory = Callable[..., Awaitable[Hub]]
+
+
+@pytest.fixture
+async def make_hub(settings: Settings, database: Database) -> AsyncIterator[HubFactory]:
+    """Start hubs on 127.0.0.1 (with setting overrides); all stop at teardown."""
+    servers: list[TestServer] = []
+    hubs: list[Hub] = []
+
+    async def start(**overrides: Any) -> Hub:
+        hub_settings = settings.model_copy(update=overrides) if overrides else settings
+        app = build_app(hub_settings, db_schema=database.schema)
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        servers.append(server)
+        hub = Hub(
+            url=str(server.make_url("")).rstrip("/"),
+            app=app,
+            tokens=Tokens(hub_settings),
+            http=aiohttp.ClientSession(),
+            clients=[],
+        )
+        hubs.append(hub)
+        return hub
+
+    yield start
+    for hub in hubs:
+        for client in hub.clients:
+            if client.sio.connected:
+                await client.sio.disconnect()
+        await hub.http.close()
+    for server in servers:
+        await server.close()
+    await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def hub(make_hub: HubFactory) -> Hub:
+    return await make_hub()

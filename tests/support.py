@@ -1,0 +1,130 @@
+"""Helpers for the tests: REST calls, Socket.IO clients, tokens and deadline polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import socketio
+
+from realtime.config import Settings
+from realtime.identity import Role, mint_token
+
+TEST_SECRET = "test-secret-for-the-tutor-hub-suite-0123456789"
+
+
+async def eventually(
+    check: Callable[[], Any] | Callable[[], Awaitable[Any]],
+    *,
+    timeout: float = 5.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class Tokens:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def __call__(
+        self, sub: str, role: Role | str, center: str = "c1", *, ttl_s: float = 600, **kw: Any
+    ) -> str:
+        return mint_token(
+            self._settings, sub=sub, role=Role(role), center=center, ttl_s=ttl_s, **kw
+        )
+
+
+class Api:
+    """A REST caller with one identity. Returns (status, body)."""
+
+    def __init__(self, http: aiohttp.ClientSession, base_url: str, token: str | None) -> None:
+        self._http = http
+        self._base = base_url
+        self._token = token
+
+    async def call(
+        self, method: str, path: str, json: Any = None, *, params: dict[str, Any] | None = None,
+        data: bytes | str | None = None,
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        async with self._http.request(
+            method, self._base + path, json=json, params=params, data=data, headers=headers
+        ) as resp:
+            body = await resp.json(content_type=None)
+            return resp.status, body
+
+    async def get(self, path: str, **params: Any) -> tuple[int, Any]:
+        return await self.call("GET", path, params=params or None)
+
+    async def post(self, path: str, json: Any = None) -> tuple[int, Any]:
+        return await self.call("POST", path, json)
+
+    async def patch(self, path: str, json: Any = None) -> tuple[int, Any]:
+        return await self.call("PATCH", path, json)
+
+    async def delete(self, path: str) -> tuple[int, Any]:
+        return await self.call("DELETE", path)
+
+
+def session_body(tutor_id: str = "tutor-1", **overrides: Any) -> dict[str, Any]:
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+    body: dict[str, Any] = {
+        "title": "Algebra and reading",
+        "tutor_id": tutor_id,
+        "starts_at": start.isoformat(),
+        "ends_at": (start + timedelta(hours=1)).isoformat(),
+    }
+    body.update(overrides)
+    return body
+
+
+class Client:
+    """A stock python-socketio AsyncClient that records what the hub sends it."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.received: dict[str, list[Any]] = defaultdict(list)
+        self.connect_error: Any = None
+        self.disconnected = asyncio.Event()
+
+        @self.sio.on("*")
+        async def any_event(event: str, data: Any = None) -> None:
+            self.received[event].append(data)
+
+        @self.sio.event
+        async def connect_error(data: Any) -> None:
+            self.connect_error = data
+
+        @self.sio.event
+        async def disconnect(*_: Any) -> None:
+            self.disconnected.set()
+
+    async def connect(self, url: str, token: str | None) -> Client:
+        auth = {"token": token} if token is not None else None
+        await self.sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=5)
+        return self
+
+    async def call(self, event: str, data: Any = None) -> Any:
+        return await self.sio.call(event, data, timeout=5)
+
+    async def join(self, session_id: str, **extra: Any) -> Any:
+        return await self.call("session:join", {"session_id": session_id, **extra})
+
+    def events(self, name: str) -> list[Any]:
+        return self.received.get(name, [])
