@@ -21,12 +21,12 @@ TEST_SECRET = "test-secret-for-the-tutor-hub-suite-0123456789"
 async def eventually(
     check: Callable[[], Any] | Callable[[], Awaitable[Any]],
     *,
-    timeout: float = 5.0,
+    within: float = 5.0,
     interval: float = 0.02,
     what: str = "condition",
 ) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll ``check`` until it returns something truthy; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while True:
         result = check()
         if asyncio.iscoroutine(result):
@@ -34,7 +34,7 @@ async def eventually(
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -59,7 +59,12 @@ class Api:
         self._token = token
 
     async def call(
-        self, method: str, path: str, json: Any = None, *, params: dict[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
         data: bytes | str | None = None,
     ) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}

@@ -137,7 +137,9 @@ async def test_same_center_non_members_are_forbidden(hub: Hub) -> None:
 async def test_update_changes_fields_and_is_audited(hub: Hub) -> None:
     session = await create(hub)
     path = f"{SESSIONS}/{session['id']}"
-    status, got = await hub.as_("tutor-1", "TUTOR").patch(path, {"title": "Geometry", "max_students": 8})
+    status, got = await hub.as_("tutor-1", "TUTOR").patch(
+        path, {"title": "Geometry", "max_students": 8}
+    )
     assert status == 200
     assert (got["data"]["title"], got["data"]["max_students"]) == ("Geometry", 8)
     status, got = await hub.as_("tutor-1", "TUTOR").patch(path, {"tutor_id": "tutor-2"})
@@ -208,8 +210,14 @@ async def test_list_filters_by_day_in_a_time_zone_tutor_and_status(hub: Hub) -> 
     status, got = await hub.as_("root", "SUPER_ADMIN", "hq").get(SESSIONS, day="2026-11-22")
     assert got["pagination"]["total"] == 3
 
-    for params in ({"day": "22-11-2026"}, {"tz": "Mars/Olympus"}, {"status": "PAUSED"},
-                   {"limit": "0"}, {"page": "x"}, {"colour": "red"}):
+    for params in (
+        {"day": "22-11-2026"},
+        {"tz": "Mars/Olympus"},
+        {"status": "PAUSED"},
+        {"limit": "0"},
+        {"page": "x"},
+        {"colour": "red"},
+    ):
         status, got = await admin.get(SESSIONS, **params)
         assert (status, got["errorCode"]) == (422, "VALIDATION_ERROR"), params
 
@@ -222,8 +230,12 @@ async def test_list_paginates_with_the_envelope(hub: Hub) -> None:
         status, got = await api.get(SESSIONS, page=page, limit=2)
         assert status == 200
         assert got["pagination"] == {
-            "page": page, "limit": 2, "total": 5, "totalPages": 3,
-            "hasNext": page < 3, "hasPrev": page > 1,
+            "page": page,
+            "limit": 2,
+            "total": 5,
+            "totalPages": 3,
+            "hasNext": page < 3,
+            "hasPrev": page > 1,
         }
         seen += [s["id"] for s in got["data"]]
     assert sorted(seen) == sorted(s["id"] for s in created)

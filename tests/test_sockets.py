@@ -7,10 +7,10 @@ import asyncio
 import pytest
 import socketio
 
-from tests.conftest import Hub
-from tests.support import TEST_SECRET, Client, eventually, session_body
 from realtime.config import Settings
 from realtime.identity import Role, mint_token
+from tests.conftest import Hub
+from tests.support import Client, eventually, session_body
 
 SESSIONS = "/api/v1/sessions"
 
@@ -23,8 +23,13 @@ async def make_session(hub: Hub, students: tuple[str, ...] = ("s1", "s2"), **bod
     for index, student in enumerate(students):
         status, got = await tutor.post(
             f"{SESSIONS}/{session_id}/enrollments",
-            {"student_id": student, "student_name": f"Student {student}",
-             "course_id": f"course-{index}", "lesson_id": f"lesson-{index}", "level": str(index)},
+            {
+                "student_id": student,
+                "student_name": f"Student {student}",
+                "course_id": f"course-{index}",
+                "lesson_id": f"lesson-{index}",
+                "level": str(index),
+            },
         )
         assert status == 201, got
     return session_id
@@ -40,11 +45,12 @@ async def refused(hub: Hub, token: str | None) -> dict:
     return data
 
 
-async def test_connect_is_refused_without_a_valid_token(hub: Hub, settings: Settings) -> None:
-    other_secret = settings.model_copy(update={"jwt_secret": None})
+async def test_connect_is_refused_without_a_valid_token(hub: Hub) -> None:
     forged = mint_token(
         Settings(jwt_secret="another-secret-that-is-long-enough-to-be-valid"),
-        sub="t", role=Role.TUTOR, center="c1",
+        sub="t",
+        role=Role.TUTOR,
+        center="c1",
     )
     cases = {
         None: "UNAUTHORIZED",
@@ -53,12 +59,10 @@ async def test_connect_is_refused_without_a_valid_token(hub: Hub, settings: Sett
         forged: "UNAUTHORIZED",
         hub.tokens("t", "TUTOR", ttl_s=-5): "TOKEN_EXPIRED",
     }
-    del other_secret
     for token, code in cases.items():
         data = await refused(hub, token)
         assert data["data"]["code"] == code, (token, data)
         assert data["data"]["message"]
-    assert TEST_SECRET not in str(cases)
 
 
 async def test_join_as_tutor_gets_the_roster_and_starts_the_session(hub: Hub) -> None:
@@ -80,7 +84,9 @@ async def test_join_as_tutor_gets_the_roster_and_starts_the_session(hub: Hub) ->
 async def test_observers_join_read_only_as_observer(hub: Hub) -> None:
     session_id = await make_session(hub)
     for sub, role, center in (
-        ("sup", "SUPERVISOR", "c1"), ("adm", "CENTER_ADMIN", "c1"), ("root", "SUPER_ADMIN", "hq")
+        ("sup", "SUPERVISOR", "c1"),
+        ("adm", "CENTER_ADMIN", "c1"),
+        ("root", "SUPER_ADMIN", "hq"),
     ):
         client = await hub.connect(sub, role, center)
         ack = await client.join(session_id)
@@ -121,7 +127,6 @@ async def test_join_refusals(hub: Hub, sub: str, role: str, center: str, code: s
     assert ack["error"]["code"] == code
     assert ack["error"]["message"]
     # A refused join is in no room: it hears nothing of the session.
-    await hub.connect("s1", "STUDENT")
     student = await hub.connect("s1", "STUDENT")
     assert (await student.join(session_id))["ok"]
     await eventually(lambda: tutor.events("presence:update"), what="presence at the tutor")
@@ -137,9 +142,17 @@ async def test_unknown_session_is_not_found(hub: Hub) -> None:
 async def test_bad_payloads_get_validation_errors(hub: Hub) -> None:
     session_id = await make_session(hub)
     tutor = await hub.connect("tutor-1", "TUTOR")
-    for payload in (None, "text", 42, [], {}, {"session_id": ""}, {"session_id": 5},
-                    {"session_id": session_id, "extra": 1},
-                    {"session_id": "x" * 500}):
+    for payload in (
+        None,
+        "text",
+        42,
+        [],
+        {},
+        {"session_id": ""},
+        {"session_id": 5},
+        {"session_id": session_id, "extra": 1},
+        {"session_id": "x" * 500},
+    ):
         ack = await tutor.call("session:join", payload)
         assert ack["ok"] is False, payload
         assert ack["error"]["code"] == "VALIDATION_ERROR", (payload, ack)
@@ -152,8 +165,11 @@ async def test_unknown_events_get_an_error_ack(hub: Hub) -> None:
     ack = await tutor.call("canvas:paint", {"x": 1})
     assert ack == {
         "ok": False,
-        "error": {"code": "VALIDATION_ERROR", "message": "unknown event 'canvas:paint'",
-                  "details": {"event": "canvas:paint"}},
+        "error": {
+            "code": "VALIDATION_ERROR",
+            "message": "unknown event 'canvas:paint'",
+            "details": {"event": "canvas:paint"},
+        },
     }
 
 
@@ -210,8 +226,11 @@ async def test_two_tabs_of_one_student_are_one_presence(hub: Hub) -> None:
     await tab1.sio.disconnect()
     await tab2.call("session:leave", {"session_id": session_id})
     statuses = await eventually(
-        lambda: [u["status"] for u in tutor.events("presence:update")]
-        if len(tutor.events("presence:update")) >= 2 else None,
+        lambda: (
+            [u["status"] for u in tutor.events("presence:update")]
+            if len(tutor.events("presence:update")) >= 2
+            else None
+        ),
         what="offline after the last tab",
     )
     assert statuses == ["active", "offline"]
@@ -274,9 +293,7 @@ async def test_removing_an_enrollment_evicts_the_student(hub: Hub) -> None:
     await tutor.join(session_id)
     student = await hub.connect("s1", "STUDENT")
     await student.join(session_id)
-    status, _ = await hub.as_("tutor-1", "TUTOR").delete(
-        f"{SESSIONS}/{session_id}/enrollments/s1"
-    )
+    status, _ = await hub.as_("tutor-1", "TUTOR").delete(f"{SESSIONS}/{session_id}/enrollments/s1")
     assert status == 200
     removed = await eventually(lambda: student.events("session:removed"), what="removed")
     assert removed[0] == {"session_id": session_id, "reason": "ENROLLMENT_REMOVED"}

@@ -1,0 +1,359 @@
+"""A stock JavaScript socket.io-client 4.x against a real hub process.
+
+The hub runs as ``python -m realtime serve`` in a subprocess (SQLite in the
+test's tmp dir, an HS256 secret of the test's own); ``tests/js/roles.mjs``
+connects, joins and leaves as each role and prints what it saw, and this
+module judges it.
+
+Without ``node`` (or when ``npm ci`` cannot install ``tests/js``) the test
+skips with the reason; under ``CI=true`` it fails instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import pytest
+
+from realtime.config import Settings
+from realtime.identity import Role, mint_token
+from tests.conftest import IN_CI
+from tests.support import session_body
+
+ROOT = Path(__file__).resolve().parent.parent
+JS_DIR = ROOT / "tests" / "js"
+ROLES_SCRIPT = JS_DIR / "roles.mjs"
+SESSIONS = "/api/v1/sessions"
+
+NPM_CI_TIMEOUT_S = 180.0
+HUB_START_TIMEOUT_S = 20.0
+HUB_STOP_TIMEOUT_S = 15.0
+NODE_TIMEOUT_S = 30.0  # the script gives up by itself after 20 s
+POLL_INTERVAL_S = 0.05
+LOG_TAIL_CHARS = 4000
+
+
+def need_tool(name: str, problem: str | None) -> None:
+    """Skip (by hand) or fail (in CI) when a tool the test needs is missing."""
+    if problem is None:
+        return
+    message = f"{name}: {problem}"
+    if IN_CI:
+        pytest.fail(f"{message}; CI must run the JavaScript client tests", pytrace=False)
+    pytest.skip(f"{message}; install Node.js 18+ and npm to run the JavaScript client tests")
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The ``node`` executable, with ``tests/js/node_modules`` installed."""
+    node_exe = shutil.which("node")
+    need_tool("node", None if node_exe else "no `node` executable on PATH")
+    assert node_exe is not None
+    if not (JS_DIR / "node_modules" / "socket.io-client").is_dir():
+        npm = shutil.which("npm")
+        need_tool("npm", None if npm else "tests/js/node_modules is missing and there is no `npm`")
+        assert npm is not None
+        try:
+            done = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"],
+                cwd=JS_DIR,
+                capture_output=True,
+                text=True,
+                timeout=NPM_CI_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            need_tool("npm ci", f"did not finish within {NPM_CI_TIMEOUT_S:.0f} s in {JS_DIR}")
+        else:
+            need_tool(
+                "npm ci",
+                None
+                if done.returncode == 0
+                else f"exited {done.returncode} in {JS_DIR}: {done.stderr[-LOG_TAIL_CHARS:]}",
+            )
+    return node_exe
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class HubProcess:
+    """``python -m realtime serve`` in a subprocess, logging to a file."""
+
+    url: str
+    settings: Settings
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] = field(repr=False)
+
+    def log_tail(self) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return text[-LOG_TAIL_CHARS:]
+
+    def token(self, sub: str, role: Role, center: str = "c1", **kw: Any) -> str:
+        return mint_token(self.settings, sub=sub, role=role, center=center, **kw)
+
+    def wait_healthy(self, timeout: float = HUB_START_TIMEOUT_S) -> None:
+        """Poll GET /healthz until it answers 200; fail with the hub's log otherwise."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                pytest.fail(f"the hub exited with {code} while starting:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
+                    if resp.status == 200 and json.load(resp) == {"status": "ok"}:
+                        return
+                    last = f"HTTP {resp.status}"
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+                last = exc
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"the hub did not answer /healthz within {timeout} s (last: {last!r}):\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(POLL_INTERVAL_S)
+
+    def stop(self, timeout: float = HUB_STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM, then wait; the exit code, or None if it outlived ``timeout`` (then killed)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
+        finally:
+            self._log.close()
+
+
+def start_hub(tmp_path: Path, secret: str) -> HubProcess:
+    """Start a hub on a free loopback port and wait until it is healthy."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env.update(
+        HUB_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/hub.db",
+        HUB_JWT_SECRET=secret,
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = tmp_path / "hub.log"
+    log = log_path.open("wb")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    except BaseException:
+        log.close()
+        raise
+    hub = HubProcess(
+        url=f"http://127.0.0.1:{port}",
+        settings=Settings(jwt_secret=secret),
+        process=process,
+        log_path=log_path,
+        _log=log,
+    )
+    try:
+        hub.wait_healthy()
+    except BaseException:
+        hub.stop()
+        raise
+    return hub
+
+
+@pytest.fixture
+def hub_process(tmp_path: Path) -> Iterator[HubProcess]:
+    """A hub subprocess of the test's own; stopped (if the test did not) at teardown."""
+    hub = start_hub(tmp_path, secret=f"js-client-test-secret-{secrets.token_hex(16)}")
+    try:
+        yield hub
+    finally:
+        if hub.process.returncode is None:
+            hub.stop()
+
+
+async def run_node(node: str, script: Path, scenario: dict[str, Any]) -> dict[str, Any]:
+    """Run ``node script '<scenario json>'``; its stdout parsed as one JSON object."""
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(script),
+        json.dumps(scenario),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), NODE_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.communicate()
+        pytest.fail(f"{script.name} did not finish within {NODE_TIMEOUT_S} s")
+    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    assert proc.returncode == 0, (
+        f"{script.name} exited {proc.returncode}\nstdout: {stdout}\nstderr: {stderr}"
+    )
+    observed: dict[str, Any] = json.loads(stdout)
+    return observed
+
+
+async def create_session(hub: HubProcess, tutor_token: str, students: list[str]) -> str:
+    headers = {"Authorization": f"Bearer {tutor_token}"}
+    async with aiohttp.ClientSession(hub.url, headers=headers) as http:
+        async with http.post(SESSIONS, json=session_body("tutor-1")) as resp:
+            created = await resp.json()
+            assert resp.status == 201, created
+        session_id: str = created["data"]["id"]
+        for student in students:
+            body = {"student_id": student, "student_name": f"Student {student}"}
+            async with http.post(f"{SESSIONS}/{session_id}/enrollments", json=body) as resp:
+                enrolled = await resp.json()
+                assert resp.status == 201, enrolled
+    return session_id
+
+
+def refusal(code: str, message: str) -> dict[str, Any]:
+    return {"connected": False, "error_message": message, "code": code, "message": message}
+
+
+def join_error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+PRESENCE_KEYS = {"session_id", "student_id", "status", "since", "session_time_s", "total_time_s"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(NPM_CI_TIMEOUT_S + 60)
+async def test_stock_js_client_connects_joins_and_leaves_as_each_role(
+    node: str, hub_process: HubProcess
+) -> None:
+    hub = hub_process
+    tutor_token = hub.token("tutor-1", Role.TUTOR, name="Ms Tutor")
+    session_id = await create_session(hub, tutor_token, ["s1", "s2"])
+    forged = mint_token(
+        Settings(jwt_secret="another-secret-that-is-long-enough-to-be-valid"),
+        sub="tutor-1",
+        role=Role.TUTOR,
+        center="c1",
+    )
+    tokens = {
+        "bad_signature": forged,
+        # Well past the hub's default 30 s leeway.
+        "expired": hub.token("tutor-1", Role.TUTOR, ttl_s=-3600),
+        "tutor": tutor_token,
+        "supervisor": hub.token("sup-1", Role.SUPERVISOR),
+        "student": hub.token("s1", Role.STUDENT),
+        "stranger_student": hub.token("s9", Role.STUDENT),
+        "parent": hub.token("p1", Role.PARENT),
+        "other_center_tutor": hub.token("tutor-1", Role.TUTOR, center="c2"),
+    }
+
+    seen = await run_node(
+        node, ROLES_SCRIPT, {"url": hub.url, "session_id": session_id, "tokens": tokens}
+    )
+    context = f"observations: {json.dumps(seen, indent=1)}\nhub log:\n{hub.log_tail()}"
+    assert "fatal" not in seen, context
+    assert seen["client_version"].startswith("4."), context
+
+    # Connect refusals carry {code, message} as connect_error's err.data.
+    assert seen["refusals"] == {
+        "no_token": refusal("UNAUTHORIZED", "a token is required"),
+        "bad_signature": refusal("UNAUTHORIZED", "invalid token: Signature verification failed"),
+        "expired": refusal("TOKEN_EXPIRED", "token has expired"),
+    }, context
+
+    joins = seen["joins"]
+    tutor = joins["tutor"]
+    assert tutor["ok"] is True, context
+    assert tutor["you"]["user_id"] == "tutor-1" and tutor["you"]["name"] == "Ms Tutor"
+    assert tutor["you"]["role"] == "TUTOR"
+    assert tutor["you"]["expires_at"] > time.time()
+    assert tutor["session"]["id"] == session_id
+    assert tutor["session"]["status"] == "LIVE" and tutor["session"]["started_at"]
+    assert [(s["student_id"], s["student_name"], s["status"]) for s in tutor["students"]] == [
+        ("s1", "Student s1", "offline"),
+        ("s2", "Student s2", "offline"),
+    ], context
+    assert (tutor["canvases"], tutor["help"], tutor["timers"]) == ({}, [], [])
+
+    supervisor = joins["supervisor"]
+    assert supervisor["ok"] is True, context
+    assert supervisor["you"]["role"] == "OBSERVER" and supervisor["you"]["user_id"] == "sup-1"
+    assert [s["student_id"] for s in supervisor["students"]] == ["s1", "s2"]
+
+    student = joins["student"]
+    assert student["ok"] is True, context
+    assert student["you"]["role"] == "STUDENT" and student["you"]["user_id"] == "s1"
+    assert [(s["student_id"], s["status"]) for s in student["students"]] == [("s1", "active")]
+    assert "s2" not in json.dumps(student), context
+
+    assert joins["stranger_student"] == join_error(
+        "FORBIDDEN", "student is not enrolled in this session"
+    ), context
+    assert joins["parent"] == join_error("FORBIDDEN", "role PARENT has no live access"), context
+    assert joins["other_center_tutor"] == join_error(
+        "NOT_FOUND", f"session {session_id!r} not found"
+    ), context
+
+    assert seen["leave"] == {"ok": True}, context
+    assert seen["leave_again"] == join_error(
+        "NOT_JOINED", f"not joined to session {session_id!r}"
+    ), context
+
+    # Staff hear the student come online on join and go offline on leave.
+    for staff in ("tutor", "supervisor"):
+        updates = seen["presence"][staff]
+        assert [(u["session_id"], u["student_id"], u["status"]) for u in updates] == [
+            (session_id, "s1", "active"),
+            (session_id, "s1", "offline"),
+        ], context
+        assert all(set(u) == PRESENCE_KEYS for u in updates), context
+        online, offline = updates
+        assert online["session_time_s"] == 0 and online["total_time_s"] == 0
+        assert online["since"] <= offline["since"]
+        assert offline["total_time_s"] >= 0 and offline["session_time_s"] >= 0
+
+    # Nobody heard anything else: not the student, nor the refused joiners.
+    assert seen["other_events"] == {
+        name: []
+        for name in (
+            "tutor", "supervisor", "student", "stranger_student", "parent", "other_center_tutor"
+        )
+    }, context
+    assert all(seen["still_connected"].values()), context
+
+    started = time.monotonic()
+    code = await asyncio.to_thread(hub.stop)
+    assert code == 0, (
+        f"the hub exited with {code} on SIGTERM "
+        f"({time.monotonic() - started:.1f} s; None means it outlived "
+        f"{HUB_STOP_TIMEOUT_S} s):\n{hub.log_tail()}"
+    )
