@@ -17,6 +17,7 @@ from realtime.config import Settings
 from realtime.identity import TokenVerifier
 from realtime.keys import DB, ENGINE, HUB, METRICS, REDIS, SETTINGS, VERIFIER
 from realtime.metrics import HubMetrics
+from realtime.ratelimit import KeyedBuckets
 from realtime.sockets import LiveHub
 from rest import enrollments, health, sessions
 from rest.http import error_middleware
@@ -56,11 +57,19 @@ def build_app(
         verifier=verifier,
         presence=presence if presence is not None else MemoryPresenceTracker(),
         metrics=metrics,
+        events_per_s=settings.socket_events_per_s,
+        event_burst=settings.socket_event_burst,
     )
 
     app = web.Application(
         client_max_size=settings.max_request_bytes,
-        middlewares=[error_middleware(metrics, verifier)],
+        middlewares=[
+            error_middleware(
+                metrics,
+                verifier,
+                KeyedBuckets(settings.rest_requests_per_s, settings.rest_request_burst),
+            )
+        ],
     )
     app[SETTINGS] = settings
     app[ENGINE] = engine

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     ping_interval_s: float = Field(default=25.0, gt=0)
     ping_timeout_s: float = Field(default=20.0, gt=0)
 
+    # Rate limits: each socket's client events, and each user's REST calls.
+    socket_events_per_s: float = Field(default=50.0, gt=0)
+    socket_event_burst: int = Field(default=100, ge=1)
+    rest_requests_per_s: float = Field(default=20.0, gt=0)
+    rest_request_burst: int = Field(default=40, ge=1)
+
     # REST limits.
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_page_size: int = Field(default=100, ge=1, le=1000)
@@ -96,11 +102,17 @@ class Settings(BaseSettings):
     def _identity_configured(self) -> Self:
         if self.jwt_public_key is not None and self.jwt_public_key_file is not None:
             raise ValueError("set HUB_JWT_PUBLIC_KEY or HUB_JWT_PUBLIC_KEY_FILE, not both")
-        if self.env is Environment.PRODUCTION and not self.has_configured_keys:
-            raise ValueError(
-                "HUB_ENV=production needs HUB_JWT_SECRET or HUB_JWT_PUBLIC_KEY(_FILE); "
-                "the development secret is refused"
-            )
+        if self.env is Environment.PRODUCTION:
+            if not self.has_configured_keys:
+                raise ValueError(
+                    "HUB_ENV=production needs HUB_JWT_SECRET or HUB_JWT_PUBLIC_KEY(_FILE); "
+                    "the development secret is refused"
+                )
+            if self.jwt_secret is not None and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+                raise ValueError(
+                    "HUB_ENV=production refuses the development secret as HUB_JWT_SECRET "
+                    "(it is public in the source)"
+                )
         return self
 
     @property

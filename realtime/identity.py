@@ -15,6 +15,8 @@ from realtime.config import Settings
 from realtime.errors import ErrorCode, HubError
 
 MAX_CLAIM_LENGTH = 128
+# Later than any real token's expiry (year ~318,000); keeps exp a sane float.
+MAX_EXP = 1e13
 
 
 class Role(StrEnum):
@@ -60,6 +62,8 @@ class TokenVerifier:
             if isinstance(key, rsa.RSAPublicKey):
                 self._keys["RS256"] = key
             elif isinstance(key, ec.EllipticCurvePublicKey):
+                if not isinstance(key.curve, ec.SECP256R1):
+                    raise ValueError(f"expected an EC key on P-256 for ES256, got {key.curve.name}")
                 self._keys["ES256"] = key
             else:
                 raise ValueError(f"expected an RSA or EC public key, got {type(key).__name__}")
@@ -129,12 +133,18 @@ def _identity_from_claims(claims: dict[str, Any]) -> Identity:
             ErrorCode.UNAUTHORIZED,
             f"claim 'role' must be one of {[r.value for r in Role]}, got {role!r}",
         ) from None
+    exp = claims["exp"]
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 < exp < MAX_EXP:
+        raise HubError(
+            ErrorCode.UNAUTHORIZED,
+            f"claim 'exp' must be seconds since the epoch below {MAX_EXP:g}",
+        )
     return Identity(
         user_id=text("sub"),
         role=parsed_role,
         center=text("center"),
         name=optional_text("name"),
-        expires_at=float(claims["exp"]),
+        expires_at=float(exp),
     )
 
 

@@ -34,6 +34,7 @@ from realtime.errors import ErrorCode, HubError
 from realtime.events import AuthRefresh, SessionJoin, SessionLeave
 from realtime.identity import Identity, Role, TokenVerifier
 from realtime.metrics import HubMetrics
+from realtime.ratelimit import TokenBucket
 from rooms.access import LiveRole, live_role, visible_session
 from rooms.membership import Connection, Joined, Membership
 from rooms.names import staff_room, student_room
@@ -62,12 +63,16 @@ class LiveHub:
         verifier: TokenVerifier,
         presence: PresenceTracker,
         metrics: HubMetrics,
+        events_per_s: float = 50.0,
+        event_burst: int = 100,
     ) -> None:
         self.sio = sio
         self._db = db
         self._verifier = verifier
         self._presence = presence
         self._metrics = metrics
+        self._events_per_s = events_per_s
+        self._event_burst = event_burst
         self.members = Membership()
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -90,7 +95,12 @@ class LiveHub:
                 exc.message, {"code": exc.code.value, "message": exc.message}
             ) from None
         request = environ.get("aiohttp.request")
-        connection = Connection(sid=sid, identity=identity, ip=getattr(request, "remote", None))
+        connection = Connection(
+            sid=sid,
+            identity=identity,
+            ip=getattr(request, "remote", None),
+            events=TokenBucket(self._events_per_s, self._event_burst),
+        )
         self.members.add(connection)
         self._locks[sid] = asyncio.Lock()
         self._schedule_expiry(connection)
@@ -178,6 +188,7 @@ class LiveHub:
         data: Any,
         extra: tuple[Any, ...],
     ) -> Ack:
+        self._rate_limit(sid)
         if extra:
             raise HubError(
                 ErrorCode.VALIDATION_ERROR,
@@ -203,14 +214,28 @@ class LiveHub:
             result = await handler(connection, payload)
         return {"ok": True, **result}
 
+    def _rate_limit(self, sid: str) -> None:
+        connection = self.members.get(sid)
+        if connection is not None and not connection.events.take():
+            raise HubError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self._events_per_s:g} events a second "
+                f"(burst {self._event_burst}); slow down",
+            )
+
     async def _on_unknown(self, event: str, sid: str, *args: Any) -> Ack:
-        self._metrics.events.labels(UNKNOWN_EVENT, ErrorCode.VALIDATION_ERROR.value).inc()
         shown = event[:64] if isinstance(event, str) else repr(event)[:64]
-        return HubError(
-            ErrorCode.VALIDATION_ERROR,
-            f"unknown event {shown!r}",
-            details={"event": shown},
-        ).ack()
+        try:
+            self._rate_limit(sid)
+            error = HubError(
+                ErrorCode.VALIDATION_ERROR,
+                f"unknown event {shown!r}",
+                details={"event": shown},
+            )
+        except HubError as exc:
+            error = exc
+        self._metrics.events.labels(UNKNOWN_EVENT, error.code.value).inc()
+        return error.ack()
 
     # -- session:join / session:leave ----------------------------------------
 

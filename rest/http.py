@@ -26,6 +26,7 @@ from persistence.repositories import Page
 from realtime.errors import ErrorCode, HubError
 from realtime.identity import Identity, TokenVerifier
 from realtime.metrics import HubMetrics
+from realtime.ratelimit import KeyedBuckets
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def error_response(
 
 
 def identity(request: web.Request) -> Identity:
-    found = request.get(IDENTITY_KEY)
+    found: Identity | None = request.get(IDENTITY_KEY)
     if found is None:
         raise HubError(ErrorCode.UNAUTHORIZED, "a bearer token is required")
     return found
@@ -116,8 +117,9 @@ def validation_error(exc: ValidationError, message: str) -> HubError:
     return HubError(ErrorCode.VALIDATION_ERROR, message, details={"errors": errors})
 
 
-def error_middleware(metrics: HubMetrics, verifier: TokenVerifier) -> Any:
-    """Bearer identity for /api/v1, the error body for every failure, and request metrics."""
+def error_middleware(metrics: HubMetrics, verifier: TokenVerifier, limits: KeyedBuckets) -> Any:
+    """Bearer identity and per-user rate limits for /api/v1, the error body for every
+    failure, and request metrics."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: RestHandler) -> web.StreamResponse:
@@ -125,7 +127,10 @@ def error_middleware(metrics: HubMetrics, verifier: TokenVerifier) -> Any:
         route = _route_label(request)
         try:
             if request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX:
-                request[IDENTITY_KEY] = verifier.verify(_bearer(request))
+                who = verifier.verify(_bearer(request))
+                if not limits.take(f"{who.center}\x00{who.user_id}"):
+                    raise HubError(ErrorCode.RATE_LIMITED, "too many requests; slow down")
+                request[IDENTITY_KEY] = who
             response = await handler(request)
         except HubError as exc:
             response = error_response(exc.http_status, exc.error_code, exc.message, exc.details)

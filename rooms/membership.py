@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from realtime.identity import Identity
+from realtime.ratelimit import TokenBucket
 from rooms.access import LiveRole
 
 
@@ -26,6 +27,7 @@ class Connection:
     sid: str
     identity: Identity
     ip: str | None
+    events: TokenBucket
     sessions: dict[str, Joined] = field(default_factory=dict)
     expiry: asyncio.TimerHandle | None = None
 

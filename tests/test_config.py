@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def hub_free_env(**extra: str) -> dict[str, str]:
 def run_cli(args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m realtime <args>`` from the project root with a HUB_*-free environment."""
     return subprocess.run(
-        [sys.executable, "-m", "realtime", *args.split()],
+        [sys.executable, "-m", "realtime", *shlex.split(args)],
         cwd=PROJECT_ROOT,
         env=hub_free_env(**env),
         capture_output=True,
@@ -311,8 +312,9 @@ def test_token_command_signs_with_a_private_key_file(tmp_path: Path) -> None:
     key_file = tmp_path / "signing.pem"
     key_file.write_text(private)
 
+    key_arg = shlex.quote(str(key_file))
     result = run_cli(
-        f"token --sub p1 --role PARENT --center c7 --private-key {key_file} --algorithm ES256"
+        f"token --sub p1 --role PARENT --center c7 --private-key {key_arg} --algorithm ES256"
     )
 
     assert result.returncode == 0, result.stderr

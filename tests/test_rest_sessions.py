@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from persistence.models import AuditEntry
 from realtime.keys import DB
-from tests.conftest import Hub
+from tests.conftest import Hub, HubFactory
 from tests.support import session_body
 
 SESSIONS = "/api/v1/sessions"
@@ -254,3 +254,13 @@ async def test_students_list_only_sessions_they_are_enrolled_in(hub: Hub) -> Non
     assert status == 200
     status, got = await hub.as_("p1", "PARENT").get(SESSIONS)
     assert (status, got["errorCode"]) == (403, "FORBIDDEN")
+
+
+async def test_rest_rate_limit_is_per_user(make_hub: HubFactory) -> None:
+    hub = await make_hub(rest_requests_per_s=0.5, rest_request_burst=2)
+    api = hub.as_("tutor-1", "TUTOR")
+    assert [(await api.get(SESSIONS))[0] for _ in range(2)] == [200, 200]
+    status, got = await api.post(SESSIONS, session_body())
+    assert (status, got["errorCode"]) == (429, "RATE_LIMITED")
+    status, got = await hub.as_("adm", "CENTER_ADMIN").get(SESSIONS)
+    assert status == 200 and got["data"] == []  # the refused create changed nothing

@@ -9,7 +9,7 @@ import socketio
 
 from realtime.config import Settings
 from realtime.identity import Role, mint_token
-from tests.conftest import Hub
+from tests.conftest import Hub, HubFactory
 from tests.support import Client, eventually, session_body
 
 SESSIONS = "/api/v1/sessions"
@@ -334,3 +334,39 @@ async def test_refreshing_the_token_keeps_the_socket(hub: Hub) -> None:
     await asyncio.sleep(2.5)
     assert student.sio.connected
     assert student.events("hub:closing") == []
+
+
+async def test_event_rate_limit_refuses_a_flood_without_side_effects(make_hub: HubFactory) -> None:
+    hub = await make_hub(socket_events_per_s=0.5, socket_event_burst=3)
+    session_id = await make_session(hub)
+    tutor = await hub.connect("tutor-1", "TUTOR")
+    await tutor.join(session_id)
+    flooder = await hub.connect("s1", "STUDENT")
+    acks = [await flooder.call("nothing:here", {}) for _ in range(3)]
+    assert {a["error"]["code"] for a in acks} == {"VALIDATION_ERROR"}
+    refused = await flooder.join(session_id)
+    assert refused["error"]["code"] == "RATE_LIMITED"
+    # Other sockets have buckets of their own.
+    other = await hub.connect("s2", "STUDENT")
+    assert (await other.join(session_id))["ok"] is True
+    # The refused join changed nothing: the tutor saw only s2 come online.
+    updates = await eventually(lambda: tutor.events("presence:update"), what="s2 online")
+    assert [u["student_id"] for u in updates] == ["s2"]
+
+
+async def test_an_oversized_message_drops_only_its_sender(make_hub: HubFactory) -> None:
+    hub = await make_hub(max_message_bytes=4096)
+    session_id = await make_session(hub)
+    tutor = await hub.connect("tutor-1", "TUTOR")
+    await tutor.join(session_id)
+    student = await hub.connect("s1", "STUDENT")
+    await student.join(session_id)
+    await student.sio.emit("session:join", {"session_id": session_id, "pad": "x" * 10_000})
+    await asyncio.wait_for(student.disconnected.wait(), timeout=5)
+    updates = await eventually(
+        lambda: len(tutor.events("presence:update")) == 2 and tutor.events("presence:update"),
+        what="offline after the drop",
+    )
+    assert updates[1]["status"] == "offline"
+    assert tutor.sio.connected
+    assert (await tutor.call("session:leave", {"session_id": session_id})) == {"ok": True}
