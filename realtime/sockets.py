@@ -74,7 +74,7 @@ class LiveHub:
         self._events_per_s = events_per_s
         self._event_burst = event_burst
         self.members = Membership()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._expiring: set[asyncio.Task[None]] = set()
 
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
@@ -102,20 +102,17 @@ class LiveHub:
             events=TokenBucket(self._events_per_s, self._event_burst),
         )
         self.members.add(connection)
-        self._locks[sid] = asyncio.Lock()
         self._schedule_expiry(connection)
         self._metrics.connects.labels("ok").inc()
         self._metrics.connections.inc()
         log.debug("connect %s as %s/%s", sid, identity.role, identity.user_id)
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
-        lock = self._locks.get(sid)
-        if lock is None:
+        connection = self.members.get(sid)
+        if connection is None:
             return
-        async with lock:
-            connection = self.members.pop(sid)
-            self._locks.pop(sid, None)
-            if connection is None:
+        async with connection.lock:
+            if self.members.pop(sid) is not connection:
                 return
             if connection.expiry is not None:
                 connection.expiry.cancel()
@@ -130,10 +127,14 @@ class LiveHub:
         if connection.expiry is not None:
             connection.expiry.cancel()
         wait = min(max(connection.identity.seconds_left(), 0.0), MAX_EXPIRY_WAIT_S)
-        loop = asyncio.get_running_loop()
-        connection.expiry = loop.call_later(
-            wait, lambda: asyncio.ensure_future(self._expire(connection))
+        connection.expiry = asyncio.get_running_loop().call_later(
+            wait, self._start_expiry, connection
         )
+
+    def _start_expiry(self, connection: Connection) -> None:
+        task = asyncio.create_task(self._expire(connection))
+        self._expiring.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._expiring.discard)
 
     async def _expire(self, connection: Connection) -> None:
         if self.members.get(connection.sid) is not connection:
@@ -202,12 +203,11 @@ class LiveHub:
                 f"invalid {event} payload",
                 details={"errors": _validation_details(exc)},
             ) from None
-        lock = self._locks.get(sid)
-        if lock is None:
+        connection = self.members.get(sid)
+        if connection is None:
             raise HubError(ErrorCode.UNAUTHORIZED, "not connected")
-        async with lock:
-            connection = self.members.get(sid)
-            if connection is None:
+        async with connection.lock:
+            if self.members.get(sid) is not connection:
                 raise HubError(ErrorCode.UNAUTHORIZED, "not connected")
             if connection.identity.seconds_left() <= 0:
                 raise HubError(ErrorCode.TOKEN_EXPIRED, "token has expired")
@@ -392,10 +392,7 @@ class LiveHub:
     async def _evict(
         self, connection: Connection, session_id: str, event: str, data: dict[str, Any]
     ) -> None:
-        lock = self._locks.get(connection.sid)
-        if lock is None:
-            return
-        async with lock:
+        async with connection.lock:
             joined = connection.sessions.get(session_id)
             if joined is None:
                 return

@@ -30,6 +30,9 @@ class Connection:
     events: TokenBucket
     sessions: dict[str, Joined] = field(default_factory=dict)
     expiry: asyncio.TimerHandle | None = None
+    # Held while one of this socket's events (or its disconnect) is handled, so
+    # they take effect one at a time in arrival order (asyncio.Lock is FIFO).
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Membership:
