@@ -87,9 +87,14 @@ def build_app(
     app.add_routes(health.routes)
     app.add_routes(sessions.routes)
     app.add_routes(enrollments.routes)
+    app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_redis)
     return app
+
+
+async def _disconnect_clients(app: web.Application) -> None:
+    await app[HUB].shutdown()
 
 
 def _cors(origins: list[str]) -> str | list[str] | None:

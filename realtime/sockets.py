@@ -46,6 +46,8 @@ Ack = dict[str, Any]
 Handler = Callable[[Connection, P], Awaitable[Ack]]
 
 UNKNOWN_EVENT = "unknown"
+# hub:closing code when the process stops: unlike TOKEN_EXPIRED, reconnecting helps.
+SHUTTING_DOWN = "SHUTTING_DOWN"
 # The longest a timer handle may be scheduled for; asyncio copes, but a token
 # valid for years is better re-checked now and then.
 MAX_EXPIRY_WAIT_S = 24 * 3600.0
@@ -142,12 +144,27 @@ class LiveHub:
         if connection.identity.seconds_left() > 0:
             self._schedule_expiry(connection)  # capped wait; not due yet
             return
-        await self.close(connection.sid, ErrorCode.TOKEN_EXPIRED, "token has expired")
+        await self.close(connection.sid, ErrorCode.TOKEN_EXPIRED.value, "token has expired")
 
-    async def close(self, sid: str, code: ErrorCode, message: str) -> None:
+    async def close(self, sid: str, code: str, message: str) -> None:
         """Tell a client why, then disconnect it."""
-        await self.sio.emit("hub:closing", {"code": code.value, "message": message}, to=sid)
+        await self.sio.emit("hub:closing", {"code": code, "message": message}, to=sid)
         await self.sio.disconnect(sid)
+
+    async def shutdown(self) -> None:
+        """Disconnect every client, telling each to reconnect (to this hub restarted, or
+        another), so the process exits without waiting out its open websockets."""
+        for connection in list(self.members):
+            await self.sio.emit(
+                "hub:closing",
+                {"code": SHUTTING_DOWN, "message": "hub is shutting down; reconnect"},
+                to=connection.sid,
+            )
+        # Close the Engine.IO transports too: a Socket.IO-level disconnect leaves
+        # the websocket open until the web server's shutdown timeout.
+        if self.sio.eio.sockets:
+            await self.sio.eio.disconnect()
+        await self.sio.shutdown()
 
     # -- dispatch ------------------------------------------------------------
 

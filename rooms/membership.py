@@ -44,6 +44,9 @@ class Membership:
     def __len__(self) -> int:
         return len(self._connections)
 
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._connections.values()))
+
     def add(self, connection: Connection) -> None:
         self._connections[connection.sid] = connection
 

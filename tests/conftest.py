@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from aiohttp.test_utils import TestServer
 
 from realtime.app import build_app
 from realtime.config import Settings
+from tests.processes import HubProcess, start_hub
 from tests.support import TEST_SECRET, Api, Client, Tokens
 
 POSTGRES_URL = os.environ.get(
@@ -175,3 +177,14 @@ async def make_hub(settings: Settings, database: Database) -> AsyncIterator[HubF
 @pytest.fixture
 async def hub(make_hub: HubFactory) -> Hub:
     return await make_hub()
+
+
+@pytest.fixture
+def hub_process(tmp_path: Any) -> Iterator[HubProcess]:
+    """A hub subprocess of the test's own; stopped (if the test did not) at teardown."""
+    hub = start_hub(tmp_path, secret=f"hub-process-test-secret-{secrets.token_hex(16)}")
+    try:
+        yield hub
+    finally:
+        if hub.process.returncode is None:
+            hub.stop()

@@ -13,20 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import pytest
@@ -34,19 +25,15 @@ import pytest
 from realtime.config import Settings
 from realtime.identity import Role, mint_token
 from tests.conftest import IN_CI
+from tests.processes import HUB_STOP_TIMEOUT_S, LOG_TAIL_CHARS, ROOT, HubProcess
 from tests.support import session_body
 
-ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "tests" / "js"
 ROLES_SCRIPT = JS_DIR / "roles.mjs"
 SESSIONS = "/api/v1/sessions"
 
 NPM_CI_TIMEOUT_S = 180.0
-HUB_START_TIMEOUT_S = 20.0
-HUB_STOP_TIMEOUT_S = 15.0
 NODE_TIMEOUT_S = 30.0  # the script gives up by itself after 20 s
-POLL_INTERVAL_S = 0.05
-LOG_TAIL_CHARS = 4000
 
 
 def need_tool(name: str, problem: str | None) -> None:
@@ -88,115 +75,6 @@ def node() -> str:
                 else f"exited {done.returncode} in {JS_DIR}: {done.stderr[-LOG_TAIL_CHARS:]}",
             )
     return node_exe
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class HubProcess:
-    """``python -m realtime serve`` in a subprocess, logging to a file."""
-
-    url: str
-    settings: Settings
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    _log: IO[bytes] = field(repr=False)
-
-    def log_tail(self) -> str:
-        text = self.log_path.read_text(errors="replace")
-        return text[-LOG_TAIL_CHARS:]
-
-    def token(self, sub: str, role: Role, center: str = "c1", **kw: Any) -> str:
-        return mint_token(self.settings, sub=sub, role=role, center=center, **kw)
-
-    def wait_healthy(self, timeout: float = HUB_START_TIMEOUT_S) -> None:
-        """Poll GET /healthz until it answers 200; fail with the hub's log otherwise."""
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while True:
-            code = self.process.poll()
-            if code is not None:
-                pytest.fail(f"the hub exited with {code} while starting:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
-                    if resp.status == 200 and json.load(resp) == {"status": "ok"}:
-                        return
-                    last = f"HTTP {resp.status}"
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-                last = exc
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"the hub did not answer /healthz within {timeout} s (last: {last!r}):\n"
-                    f"{self.log_tail()}"
-                )
-            time.sleep(POLL_INTERVAL_S)
-
-    def stop(self, timeout: float = HUB_STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM, then wait; the exit code, or None if it outlived ``timeout`` (then killed)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return None
-        finally:
-            self._log.close()
-
-
-def start_hub(tmp_path: Path, secret: str) -> HubProcess:
-    """Start a hub on a free loopback port and wait until it is healthy."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-    env.update(
-        HUB_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/hub.db",
-        HUB_JWT_SECRET=secret,
-        PYTHONUNBUFFERED="1",
-    )
-    log_path = tmp_path / "hub.log"
-    log = log_path.open("wb")
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    except BaseException:
-        log.close()
-        raise
-    hub = HubProcess(
-        url=f"http://127.0.0.1:{port}",
-        settings=Settings(jwt_secret=secret),
-        process=process,
-        log_path=log_path,
-        _log=log,
-    )
-    try:
-        hub.wait_healthy()
-    except BaseException:
-        hub.stop()
-        raise
-    return hub
-
-
-@pytest.fixture
-def hub_process(tmp_path: Path) -> Iterator[HubProcess]:
-    """A hub subprocess of the test's own; stopped (if the test did not) at teardown."""
-    hub = start_hub(tmp_path, secret=f"js-client-test-secret-{secrets.token_hex(16)}")
-    try:
-        yield hub
-    finally:
-        if hub.process.returncode is None:
-            hub.stop()
 
 
 async def run_node(node: str, script: Path, scenario: dict[str, Any]) -> dict[str, Any]:
