@@ -5,6 +5,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from pydantic import ValidationError
+
 
 class ErrorCode(StrEnum):
     UNAUTHORIZED = "UNAUTHORIZED"
@@ -75,3 +77,12 @@ def not_found(what: str, ident: str) -> HubError:
         f"{what} {ident!r} not found",
         error_code=f"{what.upper().replace(' ', '_')}_NOT_FOUND",
     )
+
+
+def validation_error(exc: ValidationError, message: str) -> HubError:
+    """VALIDATION_ERROR listing each problem as ``{loc, msg, type}`` (never the input)."""
+    errors = [
+        {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    return HubError(ErrorCode.VALIDATION_ERROR, message, details={"errors": errors})

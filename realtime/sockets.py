@@ -13,8 +13,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import socketio
 from pydantic import BaseModel, ValidationError
@@ -30,7 +31,7 @@ from persistence.repositories import (
 )
 from persistence.views import enrollment_view, iso, session_view
 from presence.tracker import PresenceTracker
-from realtime.errors import ErrorCode, HubError
+from realtime.errors import ErrorCode, HubError, validation_error
 from realtime.events import AuthRefresh, SessionJoin, SessionLeave
 from realtime.identity import Identity, Role, TokenVerifier
 from realtime.metrics import HubMetrics
@@ -51,6 +52,15 @@ SHUTTING_DOWN = "SHUTTING_DOWN"
 # The longest a timer handle may be scheduled for; asyncio copes, but a token
 # valid for years is better re-checked now and then.
 MAX_EXPIRY_WAIT_S = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route(Generic[P]):
+    """A client event, the model its payload must match, and its handler."""
+
+    event: str
+    model: type[P]
+    handler: Handler[P]
 
 
 class LiveHub:
@@ -169,23 +179,20 @@ class LiveHub:
     # -- dispatch ------------------------------------------------------------
 
     def _register(self, event: str, model: type[P], handler: Handler[P]) -> None:
+        route = Route(event, model, handler)
+
         async def on_event(sid: str, data: Any = None, *extra: Any) -> Ack:
-            return await self._dispatch(event, model, handler, sid, data, extra)
+            return await self._dispatch(route, sid, data, extra)
 
         self.sio.on(event, on_event)
 
     async def _dispatch(
-        self,
-        event: str,
-        model: type[P],
-        handler: Handler[P],
-        sid: str,
-        data: Any,
-        extra: tuple[Any, ...],
+        self, route: Route[Any], sid: str, data: Any, extra: tuple[Any, ...]
     ) -> Ack:
+        event = route.event
         started = time.perf_counter()
         try:
-            ack = await self._run(event, model, handler, sid, data, extra)
+            ack = await self._run(route, sid, data, extra)
             outcome = "ok"
         except HubError as exc:
             ack, outcome = exc.ack(), exc.code.value
@@ -197,29 +204,17 @@ class LiveHub:
         self._metrics.event_seconds.labels(event).observe(time.perf_counter() - started)
         return ack
 
-    async def _run(
-        self,
-        event: str,
-        model: type[P],
-        handler: Handler[P],
-        sid: str,
-        data: Any,
-        extra: tuple[Any, ...],
-    ) -> Ack:
+    async def _run(self, route: Route[Any], sid: str, data: Any, extra: tuple[Any, ...]) -> Ack:
         self._rate_limit(sid)
         if extra:
             raise HubError(
                 ErrorCode.VALIDATION_ERROR,
-                f"{event} takes one payload object, got {1 + len(extra)} arguments",
+                f"{route.event} takes one payload object, got {1 + len(extra)} arguments",
             )
         try:
-            payload = model.model_validate(data)
+            payload = route.model.model_validate(data)
         except ValidationError as exc:
-            raise HubError(
-                ErrorCode.VALIDATION_ERROR,
-                f"invalid {event} payload",
-                details={"errors": _validation_details(exc)},
-            ) from None
+            raise validation_error(exc, f"invalid {route.event} payload") from None
         connection = self.members.get(sid)
         if connection is None:
             raise HubError(ErrorCode.UNAUTHORIZED, "not connected")
@@ -228,7 +223,7 @@ class LiveHub:
                 raise HubError(ErrorCode.UNAUTHORIZED, "not connected")
             if connection.identity.seconds_left() <= 0:
                 raise HubError(ErrorCode.TOKEN_EXPIRED, "token has expired")
-            result = await handler(connection, payload)
+            result = await route.handler(connection, payload)
         return {"ok": True, **result}
 
     def _rate_limit(self, sid: str) -> None:
@@ -445,10 +440,3 @@ def _audit(db: AsyncSession, connection: Connection, action: str, session: LiveS
         target_id=session.id,
         ip=connection.ip,
     )
-
-
-def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
-        for err in exc.errors(include_url=False, include_input=False)
-    ]

@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from persistence.repositories import Page
-from realtime.errors import ErrorCode, HubError
+from realtime.errors import ErrorCode, HubError, validation_error
 from realtime.identity import Identity, TokenVerifier
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import KeyedBuckets
@@ -107,14 +107,6 @@ def parse_query(request: web.Request, model: type[M]) -> M:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
         raise validation_error(exc, "invalid query parameters") from None
-
-
-def validation_error(exc: ValidationError, message: str) -> HubError:
-    errors = [
-        {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
-    return HubError(ErrorCode.VALIDATION_ERROR, message, details={"errors": errors})
 
 
 def error_middleware(metrics: HubMetrics, verifier: TokenVerifier, limits: KeyedBuckets) -> Any:

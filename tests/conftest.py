@@ -35,14 +35,14 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _reachable: dict[str, str | None] = {}
 
 
-def need_service(name: str, problem: str | None) -> None:
-    """Skip (by hand) or fail (in CI) when a service the test needs is down."""
+def need_service(name: str, problem: str | None, *, hint: str = "start it") -> None:
+    """Skip (by hand) or fail (in CI) when a service or tool the test needs is missing."""
     if problem is None:
         return
-    message = f"{name} is not reachable ({problem})"
+    message = f"{name} is not available ({problem})"
     if IN_CI:
         pytest.fail(f"{message}; CI must run the {name} tests", pytrace=False)
-    pytest.skip(f"{message}; start it to run these tests")
+    pytest.skip(f"{message}; {hint} to run these tests")
 
 
 async def postgres_problem() -> str | None:

@@ -24,7 +24,7 @@ import pytest
 
 from realtime.config import Settings
 from realtime.identity import Role, mint_token
-from tests.conftest import IN_CI
+from tests.conftest import need_service
 from tests.processes import HUB_STOP_TIMEOUT_S, LOG_TAIL_CHARS, ROOT, HubProcess
 from tests.support import session_body
 
@@ -37,13 +37,7 @@ NODE_TIMEOUT_S = 30.0  # the script gives up by itself after 20 s
 
 
 def need_tool(name: str, problem: str | None) -> None:
-    """Skip (by hand) or fail (in CI) when a tool the test needs is missing."""
-    if problem is None:
-        return
-    message = f"{name}: {problem}"
-    if IN_CI:
-        pytest.fail(f"{message}; CI must run the JavaScript client tests", pytrace=False)
-    pytest.skip(f"{message}; install Node.js 18+ and npm to run the JavaScript client tests")
+    need_service(name, problem, hint="install Node.js 18+ and npm")
 
 
 @pytest.fixture(scope="module")
