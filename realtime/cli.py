@@ -50,12 +50,17 @@ def serve(args: argparse.Namespace) -> None:
     from realtime.app import build_app
 
     app = build_app(settings)
-    log.info(
-        "hub listening on http://%s:%d (database %s)",
-        settings.host,
-        settings.port,
-        settings.database_url.split("://", 1)[0],
-    )
+
+    async def announce(_app: web.Application) -> None:
+        # Runs after the migrations (registered before it), just before the port opens.
+        log.info(
+            "hub serving on http://%s:%d (database: %s)",
+            settings.host,
+            settings.port,
+            settings.database_url.split("://", 1)[0],
+        )
+
+    app.on_startup.append(announce)
     web.run_app(
         app,
         host=settings.host,
