@@ -172,6 +172,28 @@ class CanvasSnapshot(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class CanvasOp(Base):
+    """One accepted canvas patch: the durable op log, written before the patch is acked."""
+
+    __tablename__ = "canvas_ops"
+    __table_args__ = (
+        UniqueConstraint("session_id", "student_id", "seq", name="uq_canvas_ops_stream_seq"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(16))
+    author_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    ops: Mapped[list[Any]] = mapped_column(JSONDocument)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class AuditEntry(Base):
     """Who changed what, from where, when. Written in the same transaction as the change."""
 

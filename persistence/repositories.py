@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from persistence.models import (
     AttendanceInterval,
     AuditEntry,
+    CanvasOp,
+    CanvasSnapshot,
     Enrollment,
     LiveSession,
 )
@@ -253,3 +255,73 @@ class AuditLog:
             .order_by(AuditEntry.id)
         )
         return rows.all()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCanvas:
+    """What the database holds for one canvas: its latest snapshot and the ops after it."""
+
+    snapshot_seq: int
+    snapshot_doc: dict[str, Any] | None
+    epoch: str | None
+    ops: Sequence[CanvasOp]
+
+
+class CanvasRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def load(
+        self, session_id: str, student_id: str, *, upto: int | None = None
+    ) -> StoredCanvas:
+        """The latest snapshot at or before ``upto`` (default: any) and the ops after it."""
+        snap_query = select(CanvasSnapshot).where(
+            CanvasSnapshot.session_id == session_id, CanvasSnapshot.student_id == student_id
+        )
+        if upto is not None:
+            snap_query = snap_query.where(CanvasSnapshot.seq <= upto)
+        snapshot = (
+            await self._db.scalars(
+                snap_query.order_by(CanvasSnapshot.seq.desc(), CanvasSnapshot.id.desc()).limit(1)
+            )
+        ).first()
+        after = snapshot.seq if snapshot is not None else 0
+        ops_query = select(CanvasOp).where(
+            CanvasOp.session_id == session_id,
+            CanvasOp.student_id == student_id,
+            CanvasOp.seq > after,
+        )
+        if upto is not None:
+            ops_query = ops_query.where(CanvasOp.seq <= upto)
+        ops = (await self._db.scalars(ops_query.order_by(CanvasOp.seq))).all()
+        epoch = ops[-1].epoch if ops else snapshot.epoch if snapshot is not None else None
+        return StoredCanvas(
+            snapshot_seq=after,
+            snapshot_doc=snapshot.doc if snapshot is not None else None,
+            epoch=epoch,
+            ops=ops,
+        )
+
+    async def snapshots(
+        self, session_id: str, student_id: str, page: Page
+    ) -> tuple[Sequence[CanvasSnapshot], int]:
+        where = (CanvasSnapshot.session_id == session_id, CanvasSnapshot.student_id == student_id)
+        total = await self._db.scalar(
+            select(func.count()).select_from(CanvasSnapshot).where(*where)
+        )
+        rows = await self._db.scalars(
+            select(CanvasSnapshot)
+            .where(*where)
+            .order_by(CanvasSnapshot.seq.desc(), CanvasSnapshot.id.desc())
+            .offset(page.offset)
+            .limit(page.size)
+        )
+        return rows.all(), int(total or 0)
+
+    async def count_ops(self, session_id: str, student_id: str) -> int:
+        total = await self._db.scalar(
+            select(func.count())
+            .select_from(CanvasOp)
+            .where(CanvasOp.session_id == session_id, CanvasOp.student_id == student_id)
+        )
+        return int(total or 0)

@@ -9,13 +9,17 @@ import socketio
 from aiohttp import web
 from redis.asyncio import Redis
 
+from canvas.document import CanvasLimits
+from canvas.relay import CanvasRelay
+from canvas.service import CanvasService
+from canvas.store_database import DatabaseCanvasStore
 from persistence import migrate
 from persistence.db import create_engine, session_factory
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
 from realtime.config import Settings
 from realtime.identity import TokenVerifier
-from realtime.keys import DB, ENGINE, HUB, METRICS, REDIS, SETTINGS, VERIFIER
+from realtime.keys import CANVASES, DB, ENGINE, HUB, METRICS, REDIS, SETTINGS, VERIFIER
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import KeyedBuckets
 from realtime.sockets import LiveHub
@@ -61,6 +65,24 @@ def build_app(
         event_burst=settings.socket_event_burst,
     )
 
+    relay = CanvasRelay(sio, interval_s=settings.canvas_flush_interval_s, metrics=metrics)
+    store = DatabaseCanvasStore(
+        db,
+        limits=CanvasLimits(
+            max_ops_per_patch=settings.canvas_max_ops_per_patch,
+            max_patch_bytes=settings.canvas_max_patch_bytes,
+            max_canvas_bytes=settings.canvas_max_bytes,
+            max_entries=settings.canvas_max_entries,
+        ),
+        retention=settings.canvas_log_retention,
+        snapshot_every=settings.canvas_snapshot_every,
+        snapshot_interval_s=settings.canvas_snapshot_interval_s,
+        metrics=metrics,
+        on_durable=relay.durable,
+    )
+    canvases = CanvasService(hub, store, relay, db)
+    metrics.canvas_log_patches.set_function(store.logged_patches)
+
     app = web.Application(
         client_max_size=settings.max_request_bytes,
         middlewares=[
@@ -78,6 +100,7 @@ def build_app(
     app[METRICS] = metrics
     app[HUB] = hub
     # Lazy: the client connects on first use.
+    app[CANVASES] = canvases
     app[REDIS] = (
         Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         if settings.redis_url
@@ -89,6 +112,7 @@ def build_app(
     app.add_routes(enrollments.routes)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_canvas_store)
     app.cleanup_ctx.append(_redis)
     return app
 
@@ -111,6 +135,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         log.info("database schema is at %s", await migrate.current_revision(engine))
     yield
     await engine.dispose()
+
+
+async def _canvas_store(app: web.Application) -> AsyncIterator[None]:
+    canvases = app[CANVASES]
+    await canvases.store.start()
+    yield
+    await canvases.store.close()
+    await canvases.relay.close()
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

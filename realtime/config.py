@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     rest_requests_per_s: float = Field(default=20.0, gt=0)
     rest_request_burst: int = Field(default=40, ge=1)
 
+    # Canvases: limits, the in-memory log kept for catch-up, snapshots, relay coalescing.
+    canvas_max_ops_per_patch: int = Field(default=200, ge=1, le=10_000)
+    canvas_max_patch_bytes: int = Field(default=64 * 1024, ge=256)
+    canvas_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    canvas_max_entries: int = Field(default=5_000, ge=1)
+    canvas_log_retention: int = Field(default=1_000, ge=1)
+    canvas_snapshot_every: int = Field(default=200, ge=1)
+    canvas_snapshot_interval_s: float = Field(default=30.0, gt=0)
+    canvas_flush_interval_s: float = Field(default=0.02, ge=0, le=1.0)
+
     # REST limits.
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_page_size: int = Field(default=100, ge=1, le=1000)
@@ -113,6 +123,15 @@ class Settings(BaseSettings):
                     "HUB_ENV=production refuses the development secret as HUB_JWT_SECRET "
                     "(it is public in the source)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _patch_fits_a_message(self) -> Self:
+        if self.canvas_max_patch_bytes > self.max_message_bytes:
+            raise ValueError(
+                f"HUB_CANVAS_MAX_PATCH_BYTES ({self.canvas_max_patch_bytes}) must not exceed "
+                f"HUB_MAX_MESSAGE_BYTES ({self.max_message_bytes})"
+            )
         return self
 
     @property

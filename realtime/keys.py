@@ -6,6 +6,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from canvas.service import CanvasService
 from realtime.config import Settings
 from realtime.identity import TokenVerifier
 from realtime.metrics import HubMetrics
@@ -17,4 +18,5 @@ DB = web.AppKey("db", async_sessionmaker[AsyncSession])
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 METRICS = web.AppKey("metrics", HubMetrics)
 HUB = web.AppKey("hub", LiveHub)
+CANVASES = web.AppKey("canvases", CanvasService)
 REDIS: web.AppKey[Redis | None] = web.AppKey("redis")

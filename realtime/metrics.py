@@ -12,6 +12,7 @@ from prometheus_client import (
     Histogram,
 )
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -51,6 +52,47 @@ class HubMetrics:
             "Client event handler latency",
             ["event"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.canvas_patches = Counter(
+            "hub_canvas_patches_total",
+            "Canvas patches by outcome (accepted or the refusal's error code)",
+            ["outcome"],
+            registry=r,
+        )
+        self.canvas_apply_seconds = Histogram(
+            "hub_canvas_apply_seconds",
+            "Validating and applying one patch in memory",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.canvas_commit_seconds = Histogram(
+            "hub_canvas_commit_seconds",
+            "One group commit of the canvas op log",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.canvas_commit_batch = Histogram(
+            "hub_canvas_commit_batch_size",
+            "Writes per group commit",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.canvas_relay_seconds = Histogram(
+            "hub_canvas_relay_seconds",
+            "From a patch being durable to its relay being emitted",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.canvas_relay_batch = Histogram(
+            "hub_canvas_relay_batch_size",
+            "Patches per canvas:patches event to a staff room",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.canvas_log_patches = Gauge(
+            "hub_canvas_log_patches",
+            "Patches held in memory for catch-up, all canvases",
             registry=r,
         )
         self.http_requests = Counter(

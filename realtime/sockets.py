@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import socketio
 from pydantic import BaseModel, ValidationError
@@ -44,7 +44,40 @@ log = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=BaseModel)
 Ack = dict[str, Any]
-Handler = Callable[[Connection, P], Awaitable[Ack]]
+
+
+@dataclass(frozen=True, slots=True)
+class AfterLock:
+    """A handler's answer that completes after the connection's lock is released.
+
+    The handler has already fixed the order of its effect (a patch has its
+    seq); waiting for the rest (the patch becoming durable) must not hold up
+    the connection's next event.
+    """
+
+    ack: Awaitable[Ack]
+
+
+Handler = Callable[[Connection, P], Awaitable["Ack | AfterLock"]]
+
+
+class SessionExtension(Protocol):
+    """A feature that keeps per-session state alongside membership (canvases, ...)."""
+
+    async def joined(
+        self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
+    ) -> dict[str, Any]:
+        """Called after a socket joined (and is in its rooms); returns fields for the ack."""
+        ...
+
+    async def left(self, joined: Joined, last_connection: bool) -> None:
+        """Called after a socket left a session (``last_connection``: the student went offline)."""
+        ...
+
+    async def ended(self, session: LiveSession) -> None:
+        """Called once a session has ended and every socket has left it."""
+        ...
+
 
 UNKNOWN_EVENT = "unknown"
 # hub:closing code when the process stops: unlike TOKEN_EXPIRED, reconnecting helps.
@@ -91,9 +124,10 @@ class LiveHub:
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         sio.on("*", self._on_unknown)
-        self._register("session:join", SessionJoin, self._join)
-        self._register("session:leave", SessionLeave, self._leave)
-        self._register("auth:refresh", AuthRefresh, self._refresh)
+        self.extensions: list[SessionExtension] = []
+        self.on("session:join", SessionJoin, self._join)
+        self.on("session:leave", SessionLeave, self._leave)
+        self.on("auth:refresh", AuthRefresh, self._refresh)
 
     # -- connection lifecycle ------------------------------------------------
 
@@ -178,7 +212,9 @@ class LiveHub:
 
     # -- dispatch ------------------------------------------------------------
 
-    def _register(self, event: str, model: type[P], handler: Handler[P]) -> None:
+    def on(self, event: str, model: type[P], handler: Handler[P]) -> None:
+        """Handle a client event: ``model`` validates its payload, ``handler`` runs
+        under the connection's lock and returns the ack's fields (or ``AfterLock``)."""
         route = Route(event, model, handler)
 
         async def on_event(sid: str, data: Any = None, *extra: Any) -> Ack:
@@ -224,6 +260,8 @@ class LiveHub:
             if connection.identity.seconds_left() <= 0:
                 raise HubError(ErrorCode.TOKEN_EXPIRED, "token has expired")
             result = await route.handler(connection, payload)
+        if isinstance(result, AfterLock):
+            result = await result.ack
         return {"ok": True, **result}
 
     def _rate_limit(self, sid: str) -> None:
@@ -299,6 +337,13 @@ class LiveHub:
             for e in roster
             if e is not None
         ]
+        extra: dict[str, Any] = {"canvases": {}, "help": [], "timers": []}
+        for extension in self.extensions:
+            extra.update(
+                await extension.joined(
+                    connection, joined, [s["student_id"] for s in students], payload.since or {}
+                )
+            )
         return {
             "you": {
                 "user_id": identity.user_id,
@@ -308,10 +353,8 @@ class LiveHub:
             },
             "session": session_view(session),
             "students": students,
-            # Filled by the canvas, help and timer features; empty until they land.
-            "canvases": {},
-            "help": [],
-            "timers": [],
+            # help and timers stay empty until the control-center feature fills them.
+            **extra,
         }
 
     async def _open_attendance(self, connection: Connection, joined: Joined, now: datetime) -> None:
@@ -342,12 +385,12 @@ class LiveHub:
             return
         self._metrics.joined.dec()
         await self.sio.leave_room(connection.sid, _room_of(joined))
-        if joined.student_id is None:
-            return
-        went_offline = await self._presence.disconnect(
+        went_offline = joined.student_id is not None and await self._presence.disconnect(
             joined.session_id, joined.student_id, connection.sid
         )
-        if not went_offline:
+        for extension in self.extensions:
+            await extension.left(joined, went_offline)
+        if not went_offline or joined.student_id is None:
             return
         now = utcnow()
         async with self._db.begin() as db:
@@ -392,6 +435,8 @@ class LiveHub:
         event = {"session_id": session.id, "ended_at": iso(session.ended_at)}
         for connection in self.members.in_session(session.id):
             await self._evict(connection, session.id, "session:ended", event)
+        for extension in self.extensions:
+            await extension.ended(session)
 
     async def student_removed(self, session: LiveSession, student_id: str) -> None:
         """A student's enrollment was removed: their sockets leave the session now."""

@@ -183,7 +183,12 @@ async def test_stock_js_client_connects_joins_and_leaves_as_each_role(
         ("s1", "Student s1", "offline"),
         ("s2", "Student s2", "offline"),
     ], context
-    assert (tutor["canvases"], tutor["help"], tutor["timers"]) == ({}, [], [])
+    empty = {"elements": {}, "annotations": {}, "meta": {}}
+    assert {k: (v["seq"], v["doc"]) for k, v in tutor["canvases"].items()} == {
+        "s1": (0, empty),
+        "s2": (0, empty),
+    }
+    assert (tutor["help"], tutor["timers"]) == ([], [])
 
     supervisor = joins["supervisor"]
     assert supervisor["ok"] is True, context

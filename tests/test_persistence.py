@@ -33,6 +33,7 @@ from persistence.repositories import (
 from tests.conftest import Database
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+HEAD = "0002"
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ async def test_migrations_build_exactly_the_models(engine: AsyncEngine) -> None:
 
     async with engine.connect() as conn:
         assert await conn.run_sync(diff) == []
-    assert await migrate.current_revision(engine) == "0001"
+    assert await migrate.current_revision(engine) == HEAD
 
 
 async def test_migrations_are_idempotent_and_reversible(engine: AsyncEngine) -> None:
@@ -79,7 +80,7 @@ async def test_migrations_are_idempotent_and_reversible(engine: AsyncEngine) -> 
         tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
     assert set(tables) <= {"alembic_version"}
     await migrate.upgrade(engine)
-    assert await migrate.current_revision(engine) == "0001"
+    assert await migrate.current_revision(engine) == HEAD
 
 
 async def test_every_foreign_key_is_covered_by_an_index(engine: AsyncEngine) -> None:

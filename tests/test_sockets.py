@@ -78,7 +78,12 @@ async def test_join_as_tutor_gets_the_roster_and_starts_the_session(hub: Hub) ->
     assert set(students) == {"s1", "s2"}
     assert students["s2"]["course_id"] == "course-1" and students["s2"]["level"] == "1"
     assert students["s1"]["status"] == "offline"
-    assert (ack["canvases"], ack["help"], ack["timers"]) == ({}, [], [])
+    empty = {"elements": {}, "annotations": {}, "meta": {}}
+    assert {k: (v["seq"], v["doc"]) for k, v in ack["canvases"].items()} == {
+        "s1": (0, empty),
+        "s2": (0, empty),
+    }
+    assert (ack["help"], ack["timers"]) == ([], [])
 
 
 async def test_observers_join_read_only_as_observer(hub: Hub) -> None:

@@ -1,0 +1,236 @@
+"""One student's canvas and the rules for changing it.
+
+The document is ``{"elements": {id: ...}, "annotations": {id: ...}, "meta": {...}}``.
+A patch is an RFC 6902 op list applied with ``jsonpatch`` under these rules:
+
+- every path (and ``from``) points inside one keyed entry: ``/<section>/<key>[/...]``;
+  the student writes ``elements`` and ``meta``, the tutor ``annotations``;
+- ``remove`` of an entry that is already gone is dropped (a no-op), and ``add``
+  on an existing key replaces it, so ops on different entries commute;
+- a patch applies whole or not at all: a refused patch leaves the document as
+  it was, and the limits (ops and bytes per patch, bytes and entries per
+  canvas) are checked before the change is kept.
+
+``apply`` returns the *effective* ops (no-op removes dropped): replaying those
+in seq order on any replica with a plain RFC 6902 implementation gives the
+same document.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import jsonpatch
+import jsonpointer
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from realtime.errors import ErrorCode, HubError, validation_error
+
+SECTIONS = ("elements", "annotations", "meta")
+MAX_KEY_LENGTH = 128
+
+
+class Author(StrEnum):
+    STUDENT = "student"
+    TUTOR = "tutor"
+
+
+WRITABLE: dict[Author, frozenset[str]] = {
+    Author.STUDENT: frozenset({"elements", "meta"}),
+    Author.TUTOR: frozenset({"annotations"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CanvasLimits:
+    max_ops_per_patch: int = 200
+    max_patch_bytes: int = 64 * 1024
+    max_canvas_bytes: int = 2 * 1024 * 1024
+    max_entries: int = 5_000  # elements + annotations
+
+
+def empty_document() -> dict[str, Any]:
+    return {section: {} for section in SECTIONS}
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    path: str = Field(max_length=1024)
+
+
+class _ValueOp(_Op):
+    value: Any
+
+
+class AddOp(_ValueOp):
+    op: Literal["add"]
+
+
+class ReplaceOp(_ValueOp):
+    op: Literal["replace"]
+
+
+class TestOp(_ValueOp):
+    op: Literal["test"]
+
+
+class RemoveOp(_Op):
+    op: Literal["remove"]
+
+
+class MoveOp(_Op):
+    op: Literal["move"]
+    from_: str = Field(alias="from", max_length=1024)
+
+
+class CopyOp(_Op):
+    op: Literal["copy"]
+    from_: str = Field(alias="from", max_length=1024)
+
+
+Op = Annotated[AddOp | ReplaceOp | TestOp | RemoveOp | MoveOp | CopyOp, Field(discriminator="op")]
+_OPS = TypeAdapter(list[Op])
+
+
+def _entry(pointer: str, author: Author) -> tuple[str, str, int]:
+    """(section, key, depth) of a path the author may write, or a refusal."""
+    try:
+        parts = jsonpointer.JsonPointer(pointer).parts
+    except jsonpointer.JsonPointerException as exc:
+        raise HubError(ErrorCode.VALIDATION_ERROR, f"bad JSON pointer {pointer!r}: {exc}") from None
+    if len(parts) < 2 or parts[0] not in SECTIONS or not parts[1]:
+        raise HubError(
+            ErrorCode.FORBIDDEN,
+            f"path {pointer!r} must point inside one entry: /elements/<id>, /meta/<key> "
+            "or /annotations/<id>",
+        )
+    if parts[0] not in WRITABLE[author]:
+        raise HubError(
+            ErrorCode.FORBIDDEN,
+            f"the {author.value} may not write {pointer!r}; "
+            f"expected a path under {sorted('/' + s for s in WRITABLE[author])}",
+        )
+    if len(parts[1]) > MAX_KEY_LENGTH:
+        raise HubError(ErrorCode.VALIDATION_ERROR, f"entry key longer than {MAX_KEY_LENGTH}")
+    return parts[0], parts[1], len(parts)
+
+
+def parse_ops(raw: Any, limits: CanvasLimits) -> list[dict[str, Any]]:
+    """Validate an op list's shape and size; returns the ops as plain dicts."""
+    if isinstance(raw, list) and len(raw) > limits.max_ops_per_patch:
+        raise HubError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"a patch holds at most {limits.max_ops_per_patch} ops, got {len(raw)}",
+        )
+    try:
+        ops = _OPS.validate_python(raw)
+    except ValidationError as exc:
+        raise validation_error(exc, "invalid JSON Patch ops") from None
+    if not ops:
+        raise HubError(ErrorCode.VALIDATION_ERROR, "a patch needs at least one op")
+    plain = [op.model_dump(by_alias=True, exclude_unset=False) for op in ops]
+    size = len(json.dumps(plain, separators=(",", ":")))
+    if size > limits.max_patch_bytes:
+        raise HubError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"a patch is at most {limits.max_patch_bytes} bytes, got {size}",
+        )
+    return plain
+
+
+def _entry_size(key: str, value: Any) -> int:
+    """Bytes of ``"key":value`` in compact JSON (the canvas size counts these)."""
+    return len(key) + 3 + len(json.dumps(value, separators=(",", ":")))
+
+
+class CanvasDocument:
+    """A canvas held in memory, with the byte size of each entry kept up to date."""
+
+    def __init__(self, doc: dict[str, Any] | None = None) -> None:
+        source = doc or {}
+        self.doc: dict[str, dict[str, Any]] = {
+            section: dict(source.get(section) or {}) for section in SECTIONS
+        }
+        self._sizes = {
+            (section, key): _entry_size(key, value)
+            for section in SECTIONS
+            for key, value in self.doc[section].items()
+        }
+        self.bytes = sum(self._sizes.values())
+
+    @property
+    def entries(self) -> int:
+        return len(self.doc["elements"]) + len(self.doc["annotations"])
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self.doc)
+
+    def apply(
+        self, ops: list[dict[str, Any]], author: Author, limits: CanvasLimits
+    ) -> list[dict[str, Any]]:
+        """Apply validated ops (see ``parse_ops``) whole or not at all; the effective ops."""
+        touched: set[tuple[str, str]] = set()
+        for op in ops:
+            touched.add(_entry(op["path"], author)[:2])
+            if "from" in op:
+                touched.add(_entry(op["from"], author)[:2])
+        # Copy only what the patch can change: the touched sections, shallowly,
+        # and the touched entries, deeply. The rest is shared with self.doc.
+        working: dict[str, Any] = dict(self.doc)
+        for section in {s for s, _ in touched}:
+            working[section] = dict(self.doc[section])
+        for section, key in touched:
+            if key in working[section]:
+                working[section][key] = copy.deepcopy(working[section][key])
+        effective: list[dict[str, Any]] = []
+        for op in ops:
+            section, key, depth = _entry(op["path"], author)
+            if op["op"] == "remove" and depth == 2 and key not in working[section]:
+                continue  # already gone: a no-op, so concurrent removes commute
+            try:
+                jsonpatch.apply_patch(working, [op], in_place=True)
+            except jsonpatch.JsonPatchTestFailed as exc:
+                raise HubError(ErrorCode.CONFLICT, f"test op failed: {exc}") from None
+            except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+                raise HubError(
+                    ErrorCode.CONFLICT, f"op {op['op']} {op['path']!r} cannot apply: {exc}"
+                ) from None
+            effective.append(op)
+        resized = {
+            (section, key): _entry_size(key, working[section][key])
+            if key in working[section]
+            else 0
+            for section, key in touched
+        }
+        total = self.bytes + sum(size - self._sizes.get(k, 0) for k, size in resized.items())
+        entries = len(working["elements"]) + len(working["annotations"])
+        if total > limits.max_canvas_bytes:
+            raise HubError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"a canvas holds at most {limits.max_canvas_bytes} bytes; this patch "
+                f"would make it {total}",
+            )
+        if entries > limits.max_entries and entries > self.entries:
+            raise HubError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"a canvas holds at most {limits.max_entries} elements and annotations",
+            )
+        self.doc, self.bytes = working, total
+        for k, size in resized.items():
+            if size:
+                self._sizes[k] = size
+            else:
+                self._sizes.pop(k, None)
+        return effective
+
+
+def replay(doc: dict[str, Any] | None, patches: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """The document after applying effective ops in order (plain RFC 6902, no rules)."""
+    result = copy.deepcopy(doc) if doc else empty_document()
+    for ops in patches:
+        jsonpatch.apply_patch(result, ops, in_place=True)
+    return result

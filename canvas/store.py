@@ -1,0 +1,101 @@
+"""The canvas store interface: sequenced, durable patch streams, one per student canvas.
+
+Backends: ``store_database.DatabaseCanvasStore`` (documents in this process,
+op log and snapshots in the database; the default). A Redis backend that lets
+several hubs share canvases is to come beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from canvas.document import Author
+
+
+@dataclass(frozen=True, slots=True)
+class CanvasKey:
+    center_id: str
+    session_id: str
+    student_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """Where a canvas stream stands: ``offset`` is the last seq, counted in ``epoch``.
+
+    Seqs are gap-free within an epoch. A new epoch means the log was reset
+    (lost and rebuilt): a client holding another epoch must take the document
+    again rather than ask for the patches after its seq.
+    """
+
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """An accepted patch: its seq, who wrote it, and the effective ops."""
+
+    seq: int
+    author: Author
+    author_id: str
+    ops: list[dict[str, Any]]
+    at: datetime
+
+    def wire(self) -> dict[str, Any]:
+        return {"seq": self.seq, "author": self.author.value, "ops": self.ops}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A patch that has its seq. ``durable`` resolves once it is in the database
+    (the hub acks only then) or fails with the reason it could not be stored."""
+
+    key: CanvasKey
+    patch: Patch
+    durable: asyncio.Future[None]
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """How a client gets level: the patches after its seq, or the whole document."""
+
+    position: StreamPosition
+    patches: list[Patch] | None
+    doc: dict[str, Any] | None
+
+
+class CanvasStore(Protocol):
+    """Sequenced, durable canvas streams.
+
+    Contract:
+
+    - ``append`` validates and applies a patch atomically per canvas: it either
+      raises ``HubError`` and changes nothing, or assigns the next seq. Seqs
+      are assigned in call order, so one caller's patches keep their order.
+    - A patch is durable once ``Accepted.durable`` resolves; only durable
+      patches are acked, relayed, or returned by ``catch_up`` and ``state``.
+      If storing fails, that patch and every later undurable patch of the same
+      canvas fail too, and the canvas is reloaded from what was stored.
+    - ``catch_up`` returns exactly the patches after ``since`` while the
+      in-memory log still holds them, else the document.
+    - After a restart, documents are rebuilt from the last snapshot plus the
+      op log; seq and epoch carry on.
+    """
+
+    async def append(
+        self, key: CanvasKey, author: Author, author_id: str, ops: list[dict[str, Any]]
+    ) -> Accepted: ...
+
+    async def catch_up(self, key: CanvasKey, since: int | None) -> CatchUp: ...
+
+    async def compact(self, key: CanvasKey) -> None:
+        """Write a snapshot now if there are patches since the last one."""
+        ...
+
+    async def close(self) -> None:
+        """Store what is pending and stop background work."""
+        ...

@@ -1,0 +1,302 @@
+"""Canvas store: documents in this process, op log and snapshots in the database.
+
+Writes go through one committer task. While a commit is in flight, new
+patches queue up and go in the next transaction together (group commit), so
+a hundred students drawing at once cost a commit per batch, not per patch,
+and an idle hub adds no delay waiting for company.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonpatch
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from canvas.document import Author, CanvasDocument, CanvasLimits
+from canvas.store import Accepted, CanvasKey, CatchUp, Patch, StreamPosition
+from persistence.models import CanvasOp, CanvasSnapshot, utcnow
+from persistence.repositories import CanvasRepository
+from realtime.errors import ErrorCode, HubError
+from realtime.metrics import HubMetrics
+
+log = logging.getLogger(__name__)
+
+# Called after each commit with the patches it made durable, in commit order.
+DurableListener = Callable[[Sequence[tuple[CanvasKey, Patch]]], None]
+
+SETTLE_ATTEMPTS = 20
+
+
+def new_epoch() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass(eq=False, slots=True)
+class _Canvas:
+    key: CanvasKey
+    doc: CanvasDocument
+    seq: int
+    epoch: str
+    log: deque[Patch]
+    durable_seq: int
+    snapshot_seq: int
+    snapshot_at: float
+    last_write: asyncio.Future[None] | None = None
+    broken: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class _Write:
+    canvas: _Canvas
+    row: CanvasOp | CanvasSnapshot
+    future: asyncio.Future[None]
+    patch: Patch | None = None
+
+
+@dataclass
+class DatabaseCanvasStore:
+    """``CanvasStore`` for one hub process (see ``canvas.store`` for the contract)."""
+
+    db: async_sessionmaker[AsyncSession]
+    limits: CanvasLimits = field(default_factory=CanvasLimits)
+    retention: int = 1000
+    snapshot_every: int = 200
+    snapshot_interval_s: float = 30.0
+    metrics: HubMetrics | None = None
+    on_durable: DurableListener | None = None
+
+    _canvases: dict[CanvasKey, _Canvas] = field(default_factory=dict, init=False)
+    _loading: dict[CanvasKey, asyncio.Future[_Canvas]] = field(default_factory=dict, init=False)
+    _queue: list[_Write] = field(default_factory=list, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+
+    async def start(self) -> None:
+        self._idle.set()
+        self._tasks = [
+            asyncio.create_task(self._commit_loop(), name="canvas-committer"),
+            asyncio.create_task(self._snapshot_loop(), name="canvas-snapshots"),
+        ]
+
+    async def close(self) -> None:
+        """Store what is pending, then stop."""
+        for canvas in list(self._canvases.values()):
+            self._snapshot(canvas)
+        await self.flush()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def flush(self) -> None:
+        """Wait until every queued write is committed (or failed)."""
+        while self._queue or not self._idle.is_set():
+            await self._idle.wait()
+            await asyncio.sleep(0)
+
+    # -- reads and writes -----------------------------------------------------
+
+    async def append(
+        self, key: CanvasKey, author: Author, author_id: str, ops: list[dict[str, Any]]
+    ) -> Accepted:
+        canvas = await self._canvas(key)
+        started = time.perf_counter()
+        effective = canvas.doc.apply(ops, author, self.limits)  # raises, changing nothing
+        canvas.seq += 1
+        patch = Patch(canvas.seq, author, author_id, effective, utcnow())
+        canvas.log.append(patch)
+        row = CanvasOp(
+            center_id=key.center_id,
+            session_id=key.session_id,
+            student_id=key.student_id,
+            seq=patch.seq,
+            epoch=canvas.epoch,
+            author=author.value,
+            author_id=author_id,
+            ops=effective,
+            at=patch.at,
+        )
+        future = self._enqueue(canvas, row, patch)
+        if canvas.seq - canvas.snapshot_seq >= self.snapshot_every:
+            self._snapshot(canvas)
+        if self.metrics is not None:
+            self.metrics.canvas_apply_seconds.observe(time.perf_counter() - started)
+        return Accepted(key, patch, future)
+
+    async def catch_up(self, key: CanvasKey, since: int | None) -> CatchUp:
+        canvas = await self._settled(key)
+        position = StreamPosition(canvas.seq, canvas.epoch)
+        if since is not None and since <= canvas.seq:
+            if since == canvas.seq:
+                return CatchUp(position, [], None)
+            if canvas.log and canvas.log[0].seq <= since + 1:
+                return CatchUp(position, [p for p in canvas.log if p.seq > since], None)
+        return CatchUp(position, None, canvas.doc.snapshot())
+
+    async def compact(self, key: CanvasKey) -> None:
+        canvas = self._canvases.get(key)
+        if canvas is None:
+            return
+        future = self._snapshot(canvas)
+        if future is not None:
+            await asyncio.shield(future)
+
+    async def compact_session(self, session_id: str) -> None:
+        for key in [k for k in self._canvases if k.session_id == session_id]:
+            await self.compact(key)
+
+    def logged_patches(self) -> int:
+        return sum(len(c.log) for c in self._canvases.values())
+
+    def forget(self, session_id: str) -> None:
+        """Drop a session's canvases from memory (they reload from the database on use)."""
+        for key in [k for k in self._canvases if k.session_id == session_id]:
+            del self._canvases[key]
+
+    # -- loading --------------------------------------------------------------
+
+    async def _canvas(self, key: CanvasKey) -> _Canvas:
+        canvas = self._canvases.get(key)
+        if canvas is not None and not canvas.broken:
+            return canvas
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(key))
+            self._loading[key] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(loading)
+
+    async def _load(self, key: CanvasKey) -> _Canvas:
+        async with self.db() as db:
+            stored = await CanvasRepository(db).load(key.session_id, key.student_id)
+        doc = stored.snapshot_doc or {}
+        for op in stored.ops:
+            jsonpatch.apply_patch(doc, op.ops, in_place=True)
+        patches = [
+            Patch(op.seq, Author(op.author), op.author_id, op.ops, op.at) for op in stored.ops
+        ]
+        seq = patches[-1].seq if patches else stored.snapshot_seq
+        canvas = _Canvas(
+            key=key,
+            doc=CanvasDocument(doc),
+            seq=seq,
+            epoch=stored.epoch or new_epoch(),
+            log=deque(patches, maxlen=self.retention),
+            durable_seq=seq,
+            snapshot_seq=stored.snapshot_seq,
+            snapshot_at=time.monotonic(),
+        )
+        self._canvases[key] = canvas
+        return canvas
+
+    async def _settled(self, key: CanvasKey) -> _Canvas:
+        """The canvas once everything appended to it is durable."""
+        for _ in range(SETTLE_ATTEMPTS):
+            canvas = await self._canvas(key)
+            pending = canvas.last_write
+            if canvas.durable_seq == canvas.seq or pending is None:
+                return canvas
+            try:
+                await asyncio.shield(pending)
+            except HubError:
+                continue  # the canvas was reloaded from what was stored
+        raise HubError(ErrorCode.INTERNAL, "canvas is too busy to settle; retry")
+
+    # -- the committer --------------------------------------------------------
+
+    def _enqueue(
+        self, canvas: _Canvas, row: CanvasOp | CanvasSnapshot, patch: Patch | None = None
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Nobody may await a snapshot's future; don't log its failure as unretrieved.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._queue.append(_Write(canvas, row, future, patch))
+        if patch is not None:
+            canvas.last_write = future
+        self._idle.clear()
+        self._wake.set()
+        return future
+
+    def _snapshot(self, canvas: _Canvas) -> asyncio.Future[None] | None:
+        if canvas.seq <= canvas.snapshot_seq or canvas.broken:
+            return None
+        row = CanvasSnapshot(
+            center_id=canvas.key.center_id,
+            session_id=canvas.key.session_id,
+            student_id=canvas.key.student_id,
+            seq=canvas.seq,
+            epoch=canvas.epoch,
+            doc=canvas.doc.snapshot(),
+        )
+        canvas.snapshot_seq = canvas.seq
+        canvas.snapshot_at = time.monotonic()
+        return self._enqueue(canvas, row)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await self._commit(batch)
+                except asyncio.CancelledError:
+                    self._fail(batch, "the hub is stopping")
+                    raise
+                except Exception:
+                    log.exception("canvas commit failed unexpectedly")
+                    self._fail(batch, "internal error")
+            self._idle.set()
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        live = [w for w in batch if not w.canvas.broken]
+        self._fail([w for w in batch if w.canvas.broken], "an earlier write failed")
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            async with self.db.begin() as db:
+                db.add_all([w.row for w in live])
+        except Exception:
+            log.exception("could not store %d canvas writes", len(live))
+            for canvas in {w.canvas for w in live}:
+                canvas.broken = True  # reload from what the database holds
+                self._canvases.pop(canvas.key, None)
+            self._fail(live, "could not store the patch")
+            return
+        if self.metrics is not None:
+            self.metrics.canvas_commit_seconds.observe(time.perf_counter() - started)
+            self.metrics.canvas_commit_batch.observe(len(live))
+        durable: list[tuple[CanvasKey, Patch]] = []
+        for write in live:
+            if write.patch is not None:
+                write.canvas.durable_seq = write.patch.seq
+                durable.append((write.canvas.key, write.patch))
+            if not write.future.done():
+                write.future.set_result(None)
+        if durable and self.on_durable is not None:
+            self.on_durable(durable)
+
+    @staticmethod
+    def _fail(writes: list[_Write], why: str) -> None:
+        for write in writes:
+            if not write.future.done():
+                write.future.set_exception(HubError(ErrorCode.INTERNAL, why))
+
+    async def _snapshot_loop(self) -> None:
+        period = max(0.05, min(self.snapshot_interval_s / 2, 5.0))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for canvas in list(self._canvases.values()):
+                if now - canvas.snapshot_at >= self.snapshot_interval_s:
+                    self._snapshot(canvas)
