@@ -17,10 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonpatch
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from canvas.document import Author, CanvasDocument, CanvasLimits
+from canvas.document import Author, CanvasDocument, CanvasLimits, replay
 from canvas.store import Accepted, CanvasKey, CatchUp, Patch, StreamPosition
 from persistence.models import CanvasOp, CanvasSnapshot, utcnow
 from persistence.repositories import CanvasRepository
@@ -142,6 +141,28 @@ class DatabaseCanvasStore:
                 return CatchUp(position, [p for p in canvas.log if p.seq > since], None)
         return CatchUp(position, None, canvas.doc.snapshot())
 
+    async def read(self, key: CanvasKey, at_seq: int | None = None) -> CatchUp:
+        """The document now (``at_seq`` None) or as it was at ``at_seq``.
+
+        A canvas not in memory is read from the database without being kept,
+        so reviewing old sessions does not fill the hub's memory.
+        """
+        if at_seq is None and key in self._canvases:
+            return await self.catch_up(key, None)
+        if at_seq is None:
+            await self.flush()
+        async with self.db() as db:
+            stored = await CanvasRepository(db).load(key.session_id, key.student_id, upto=at_seq)
+        doc = replay(stored.snapshot_doc, [op.ops for op in stored.ops])
+        seq = stored.ops[-1].seq if stored.ops else stored.snapshot_seq
+        if at_seq is not None and seq != at_seq:
+            raise HubError(
+                ErrorCode.NOT_FOUND,
+                f"the canvas has no seq {at_seq}; it is at seq {seq}",
+                error_code="SEQ_NOT_FOUND",
+            )
+        return CatchUp(StreamPosition(seq, stored.epoch or ""), None, doc)
+
     async def compact(self, key: CanvasKey) -> None:
         canvas = self._canvases.get(key)
         if canvas is None:
@@ -178,9 +199,7 @@ class DatabaseCanvasStore:
     async def _load(self, key: CanvasKey) -> _Canvas:
         async with self.db() as db:
             stored = await CanvasRepository(db).load(key.session_id, key.student_id)
-        doc = stored.snapshot_doc or {}
-        for op in stored.ops:
-            jsonpatch.apply_patch(doc, op.ops, in_place=True)
+        doc = replay(stored.snapshot_doc, [op.ops for op in stored.ops])
         patches = [
             Patch(op.seq, Author(op.author), op.author_id, op.ops, op.at) for op in stored.ops
         ]

@@ -23,6 +23,7 @@ from realtime.keys import CANVASES, DB, ENGINE, HUB, METRICS, REDIS, SETTINGS, V
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import KeyedBuckets
 from realtime.sockets import LiveHub
+from rest import canvases as canvas_routes
 from rest import enrollments, health, sessions
 from rest.http import error_middleware
 
@@ -33,17 +34,14 @@ def build_app(
     settings: Settings,
     *,
     presence: PresenceTracker | None = None,
-    db_schema: str | None = None,
 ) -> web.Application:
     """The hub's aiohttp application.
 
-    Backends come in through the arguments and default to the in-memory
-    ones. ``db_schema`` (Postgres) puts every table in that schema; tests use
-    it to give each test a database of its own.
+    Backends come in through the arguments and default to the in-memory ones.
     """
     verifier = TokenVerifier(settings)
     metrics = HubMetrics()
-    engine = create_engine(settings.database_url, echo=settings.database_echo, schema=db_schema)
+    engine = create_engine(settings.database_url, echo=settings.database_echo, schema=settings.database_schema)
     db = session_factory(engine)
 
     sio = socketio.AsyncServer(
@@ -110,6 +108,7 @@ def build_app(
     app.add_routes(health.routes)
     app.add_routes(sessions.routes)
     app.add_routes(enrollments.routes)
+    app.add_routes(canvas_routes.routes)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_canvas_store)

@@ -75,7 +75,7 @@ def run_migrations(_args: argparse.Namespace) -> None:
     settings = load_settings()
 
     async def run() -> str | None:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, schema=settings.database_schema)
         try:
             await migrate.upgrade(engine)
             return await migrate.current_revision(engine)

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     database_url: str = DEFAULT_DATABASE_URL
+    # Postgres only: keep the hub's tables in this schema (it must exist).
+    database_schema: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     database_echo: bool = False
     migrate_on_start: bool = True
     redis_url: str | None = None

@@ -105,7 +105,12 @@ async def database(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterat
 
 @pytest.fixture
 def settings(database: Database) -> Settings:
-    return Settings(database_url=database.url, jwt_secret=TEST_SECRET, jwt_leeway_s=0)
+    return Settings(
+        database_url=database.url,
+        database_schema=database.schema,
+        jwt_secret=TEST_SECRET,
+        jwt_leeway_s=0,
+    )
 
 
 @pytest.fixture
@@ -149,7 +154,7 @@ async def make_hub(settings: Settings, database: Database) -> AsyncIterator[HubF
 
     async def start(**overrides: Any) -> Hub:
         hub_settings = settings.model_copy(update=overrides) if overrides else settings
-        app = build_app(hub_settings, db_schema=database.schema)
+        app = build_app(hub_settings)
         server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         servers.append(server)

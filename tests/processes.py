@@ -87,8 +87,14 @@ class HubProcess:
             self._log.close()
 
 
-def start_hub(tmp_path: Path, secret: str) -> HubProcess:
-    """Start a hub on a free loopback port and wait until it is healthy."""
+def start_hub(
+    tmp_path: Path, secret: str, *, settings: dict[str, str] | None = None, name: str = "hub"
+) -> HubProcess:
+    """Start a hub on a free loopback port and wait until it is healthy.
+
+    ``settings`` are extra ``HUB_*`` variables (default database: a SQLite
+    file in ``tmp_path``); ``name`` tells the log files of several hubs apart.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(
@@ -96,8 +102,9 @@ def start_hub(tmp_path: Path, secret: str) -> HubProcess:
         HUB_JWT_SECRET=secret,
         PYTHONUNBUFFERED="1",
     )
-    log_path = tmp_path / "hub.log"
-    log = log_path.open("wb")
+    env.update(settings or {})
+    log_path = tmp_path / f"{name}.log"
+    log = log_path.open("ab")
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port", str(port)],

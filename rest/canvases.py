@@ -1,0 +1,93 @@
+"""Canvases over REST: the current document, its snapshot history, the document at
+a seq, and an SVG rendering for reviewing work after the session."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aiohttp import web
+from pydantic import Field
+
+from canvas.store import CanvasKey, CatchUp
+from canvas.svg import render_svg
+from persistence.models import LiveSession
+from persistence.repositories import CanvasRepository, EnrollmentRepository, Page, SessionRepository
+from persistence.views import iso
+from realtime.errors import ErrorCode, HubError, not_found
+from realtime.identity import Role
+from realtime.keys import CANVASES, DB
+from rest.http import identity, listing, ok, parse_query
+from rest.schemas import Body, PageQuery
+from rest.sessions import readable_session
+from rooms.access import can_read_roster
+
+routes = web.RouteTableDef()
+
+BASE = "/api/v1/sessions/{session_id}/canvases/{student_id}"
+
+
+class AtSeq(Body):
+    at_seq: Annotated[int, Field(ge=0)] | None = None
+
+
+async def _canvas_key(request: web.Request) -> tuple[LiveSession, CanvasKey]:
+    """The canvas of the URL if the caller may read it: staff, or the student themself."""
+    who = identity(request)
+    student_id = request.match_info["student_id"]
+    async with request.app[DB]() as db:
+        session = await readable_session(request, SessionRepository(db))
+        own = who.role is Role.STUDENT and who.user_id == student_id
+        if not (own or can_read_roster(who, session)):
+            raise HubError(ErrorCode.FORBIDDEN, "a student may only read their own canvas")
+        if await EnrollmentRepository(db).get(session.id, student_id) is None:
+            raise not_found("enrollment", student_id)
+    return session, CanvasKey(session.center_id, session.id, student_id)
+
+
+async def _read(request: web.Request) -> CatchUp:
+    _, key = await _canvas_key(request)
+    params = parse_query(request, AtSeq)
+    return await request.app[CANVASES].store.read(key, params.at_seq)
+
+
+@routes.get(BASE)
+async def get_canvas(request: web.Request) -> web.Response:
+    canvas = await _read(request)
+    return ok(
+        {
+            "student_id": request.match_info["student_id"],
+            "seq": canvas.position.offset,
+            "epoch": canvas.position.epoch,
+            "doc": canvas.doc,
+        }
+    )
+
+
+@routes.get(BASE + "/svg")
+async def get_canvas_svg(request: web.Request) -> web.Response:
+    canvas = await _read(request)
+    return web.Response(
+        text=render_svg(canvas.doc or {}),
+        content_type="image/svg+xml",
+        headers={
+            # The SVG is user content: no scripts, no sniffing, even if opened directly.
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+            "X-Content-Type-Options": "nosniff",
+            "X-Canvas-Seq": str(canvas.position.offset),
+        },
+    )
+
+
+@routes.get(BASE + "/snapshots")
+async def list_snapshots(request: web.Request) -> web.Response:
+    _, key = await _canvas_key(request)
+    params = parse_query(request, PageQuery)
+    page = Page(params.page, params.limit)
+    await request.app[CANVASES].store.flush()
+    async with request.app[DB]() as db:
+        rows, total = await CanvasRepository(db).snapshots(key.session_id, key.student_id, page)
+    return listing(
+        [{"seq": r.seq, "epoch": r.epoch, "created_at": iso(r.created_at)} for r in rows],
+        page,
+        total,
+    )

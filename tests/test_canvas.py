@@ -1,0 +1,290 @@
+"""Live canvases against a real hub: seq and acks, relay and isolation, refusals, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.conftest import Hub, HubFactory
+from tests.support import Client, eventually, session_body
+
+SESSIONS = "/api/v1/sessions"
+EMPTY = {"elements": {}, "annotations": {}, "meta": {}}
+
+
+def stroke(element_id: str, n: int = 3, **extra: Any) -> list[dict[str, Any]]:
+    points = [[i, i * 2] for i in range(n)]
+    return [
+        {
+            "op": "add",
+            "path": f"/elements/{element_id}",
+            "value": {"type": "stroke", "points": points, **extra},
+        }
+    ]
+
+
+def mark(annotation_id: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "op": "add",
+            "path": f"/annotations/{annotation_id}",
+            "value": {"type": "text", "x": 1, "y": 2, "text": "check this"},
+        }
+    ]
+
+
+async def live_session(
+    hub: Hub, students: tuple[str, ...] = ("s1", "s2")
+) -> tuple[str, Client, dict[str, Client]]:
+    """A session with its tutor and students joined."""
+    tutor_api = hub.as_("tutor-1", "TUTOR")
+    status, created = await tutor_api.post(SESSIONS, session_body("tutor-1"))
+    assert status == 201
+    session_id = created["data"]["id"]
+    for student in students:
+        status, _ = await tutor_api.post(
+            f"{SESSIONS}/{session_id}/enrollments", {"student_id": student}
+        )
+        assert status == 201
+    tutor = await hub.connect("tutor-1", "TUTOR")
+    assert (await tutor.join(session_id))["ok"]
+    clients = {}
+    for student in students:
+        clients[student] = await hub.connect(student, "STUDENT")
+        assert (await clients[student].join(session_id))["ok"]
+    return session_id, tutor, clients
+
+
+async def patch(client: Client, session_id: str, ops: Any, **extra: Any) -> dict[str, Any]:
+    ack: dict[str, Any] = await client.call(
+        "canvas:patch", {"session_id": session_id, "ops": ops, **extra}
+    )
+    return ack
+
+
+def relayed(client: Client, student_id: str | None = None) -> list[dict[str, Any]]:
+    return [
+        item
+        for event in client.events("canvas:patches")
+        for item in event["items"]
+        if student_id is None or item["student_id"] == student_id
+    ]
+
+
+async def canvas_state(client: Client, session_id: str, student_id: str) -> dict[str, Any]:
+    ack: dict[str, Any] = await client.call(
+        "canvas:sync", {"session_id": session_id, "student_id": student_id, "since": 0}
+    )
+    assert ack["ok"], ack
+    return ack
+
+
+async def test_patches_are_acked_with_gap_free_seq_and_reach_the_tutor_in_order(
+    hub: Hub,
+) -> None:
+    session_id, tutor, students = await live_session(hub)
+    acks = {name: [] for name in students}
+
+    async def draw(name: str) -> None:
+        for n in range(10):
+            ack = await patch(students[name], session_id, stroke(f"{name}-{n}"), client_ref=n)
+            assert ack["ok"], ack
+            acks[name].append((ack["seq"], ack["client_ref"]))
+
+    await asyncio.gather(*(draw(name) for name in students))
+    for name in students:
+        assert acks[name] == [(n + 1, n) for n in range(10)]
+        items = await eventually(
+            lambda name=name: len(relayed(tutor, name)) == 10 and relayed(tutor, name),
+            what=f"{name}'s patches at the tutor",
+        )
+        assert [i["seq"] for i in items] == list(range(1, 11))
+        assert all(i["author"] == "student" for i in items)
+        assert [i["ops"][0]["path"] for i in items] == [f"/elements/{name}-{n}" for n in range(10)]
+    state = await canvas_state(tutor, session_id, "s1")
+    assert state["seq"] == 10 and len(state["ops"]) == 10
+
+
+async def test_students_never_see_each_other_and_annotations_reach_only_their_student(
+    hub: Hub,
+) -> None:
+    session_id, tutor, students = await live_session(hub)
+    assert (await patch(students["s1"], session_id, stroke("a")))["ok"]
+    assert (await patch(students["s2"], session_id, stroke("b")))["ok"]
+    ack = await patch(tutor, session_id, mark("m1"), student_id="s1")
+    assert ack == {"ok": True, "seq": 2}
+    got = await eventually(lambda: relayed(students["s1"]), what="annotation at s1")
+    assert [(i["student_id"], i["seq"], i["author"]) for i in got] == [("s1", 2, "tutor")]
+    await eventually(lambda: len(relayed(tutor)) == 3, what="all three at the tutor")
+    assert relayed(students["s2"]) == []
+    # s1 never received its own patch back on the socket that sent it.
+    assert [i["seq"] for i in relayed(students["s1"])] == [2]
+
+
+async def test_a_students_other_tab_gets_its_own_patches(hub: Hub) -> None:
+    session_id, _, students = await live_session(hub, ("s1",))
+    second_tab = await hub.connect("s1", "STUDENT")
+    await second_tab.join(session_id)
+    assert (await patch(students["s1"], session_id, stroke("a")))["ok"]
+    got = await eventually(lambda: relayed(second_tab), what="echo to the other tab")
+    assert [(i["seq"], i["author"]) for i in got] == [(1, "student")]
+
+
+async def test_element_rules_remove_of_missing_is_a_noop_and_add_replaces(hub: Hub) -> None:
+    session_id, tutor, students = await live_session(hub, ("s1",))
+    s1 = students["s1"]
+    assert (await patch(s1, session_id, stroke("a", color="red")))["seq"] == 1
+    assert (await patch(s1, session_id, stroke("a", color="blue")))["seq"] == 2
+    assert (await patch(s1, session_id, [{"op": "remove", "path": "/elements/ghost"}]))["seq"] == 3
+    state = await canvas_state(tutor, session_id, "s1")
+    assert state["ops"][2]["ops"] == []  # the no-op is relayed as an empty patch
+    sync = await tutor.call(
+        "canvas:sync", {"session_id": session_id, "student_id": "s1", "since": 99}
+    )
+    assert sync["doc"]["elements"]["a"]["color"] == "blue"
+
+
+@pytest.mark.parametrize(
+    ("ops", "code"),
+    [
+        ([{"op": "add", "path": "/annotations/x", "value": 1}], "FORBIDDEN"),
+        ([{"op": "add", "path": "/elements", "value": {}}], "FORBIDDEN"),
+        ([{"op": "add", "path": "", "value": {}}], "FORBIDDEN"),
+        ([{"op": "add", "path": "/secret/x", "value": 1}], "FORBIDDEN"),
+        ([{"op": "move", "from": "/annotations/x", "path": "/elements/y"}], "FORBIDDEN"),
+        ([{"op": "explode", "path": "/elements/x"}], "VALIDATION_ERROR"),
+        ([{"op": "add", "path": "/elements/x"}], "VALIDATION_ERROR"),
+        ([{"op": "add", "path": "elements/x", "value": 1}], "VALIDATION_ERROR"),
+        ([], "VALIDATION_ERROR"),
+        ("not a list", "VALIDATION_ERROR"),
+        ([{"op": "replace", "path": "/elements/missing/color", "value": 1}], "CONFLICT"),
+        ([{"op": "test", "path": "/elements/a", "value": {"type": "nope"}}], "CONFLICT"),
+        # The second op fails, so the first must not stick either.
+        (stroke("new") + [{"op": "remove", "path": "/elements/missing/points"}], "CONFLICT"),
+    ],
+)
+async def test_refused_patches_change_nothing(hub: Hub, ops: Any, code: str) -> None:
+    session_id, tutor, students = await live_session(hub, ("s1",))
+    s1 = students["s1"]
+    assert (await patch(s1, session_id, stroke("a")))["seq"] == 1
+    before = await canvas_state(tutor, session_id, "s1")
+    ack = await patch(s1, session_id, ops)
+    assert ack["ok"] is False and ack["error"]["code"] == code, ack
+    assert (await patch(s1, session_id, stroke("b")))["seq"] == 2
+    after = await canvas_state(tutor, session_id, "s1")
+    assert after["ops"][:1] == before["ops"]
+    assert [i["seq"] for i in relayed(tutor, "s1")] in ([1], [1, 2], [])
+
+
+async def test_who_may_patch_what(hub: Hub) -> None:
+    session_id, tutor, students = await live_session(hub)
+    observer = await hub.connect("sup", "SUPERVISOR")
+    await observer.join(session_id)
+    outsider = await hub.connect("s3", "STUDENT")
+    cases = [
+        (students["s1"], {"student_id": "s2"}, stroke("x"), "FORBIDDEN"),
+        (observer, {"student_id": "s1"}, mark("m"), "FORBIDDEN"),
+        (tutor, {}, mark("m"), "VALIDATION_ERROR"),
+        (tutor, {"student_id": "s9"}, mark("m"), "NOT_FOUND"),
+        (tutor, {"student_id": "s1"}, stroke("x"), "FORBIDDEN"),
+        (outsider, {}, stroke("x"), "NOT_JOINED"),
+    ]
+    for client, extra, ops, code in cases:
+        ack = await patch(client, session_id, ops, **extra)
+        assert ack["ok"] is False and ack["error"]["code"] == code, (extra, ack)
+    for student in ("s1", "s2"):
+        assert (await canvas_state(tutor, session_id, student))["seq"] == 0
+    sync = await students["s1"].call(
+        "canvas:sync", {"session_id": session_id, "student_id": "s2", "since": 0}
+    )
+    assert sync["error"]["code"] == "FORBIDDEN"
+
+
+async def test_limits_refuse_with_payload_too_large(make_hub: HubFactory) -> None:
+    hub = await make_hub(
+        canvas_max_ops_per_patch=3,
+        canvas_max_patch_bytes=2000,
+        canvas_max_bytes=1500,
+        canvas_max_entries=4,
+    )
+    session_id, tutor, students = await live_session(hub, ("s1",))
+    s1 = students["s1"]
+    too_many_ops = [op for n in range(4) for op in stroke(f"e{n}")]
+    too_big_patch = stroke("big", n=400)
+    assert (await patch(s1, session_id, too_many_ops))["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert (await patch(s1, session_id, too_big_patch))["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    for n in range(4):
+        assert (await patch(s1, session_id, stroke(f"e{n}", n=5)))["ok"]
+    ack = await patch(s1, session_id, stroke("e5"))
+    assert ack["error"]["code"] == "PAYLOAD_TOO_LARGE"  # a fifth entry
+    # Growing an existing entry past the canvas byte limit is refused too.
+    ack = await patch(s1, session_id, stroke("e0", n=190))
+    assert ack["error"]["code"] == "PAYLOAD_TOO_LARGE", ack
+    state = await canvas_state(tutor, session_id, "s1")
+    assert state["seq"] == 4
+
+
+async def test_sync_returns_exactly_the_missing_patches_or_the_document(
+    make_hub: HubFactory,
+) -> None:
+    hub = await make_hub(canvas_log_retention=5)
+    session_id, tutor, students = await live_session(hub, ("s1",))
+    for n in range(8):
+        assert (await patch(students["s1"], session_id, stroke(f"e{n}")))["seq"] == n + 1
+    sync = await tutor.call(
+        "canvas:sync", {"session_id": session_id, "student_id": "s1", "since": 5}
+    )
+    assert [p["seq"] for p in sync["ops"]] == [6, 7, 8] and sync["seq"] == 8
+    sync = await tutor.call(
+        "canvas:sync", {"session_id": session_id, "student_id": "s1", "since": 8}
+    )
+    assert sync["ops"] == [] and sync["seq"] == 8
+    sync = await tutor.call(
+        "canvas:sync", {"session_id": session_id, "student_id": "s1", "since": 1}
+    )
+    assert "ops" not in sync and sorted(sync["doc"]["elements"]) == [f"e{n}" for n in range(8)]
+    assert sync["epoch"]
+
+
+async def test_rejoin_with_since_gets_the_gap(hub: Hub) -> None:
+    session_id, tutor, students = await live_session(hub, ("s1",))
+    for n in range(3):
+        await patch(students["s1"], session_id, stroke(f"e{n}"))
+    again = await hub.connect("tutor-1", "TUTOR")
+    ack = await again.join(session_id, since={"s1": 1})
+    assert [p["seq"] for p in ack["canvases"]["s1"]["ops"]] == [2, 3]
+    ack = await again.join(session_id)
+    assert sorted(ack["canvases"]["s1"]["doc"]["elements"]) == ["e0", "e1", "e2"]
+    student_view = await students["s1"].join(session_id)
+    assert list(student_view["canvases"]) == ["s1"]
+
+
+async def test_patches_survive_a_hub_restart_on_the_same_database(make_hub: HubFactory) -> None:
+    hub = await make_hub(canvas_snapshot_every=4)
+    session_id, _, students = await live_session(hub, ("s1",))
+    for n in range(10):
+        assert (await patch(students["s1"], session_id, stroke(f"e{n}")))["ok"]
+    await patch(students["s1"], session_id, [{"op": "remove", "path": "/elements/e3"}])
+    restarted = await make_hub()
+    tutor = await restarted.connect("tutor-1", "TUTOR")
+    ack = await tutor.join(session_id)
+    canvas = ack["canvases"]["s1"]
+    assert canvas["seq"] == 11
+    assert sorted(canvas["doc"]["elements"]) == sorted(f"e{n}" for n in range(10) if n != 3)
+    student = await restarted.connect("s1", "STUDENT")
+    await student.join(session_id)
+    assert (await patch(student, session_id, stroke("after")))["seq"] == 12
+
+
+async def test_staff_get_coalesced_batches(make_hub: HubFactory) -> None:
+    hub = await make_hub(canvas_flush_interval_s=0.2)
+    session_id, tutor, students = await live_session(hub, ("s1", "s2", "s3"))
+    await asyncio.gather(
+        *(patch(c, session_id, stroke(f"{n}-{k}")) for n, c in students.items() for k in range(3))
+    )
+    await eventually(lambda: len(relayed(tutor)) == 9, what="nine patches at the tutor")
+    assert len(tutor.events("canvas:patches")) < 9
+    for student in students:
+        assert [i["seq"] for i in relayed(tutor, student)] == [1, 2, 3]
