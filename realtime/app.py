@@ -41,7 +41,9 @@ def build_app(
     """
     verifier = TokenVerifier(settings)
     metrics = HubMetrics()
-    engine = create_engine(settings.database_url, echo=settings.database_echo, schema=settings.database_schema)
+    engine = create_engine(
+        settings.database_url, echo=settings.database_echo, schema=settings.database_schema
+    )
     db = session_factory(engine)
 
     sio = socketio.AsyncServer(

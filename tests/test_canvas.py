@@ -162,7 +162,7 @@ async def test_element_rules_remove_of_missing_is_a_noop_and_add_replaces(hub: H
         ([{"op": "replace", "path": "/elements/missing/color", "value": 1}], "CONFLICT"),
         ([{"op": "test", "path": "/elements/a", "value": {"type": "nope"}}], "CONFLICT"),
         # The second op fails, so the first must not stick either.
-        (stroke("new") + [{"op": "remove", "path": "/elements/missing/points"}], "CONFLICT"),
+        ([*stroke("new"), {"op": "remove", "path": "/elements/missing/points"}], "CONFLICT"),
     ],
 )
 async def test_refused_patches_change_nothing(hub: Hub, ops: Any, code: str) -> None:
