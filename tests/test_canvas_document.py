@@ -1,0 +1,140 @@
+"""The canvas document rules, without a hub: ownership, no-op removes, atomicity, limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from canvas.document import Author, CanvasDocument, CanvasLimits, parse_ops, replay
+from realtime.errors import ErrorCode, HubError
+
+LIMITS = CanvasLimits()
+
+
+def apply(doc: CanvasDocument, ops: list[dict[str, Any]], author: Author = Author.STUDENT) -> Any:
+    return doc.apply(parse_ops(ops, LIMITS), author, LIMITS)
+
+
+def refused(doc: CanvasDocument, ops: Any, author: Author = Author.STUDENT) -> ErrorCode:
+    before = doc.snapshot(), doc.bytes
+    with pytest.raises(HubError) as caught:
+        apply(doc, ops, author)
+    assert (doc.snapshot(), doc.bytes) == before
+    return caught.value.code
+
+
+def test_ownership_of_sections() -> None:
+    doc = CanvasDocument()
+    apply(doc, [{"op": "add", "path": "/elements/a", "value": 1}])
+    apply(doc, [{"op": "add", "path": "/meta/zoom", "value": 2}])
+    apply(doc, [{"op": "add", "path": "/annotations/n", "value": 3}], Author.TUTOR)
+    assert doc.doc == {"elements": {"a": 1}, "annotations": {"n": 3}, "meta": {"zoom": 2}}
+    assert refused(doc, [{"op": "add", "path": "/annotations/x", "value": 1}]) == "FORBIDDEN"
+    assert refused(doc, [{"op": "add", "path": "/elements/x", "value": 1}], Author.TUTOR) == (
+        "FORBIDDEN"
+    )
+    assert refused(doc, [{"op": "copy", "from": "/annotations/n", "path": "/elements/n"}]) == (
+        "FORBIDDEN"
+    )
+
+
+def test_remove_of_a_missing_entry_is_dropped_and_add_replaces() -> None:
+    doc = CanvasDocument()
+    effective = apply(
+        doc,
+        [
+            {"op": "add", "path": "/elements/a", "value": {"v": 1}},
+            {"op": "remove", "path": "/elements/b"},
+            {"op": "add", "path": "/elements/a", "value": {"v": 2}},
+            {"op": "remove", "path": "/elements/a"},
+            {"op": "remove", "path": "/elements/a"},
+        ],
+    )
+    assert [op["op"] for op in effective] == ["add", "add", "remove"]
+    assert doc.doc["elements"] == {}
+    assert replay(None, [effective]) == doc.doc
+
+
+def test_a_failing_op_undoes_the_whole_patch() -> None:
+    doc = CanvasDocument()
+    apply(doc, [{"op": "add", "path": "/elements/a", "value": {"points": [1]}}])
+    code = refused(
+        doc,
+        [
+            {"op": "add", "path": "/elements/a/points/-", "value": 2},
+            {"op": "add", "path": "/elements/b", "value": 1},
+            {"op": "replace", "path": "/elements/zzz/points", "value": []},
+        ],
+    )
+    assert code == "CONFLICT"
+    assert doc.doc["elements"] == {"a": {"points": [1]}}
+
+
+def test_nested_edits_do_not_leak_into_earlier_snapshots() -> None:
+    doc = CanvasDocument()
+    apply(doc, [{"op": "add", "path": "/elements/a", "value": {"points": [1]}}])
+    before = doc.doc
+    apply(doc, [{"op": "add", "path": "/elements/a/points/-", "value": 2}])
+    assert before["elements"]["a"] == {"points": [1]}  # copy-on-write, not in place
+    assert doc.doc["elements"]["a"] == {"points": [1, 2]}
+
+
+def test_limits() -> None:
+    limits = CanvasLimits(
+        max_ops_per_patch=2, max_patch_bytes=100, max_canvas_bytes=150, max_entries=2
+    )
+    with pytest.raises(HubError) as caught:
+        parse_ops([{"op": "remove", "path": f"/elements/{n}"} for n in range(3)], limits)
+    assert caught.value.code == "PAYLOAD_TOO_LARGE"
+    with pytest.raises(HubError) as caught:
+        parse_ops([{"op": "add", "path": "/elements/a", "value": "x" * 200}], limits)
+    assert caught.value.code == "PAYLOAD_TOO_LARGE"
+    doc = CanvasDocument()
+    for key in ("a", "b"):
+        doc.apply(
+            parse_ops([{"op": "add", "path": f"/elements/{key}", "value": 1}], limits),
+            Author.STUDENT,
+            limits,
+        )
+    with pytest.raises(HubError):
+        doc.apply(
+            parse_ops([{"op": "add", "path": "/elements/c", "value": 1}], limits),
+            Author.STUDENT,
+            limits,
+        )
+    # Replacing an entry when full is fine; growing past the byte limit is not.
+    doc.apply(
+        parse_ops([{"op": "add", "path": "/elements/a", "value": 2}], limits),
+        Author.STUDENT,
+        limits,
+    )
+    for n in range(3):
+        ops = parse_ops([{"op": "add", "path": "/meta/k" + str(n), "value": "y" * 50}], limits)
+        if n < 2:
+            doc.apply(ops, Author.STUDENT, limits)
+        else:
+            with pytest.raises(HubError):
+                doc.apply(ops, Author.STUDENT, limits)
+    assert doc.bytes == 124  # a, b and two 57-byte meta entries
+
+
+keys = st.sampled_from(["a", "b", "c"])
+values = st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=3))
+student_ops = st.one_of(
+    st.builds(lambda k, v: {"op": "add", "path": f"/elements/{k}", "value": v}, keys, values),
+    st.builds(lambda k: {"op": "remove", "path": f"/elements/{k}"}, keys),
+    st.builds(lambda k, v: {"op": "add", "path": f"/meta/{k}", "value": v}, keys, values),
+)
+
+
+@given(st.lists(st.lists(student_ops, min_size=1, max_size=4), max_size=20))
+def test_byte_count_matches_a_fresh_count_and_replay_matches(patches: list[Any]) -> None:
+    doc = CanvasDocument()
+    accepted = []
+    for ops in patches:
+        accepted.append(apply(doc, ops))
+    assert doc.bytes == CanvasDocument(doc.snapshot()).bytes
+    assert replay(None, accepted) == doc.doc
