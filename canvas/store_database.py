@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from canvas.document import Author, CanvasDocument, CanvasLimits, replay
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 DurableListener = Callable[[Sequence[tuple[CanvasKey, Patch]]], None]
 
 SETTLE_ATTEMPTS = 20
+OPS: Table = CanvasOp.__table__  # type: ignore[assignment]
+SNAPSHOTS: Table = CanvasSnapshot.__table__  # type: ignore[assignment]
 
 
 def new_epoch() -> str:
@@ -55,7 +58,8 @@ class _Canvas:
 @dataclass(eq=False, slots=True)
 class _Write:
     canvas: _Canvas
-    row: CanvasOp | CanvasSnapshot
+    table: Table
+    row: dict[str, Any]
     future: asyncio.Future[None]
     patch: Patch | None = None
 
@@ -113,18 +117,18 @@ class DatabaseCanvasStore:
         canvas.seq += 1
         patch = Patch(canvas.seq, author, author_id, effective, utcnow())
         canvas.log.append(patch)
-        row = CanvasOp(
-            center_id=key.center_id,
-            session_id=key.session_id,
-            student_id=key.student_id,
-            seq=patch.seq,
-            epoch=canvas.epoch,
-            author=author.value,
-            author_id=author_id,
-            ops=effective,
-            at=patch.at,
-        )
-        future = self._enqueue(canvas, row, patch)
+        row = {
+            "center_id": key.center_id,
+            "session_id": key.session_id,
+            "student_id": key.student_id,
+            "seq": patch.seq,
+            "epoch": canvas.epoch,
+            "author": author.value,
+            "author_id": author_id,
+            "ops": effective,
+            "at": patch.at,
+        }
+        future = self._enqueue(canvas, OPS, row, patch)
         if canvas.seq - canvas.snapshot_seq >= self.snapshot_every:
             self._snapshot(canvas)
         if self.metrics is not None:
@@ -233,12 +237,12 @@ class DatabaseCanvasStore:
     # -- the committer --------------------------------------------------------
 
     def _enqueue(
-        self, canvas: _Canvas, row: CanvasOp | CanvasSnapshot, patch: Patch | None = None
+        self, canvas: _Canvas, table: Table, row: dict[str, Any], patch: Patch | None = None
     ) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Nobody may await a snapshot's future; don't log its failure as unretrieved.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._queue.append(_Write(canvas, row, future, patch))
+        self._queue.append(_Write(canvas, table, row, future, patch))
         if patch is not None:
             canvas.last_write = future
         self._idle.clear()
@@ -248,17 +252,18 @@ class DatabaseCanvasStore:
     def _snapshot(self, canvas: _Canvas) -> asyncio.Future[None] | None:
         if canvas.seq <= canvas.snapshot_seq or canvas.broken:
             return None
-        row = CanvasSnapshot(
-            center_id=canvas.key.center_id,
-            session_id=canvas.key.session_id,
-            student_id=canvas.key.student_id,
-            seq=canvas.seq,
-            epoch=canvas.epoch,
-            doc=canvas.doc.snapshot(),
-        )
+        row = {
+            "center_id": canvas.key.center_id,
+            "session_id": canvas.key.session_id,
+            "student_id": canvas.key.student_id,
+            "seq": canvas.seq,
+            "epoch": canvas.epoch,
+            "doc": canvas.doc.snapshot(),
+            "created_at": utcnow(),
+        }
         canvas.snapshot_seq = canvas.seq
         canvas.snapshot_at = time.monotonic()
-        return self._enqueue(canvas, row)
+        return self._enqueue(canvas, SNAPSHOTS, row)
 
     async def _commit_loop(self) -> None:
         while True:
@@ -283,8 +288,14 @@ class DatabaseCanvasStore:
             return
         started = time.perf_counter()
         try:
+            rows: dict[Table, list[dict[str, Any]]] = {}
+            for write in live:
+                rows.setdefault(write.table, []).append(write.row)
+            # Core inserts (executemany), not ORM objects: the unit of work's
+            # bookkeeping cost more than the insert itself.
             async with self.db.begin() as db:
-                db.add_all([w.row for w in live])
+                for table, values in rows.items():
+                    await db.execute(insert(table), values)
         except Exception:
             log.exception("could not store %d canvas writes", len(live))
             for canvas in {w.canvas for w in live}:

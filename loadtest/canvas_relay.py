@@ -35,7 +35,7 @@ import socketio
 
 from realtime.config import Settings
 from realtime.identity import Role, mint_token
-from tests.processes import start_hub
+from tests.processes import ROOT, start_hub
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -52,6 +52,7 @@ def own_cpu_seconds() -> float:
 
 @dataclass
 class Result:
+    hub_root: str
     flush_interval_s: float
     sessions: int
     students_per_session: int
@@ -77,20 +78,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(args: argparse.Namespace, flush: float, workdir: Path) -> Result:
+async def run(args: argparse.Namespace, flush: float, workdir: Path, root: Path) -> Result:
     secret = f"bench-{secrets.token_hex(16)}"
     hub = start_hub(
         workdir,
         secret,
         settings={
             "HUB_CANVAS_FLUSH_INTERVAL_S": str(flush),
-            "HUB_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/bench-{flush}.db",
+            "HUB_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/bench-{flush}-{root.name}.db",
             "HUB_SOCKET_EVENTS_PER_S": "1000",
             "HUB_REST_REQUESTS_PER_S": "10000",
             "HUB_REST_REQUEST_BURST": "10000",
             "HUB_LOG_LEVEL": "WARNING",
         },
         name=f"bench-{flush}",
+        root=root,
     )
     settings = Settings(jwt_secret=secret)
     sent = acked = 0
@@ -196,6 +198,7 @@ async def run(args: argparse.Namespace, flush: float, workdir: Path) -> Result:
             await client.disconnect()
         hub.stop()
     return Result(
+        hub_root=str(root),
         flush_interval_s=flush,
         sessions=args.sessions,
         students_per_session=args.students,
@@ -222,13 +225,20 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="patches per student per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--flush", type=float, action="append", help="flush intervals to compare")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        action="append",
+        help="checkouts to run the hub from, for before/after ratios in one run (default: here)",
+    )
     args = parser.parse_args()
     if not 0 < args.seconds <= 300:
         sys.exit("--seconds must be in (0, 300]")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for flush in args.flush or [0.0, 0.02]:
-            results.append(asyncio.run(run(args, flush, Path(tmp))))
+        for root in args.root or [ROOT]:
+            for flush in args.flush or [0.0, 0.02]:
+                results.append(asyncio.run(run(args, flush, Path(tmp), root.resolve())))
     print(json.dumps([asdict(r) for r in results], indent=2))
 
 

@@ -88,12 +88,18 @@ class HubProcess:
 
 
 def start_hub(
-    tmp_path: Path, secret: str, *, settings: dict[str, str] | None = None, name: str = "hub"
+    tmp_path: Path,
+    secret: str,
+    *,
+    settings: dict[str, str] | None = None,
+    name: str = "hub",
+    root: Path = ROOT,
 ) -> HubProcess:
     """Start a hub on a free loopback port and wait until it is healthy.
 
     ``settings`` are extra ``HUB_*`` variables (default database: a SQLite
-    file in ``tmp_path``); ``name`` tells the log files of several hubs apart.
+    file in ``tmp_path``); ``name`` tells the log files of several hubs apart;
+    ``root`` is the checkout to run (another one for before/after benchmarks).
     """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
@@ -108,7 +114,7 @@ def start_hub(
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
