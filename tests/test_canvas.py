@@ -6,7 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
+from realtime.keys import ENGINE
 from tests.conftest import Hub, HubFactory
 from tests.support import Client, eventually, session_body
 
@@ -288,3 +291,76 @@ async def test_staff_get_coalesced_batches(make_hub: HubFactory) -> None:
     assert len(tutor.events("canvas:patches")) < 9
     for student in students:
         assert [i["seq"] for i in relayed(tutor, student)] == [1, 2, 3]
+
+
+async def test_a_failed_write_refuses_the_patch_and_the_canvas_reloads(hub: Hub) -> None:
+    session_id, tutor, students = await live_session(hub, ("s1",))
+    s1 = students["s1"]
+    assert (await patch(s1, session_id, stroke("kept")))["seq"] == 1
+    engine = hub.app[ENGINE]
+    async with engine.begin() as conn:  # make the op log unwritable, for real
+        await conn.execute(text("ALTER TABLE canvas_ops RENAME TO canvas_ops_away"))
+    try:
+        ack = await patch(s1, session_id, stroke("lost"))
+        assert ack["ok"] is False and ack["error"]["code"] == "INTERNAL", ack
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE canvas_ops_away RENAME TO canvas_ops"))
+    # The refused patch never existed: seq 2 is given again, and nobody saw "lost".
+    assert (await patch(s1, session_id, stroke("next")))["seq"] == 2
+    state = await tutor.call(
+        "canvas:sync", {"session_id": session_id, "student_id": "s1", "since": 99}
+    )
+    assert sorted(state["doc"]["elements"]) == ["kept", "next"]
+    await eventually(lambda: len(relayed(tutor, "s1")) == 2, what="two relays")
+    assert [i["ops"][0]["path"] for i in relayed(tutor, "s1")] == [
+        "/elements/kept",
+        "/elements/next",
+    ]
+
+
+async def test_snapshots_after_an_interval_and_when_the_session_ends(make_hub: HubFactory) -> None:
+    hub = await make_hub(canvas_snapshot_interval_s=0.1, canvas_snapshot_every=1000)
+    session_id, _, students = await live_session(hub, ("s1",))
+    await patch(students["s1"], session_id, stroke("a"))
+    api = hub.as_("tutor-1", "TUTOR")
+    snapshots = f"{SESSIONS}/{session_id}/canvases/s1/snapshots"
+
+    async def snapshot_seqs() -> list[int]:
+        status, got = await api.get(snapshots)
+        assert status == 200
+        return [s["seq"] for s in got["data"]]
+
+    await eventually(lambda: snapshot_seqs(), what="a timed snapshot")
+    assert await snapshot_seqs() == [1]
+    await patch(students["s1"], session_id, stroke("b"))
+    await api.post(f"{SESSIONS}/{session_id}/end")
+    assert (await snapshot_seqs())[0] == 2
+
+
+async def test_canvas_metrics(hub: Hub) -> None:
+    session_id, _, students = await live_session(hub, ("s1",))
+    await patch(students["s1"], session_id, stroke("a"))
+    await patch(students["s1"], session_id, [{"op": "add", "path": "/annotations/x", "value": 1}])
+    async with hub.http.get(hub.url + "/metrics") as resp:
+        text_body = await resp.text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text_body)
+        for s in family.samples
+    }
+    assert samples[("hub_events_total", (("event", "canvas:patch"), ("outcome", "ok")))] == 1
+    assert samples[("hub_events_total", (("event", "canvas:patch"), ("outcome", "FORBIDDEN")))] == 1
+    assert samples[("hub_canvas_apply_seconds_count", ())] == 1
+    assert samples[("hub_canvas_commit_seconds_count", ())] >= 1
+    assert samples[("hub_canvas_commit_batch_size_sum", ())] >= 1
+    assert samples[("hub_canvas_log_patches", ())] == 1
+    await eventually(lambda: relayed_count(hub), what="relay metrics")
+
+
+async def relayed_count(hub: Hub) -> bool:
+    async with hub.http.get(hub.url + "/metrics") as resp:
+        body = await resp.text()
+    return "hub_canvas_relay_batch_size_count 1.0" in body and (
+        "hub_canvas_relay_seconds_count 1.0" in body
+    )
