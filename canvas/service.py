@@ -55,6 +55,7 @@ class CanvasService:
         self.store = store
         self.relay = relay
         self._db = db
+        self._hub = hub
         hub.on("canvas:patch", CanvasPatch, self._patch)
         hub.on("canvas:sync", CanvasSync, self._sync)
         hub.extensions.append(self)
@@ -124,13 +125,17 @@ class CanvasService:
         return {"canvases": canvases}
 
     async def left(self, joined: Joined, last_connection: bool) -> None:
-        if last_connection and joined.student_id is not None:
+        if not any(True for _ in self._hub.members.in_session(joined.session_id)):
+            # Nobody here watches the session any more: store and free its canvases.
+            await self.store.compact_session(joined.session_id)
+            await self.store.forget(joined.session_id)
+        elif last_connection and joined.student_id is not None:
             key = CanvasKey(joined.center_id, joined.session_id, joined.student_id)
             await self.store.compact(key)
 
     async def ended(self, session: LiveSession) -> None:
         await self.store.compact_session(session.id)
-        self.store.forget(session.id)
+        await self.store.forget(session.id)
 
 
 def _joined(connection: Connection, session_id: str) -> Joined:

@@ -182,8 +182,10 @@ class DatabaseCanvasStore:
     def logged_patches(self) -> int:
         return sum(len(c.log) for c in self._canvases.values())
 
-    def forget(self, session_id: str) -> None:
-        """Drop a session's canvases from memory (they reload from the database on use)."""
+    async def forget(self, session_id: str) -> None:
+        """Drop a session's canvases from memory (they reload from the database on use),
+        once everything queued is stored, so a reload cannot miss a pending write."""
+        await self.flush()
         for key in [k for k in self._canvases if k.session_id == session_id]:
             del self._canvases[key]
 
