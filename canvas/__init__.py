@@ -1,6 +1,6 @@
-"""Student canvases: sequenced JSON Patch streams with recovery and snapshots.
+"""Student canvases: sequenced JSON Patch streams with recovery, snapshots and relay.
 
-Not built yet (issue 3). The foundation stores canvas snapshots
-(``persistence.models.CanvasSnapshot``) and answers ``canvases: {}`` in the
-``session:join`` ack until the canvas store lands here.
+``document`` holds the rules, ``store`` the interface (``store_database`` its
+backend), ``relay`` the coalesced fan-out, ``service`` the socket events and
+``svg`` the review rendering. See docs/architecture.md.
 """

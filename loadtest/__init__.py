@@ -1,1 +1,1 @@
-"""Load-test harness that simulates whole tutoring sessions (issue 6; not built yet)."""
+"""Load generators and benchmarks; every loop is bounded and traffic stays on loopback."""

@@ -36,6 +36,7 @@ from typing import Any
 import jsonpatch
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import event as note
 from hypothesis import strategies as st
 
 from canvas.document import replay
@@ -96,7 +97,28 @@ tutor_patch = st.tuples(
     st.just("tutor"), st.sampled_from(STUDENTS), st.lists(tutor_op, min_size=1, max_size=2)
 )
 toggle = st.tuples(st.just("toggle"), st.sampled_from(CLIENTS))
-single_action = st.one_of(student_patch, student_patch, tutor_patch, toggle)
+# session:join again on the socket it has (with since), or connect if it has none.
+rejoin = st.tuples(st.just("rejoin"), st.sampled_from(CLIENTS))
+# 2-3 patches from one socket, each sent before the previous ack came back.
+pipeline = st.one_of(
+    st.tuples(
+        st.just("pipeline"),
+        st.sampled_from(list(TABS)),
+        st.lists(st.lists(student_op, min_size=1, max_size=2), min_size=2, max_size=3),
+    ),
+    st.tuples(
+        st.just("pipeline"),
+        st.just("tutor"),
+        st.lists(
+            st.tuples(st.sampled_from(STUDENTS), st.lists(tutor_op, min_size=1, max_size=2)),
+            min_size=2,
+            max_size=3,
+        ),
+    ),
+)
+single_action = st.one_of(
+    student_patch, student_patch, tutor_patch, toggle, toggle, rejoin, pipeline
+)
 
 
 def client_of(action: tuple[Any, ...]) -> str:
@@ -250,15 +272,32 @@ class World:
         client = await self.hub.connect(sim.sub, sim.role)
         self.opened.append(client)
         first = sim.name in INITIALLY_ONLINE and all(r.epoch is None for r in sim.replicas.values())
-        since = None if first else {s: r.seq for s, r in sim.replicas.items()}
+        if not first:
+            note("re-join on a new socket")
+        await self.join(sim, client, None if first else self.since(sim))
+        sim.client, sim.cursor = client, 0
+        sim.authored, sim.last_relayed = set(), {}
+        await self.pump(sim, sync_gaps=False)
+
+    async def rejoin(self, sim: Sim) -> None:
+        """session:join again on the socket the client has (or connect it)."""
+        if sim.client is None:
+            await self.connect(sim)
+            return
+        note("re-join on the same socket")
+        await self.pump(sim, sync_gaps=False)
+        await self.join(sim, sim.client, self.since(sim))
+
+    @staticmethod
+    def since(sim: Sim) -> dict[str, int]:
+        return {student: replica.seq for student, replica in sim.replicas.items()}
+
+    async def join(self, sim: Sim, client: Client, since: dict[str, int] | None) -> None:
         ack = await client.join(self.session_id, **({} if since is None else {"since": since}))
         assert ack["ok"], ack
         assert set(ack["canvases"]) == set(sim.replicas), ack["canvases"]
         for student, view in ack["canvases"].items():
             sim.replicas[student].answer(view, None if since is None else since[student])
-        sim.client, sim.cursor = client, 0
-        sim.authored, sim.last_relayed = set(), {}
-        await self.pump(sim, sync_gaps=False)
 
     async def disconnect(self, sim: Sim) -> None:
         assert sim.client is not None
@@ -284,7 +323,8 @@ class World:
             for item in event["items"]:
                 student, seq = item["student_id"], item["seq"]
                 assert student in sim.replicas, f"{sim.name} was sent {student}'s canvas"
-                assert (student, seq) not in sim.authored, (
+                # Staff get every patch; a student tab never gets back one it sent.
+                assert sim.student is None or (student, seq) not in sim.authored, (
                     f"{sim.name} was sent back its own patch {student}#{seq}"
                 )
                 assert seq > sim.last_relayed.get(student, 0), (
@@ -300,6 +340,7 @@ class World:
             return
         for student, replica in sim.replicas.items():
             if replica.pending and sim.client is not None:
+                note("gap: canvas:sync")
                 since = replica.seq
                 view = await sim.client.call(
                     "canvas:sync",
@@ -313,16 +354,38 @@ class World:
     async def run(self, action: tuple[Any, ...], *, concurrent: bool = False) -> None:
         kind = action[0]
         if kind == "burst":
+            note("burst")
             await asyncio.gather(*(self.run(a, concurrent=True) for a in action[1]))
         elif kind == "toggle":
             sim = self.sims[action[1]]
             await (self.disconnect(sim) if sim.client is not None else self.connect(sim))
+        elif kind == "rejoin":
+            await self.rejoin(self.sims[action[1]])
+        elif kind == "pipeline":
+            note("pipeline")
+            sim = self.sims[action[1]]
+            patches = action[2] if sim.student is None else [(sim.student, p) for p in action[2]]
+            await self.pipeline(sim, patches)
         elif kind == "student":
             await self.send(self.sims[action[1]], TABS[action[1]], action[2], concurrent)
         else:
             await self.send(self.sims["tutor"], action[1], action[2], concurrent)
 
-    async def send(self, sim: Sim, student: str, ops: Ops, concurrent: bool) -> None:
+    async def pipeline(self, sim: Sim, patches: list[tuple[str, Ops]]) -> None:
+        """Send every patch before any ack comes back; one socket's patches keep their order."""
+        await self.ensure_connected(sim)
+        tasks = [
+            asyncio.create_task(self.send(sim, student, ops, concurrent=True))
+            for student, ops in patches
+        ]
+        seqs = await asyncio.gather(*tasks)
+        for student in STUDENTS:
+            mine = [seq for (s, _), seq in zip(patches, seqs, strict=True) if s == student]
+            acked = [seq for seq in mine if seq is not None]
+            assert acked == sorted(acked), f"{sim.name}'s patches to {student} got seqs {mine}"
+
+    async def send(self, sim: Sim, student: str, ops: Ops, concurrent: bool) -> int | None:
+        """Send one patch; the seq it was acked with, or None if it was refused."""
         await self.ensure_connected(sim)
         assert sim.client is not None
         payload: dict[str, Any] = {"session_id": self.session_id, "ops": ops}
@@ -333,16 +396,18 @@ class World:
             # Only a replace of a missing element may be refused.
             assert ack["error"]["code"] == "CONFLICT", ack
             assert any(op["op"] == "replace" for op in ops), (ops, ack)
+            note("refused replace")
             if not concurrent:  # nothing else in flight: the refusal can be checked
                 with pytest.raises(jsonpatch.JsonPatchException):
                     apply_with_rules(self.expected_by_rules(student), ops)
-            return
-        seq = ack["seq"]
+            return None
+        seq: int = ack["seq"]
         author = "tutor" if sim.student is None else "student"
         self.acked[student].append((seq, author, ops))
         sim.authored.add((student, seq))
         if sim.student is not None:
             sim.replicas[student].offer(seq, ops, effective=False)
+        return seq
 
     def expected_by_rules(self, student: str) -> dict[str, Any]:
         doc = empty()
@@ -398,6 +463,8 @@ async def check_canvas(world: World, reader: Hub, student: str) -> None:
         author, sent = by_seq[p["seq"]]
         assert p["author"] == author, (p, author)
         assert p["ops"] == apply_with_rules(model, sent), (p["seq"], sent, p["ops"])
+        if p["ops"] != sent:
+            note("no-op remove dropped")
     expected = replay(None, [p["ops"] for p in log["ops"]])
     assert expected == model
     # (3) every view of the canvas.
@@ -434,7 +501,7 @@ async def hubs(make_hub: HubFactory) -> tuple[Hub, Hub]:
 
 @pytest.mark.timeout(120)
 @settings(
-    max_examples=20,
+    max_examples=int(__import__("os").environ.get("PROP_N", "20")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
