@@ -204,12 +204,13 @@ class DatabaseCanvasStore:
 
     async def _load(self, key: CanvasKey) -> _Canvas:
         async with self.db() as db:
-            stored = await CanvasRepository(db).load(key.session_id, key.student_id)
+            repo = CanvasRepository(db)
+            stored = await repo.load(key.session_id, key.student_id)
+            # The catch-up log holds the last `retention` patches, snapshot or not.
+            recent = await repo.recent_ops(key.session_id, key.student_id, self.retention)
         doc = replay(stored.snapshot_doc, [op.ops for op in stored.ops])
-        patches = [
-            Patch(op.seq, Author(op.author), op.author_id, op.ops, op.at) for op in stored.ops
-        ]
-        seq = patches[-1].seq if patches else stored.snapshot_seq
+        patches = [Patch(op.seq, Author(op.author), op.author_id, op.ops, op.at) for op in recent]
+        seq = stored.ops[-1].seq if stored.ops else stored.snapshot_seq
         canvas = _Canvas(
             key=key,
             doc=CanvasDocument(doc),

@@ -302,6 +302,18 @@ class CanvasRepository:
             ops=ops,
         )
 
+    async def recent_ops(self, session_id: str, student_id: str, limit: int) -> Sequence[CanvasOp]:
+        """The last ``limit`` ops of a canvas, oldest first."""
+        rows = (
+            await self._db.scalars(
+                select(CanvasOp)
+                .where(CanvasOp.session_id == session_id, CanvasOp.student_id == student_id)
+                .order_by(CanvasOp.seq.desc())
+                .limit(limit)
+            )
+        ).all()
+        return rows[::-1]
+
     async def snapshots(
         self, session_id: str, student_id: str, page: Page
     ) -> tuple[Sequence[CanvasSnapshot], int]:

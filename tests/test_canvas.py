@@ -276,6 +276,10 @@ async def test_patches_survive_a_hub_restart_on_the_same_database(make_hub: HubF
     canvas = ack["canvases"]["s1"]
     assert canvas["seq"] == 11
     assert sorted(canvas["doc"]["elements"]) == sorted(f"e{n}" for n in range(10) if n != 3)
+    # The catch-up log is rebuilt too, across the snapshots taken every 4 patches.
+    again = await restarted.connect("tutor-1", "TUTOR")
+    ack = await again.join(session_id, since={"s1": 2})
+    assert [p["seq"] for p in ack["canvases"]["s1"]["ops"]] == list(range(3, 12))
     student = await restarted.connect("s1", "STUDENT")
     await student.join(session_id)
     assert (await patch(student, session_id, stroke("after")))["seq"] == 12
