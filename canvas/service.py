@@ -61,7 +61,7 @@ class CanvasService:
         hub.extensions.append(self)
 
     async def _patch(self, connection: Connection, payload: CanvasPatch) -> AfterLock:
-        joined = _joined(connection, payload.session_id)
+        joined = self._hub.joined(connection, payload.session_id)
         if joined.role is LiveRole.OBSERVER:
             raise HubError(ErrorCode.FORBIDDEN, "observers are read-only")
         if joined.role is LiveRole.STUDENT:
@@ -91,7 +91,7 @@ class CanvasService:
         return AfterLock(durable())
 
     async def _sync(self, connection: Connection, payload: CanvasSync) -> Ack:
-        joined = _joined(connection, payload.session_id)
+        joined = self._hub.joined(connection, payload.session_id)
         await self._require_readable(joined, payload.student_id)
         key = CanvasKey(joined.center_id, joined.session_id, payload.student_id)
         return catch_up_view(await self.store.catch_up(key, payload.since))
@@ -137,9 +137,3 @@ class CanvasService:
         await self.store.compact_session(session.id)
         await self.store.forget(session.id)
 
-
-def _joined(connection: Connection, session_id: str) -> Joined:
-    joined = connection.sessions.get(session_id)
-    if joined is None:
-        raise HubError(ErrorCode.NOT_JOINED, f"not joined to session {session_id!r}")
-    return joined

@@ -80,6 +80,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class Mode(StrEnum):
+    TEACH = "TEACH"
+    OBSERVE = "OBSERVE"
+
+
+class NoteVisibility(StrEnum):
+    PRIVATE = "PRIVATE"
+    STUDENT = "STUDENT"
+    PARENT = "PARENT"
+
+
 class SessionStatus(StrEnum):
     SCHEDULED = "SCHEDULED"
     LIVE = "LIVE"
@@ -132,7 +143,46 @@ class Enrollment(Base):
     assessment_data: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     completed: Mapped[bool] = mapped_column(Boolean, default=False)
     notes: Mapped[str | None] = mapped_column(Text)
+    # Teach (the tutor is with this student now) or Observe (the student works alone).
+    mode: Mapped[str] = mapped_column(String(16), default=Mode.OBSERVE.value)
+    # The exercise the tutor assigned during the session, if any.
+    assignment: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class TutorNote(Base):
+    """A tutor's note on a session or one student, with who may read it."""
+
+    __tablename__ = "tutor_notes"
+    __table_args__ = (Index("ix_tutor_notes_session_student", "session_id", "student_id"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    author_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    text: Mapped[str] = mapped_column(Text)
+    visibility: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ExerciseAttempt(Base):
+    """A student's go at one exercise: from first progress (or assignment) to completion."""
+
+    __tablename__ = "exercise_attempts"
+    __table_args__ = (
+        Index("ix_exercise_attempts_session_student", "session_id", "student_id", "exercise_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    exercise_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    progress_pct: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 

@@ -44,6 +44,8 @@ def enrollment_view(enrollment: Enrollment) -> dict[str, Any]:
         "assessment_data": enrollment.assessment_data,
         "completed": enrollment.completed,
         "notes": enrollment.notes,
+        "mode": enrollment.mode,
+        "assignment": enrollment.assignment,
         "created_at": iso(enrollment.created_at),
         "updated_at": iso(enrollment.updated_at),
     }

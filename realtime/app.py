@@ -26,6 +26,7 @@ from realtime.sockets import LiveHub
 from rest import canvases as canvas_routes
 from rest import enrollments, health, sessions
 from rest.http import error_middleware
+from rooms.control import ControlCenter
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ def build_app(
         on_durable=relay.durable,
     )
     canvases = CanvasService(hub, store, relay, db)
+    ControlCenter(hub, db)
     metrics.canvas_log_patches.set_function(store.logged_patches)
 
     app = web.Application(

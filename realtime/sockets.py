@@ -119,6 +119,8 @@ class LiveHub:
         self._events_per_s = events_per_s
         self._event_burst = event_burst
         self.members = Membership()
+        # Sessions ended while this process ran: their live events get SESSION_ENDED.
+        self.ended: set[str] = set()
         self._expiring: set[asyncio.Task[None]] = set()
 
         sio.on("connect", self._on_connect)
@@ -373,10 +375,7 @@ class LiveHub:
             raise
 
     async def _leave(self, connection: Connection, payload: SessionLeave) -> Ack:
-        joined = connection.sessions.get(payload.session_id)
-        if joined is None:
-            raise HubError(ErrorCode.NOT_JOINED, f"not joined to session {payload.session_id!r}")
-        await self._leave_session(connection, joined)
+        await self._leave_session(connection, self.joined(connection, payload.session_id))
         return {}
 
     async def _leave_session(self, connection: Connection, joined: Joined) -> None:
@@ -428,10 +427,20 @@ class LiveHub:
         self._schedule_expiry(connection)
         return {"expires_at": fresh.expires_at}
 
+    def joined(self, connection: Connection, session_id: str) -> Joined:
+        """The socket's place in a session it joined, or SESSION_ENDED / NOT_JOINED."""
+        joined = connection.sessions.get(session_id)
+        if joined is not None:
+            return joined
+        if session_id in self.ended:
+            raise HubError(ErrorCode.SESSION_ENDED, f"session {session_id!r} has ended")
+        raise HubError(ErrorCode.NOT_JOINED, f"not joined to session {session_id!r}")
+
     # -- hooks for the REST layer --------------------------------------------
 
     async def session_ended(self, session: LiveSession) -> None:
         """Tell everyone in the session it ended, and take their sockets out of it."""
+        self.ended.add(session.id)
         event = {"session_id": session.id, "ended_at": iso(session.ended_at)}
         for connection in self.members.in_session(session.id):
             await self._evict(connection, session.id, "session:ended", event)

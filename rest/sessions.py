@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from persistence.models import LiveSession, SessionStatus, utcnow
+from persistence.models import LiveSession, SessionStatus
 from persistence.repositories import (
     AuditLog,
     EnrollmentRepository,
@@ -28,6 +28,7 @@ from rooms.access import (
     require_manager,
     visible_session,
 )
+from rooms.control import mark_ended
 
 routes = web.RouteTableDef()
 
@@ -186,11 +187,9 @@ async def end_session(request: web.Request) -> web.Response:
     async with request.app[DB].begin() as db:
         session = await readable_session(request, SessionRepository(db))
         require_manager(who, session)
-        newly_ended = session.status != SessionStatus.ENDED.value
-        if newly_ended:
-            session.status = SessionStatus.ENDED.value
-            session.ended_at = utcnow()
-            audit(request, AuditLog(db), who, "session.end", session)
+        newly_ended = mark_ended(
+            db, session, actor_id=who.user_id, actor_role=who.role.value, ip=client_ip(request)
+        )
     if newly_ended:
         await request.app[HUB].session_ended(session)
     return ok(session_view(session))

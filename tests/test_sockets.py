@@ -289,7 +289,12 @@ async def test_ending_over_rest_tells_and_releases_everyone(hub: Hub) -> None:
         ended = await eventually(lambda c=client: c.events("session:ended"), what="session:ended")
         assert ended[0]["session_id"] == session_id
     ack = await student.call("session:leave", {"session_id": session_id})
-    assert ack["error"]["code"] == "NOT_JOINED"
+    assert ack["error"]["code"] == "SESSION_ENDED"
+    ack = await student.call(
+        "canvas:patch",
+        {"session_id": session_id, "ops": [{"op": "add", "path": "/elements/a", "value": 1}]},
+    )
+    assert ack["error"]["code"] == "SESSION_ENDED"
 
 
 async def test_removing_an_enrollment_evicts_the_student(hub: Hub) -> None:

@@ -1,0 +1,291 @@
+"""The tutor's control over a live session: Teach/Observe per student, assignments,
+progress, notes, and ending the session. Plugs into ``LiveHub`` as events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from persistence.models import (
+    Enrollment,
+    ExerciseAttempt,
+    LiveSession,
+    Mode,
+    NoteVisibility,
+    SessionStatus,
+    TutorNote,
+    utcnow,
+)
+from persistence.repositories import AuditLog, EnrollmentRepository, SessionRepository
+from persistence.views import iso
+from realtime.errors import ErrorCode, HubError, not_found
+from realtime.events import Id, Payload
+from realtime.sockets import Ack, AfterLock, LiveHub
+from rooms.access import LiveRole
+from rooms.membership import Connection, Joined
+from rooms.names import staff_room, student_room
+
+NoteText = Annotated[str, StringConstraints(min_length=1, max_length=5_000)]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class ModeSet(Payload):
+    session_id: Id
+    student_id: Id
+    mode: Mode
+
+
+class SessionEnd(Payload):
+    session_id: Id
+
+
+class NoteAdd(Payload):
+    session_id: Id
+    student_id: Id | None = None
+    text: NoteText
+    visibility: NoteVisibility
+
+
+class Exercise(Payload):
+    # Exercises come from the LMS with fields of their own; id and title are required.
+    model_config = Payload.model_config | {"extra": "allow"}
+    id: Id
+    title: Title
+
+
+class ExerciseAssign(Payload):
+    session_id: Id
+    student_id: Id
+    exercise: Exercise
+
+
+class ExerciseProgress(Payload):
+    session_id: Id
+    exercise_id: Id
+    progress_pct: Annotated[int, Field(ge=0, le=100)]
+    completed: bool = False
+
+
+class ControlCenter:
+    def __init__(self, hub: LiveHub, db: async_sessionmaker[AsyncSession]) -> None:
+        self._hub = hub
+        self._db = db
+        hub.on("mode:set", ModeSet, self._set_mode)
+        hub.on("session:end", SessionEnd, self._end)
+        hub.on("note:add", NoteAdd, self._add_note)
+        hub.on("exercise:assign", ExerciseAssign, self._assign)
+        hub.on("exercise:progress", ExerciseProgress, self._progress)
+
+    def _as_tutor(self, connection: Connection, session_id: str) -> Joined:
+        joined = self._hub.joined(connection, session_id)
+        if joined.role is not LiveRole.TUTOR:
+            raise HubError(
+                ErrorCode.FORBIDDEN, f"only the session's tutor may do this, not a {joined.role}"
+            )
+        return joined
+
+    async def _enrollment(self, db: AsyncSession, joined: Joined, student_id: str) -> Enrollment:
+        enrollment = await EnrollmentRepository(db).get(joined.session_id, student_id)
+        if enrollment is None:
+            raise not_found("enrollment", student_id)
+        return enrollment
+
+    async def _to_student_and_staff(
+        self, joined: Joined, student_id: str, event: str, data: dict[str, Any]
+    ) -> None:
+        await self._hub.sio.emit(event, data, room=staff_room(joined.center_id, joined.session_id))
+        await self._hub.sio.emit(
+            event, data, room=student_room(joined.center_id, joined.session_id, student_id)
+        )
+
+    async def _set_mode(self, connection: Connection, payload: ModeSet) -> Ack:
+        joined = self._as_tutor(connection, payload.session_id)
+        async with self._db.begin() as db:
+            enrollment = await self._enrollment(db, joined, payload.student_id)
+            enrollment.mode = payload.mode.value
+            _audit(db, connection, joined, "mode.set", payload.student_id, {"mode": payload.mode})
+        await self._to_student_and_staff(
+            joined,
+            payload.student_id,
+            "mode:changed",
+            {
+                "session_id": joined.session_id,
+                "student_id": payload.student_id,
+                "mode": payload.mode.value,
+            },
+        )
+        return {}
+
+    async def _assign(self, connection: Connection, payload: ExerciseAssign) -> Ack:
+        joined = self._as_tutor(connection, payload.session_id)
+        now = utcnow()
+        assignment = {
+            "exercise": payload.exercise.model_dump(mode="json"),
+            "assigned_at": iso(now),
+            "assigned_by": connection.identity.user_id,
+        }
+        async with self._db.begin() as db:
+            enrollment = await self._enrollment(db, joined, payload.student_id)
+            enrollment.assignment = assignment
+            _audit(
+                db,
+                connection,
+                joined,
+                "exercise.assign",
+                payload.student_id,
+                {"exercise_id": payload.exercise.id},
+            )
+        await self._to_student_and_staff(
+            joined,
+            payload.student_id,
+            "exercise:assigned",
+            {"session_id": joined.session_id, "student_id": payload.student_id, **assignment},
+        )
+        return {"assignment": assignment}
+
+    async def _progress(self, connection: Connection, payload: ExerciseProgress) -> Ack:
+        joined = self._hub.joined(connection, payload.session_id)
+        if joined.role is not LiveRole.STUDENT or joined.student_id is None:
+            raise HubError(ErrorCode.FORBIDDEN, "only a student reports their own progress")
+        now = utcnow()
+        async with self._db.begin() as db:
+            attempt = (
+                await db.scalars(
+                    select(ExerciseAttempt)
+                    .where(
+                        ExerciseAttempt.session_id == joined.session_id,
+                        ExerciseAttempt.student_id == joined.student_id,
+                        ExerciseAttempt.exercise_id == payload.exercise_id,
+                        ExerciseAttempt.completed_at.is_(None),
+                    )
+                    .order_by(ExerciseAttempt.started_at.desc())
+                    .limit(1)
+                )
+            ).first()
+            if attempt is None:
+                attempt = ExerciseAttempt(
+                    center_id=joined.center_id,
+                    session_id=joined.session_id,
+                    student_id=joined.student_id,
+                    exercise_id=payload.exercise_id,
+                    started_at=now,
+                )
+                db.add(attempt)
+            attempt.progress_pct = payload.progress_pct
+            if payload.completed:
+                attempt.completed_at = now
+        await self._hub.sio.emit(
+            "progress:update",
+            {
+                "session_id": joined.session_id,
+                "student_id": joined.student_id,
+                "exercise_id": payload.exercise_id,
+                "progress_pct": payload.progress_pct,
+                "completed": payload.completed,
+            },
+            room=staff_room(joined.center_id, joined.session_id),
+        )
+        return {}
+
+    async def _add_note(self, connection: Connection, payload: NoteAdd) -> Ack:
+        joined = self._as_tutor(connection, payload.session_id)
+        async with self._db.begin() as db:
+            if payload.student_id is not None:
+                await self._enrollment(db, joined, payload.student_id)
+            note = TutorNote(
+                center_id=joined.center_id,
+                session_id=joined.session_id,
+                student_id=payload.student_id,
+                author_id=connection.identity.user_id,
+                text=payload.text,
+                visibility=payload.visibility.value,
+                created_at=utcnow(),
+            )
+            db.add(note)
+            await db.flush()
+            _audit(
+                db,
+                connection,
+                joined,
+                "note.add",
+                payload.student_id or "",
+                {"note_id": note.id, "visibility": payload.visibility},
+            )
+        return {"note": note_view(note)}
+
+    async def _end(self, connection: Connection, payload: SessionEnd) -> AfterLock:
+        joined = self._as_tutor(connection, payload.session_id)
+        async with self._db.begin() as db:
+            session = await SessionRepository(db).get(joined.session_id, for_update=True)
+            if session is None:
+                raise not_found("session", joined.session_id)
+            newly_ended = mark_ended(
+                db,
+                session,
+                actor_id=connection.identity.user_id,
+                actor_role=connection.identity.role.value,
+                ip=connection.ip,
+            )
+
+        async def tell_everyone() -> Ack:
+            # After the lock: ending takes every socket, this one too, out of the session.
+            if newly_ended:
+                await self._hub.session_ended(session)
+            return {}
+
+        return AfterLock(tell_everyone())
+
+
+def mark_ended(
+    db: AsyncSession, session: LiveSession, *, actor_id: str, actor_role: str, ip: str | None
+) -> bool:
+    """Mark a session ENDED and audit it; False if it had already ended."""
+    if session.status == SessionStatus.ENDED.value:
+        return False
+    session.status = SessionStatus.ENDED.value
+    session.ended_at = utcnow()
+    AuditLog(db).record(
+        center_id=session.center_id,
+        actor_id=actor_id,
+        actor_role=actor_role,
+        action="session.end",
+        target_type="session",
+        target_id=session.id,
+        ip=ip,
+    )
+    return True
+
+
+def note_view(note: TutorNote) -> dict[str, Any]:
+    return {
+        "id": note.id,
+        "session_id": note.session_id,
+        "student_id": note.student_id,
+        "author_id": note.author_id,
+        "text": note.text,
+        "visibility": note.visibility,
+        "created_at": iso(note.created_at),
+    }
+
+
+def _audit(
+    db: AsyncSession,
+    connection: Connection,
+    joined: Joined,
+    action: str,
+    target_id: str,
+    details: dict[str, Any],
+) -> None:
+    AuditLog(db).record(
+        center_id=joined.center_id,
+        actor_id=connection.identity.user_id,
+        actor_role=connection.identity.role.value,
+        action=action,
+        target_type="enrollment" if target_id else "session",
+        target_id=target_id or joined.session_id,
+        ip=connection.ip,
+        details={k: str(v) for k, v in details.items()},
+    )
