@@ -133,7 +133,8 @@ def parse_ops(raw: Any, limits: CanvasLimits) -> list[dict[str, Any]]:
     if not ops:
         raise HubError(ErrorCode.VALIDATION_ERROR, "a patch needs at least one op")
     plain = [op.model_dump(by_alias=True, exclude_unset=False) for op in ops]
-    size = len(json.dumps(plain, separators=(",", ":")))
+    encoded = json.dumps(plain, separators=(",", ":"))
+    size = len(encoded)
     if size > limits.max_patch_bytes:
         raise HubError(
             ErrorCode.PAYLOAD_TOO_LARGE,

@@ -136,4 +136,3 @@ class CanvasService:
     async def ended(self, session: LiveSession) -> None:
         await self.store.compact_session(session.id)
         await self.store.forget(session.id)
-

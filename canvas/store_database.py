@@ -9,9 +9,9 @@ and an idle hub adds no delay waiting for company.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,8 +37,11 @@ OPS: Table = CanvasOp.__table__  # type: ignore[assignment]
 SNAPSHOTS: Table = CanvasSnapshot.__table__  # type: ignore[assignment]
 
 
-def new_epoch() -> str:
-    return uuid.uuid4().hex[:16]
+def initial_epoch(key: CanvasKey) -> str:
+    """The epoch of a canvas whose log started in the database: fixed by its key, so a
+    canvas with nothing stored yet keeps its epoch across reloads and restarts."""
+    digest = hashlib.sha256(f"{key.session_id}\x00{key.student_id}".encode()).hexdigest()
+    return digest[:16]
 
 
 @dataclass(eq=False, slots=True)
@@ -215,7 +218,7 @@ class DatabaseCanvasStore:
             key=key,
             doc=CanvasDocument(doc),
             seq=seq,
-            epoch=stored.epoch or new_epoch(),
+            epoch=stored.epoch or initial_epoch(key),
             log=deque(patches, maxlen=self.retention),
             durable_seq=seq,
             snapshot_seq=stored.snapshot_seq,
@@ -291,21 +294,25 @@ class DatabaseCanvasStore:
             return
         started = time.perf_counter()
         try:
-            rows: dict[Table, list[dict[str, Any]]] = {}
-            for write in live:
-                rows.setdefault(write.table, []).append(write.row)
-            # Core inserts (executemany), not ORM objects: the unit of work's
-            # bookkeeping cost more than the insert itself.
-            async with self.db.begin() as db:
-                for table, values in rows.items():
-                    await db.execute(insert(table), values)
+            await self._insert(live)
         except Exception:
-            log.exception("could not store %d canvas writes", len(live))
-            for canvas in {w.canvas for w in live}:
-                canvas.broken = True  # reload from what the database holds
-                self._canvases.pop(canvas.key, None)
-            self._fail(live, "could not store the patch")
-            return
+            if len({w.canvas for w in live}) == 1:
+                self._broken(live)
+                return
+            # One canvas's bad write must not fail the others' in the same batch:
+            # store each canvas's writes on their own to find it.
+            log.warning("a group commit of %d writes failed; retrying per canvas", len(live))
+            by_canvas: dict[_Canvas, list[_Write]] = {}
+            for write in live:
+                by_canvas.setdefault(write.canvas, []).append(write)
+            stored: list[_Write] = []
+            for writes in by_canvas.values():
+                try:
+                    await self._insert(writes)
+                    stored += writes
+                except Exception:
+                    self._broken(writes)
+            live = [w for w in live if w in stored]
         if self.metrics is not None:
             self.metrics.canvas_commit_seconds.observe(time.perf_counter() - started)
             self.metrics.canvas_commit_batch.observe(len(live))
@@ -318,6 +325,24 @@ class DatabaseCanvasStore:
                 write.future.set_result(None)
         if durable and self.on_durable is not None:
             self.on_durable(durable)
+
+    async def _insert(self, writes: list[_Write]) -> None:
+        rows: dict[Table, list[dict[str, Any]]] = {}
+        for write in writes:
+            rows.setdefault(write.table, []).append(write.row)
+        # Core inserts (executemany), not ORM objects: the unit of work's
+        # bookkeeping cost more than the insert itself.
+        async with self.db.begin() as db:
+            for table, values in rows.items():
+                await db.execute(insert(table), values)
+
+    def _broken(self, writes: list[_Write]) -> None:
+        """These writes could not be stored: fail them and reload their canvases."""
+        log.exception("could not store %d canvas writes", len(writes))
+        for canvas in {w.canvas for w in writes}:
+            canvas.broken = True  # reload from what the database holds
+            self._canvases.pop(canvas.key, None)
+        self._fail(writes, "could not store the patch")
 
     @staticmethod
     def _fail(writes: list[_Write], why: str) -> None:

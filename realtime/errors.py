@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -86,3 +87,31 @@ def validation_error(exc: ValidationError, message: str) -> HubError:
         for err in exc.errors(include_url=False, include_input=False)
     ]
     return HubError(ErrorCode.VALIDATION_ERROR, message, details={"errors": errors})
+
+
+# A JSON-escaped NUL (\u0000) not itself escaped by a backslash before it.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def refuse_nul(encoded_json: str | bytes) -> None:
+    """VALIDATION_ERROR if a JSON text holds a NUL character in any string.
+
+    Postgres stores no NUL in text or JSONB; the hub refuses it on every
+    backend alike rather than fail deep in a transaction.
+    """
+    text = (
+        encoded_json.decode("utf-8", "replace") if isinstance(encoded_json, bytes) else encoded_json
+    )
+    if "\x00" in text or _ESCAPED_NUL.search(text):
+        raise HubError(ErrorCode.VALIDATION_ERROR, "strings may not contain NUL (\\u0000)")
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether any string (key or value) inside a decoded JSON value holds a NUL."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(v) for v in value)
+    return False

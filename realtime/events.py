@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from realtime.errors import contains_nul
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 
@@ -12,6 +14,14 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whites
 class Payload(BaseModel):
     # Unknown fields are refused so that a typo is a VALIDATION_ERROR, not a silent no-op.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # Postgres stores no NUL in text or JSONB: refuse it here, on every backend alike.
+        if contains_nul(data):
+            raise ValueError("strings may not contain NUL (\\u0000)")
+        return data
 
 
 class SessionJoin(Payload):

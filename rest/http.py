@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from persistence.repositories import Page
-from realtime.errors import ErrorCode, HubError, validation_error
+from realtime.errors import ErrorCode, HubError, refuse_nul, validation_error
 from realtime.identity import Identity, TokenVerifier
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import KeyedBuckets
@@ -96,6 +96,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     if not raw:
         raise HubError(ErrorCode.VALIDATION_ERROR, "expected a JSON object body, got nothing")
+    refuse_nul(raw)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

@@ -170,3 +170,24 @@ async def test_the_tutor_ends_the_session_for_everyone(hub: Hub) -> None:
     async with hub.app[DB]() as db:
         actions = (await db.scalars(select(AuditEntry.action))).all()
     assert actions.count("session.end") == 1
+
+
+async def test_nul_characters_in_live_events_are_refused(hub: Hub) -> None:
+    session_id, tutor, students = await live_session(hub)
+    ack = await tutor.call(
+        "note:add", {"session_id": session_id, "text": "a\u0000b", "visibility": "PRIVATE"}
+    )
+    assert ack["error"]["code"] == "VALIDATION_ERROR"
+    ack = await students["s1"].call(
+        "canvas:patch",
+        {
+            "session_id": session_id,
+            "ops": [{"op": "add", "path": "/elements/a", "value": {"text": "x\u0000"}}],
+        },
+    )
+    assert ack["error"]["code"] == "VALIDATION_ERROR"
+    ack = await students["s1"].call(
+        "canvas:patch",
+        {"session_id": session_id, "ops": [{"op": "add", "path": "/elements/a", "value": 1}]},
+    )
+    assert ack == {"ok": True, "seq": 1}

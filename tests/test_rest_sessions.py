@@ -264,3 +264,11 @@ async def test_rest_rate_limit_is_per_user(make_hub: HubFactory) -> None:
     assert (status, got["errorCode"]) == (429, "RATE_LIMITED")
     status, got = await hub.as_("adm", "CENTER_ADMIN").get(SESSIONS)
     assert status == 200 and got["data"] == []  # the refused create changed nothing
+
+
+async def test_nul_characters_are_refused_on_every_backend(hub: Hub) -> None:
+    api = hub.as_("tutor-1", "TUTOR")
+    status, got = await api.post(SESSIONS, session_body(title="Alge\u0000bra"))
+    assert (status, got["errorCode"]) == (422, "VALIDATION_ERROR")
+    status, got = await api.post(SESSIONS, session_body(title="C:\\u0000 is fine as text"))
+    assert status == 201 and got["data"]["title"] == "C:\\u0000 is fine as text"
