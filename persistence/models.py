@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -184,6 +185,57 @@ class ExerciseAttempt(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     progress_pct: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class HelpPriority(StrEnum):
+    LOW = "LOW"
+    NORMAL = "NORMAL"
+    HIGH = "HIGH"
+    URGENT = "URGENT"
+
+
+class HelpStatus(StrEnum):
+    OPEN = "OPEN"
+    IN_PROGRESS = "IN_PROGRESS"
+    RESOLVED = "RESOLVED"
+    CANCELLED = "CANCELLED"
+
+
+HELP_ACTIVE = (HelpStatus.OPEN.value, HelpStatus.IN_PROGRESS.value)
+
+
+class HelpRequest(Base):
+    """A student's request for help; at most one active per student and exercise."""
+
+    __tablename__ = "help_requests"
+    __table_args__ = (
+        Index("ix_help_requests_session_status", "session_id", "status"),
+        Index(
+            "uq_help_requests_one_active",
+            "session_id",
+            "student_id",
+            "exercise_key",
+            unique=True,
+            sqlite_where=text("status IN ('OPEN', 'IN_PROGRESS')"),
+            postgresql_where=text("status IN ('OPEN', 'IN_PROGRESS')"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    # The exercise asked about, or "" for none (so the one-active index covers both).
+    exercise_key: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    message: Mapped[str] = mapped_column(Text)
+    priority: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=HelpStatus.OPEN.value)
+    response: Mapped[str | None] = mapped_column(Text)
+    handled_by: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class AttendanceInterval(Base):

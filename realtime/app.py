@@ -15,18 +15,21 @@ from canvas.service import CanvasService
 from canvas.store_database import DatabaseCanvasStore
 from persistence import migrate
 from persistence.db import create_engine, session_factory
+from persistence.models import HelpPriority, utcnow
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
 from realtime.config import Settings
 from realtime.identity import TokenVerifier
-from realtime.keys import CANVASES, DB, ENGINE, HUB, METRICS, REDIS, SETTINGS, VERIFIER
+from realtime.keys import CANVASES, DB, ENGINE, HELP, HUB, METRICS, REDIS, SETTINGS, VERIFIER
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import KeyedBuckets
 from realtime.sockets import LiveHub
 from rest import canvases as canvas_routes
 from rest import enrollments, health, sessions
+from rest import help as help_routes
 from rest.http import error_middleware
 from rooms.control import ControlCenter
+from rooms.help import Clock, HelpDesk
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +38,13 @@ def build_app(
     settings: Settings,
     *,
     presence: PresenceTracker | None = None,
+    clock: Clock = utcnow,
 ) -> web.Application:
     """The hub's aiohttp application.
 
-    Backends come in through the arguments and default to the in-memory ones.
+    Backends come in through the arguments and default to the in-memory ones;
+    ``clock`` is what time-dependent rules (help escalation) read, so tests
+    can move time instead of sleeping.
     """
     verifier = TokenVerifier(settings)
     metrics = HubMetrics()
@@ -83,6 +89,17 @@ def build_app(
     )
     canvases = CanvasService(hub, store, relay, db)
     ControlCenter(hub, db)
+    help_desk = HelpDesk(
+        hub,
+        db,
+        clock=clock,
+        targets_s={
+            HelpPriority.URGENT: settings.help_target_urgent_s,
+            HelpPriority.HIGH: settings.help_target_high_s,
+            HelpPriority.NORMAL: settings.help_target_normal_s,
+            HelpPriority.LOW: settings.help_target_low_s,
+        },
+    )
     metrics.canvas_log_patches.set_function(store.logged_patches)
 
     app = web.Application(
@@ -103,6 +120,7 @@ def build_app(
     app[HUB] = hub
     # Lazy: the client connects on first use.
     app[CANVASES] = canvases
+    app[HELP] = help_desk
     app[REDIS] = (
         Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         if settings.redis_url
@@ -113,6 +131,7 @@ def build_app(
     app.add_routes(sessions.routes)
     app.add_routes(enrollments.routes)
     app.add_routes(canvas_routes.routes)
+    app.add_routes(help_routes.routes)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_canvas_store)

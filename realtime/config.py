@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     canvas_snapshot_interval_s: float = Field(default=30.0, gt=0)
     canvas_flush_interval_s: float = Field(default=0.02, ge=0, le=1.0)
 
+    # How long a help request may wait, by priority, before it is escalated.
+    help_target_urgent_s: float = Field(default=60.0, gt=0)
+    help_target_high_s: float = Field(default=180.0, gt=0)
+    help_target_normal_s: float = Field(default=300.0, gt=0)
+    help_target_low_s: float = Field(default=600.0, gt=0)
+
     # REST limits.
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_page_size: int = Field(default=100, ge=1, le=1000)

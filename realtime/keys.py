@@ -11,6 +11,7 @@ from realtime.config import Settings
 from realtime.identity import TokenVerifier
 from realtime.metrics import HubMetrics
 from realtime.sockets import LiveHub
+from rooms.help import HelpDesk
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -19,4 +20,5 @@ VERIFIER = web.AppKey("verifier", TokenVerifier)
 METRICS = web.AppKey("metrics", HubMetrics)
 HUB = web.AppKey("hub", LiveHub)
 CANVASES = web.AppKey("canvases", CanvasService)
+HELP = web.AppKey("help", HelpDesk)
 REDIS: web.AppKey[Redis | None] = web.AppKey("redis")

@@ -152,9 +152,9 @@ async def make_hub(settings: Settings, database: Database) -> AsyncIterator[HubF
     servers: list[TestServer] = []
     hubs: list[Hub] = []
 
-    async def start(**overrides: Any) -> Hub:
+    async def start(clock: Any = None, **overrides: Any) -> Hub:
         hub_settings = settings.model_copy(update=overrides) if overrides else settings
-        app = build_app(hub_settings)
+        app = build_app(hub_settings, clock=clock) if clock else build_app(hub_settings)
         server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         servers.append(server)
