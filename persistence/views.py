@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from persistence.models import Enrollment, LiveSession
+from persistence.models import Enrollment, LiveSession, TutorNote
 
 
 def iso(value: datetime | None) -> str | None:
@@ -48,4 +48,16 @@ def enrollment_view(enrollment: Enrollment) -> dict[str, Any]:
         "assignment": enrollment.assignment,
         "created_at": iso(enrollment.created_at),
         "updated_at": iso(enrollment.updated_at),
+    }
+
+
+def note_view(note: TutorNote) -> dict[str, Any]:
+    return {
+        "id": note.id,
+        "session_id": note.session_id,
+        "student_id": note.student_id,
+        "author_id": note.author_id,
+        "text": note.text,
+        "visibility": note.visibility,
+        "created_at": iso(note.created_at),
     }

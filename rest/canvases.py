@@ -13,13 +13,12 @@ from canvas.svg import render_svg
 from persistence.models import LiveSession
 from persistence.repositories import CanvasRepository, EnrollmentRepository, Page, SessionRepository
 from persistence.views import iso
-from realtime.errors import ErrorCode, HubError, not_found
-from realtime.identity import Role
+from realtime.errors import not_found
 from realtime.keys import CANVASES, DB
 from rest.http import identity, listing, ok, parse_query
 from rest.schemas import Body, PageQuery
 from rest.sessions import readable_session
-from rooms.access import can_read_roster
+from rooms.access import require_student_reader
 
 routes = web.RouteTableDef()
 
@@ -36,9 +35,7 @@ async def _canvas_key(request: web.Request) -> tuple[LiveSession, CanvasKey]:
     student_id = request.match_info["student_id"]
     async with request.app[DB]() as db:
         session = await readable_session(request, SessionRepository(db))
-        own = who.role is Role.STUDENT and who.user_id == student_id
-        if not (own or can_read_roster(who, session)):
-            raise HubError(ErrorCode.FORBIDDEN, "a student may only read their own canvas")
+        require_student_reader(who, session, student_id)
         if await EnrollmentRepository(db).get(session.id, student_id) is None:
             raise not_found("enrollment", student_id)
     return session, CanvasKey(session.center_id, session.id, student_id)

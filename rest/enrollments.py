@@ -9,12 +9,11 @@ from persistence.models import Enrollment
 from persistence.repositories import AuditLog, EnrollmentRepository, Page, SessionRepository
 from persistence.views import enrollment_view
 from realtime.errors import ErrorCode, HubError, not_found
-from realtime.identity import Role
 from realtime.keys import DB, HUB
 from rest.http import identity, listing, ok, parse_body, parse_query
 from rest.schemas import EnrollmentCreate, EnrollmentUpdate, PageQuery
 from rest.sessions import audit, readable_session, require_open
-from rooms.access import can_read_roster, require_manager
+from rooms.access import can_read_roster, require_manager, require_student_reader
 
 routes = web.RouteTableDef()
 
@@ -94,9 +93,7 @@ async def get_enrollment(request: web.Request) -> web.Response:
     student_id = request.match_info["student_id"]
     async with request.app[DB]() as db:
         session = await readable_session(request, SessionRepository(db))
-        own = who.role is Role.STUDENT and who.user_id == student_id
-        if not (own or can_read_roster(who, session)):
-            raise HubError(ErrorCode.FORBIDDEN, "a student may only read their own enrollment")
+        require_student_reader(who, session, student_id)
         enrollment = await EnrollmentRepository(db).get(session.id, student_id)
     if enrollment is None:
         raise not_found("enrollment", student_id)

@@ -69,6 +69,14 @@ def can_read_roster(identity: Identity, session: LiveSession) -> bool:
     )
 
 
+def require_student_reader(identity: Identity, session: LiveSession, student_id: str) -> None:
+    """A student's data (enrollment, canvas) is read by the session's staff and by
+    that student; anyone else is FORBIDDEN."""
+    own = identity.role is Role.STUDENT and identity.user_id == student_id
+    if not (own or can_read_roster(identity, session)):
+        raise HubError(ErrorCode.FORBIDDEN, "a student may only read their own data")
+
+
 def live_role(identity: Identity, session: LiveSession, *, enrolled: bool) -> LiveRole:
     """The caller's part in a live session, or the refusal of the protocol's table."""
     visible_session(identity, session, session.id)

@@ -20,7 +20,7 @@ from persistence.models import (
     utcnow,
 )
 from persistence.repositories import AuditLog, EnrollmentRepository, SessionRepository
-from persistence.views import iso
+from persistence.views import iso, note_view
 from realtime.errors import ErrorCode, HubError, not_found
 from realtime.events import Id, Payload
 from realtime.sockets import Ack, AfterLock, LiveHub
@@ -257,18 +257,6 @@ def mark_ended(
         ip=ip,
     )
     return True
-
-
-def note_view(note: TutorNote) -> dict[str, Any]:
-    return {
-        "id": note.id,
-        "session_id": note.session_id,
-        "student_id": note.student_id,
-        "author_id": note.author_id,
-        "text": note.text,
-        "visibility": note.visibility,
-        "created_at": iso(note.created_at),
-    }
 
 
 def _audit(
