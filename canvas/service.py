@@ -78,6 +78,8 @@ class CanvasService:
         key = CanvasKey(joined.center_id, joined.session_id, student_id)
         accepted = await self.store.append(key, author, connection.identity.user_id, ops)
         self.relay.authored(key, accepted.patch.seq, connection.sid)
+        if author is Author.STUDENT:
+            await self._hub.student_activity(joined)
         ref = {} if payload.client_ref is None else {"client_ref": payload.client_ref}
 
         async def durable() -> Ack:

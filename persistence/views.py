@@ -24,6 +24,7 @@ def session_view(session: LiveSession) -> dict[str, Any]:
         "ended_at": iso(session.ended_at),
         "status": session.status,
         "max_students": session.max_students,
+        "idle_after_s": (session.settings or {}).get("idle_after_s"),
         "created_by": session.created_by,
         "created_at": iso(session.created_at),
         "updated_at": iso(session.updated_at),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -70,6 +71,8 @@ def build_app(
         metrics=metrics,
         events_per_s=settings.socket_events_per_s,
         event_burst=settings.socket_event_burst,
+        clock=clock,
+        idle_after_s=settings.idle_after_s,
     )
 
     relay = CanvasRelay(sio, interval_s=settings.canvas_flush_interval_s, metrics=metrics)
@@ -135,6 +138,7 @@ def build_app(
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_canvas_store)
+    app.cleanup_ctx.append(_idle_watch)
     app.cleanup_ctx.append(_redis)
     return app
 
@@ -165,6 +169,13 @@ async def _canvas_store(app: web.Application) -> AsyncIterator[None]:
     yield
     await canvases.store.close()
     await canvases.relay.close()
+
+
+async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[HUB].watch_idle(app[SETTINGS].presence_sweep_s))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     canvas_snapshot_interval_s: float = Field(default=30.0, gt=0)
     canvas_flush_interval_s: float = Field(default=0.02, ge=0, le=1.0)
 
+    # A student with no activity (drawing, progress, pings) this long is idle;
+    # a session may set its own (idle_after_s). Checked every presence_sweep_s.
+    idle_after_s: float = Field(default=120.0, ge=5, le=3600)
+    presence_sweep_s: float = Field(default=1.0, gt=0, le=60)
+
     # How long a help request may wait, by priority, before it is escalated.
     help_target_urgent_s: float = Field(default=60.0, gt=0)
     help_target_high_s: float = Field(default=180.0, gt=0)

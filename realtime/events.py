@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -35,3 +35,9 @@ class SessionLeave(Payload):
 
 class AuthRefresh(Payload):
     token: Annotated[str, StringConstraints(min_length=1, max_length=16 * 1024)]
+
+
+class PresencePing(Payload):
+    session_id: Id
+    state: Literal["active", "idle"]
+    focused: bool | None = None

@@ -30,9 +30,10 @@ from persistence.repositories import (
     SessionRepository,
 )
 from persistence.views import enrollment_view, iso, session_view
+from presence.activity import ActivityTracker, Status, StudentKey
 from presence.tracker import PresenceTracker
 from realtime.errors import ErrorCode, HubError, validation_error
-from realtime.events import AuthRefresh, SessionJoin, SessionLeave
+from realtime.events import AuthRefresh, PresencePing, SessionJoin, SessionLeave
 from realtime.identity import Identity, Role, TokenVerifier
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import TokenBucket
@@ -110,6 +111,8 @@ class LiveHub:
         metrics: HubMetrics,
         events_per_s: float = 50.0,
         event_burst: int = 100,
+        clock: Callable[[], datetime] = utcnow,
+        idle_after_s: float = 120.0,
     ) -> None:
         self.sio = sio
         self._db = db
@@ -118,6 +121,10 @@ class LiveHub:
         self._metrics = metrics
         self._events_per_s = events_per_s
         self._event_burst = event_burst
+        self.clock = clock
+        self.activity = ActivityTracker()
+        self._default_idle_after_s = idle_after_s
+        self._idle_after_s: dict[str, float] = {}
         self.members = Membership()
         # Sessions ended while this process ran: their live events get SESSION_ENDED.
         self.ended: set[str] = set()
@@ -130,6 +137,7 @@ class LiveHub:
         self.on("session:join", SessionJoin, self._join)
         self.on("session:leave", SessionLeave, self._leave)
         self.on("auth:refresh", AuthRefresh, self._refresh)
+        self.on("presence:ping", PresencePing, self._ping)
 
     # -- connection lifecycle ------------------------------------------------
 
@@ -293,7 +301,7 @@ class LiveHub:
 
     async def _join(self, connection: Connection, payload: SessionJoin) -> Ack:
         identity = connection.identity
-        now = utcnow()
+        now = self.clock()
         async with self._db.begin() as db:
             session = visible_session(
                 identity, await SessionRepository(db).get(payload.session_id), payload.session_id
@@ -316,17 +324,24 @@ class LiveHub:
             role=role,
             student_id=identity.user_id if role is LiveRole.STUDENT else None,
         )
+        self._idle_after_s[session.id] = float(
+            session.settings.get("idle_after_s") or self._default_idle_after_s
+        )
         came_online = joined.student_id is not None and await self._presence.connect(
             session.id, joined.student_id, connection.sid
         )
         if came_online:
             await self._open_attendance(connection, joined, now)
+        # Joining is activity: a new tab of an idle student makes them active again.
+        back_from_idle = joined.student_id is not None and self.activity.touch(
+            _student_key(joined), now
+        )
         if session.id not in connection.sessions:
             self._metrics.joined.inc()
         connection.sessions[session.id] = joined
         await self.sio.enter_room(connection.sid, _room_of(joined))
-        if came_online:
-            await self._announce_presence(joined, "active", now)
+        if came_online or back_from_idle:
+            await self._announce_presence(_student_key(joined), Status.ACTIVE, now)
         async with self._db() as db:
             roster = (
                 [own] if own is not None else await EnrollmentRepository(db).for_session(session.id)
@@ -335,7 +350,12 @@ class LiveHub:
                 session.id, [e.student_id for e in roster if e is not None]
             )
         students = [
-            _student_state(enrollment_view(e), totals[e.student_id], now)
+            _student_state(
+                enrollment_view(e),
+                totals[e.student_id],
+                self.activity.status((session.center_id, session.id, e.student_id)),
+                now,
+            )
             for e in roster
             if e is not None
         ]
@@ -391,29 +411,75 @@ class LiveHub:
             await extension.left(joined, went_offline)
         if not went_offline or joined.student_id is None:
             return
-        now = utcnow()
+        now = self.clock()
+        self.activity.stop(_student_key(joined))
         async with self._db.begin() as db:
             await AttendanceRepository(db).close_open(
                 session_id=joined.session_id, student_id=joined.student_id, at=now
             )
-        await self._announce_presence(joined, "offline", now)
+        await self._announce_presence(_student_key(joined), Status.OFFLINE, now)
 
-    async def _announce_presence(self, joined: Joined, status: str, now: datetime) -> None:
-        assert joined.student_id is not None
+    async def _announce_presence(self, key: StudentKey, status: Status, now: datetime) -> None:
+        center_id, session_id, student_id = key
         async with self._db() as db:
-            totals = await AttendanceRepository(db).totals(joined.session_id, joined.student_id)
+            totals = await AttendanceRepository(db).totals(session_id, student_id)
         await self.sio.emit(
             "presence:update",
             {
-                "session_id": joined.session_id,
-                "student_id": joined.student_id,
-                "status": status,
+                "session_id": session_id,
+                "student_id": student_id,
+                "status": status.value,
                 "since": iso(now),
                 "session_time_s": round(totals.session_time_s(now), 3),
                 "total_time_s": round(totals.total_time_s(now), 3),
             },
-            room=staff_room(joined.center_id, joined.session_id),
+            room=staff_room(center_id, session_id),
         )
+
+    # -- activity and idle ---------------------------------------------------
+
+    async def student_activity(self, joined: Joined) -> None:
+        """The student did something (drew, reported progress): active again if idle."""
+        if joined.student_id is None:
+            return
+        now = self.clock()
+        if self.activity.touch(_student_key(joined), now):
+            await self._announce_presence(_student_key(joined), Status.ACTIVE, now)
+
+    async def _ping(self, connection: Connection, payload: PresencePing) -> Ack:
+        joined = self.joined(connection, payload.session_id)
+        if joined.student_id is None:
+            raise HubError(ErrorCode.FORBIDDEN, "only a student reports presence")
+        key = _student_key(joined)
+        if payload.state == "idle" or payload.focused is False:
+            if self.activity.idle(key):
+                await self._announce_presence(key, Status.IDLE, self.clock())
+        else:
+            await self.student_activity(joined)
+        return {"status": (self.activity.status(key) or Status.ACTIVE).value}
+
+    async def watch_idle(self, every_s: float) -> None:
+        """Background: announce students who went idle, every ``every_s`` seconds."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                now = self.clock()
+                for key in self.activity.gone_idle(now, self._idle_threshold):
+                    await self._announce_presence(key, Status.IDLE, now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("idle sweep failed; trying again in %s s", every_s)
+
+    def session_changed(self, session: LiveSession) -> None:
+        """A session's settings changed (REST): live rules read the new values now."""
+        if session.id in self._idle_after_s:
+            self._idle_after_s[session.id] = float(
+                session.settings.get("idle_after_s") or self._default_idle_after_s
+            )
+
+    def _idle_threshold(self, session_id: str) -> float:
+        return self._idle_after_s.get(session_id, self._default_idle_after_s)
 
     async def _refresh(self, connection: Connection, payload: AuthRefresh) -> Ack:
         fresh = self._verifier.verify(payload.token)
@@ -466,12 +532,21 @@ class LiveHub:
             await self._leave_session(connection, joined)
 
 
+def _student_key(joined: Joined) -> StudentKey:
+    assert joined.student_id is not None
+    return (joined.center_id, joined.session_id, joined.student_id)
+
+
 def _student_state(
-    enrollment: dict[str, Any], totals: AttendanceTotals, now: datetime
+    enrollment: dict[str, Any],
+    totals: AttendanceTotals,
+    activity: Status | None,
+    now: datetime,
 ) -> dict[str, Any]:
+    online = totals.current_since is not None
     return {
         **enrollment,
-        "status": "active" if totals.current_since is not None else "offline",
+        "status": (activity or Status.ACTIVE).value if online else Status.OFFLINE.value,
         "session_time_s": round(totals.session_time_s(now), 3),
         "total_time_s": round(totals.total_time_s(now), 3),
     }

@@ -24,6 +24,7 @@ ShortText = Annotated[str, StringConstraints(max_length=200)]
 Level = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
 Notes = Annotated[str, StringConstraints(max_length=20_000)]
 Capacity = Annotated[int, Field(ge=1, le=200)]
+IdleAfter = Annotated[int, Field(ge=5, le=3600)]
 
 MAX_SESSION_LENGTH = timedelta(hours=12)
 DEFAULT_MAX_STUDENTS = 10
@@ -48,6 +49,7 @@ class SessionCreate(Body):
     starts_at: AwareDatetime
     ends_at: AwareDatetime
     max_students: Capacity = DEFAULT_MAX_STUDENTS
+    idle_after_s: IdleAfter | None = None
     # Only a SUPER_ADMIN may name a center; everyone else creates in their own.
     center_id: Id | None = None
 
@@ -63,12 +65,13 @@ class SessionUpdate(Body):
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     max_students: Capacity | None = None
+    idle_after_s: IdleAfter | None = None
 
     @model_validator(mode="after")
     def _something(self) -> Self:
         if not self.model_fields_set:
             raise ValueError("expected at least one field to change")
-        for name in self.model_fields_set:
+        for name in self.model_fields_set - {"idle_after_s"}:
             if getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         _check_times(self.starts_at, self.ends_at)

@@ -85,7 +85,7 @@ async def create_session(request: web.Request) -> web.Response:
         ends_at=body.ends_at,
         max_students=body.max_students,
         status=SessionStatus.SCHEDULED.value,
-        settings={},
+        settings={} if body.idle_after_s is None else {"idle_after_s": body.idle_after_s},
         created_by=who.user_id,
     )
     async with request.app[DB].begin() as db:
@@ -175,9 +175,14 @@ async def update_session(request: web.Request) -> web.Response:
                     f"max_students {changes['max_students']} is below the {enrolled} enrolled",
                     error_code="SESSION_OVER_CAPACITY",
                 )
+        details = _jsonable(changes)
+        if "idle_after_s" in changes:
+            # None clears the session's own threshold (the center default applies).
+            session.settings = {**session.settings, "idle_after_s": changes.pop("idle_after_s")}
         for name, value in changes.items():
             setattr(session, name, value)
-        audit(request, AuditLog(db), who, "session.update", session, _jsonable(changes))
+        audit(request, AuditLog(db), who, "session.update", session, details)
+    request.app[HUB].session_changed(session)
     return ok(session_view(session))
 
 

@@ -150,6 +150,7 @@ class ControlCenter:
         joined = self._hub.joined(connection, payload.session_id)
         if joined.role is not LiveRole.STUDENT or joined.student_id is None:
             raise HubError(ErrorCode.FORBIDDEN, "only a student reports their own progress")
+        await self._hub.student_activity(joined)
         now = utcnow()
         async with self._db.begin() as db:
             attempt = (

@@ -1,0 +1,113 @@
+"""Presence: idle read from the work itself, client pings, the roster's status."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.conftest import HubFactory
+from tests.support import Client, eventually, session_body
+from tests.test_canvas import live_session, patch, stroke
+from tests.test_help import FakeClock
+
+
+def statuses(tutor: Client, student_id: str = "s1") -> list[str]:
+    return [u["status"] for u in tutor.events("presence:update") if u["student_id"] == student_id]
+
+
+async def fast_hub(make_hub: HubFactory, clock: FakeClock, **settings: Any) -> Any:
+    return await make_hub(clock=clock, presence_sweep_s=0.02, **settings)
+
+
+async def test_idle_from_inactivity_and_back_to_active_by_drawing(make_hub: HubFactory) -> None:
+    clock = FakeClock()
+    hub = await fast_hub(make_hub, clock, idle_after_s=60)
+    session_id, tutor, students = await live_session(hub, ("s1", "s2"))
+    await eventually(lambda: statuses(tutor) == ["active"], what="s1 online")
+    clock.advance(59)
+    await patch(students["s2"], session_id, stroke("keeps-s2-busy"))
+    clock.advance(2)  # s1: 61 s without activity; s2: 2 s
+    await eventually(lambda: statuses(tutor) == ["active", "idle"], what="s1 idle")
+    idle = next(u for u in tutor.events("presence:update") if u["status"] == "idle")
+    assert idle["student_id"] == "s1" and idle["session_time_s"] == 61
+    assert statuses(tutor, "s2") == ["active"]
+    # The roster a tutor joins with says idle too.
+    again = await hub.connect("tutor-1", "TUTOR")
+    roster = {s["student_id"]: s["status"] for s in (await again.join(session_id))["students"]}
+    assert roster == {"s1": "idle", "s2": "active"}
+    assert (await patch(students["s1"], session_id, stroke("a")))["ok"]
+    await eventually(lambda: statuses(tutor) == ["active", "idle", "active"], what="active again")
+    # Announced once each: more sweeps over the same state add nothing.
+    await patch(students["s2"], session_id, stroke("barrier"))
+    await eventually(lambda: len(tutor.events("canvas:patches")) >= 1, what="a later event")
+    assert statuses(tutor) == ["active", "idle", "active"]
+
+
+async def test_a_session_sets_its_own_idle_threshold(make_hub: HubFactory) -> None:
+    clock = FakeClock()
+    hub = await fast_hub(make_hub, clock, idle_after_s=600)
+    tutor_api = hub.as_("tutor-1", "TUTOR")
+
+    status, created = await tutor_api.post("/api/v1/sessions", session_body(idle_after_s=10))
+    assert status == 201 and created["data"]["idle_after_s"] == 10
+    session_id = created["data"]["id"]
+    await tutor_api.post(f"/api/v1/sessions/{session_id}/enrollments", {"student_id": "s1"})
+    tutor = await hub.connect("tutor-1", "TUTOR")
+    await tutor.join(session_id)
+    student = await hub.connect("s1", "STUDENT")
+    await student.join(session_id)
+    clock.advance(11)
+    await eventually(lambda: statuses(tutor) == ["active", "idle"], what="idle after 10 s")
+    status, got = await tutor_api.patch(f"/api/v1/sessions/{session_id}", {"idle_after_s": 20})
+    assert status == 200 and got["data"]["idle_after_s"] == 20
+    # The new threshold applies to the live session at once.
+    await student.call("presence:ping", {"session_id": session_id, "state": "active"})
+    clock.advance(15)
+    # Ten sweeps' worth of real time: under the old 10 s threshold s1 would go idle now.
+    await asyncio.sleep(0.2)
+    assert statuses(tutor) == ["active", "idle", "active"]
+    clock.advance(6)
+    await eventually(lambda: statuses(tutor) == ["active", "idle", "active", "idle"], what="idle")
+    status, got = await tutor_api.patch(f"/api/v1/sessions/{session_id}", {"idle_after_s": 1})
+    assert (status, got["errorCode"]) == (422, "VALIDATION_ERROR")
+
+
+async def test_client_pings_report_idle_and_unfocused(make_hub: HubFactory) -> None:
+    clock = FakeClock()
+    hub = await fast_hub(make_hub, clock)
+    session_id, tutor, students = await live_session(hub, ("s1",))
+    s1 = students["s1"]
+    ping = {"session_id": session_id}
+    assert await s1.call("presence:ping", {**ping, "state": "idle"}) == {
+        "ok": True,
+        "status": "idle",
+    }
+    assert await s1.call("presence:ping", {**ping, "state": "active"}) == {
+        "ok": True,
+        "status": "active",
+    }
+    ack = await s1.call("presence:ping", {**ping, "state": "active", "focused": False})
+    assert ack["status"] == "idle"
+    ack = await s1.call("presence:ping", {**ping, "state": "active", "focused": True})
+    assert ack["status"] == "active"
+    await eventually(
+        lambda: statuses(tutor) == ["active", "idle", "active", "idle", "active"],
+        what="each change announced",
+    )
+    assert (await s1.call("presence:ping", {**ping, "state": "asleep"}))["error"]["code"] == (
+        "VALIDATION_ERROR"
+    )
+    ack = await tutor.call("presence:ping", {**ping, "state": "idle"})
+    assert ack["error"]["code"] == "FORBIDDEN"
+
+
+async def test_progress_counts_as_activity(make_hub: HubFactory) -> None:
+    clock = FakeClock()
+    hub = await fast_hub(make_hub, clock, idle_after_s=30)
+    session_id, tutor, students = await live_session(hub, ("s1",))
+    clock.advance(31)
+    await eventually(lambda: statuses(tutor) == ["active", "idle"], what="idle")
+    await students["s1"].call(
+        "exercise:progress", {"session_id": session_id, "exercise_id": "e1", "progress_pct": 10}
+    )
+    await eventually(lambda: statuses(tutor) == ["active", "idle", "active"], what="active")
