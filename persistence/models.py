@@ -238,6 +238,56 @@ class HelpRequest(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class AttendanceStatus(StrEnum):
+    PRESENT = "PRESENT"
+    LATE = "LATE"
+    ABSENT = "ABSENT"
+    EXCUSED = "EXCUSED"
+
+
+class AttendanceRecord(Base):
+    """A student's attendance of one session: derived from joins, or marked by staff."""
+
+    __tablename__ = "attendance_records"
+    __table_args__ = (
+        UniqueConstraint("session_id", "student_id", name="uq_attendance_records_session_student"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    status: Mapped[str] = mapped_column(String(16))
+    # Who marked it by hand (then joins no longer change it); None: derived.
+    marked_by: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    notes: Mapped[str | None] = mapped_column(Text)
+    first_joined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_left_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class CatchUpPackage(Base):
+    """Work for a student who missed a session: their lesson and exercise content."""
+
+    __tablename__ = "catch_up_packages"
+    __table_args__ = (
+        UniqueConstraint("session_id", "student_id", name="uq_catch_up_packages_session_student"),
+        Index("ix_catch_up_packages_center_student", "center_id", "student_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    course_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    lesson_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    level: Mapped[str | None] = mapped_column(String(64))
+    exercise_content: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    created_by: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class AttendanceInterval(Base):
     """One stretch of a student being connected to a session (``left_at`` open while live)."""
 

@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.models import (
     AttendanceInterval,
+    AttendanceRecord,
+    AttendanceStatus,
     AuditEntry,
     CanvasOp,
     CanvasSnapshot,
@@ -337,3 +339,60 @@ class CanvasRepository:
             .where(CanvasOp.session_id == session_id, CanvasOp.student_id == student_id)
         )
         return int(total or 0)
+
+
+class AttendanceRecords:
+    """Attendance per student and session: derived from joins unless marked by staff."""
+
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def get(self, session_id: str, student_id: str) -> AttendanceRecord | None:
+        return (
+            await self._db.scalars(
+                select(AttendanceRecord).where(
+                    AttendanceRecord.session_id == session_id,
+                    AttendanceRecord.student_id == student_id,
+                )
+            )
+        ).first()
+
+    async def for_session(self, session_id: str) -> dict[str, AttendanceRecord]:
+        rows = await self._db.scalars(
+            select(AttendanceRecord).where(AttendanceRecord.session_id == session_id)
+        )
+        return {r.student_id: r for r in rows}
+
+    async def joined(
+        self,
+        *,
+        center_id: str,
+        session_id: str,
+        student_id: str,
+        at: datetime,
+        late_from: datetime,
+    ) -> AttendanceRecord:
+        """A student came online: their first join sets PRESENT or LATE (unless marked)."""
+        status = (AttendanceStatus.LATE if at > late_from else AttendanceStatus.PRESENT).value
+        record = await self.get(session_id, student_id)
+        if record is None:
+            record = AttendanceRecord(
+                center_id=center_id,
+                session_id=session_id,
+                student_id=student_id,
+                status=status,
+                first_joined_at=at,
+            )
+            self._db.add(record)
+        elif record.first_joined_at is None:
+            record.first_joined_at = at
+            if record.marked_by is None:
+                record.status = status
+        record.last_left_at = None
+        return record
+
+    async def left(self, session_id: str, student_id: str, at: datetime) -> AttendanceRecord | None:
+        record = await self.get(session_id, student_id)
+        if record is not None:
+            record.last_left_at = at
+        return record

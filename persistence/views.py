@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from persistence.models import Enrollment, LiveSession, TutorNote
+from persistence.models import AttendanceRecord, Enrollment, LiveSession, TutorNote
 
 
 def iso(value: datetime | None) -> str | None:
@@ -61,4 +61,16 @@ def note_view(note: TutorNote) -> dict[str, Any]:
         "text": note.text,
         "visibility": note.visibility,
         "created_at": iso(note.created_at),
+    }
+
+
+def attendance_view(record: AttendanceRecord) -> dict[str, Any]:
+    """The ``attendance:update`` payload (without ``session_id``)."""
+    return {
+        "student_id": record.student_id,
+        "status": record.status,
+        "joined_at": iso(record.first_joined_at),
+        "left_at": iso(record.last_left_at),
+        "marked_by": record.marked_by,
+        "notes": record.notes,
     }

@@ -25,8 +25,8 @@ from realtime.keys import CANVASES, DB, ENGINE, HELP, HUB, METRICS, REDIS, SETTI
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import KeyedBuckets
 from realtime.sockets import LiveHub
+from rest import attendance, enrollments, health, sessions
 from rest import canvases as canvas_routes
-from rest import enrollments, health, sessions
 from rest import help as help_routes
 from rest.http import error_middleware
 from rooms.control import ControlCenter
@@ -73,6 +73,7 @@ def build_app(
         event_burst=settings.socket_event_burst,
         clock=clock,
         idle_after_s=settings.idle_after_s,
+        late_after_s=settings.late_after_s,
     )
 
     relay = CanvasRelay(sio, interval_s=settings.canvas_flush_interval_s, metrics=metrics)
@@ -135,6 +136,7 @@ def build_app(
     app.add_routes(enrollments.routes)
     app.add_routes(canvas_routes.routes)
     app.add_routes(help_routes.routes)
+    app.add_routes(attendance.routes)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_canvas_store)

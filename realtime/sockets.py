@@ -14,22 +14,23 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 import socketio
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from persistence.models import LiveSession, SessionStatus, utcnow
+from persistence.models import AttendanceRecord, LiveSession, SessionStatus, utcnow
 from persistence.repositories import (
+    AttendanceRecords,
     AttendanceRepository,
     AttendanceTotals,
     AuditLog,
     EnrollmentRepository,
     SessionRepository,
 )
-from persistence.views import enrollment_view, iso, session_view
+from persistence.views import attendance_view, enrollment_view, iso, session_view
 from presence.activity import ActivityTracker, Status, StudentKey
 from presence.tracker import PresenceTracker
 from realtime.errors import ErrorCode, HubError, validation_error
@@ -113,6 +114,7 @@ class LiveHub:
         event_burst: int = 100,
         clock: Callable[[], datetime] = utcnow,
         idle_after_s: float = 120.0,
+        late_after_s: float = 300.0,
     ) -> None:
         self.sio = sio
         self._db = db
@@ -122,6 +124,7 @@ class LiveHub:
         self._events_per_s = events_per_s
         self._event_burst = event_burst
         self.clock = clock
+        self._late_after_s = late_after_s
         self.activity = ActivityTracker()
         self._default_idle_after_s = idle_after_s
         self._idle_after_s: dict[str, float] = {}
@@ -331,7 +334,7 @@ class LiveHub:
             session.id, joined.student_id, connection.sid
         )
         if came_online:
-            await self._open_attendance(connection, joined, now)
+            await self._open_attendance(connection, joined, now, session.starts_at)
         # Joining is activity: a new tab of an idle student makes them active again.
         back_from_idle = joined.student_id is not None and self.activity.touch(
             _student_key(joined), now
@@ -379,7 +382,9 @@ class LiveHub:
             **extra,
         }
 
-    async def _open_attendance(self, connection: Connection, joined: Joined, now: datetime) -> None:
+    async def _open_attendance(
+        self, connection: Connection, joined: Joined, now: datetime, starts_at: datetime
+    ) -> None:
         assert joined.student_id is not None
         try:
             async with self._db.begin() as db:
@@ -389,10 +394,27 @@ class LiveHub:
                     student_id=joined.student_id,
                     at=now,
                 )
+                record = await AttendanceRecords(db).joined(
+                    center_id=joined.center_id,
+                    session_id=joined.session_id,
+                    student_id=joined.student_id,
+                    at=now,
+                    late_from=starts_at + timedelta(seconds=self._late_after_s),
+                )
         except BaseException:
             # The join fails as a whole: the student is not counted online.
             await self._presence.disconnect(joined.session_id, joined.student_id, connection.sid)
             raise
+        await self.announce_attendance(joined.center_id, joined.session_id, record)
+
+    async def announce_attendance(
+        self, center_id: str, session_id: str, record: AttendanceRecord
+    ) -> None:
+        await self.sio.emit(
+            "attendance:update",
+            {"session_id": session_id, **attendance_view(record)},
+            room=staff_room(center_id, session_id),
+        )
 
     async def _leave(self, connection: Connection, payload: SessionLeave) -> Ack:
         await self._leave_session(connection, self.joined(connection, payload.session_id))
@@ -417,7 +439,10 @@ class LiveHub:
             await AttendanceRepository(db).close_open(
                 session_id=joined.session_id, student_id=joined.student_id, at=now
             )
+            record = await AttendanceRecords(db).left(joined.session_id, joined.student_id, now)
         await self._announce_presence(_student_key(joined), Status.OFFLINE, now)
+        if record is not None:
+            await self.announce_attendance(joined.center_id, joined.session_id, record)
 
     async def _announce_presence(self, key: StudentKey, status: Status, now: datetime) -> None:
         center_id, session_id, student_id = key

@@ -549,7 +549,7 @@ async def hubs(make_hub: HubFactory) -> Hubs:
     return Hubs(await make_hub(), await make_hub())
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(int(__import__("os").environ.get("PROP_T", "120")))
 @settings(
     max_examples=int(__import__("os").environ.get("PROP_N", "20")),
     deadline=None,

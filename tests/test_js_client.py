@@ -227,6 +227,12 @@ async def test_stock_js_client_connects_joins_and_leaves_as_each_role(
         assert online["since"] <= offline["since"]
         assert offline["total_time_s"] >= 0 and offline["session_time_s"] >= 0
 
+    # Staff saw the student's attendance: present on joining, then the time they left.
+    for staff in ("tutor", "supervisor"):
+        marks = seen["attendance"][staff]
+        assert [(m["student_id"], m["status"]) for m in marks] == [("s1", "PRESENT")] * 2, context
+        assert marks[0]["left_at"] is None and marks[1]["left_at"], context
+
     # Nobody heard anything else: not the student, nor the refused joiners.
     assert seen["other_events"] == {name: [] for name in SOCKET_NAMES}, context
     assert all(seen["still_connected"].values()), context

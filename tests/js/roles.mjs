@@ -158,11 +158,18 @@ async function run(observed) {
     tutor: heard(tutor, "presence:update"),
     supervisor: heard(supervisor, "presence:update"),
   };
-  // Events (by name) each socket heard that were not presence updates to staff.
+  observed.attendance = {
+    tutor: heard(tutor, "attendance:update"),
+    supervisor: heard(supervisor, "attendance:update"),
+  };
+  // Events (by name) each socket heard other than the staff's presence and attendance.
+  const staffOnly = new Set(["presence:update", "attendance:update"]);
   observed.other_events = Object.fromEntries(
     Object.entries({ tutor, supervisor, student, ...refused }).map(([name, socket]) => [
       name,
-      socket.heard.map((h) => h.event).filter((e) => e !== "presence:update" || name === "student"),
+      socket.heard
+        .map((h) => h.event)
+        .filter((e) => !staffOnly.has(e) || !["tutor", "supervisor"].includes(name)),
     ]),
   );
   observed.still_connected = Object.fromEntries(
