@@ -25,7 +25,7 @@ from realtime.keys import CANVASES, DB, ENGINE, HELP, HUB, METRICS, REDIS, SETTI
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import KeyedBuckets
 from realtime.sockets import LiveHub
-from rest import attendance, enrollments, health, sessions
+from rest import attendance, day, enrollments, health, sessions
 from rest import canvases as canvas_routes
 from rest import help as help_routes
 from rest.http import error_middleware
@@ -137,6 +137,7 @@ def build_app(
     app.add_routes(canvas_routes.routes)
     app.add_routes(help_routes.routes)
     app.add_routes(attendance.routes)
+    app.add_routes(day.routes)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_canvas_store)

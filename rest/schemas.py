@@ -7,12 +7,12 @@ from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
@@ -25,6 +25,19 @@ Level = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whit
 Notes = Annotated[str, StringConstraints(max_length=20_000)]
 Capacity = Annotated[int, Field(ge=1, le=200)]
 IdleAfter = Annotated[int, Field(ge=5, le=3600)]
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"expected an IANA time zone such as Europe/Paris, got {value!r}"
+        ) from None
+    return value
+
+
+TimeZoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_known_zone)]
 
 MAX_SESSION_LENGTH = timedelta(hours=12)
 DEFAULT_MAX_STUDENTS = 10
@@ -82,21 +95,10 @@ class SessionListQuery(Body):
     page: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     limit: Annotated[int, Field(ge=1, le=100)] = 20
     day: date | None = None
-    tz: str = "UTC"
+    tz: TimeZoneName = "UTC"
     tutor_id: Id | None = None
     status: SessionStatus | None = None
     center_id: Id | None = None
-
-    @field_validator("tz")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"expected an IANA time zone such as Europe/Paris, got {value!r}"
-            ) from None
-        return value
 
 
 class PageQuery(Body):
