@@ -288,6 +288,48 @@ class CatchUpPackage(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class Timer(Base):
+    """A tutor's countdown for the session or one student; fires once, even across restarts."""
+
+    __tablename__ = "timers"
+    __table_args__ = (
+        Index("ix_timers_session", "session_id"),
+        Index("ix_timers_due", "fired_at", "ends_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    label: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    warn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Alert(Base):
+    """An alert the hub raised; the unique key makes each fire once in its lifetime."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("session_id", "kind", "subject", name="uq_alerts_session_kind_subject"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    # What the alert is about: a timer, student episode or help request id ("" for the session).
+    subject: Mapped[str] = mapped_column(String(200))
+    student_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    label: Mapped[str] = mapped_column(String(200))
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class AttendanceInterval(Base):
     """One stretch of a student being connected to a session (``left_at`` open while live)."""
 

@@ -75,3 +75,11 @@ class ActivityTracker:
                 activity.status = Status.IDLE
                 changed.append(key)
         return changed
+
+    def idle_for(self, now: datetime, seconds: float) -> list[tuple[StudentKey, datetime]]:
+        """Idle students with no activity for ``seconds``, and their last activity."""
+        return [
+            (key, activity.last)
+            for key, activity in self._students.items()
+            if activity.status is Status.IDLE and (now - activity.last).total_seconds() >= seconds
+        ]

@@ -21,7 +21,18 @@ from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
 from realtime.config import Settings
 from realtime.identity import TokenVerifier
-from realtime.keys import CANVASES, DB, ENGINE, HELP, HUB, METRICS, REDIS, SETTINGS, VERIFIER
+from realtime.keys import (
+    CANVASES,
+    DB,
+    ENGINE,
+    HELP,
+    HUB,
+    METRICS,
+    REDIS,
+    SETTINGS,
+    TIMERS,
+    VERIFIER,
+)
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import KeyedBuckets
 from realtime.sockets import LiveHub
@@ -31,6 +42,7 @@ from rest import help as help_routes
 from rest.http import error_middleware
 from rooms.control import ControlCenter
 from rooms.help import Clock, HelpDesk
+from rooms.timers import Timers
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +118,14 @@ def build_app(
     )
     metrics.canvas_log_patches.set_function(store.logged_patches)
 
+    timers = Timers(
+        hub,
+        db,
+        help_desk,
+        session_ending_warn_s=settings.session_ending_warn_s,
+        idle_alert_s=settings.idle_alert_s,
+    )
+
     app = web.Application(
         client_max_size=settings.max_request_bytes,
         middlewares=[
@@ -125,6 +145,7 @@ def build_app(
     # Lazy: the client connects on first use.
     app[CANVASES] = canvases
     app[HELP] = help_desk
+    app[TIMERS] = timers
     app[REDIS] = (
         Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         if settings.redis_url
@@ -175,10 +196,15 @@ async def _canvas_store(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[HUB].watch_idle(app[SETTINGS].presence_sweep_s))
+    every_s = app[SETTINGS].presence_sweep_s
+    tasks = [
+        asyncio.create_task(app[HUB].watch_idle(every_s)),
+        asyncio.create_task(app[TIMERS].watch(every_s)),
+    ]
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # A student with no activity (drawing, progress, pings) this long is idle;
     # a session may set its own (idle_after_s). Checked every presence_sweep_s.
     idle_after_s: float = Field(default=120.0, ge=5, le=3600)
+    # Alerts to staff: the session ends within this; a student idle this long.
+    session_ending_warn_s: float = Field(default=300.0, ge=0)
+    idle_alert_s: float = Field(default=300.0, ge=5)
     # A student whose first join comes this long after the start is LATE.
     late_after_s: float = Field(default=300.0, ge=0, le=24 * 3600)
     presence_sweep_s: float = Field(default=1.0, gt=0, le=60)

@@ -12,6 +12,7 @@ from realtime.identity import TokenVerifier
 from realtime.metrics import HubMetrics
 from realtime.sockets import LiveHub
 from rooms.help import HelpDesk
+from rooms.timers import Timers
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -21,4 +22,5 @@ METRICS = web.AppKey("metrics", HubMetrics)
 HUB = web.AppKey("hub", LiveHub)
 CANVASES = web.AppKey("canvases", CanvasService)
 HELP = web.AppKey("help", HelpDesk)
+TIMERS = web.AppKey("timers", Timers)
 REDIS: web.AppKey[Redis | None] = web.AppKey("redis")

@@ -40,7 +40,7 @@ from realtime.metrics import HubMetrics
 from realtime.ratelimit import TokenBucket
 from rooms.access import LiveRole, live_role, visible_session
 from rooms.membership import Connection, Joined, Membership
-from rooms.names import staff_room, student_room
+from rooms.names import staff_room, student_room, students_room
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +342,8 @@ class LiveHub:
         if session.id not in connection.sessions:
             self._metrics.joined.inc()
         connection.sessions[session.id] = joined
-        await self.sio.enter_room(connection.sid, _room_of(joined))
+        for room in _rooms_of(joined):
+            await self.sio.enter_room(connection.sid, room)
         if came_online or back_from_idle:
             await self._announce_presence(_student_key(joined), Status.ACTIVE, now)
         async with self._db() as db:
@@ -425,7 +426,8 @@ class LiveHub:
         if connection.sessions.pop(joined.session_id, None) is None:
             return
         self._metrics.joined.dec()
-        await self.sio.leave_room(connection.sid, _room_of(joined))
+        for room in _rooms_of(joined):
+            await self.sio.leave_room(connection.sid, room)
         went_offline = joined.student_id is not None and await self._presence.disconnect(
             joined.session_id, joined.student_id, connection.sid
         )
@@ -577,10 +579,13 @@ def _student_state(
     }
 
 
-def _room_of(joined: Joined) -> str:
+def _rooms_of(joined: Joined) -> tuple[str, ...]:
     if joined.student_id is not None:
-        return student_room(joined.center_id, joined.session_id, joined.student_id)
-    return staff_room(joined.center_id, joined.session_id)
+        return (
+            student_room(joined.center_id, joined.session_id, joined.student_id),
+            students_room(joined.center_id, joined.session_id),
+        )
+    return (staff_room(joined.center_id, joined.session_id),)
 
 
 def _audit(db: AsyncSession, connection: Connection, action: str, session: LiveSession) -> None:

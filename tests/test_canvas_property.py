@@ -29,7 +29,8 @@ the hub dropped the canvas from memory because everyone left the session),
 one socket's pipelined patches get increasing seqs, a refused patch is one the
 rules refuse, and a canvas keeps its epoch.
 
-The last two tests reduce hub bugs this test found to minimal reproductions.
+The last three tests are minimal reproductions of hub bugs this test found;
+the hub has been fixed meanwhile, and they stay as regression tests.
 """
 
 from __future__ import annotations

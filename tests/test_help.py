@@ -14,7 +14,8 @@ class FakeClock:
     """What the hub reads as now; a test moves it instead of sleeping."""
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
+        # Real time to start with: sessions made in a test are scheduled around it.
+        self.now = datetime.now(UTC).replace(microsecond=0)
 
     def __call__(self) -> datetime:
         return self.now

@@ -33,7 +33,7 @@ from persistence.repositories import (
 from tests.conftest import Database
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
-HEAD = "0005"
+HEAD = "0006"
 
 
 @pytest.fixture

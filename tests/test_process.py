@@ -50,4 +50,4 @@ async def test_served_hub_is_ready_and_migrated(hub_process: HubProcess) -> None
         async with http.get(f"{hub_process.url}/readyz") as resp:
             assert resp.status == 200
             assert await resp.json() == {"status": "ok", "checks": {"database": "ok"}}
-    assert "database schema is at 0005" in hub_process.log_tail()
+    assert "database schema is at 0006" in hub_process.log_tail()

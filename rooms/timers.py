@@ -1,0 +1,367 @@
+"""Timers and alerts: the tutor's countdowns and the hub's own warnings.
+
+Every alert fires once. A tutor timer is claimed with an ``UPDATE ... WHERE
+fired_at IS NULL`` (one claimant wins); the hub's alerts are rows with a
+unique (session, kind, subject) key. Both are stored, so a restarted hub (or
+another hub on the same database) never fires them again, and a timer whose
+end passed while no hub ran fires when one starts. Time comes from the hub's
+clock, checked every ``every_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints, model_validator
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from persistence.models import (
+    Alert,
+    HelpPriority,
+    HelpRequest,
+    HelpStatus,
+    LiveSession,
+    SessionStatus,
+    Timer,
+)
+from persistence.repositories import EnrollmentRepository
+from persistence.views import iso
+from realtime.errors import ErrorCode, HubError, not_found
+from realtime.events import Id, Payload
+from realtime.sockets import Ack, LiveHub
+from rooms.access import LiveRole
+from rooms.help import HelpDesk
+from rooms.membership import Connection, Joined
+from rooms.names import staff_room, student_room, students_room
+
+log = logging.getLogger(__name__)
+
+MAX_TIMER_S = 8 * 3600
+
+
+class AlertKind(StrEnum):
+    TIMER_WARNING = "TIMER_WARNING"
+    TIMER_END = "TIMER_END"
+    SESSION_ENDING = "SESSION_ENDING"
+    SESSION_OVERTIME = "SESSION_OVERTIME"
+    STUDENT_IDLE = "STUDENT_IDLE"
+    HELP_WAITING = "HELP_WAITING"
+
+
+class TimerStart(Payload):
+    session_id: Id
+    label: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    duration_s: Annotated[float, Field(gt=0, le=MAX_TIMER_S)]
+    student_id: Id | None = None
+    warn_before_s: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _warning_inside(self) -> TimerStart:
+        if self.warn_before_s is not None and self.warn_before_s >= self.duration_s:
+            raise ValueError("warn_before_s must be shorter than duration_s")
+        return self
+
+
+class TimerCancel(Payload):
+    session_id: Id
+    timer_id: Id
+
+
+def timer_view(timer: Timer) -> dict[str, Any]:
+    return {
+        "id": timer.id,
+        "session_id": timer.session_id,
+        "student_id": timer.student_id,
+        "label": timer.label,
+        "starts_at": iso(timer.starts_at),
+        "ends_at": iso(timer.ends_at),
+        "warn_at": iso(timer.warn_at),
+        "created_by": timer.created_by,
+    }
+
+
+class Timers:
+    def __init__(
+        self,
+        hub: LiveHub,
+        db: async_sessionmaker[AsyncSession],
+        help_desk: HelpDesk,
+        *,
+        session_ending_warn_s: float = 300.0,
+        idle_alert_s: float = 300.0,
+    ) -> None:
+        self._hub = hub
+        self._db = db
+        self._help = help_desk
+        self._ending_warn = timedelta(seconds=session_ending_warn_s)
+        self._idle_alert_s = idle_alert_s
+        # Alert keys known to have fired, so each tick does not ask the database again.
+        self._fired: set[tuple[str, str, str]] = set()
+        hub.on("timer:start", TimerStart, self._start)
+        hub.on("timer:cancel", TimerCancel, self._cancel)
+        hub.extensions.append(self)
+
+    # -- events -------------------------------------------------------------
+
+    def _as_tutor(self, connection: Connection, session_id: str) -> Joined:
+        joined = self._hub.joined(connection, session_id)
+        if joined.role is not LiveRole.TUTOR:
+            raise HubError(ErrorCode.FORBIDDEN, "only the session's tutor runs timers")
+        return joined
+
+    async def _start(self, connection: Connection, payload: TimerStart) -> Ack:
+        joined = self._as_tutor(connection, payload.session_id)
+        now = self._hub.clock()
+        ends_at = now + timedelta(seconds=payload.duration_s)
+        async with self._db.begin() as db:
+            if payload.student_id is not None:
+                if (
+                    await EnrollmentRepository(db).get(joined.session_id, payload.student_id)
+                    is None
+                ):
+                    raise not_found("enrollment", payload.student_id)
+            timer = Timer(
+                center_id=joined.center_id,
+                session_id=joined.session_id,
+                student_id=payload.student_id,
+                label=payload.label,
+                created_by=connection.identity.user_id,
+                starts_at=now,
+                ends_at=ends_at,
+                warn_at=(
+                    ends_at - timedelta(seconds=payload.warn_before_s)
+                    if payload.warn_before_s is not None
+                    else None
+                ),
+            )
+            db.add(timer)
+        view = timer_view(timer)
+        await self._tell(timer, "timer:started", {"session_id": joined.session_id, "timer": view})
+        return {"timer": view}
+
+    async def _cancel(self, connection: Connection, payload: TimerCancel) -> Ack:
+        joined = self._as_tutor(connection, payload.session_id)
+        async with self._db.begin() as db:
+            timer = await db.get(Timer, payload.timer_id, with_for_update=True)
+            if timer is None or timer.session_id != joined.session_id:
+                raise not_found("timer", payload.timer_id)
+            if timer.fired_at is not None or timer.cancelled_at is not None:
+                raise HubError(ErrorCode.CONFLICT, "the timer has already ended or been cancelled")
+            timer.cancelled_at = self._hub.clock()
+        await self._tell(
+            timer, "timer:cancelled", {"session_id": joined.session_id, "timer": timer_view(timer)}
+        )
+        return {}
+
+    async def _tell(self, timer: Timer, event: str, data: dict[str, Any]) -> None:
+        """Staff, and the timer's student (or every student for a session-wide timer)."""
+        await self._hub.sio.emit(event, data, room=staff_room(timer.center_id, timer.session_id))
+        room = (
+            student_room(timer.center_id, timer.session_id, timer.student_id)
+            if timer.student_id is not None
+            else students_room(timer.center_id, timer.session_id)
+        )
+        await self._hub.sio.emit(event, data, room=room)
+
+    # -- session extension ---------------------------------------------------
+
+    async def joined(
+        self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
+    ) -> dict[str, Any]:
+        async with self._db() as db:
+            timers = (
+                await db.scalars(
+                    select(Timer)
+                    .where(
+                        Timer.session_id == joined.session_id,
+                        Timer.fired_at.is_(None),
+                        Timer.cancelled_at.is_(None),
+                    )
+                    .order_by(Timer.ends_at)
+                )
+            ).all()
+        if joined.student_id is not None:
+            timers = [t for t in timers if t.student_id in (None, joined.student_id)]
+        return {"timers": [timer_view(t) for t in timers]}
+
+    async def left(self, joined: Joined, last_connection: bool) -> None:
+        return None
+
+    async def ended(self, session: LiveSession) -> None:
+        return None
+
+    # -- the watch ------------------------------------------------------------
+
+    async def watch(self, every_s: float) -> None:
+        """Background: fire what is due, every ``every_s`` seconds."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("timer tick failed; trying again in %s s", every_s)
+
+    async def tick(self) -> None:
+        now = self._hub.clock()
+        await self._fire_timers(now)
+        await self._session_alerts(now)
+        await self._idle_alerts(now)
+        await self._help_alerts(now)
+
+    async def _fire_timers(self, now: datetime) -> None:
+        for column, kind in (
+            (Timer.warn_at, AlertKind.TIMER_WARNING),
+            (Timer.ends_at, AlertKind.TIMER_END),
+        ):
+            claim = Timer.warned_at if kind is AlertKind.TIMER_WARNING else Timer.fired_at
+            async with self._db() as db:
+                due = (
+                    await db.scalars(
+                        select(Timer).where(
+                            Timer.fired_at.is_(None),
+                            Timer.cancelled_at.is_(None),
+                            claim.is_(None),
+                            column.is_not(None),
+                            column <= now,
+                        )
+                    )
+                ).all()
+            for timer in due:
+                async with self._db.begin() as db:
+                    # Only the hub whose UPDATE changes the row fires it.
+                    won = await db.execute(
+                        update(Timer)
+                        .where(Timer.id == timer.id, claim.is_(None), Timer.cancelled_at.is_(None))
+                        .values({claim.key: now})
+                    )
+                if won.rowcount == 1:  # type: ignore[attr-defined]
+                    await self._alert_timer(timer, kind)
+
+    async def _alert_timer(self, timer: Timer, kind: AlertKind) -> None:
+        data = {
+            "session_id": timer.session_id,
+            "timer_id": timer.id,
+            "kind": kind.value,
+            "label": timer.label,
+            "student_id": timer.student_id,
+        }
+        await self._tell(timer, "timer:alert", data)
+
+    async def _session_alerts(self, now: datetime) -> None:
+        async with self._db() as db:
+            sessions = (
+                await db.scalars(
+                    select(LiveSession).where(
+                        LiveSession.status == SessionStatus.LIVE.value,
+                        LiveSession.ends_at <= now + self._ending_warn,
+                    )
+                )
+            ).all()
+        for session in sessions:
+            ending = await self._raise(
+                session.center_id,
+                session.id,
+                AlertKind.SESSION_ENDING,
+                "",
+                None,
+                f"{session.title} ends at {iso(session.ends_at)}",
+                now,
+            )
+            if ending is not None:
+                await self._hub.sio.emit(
+                    "timer:alert", ending, room=students_room(session.center_id, session.id)
+                )
+            if session.ends_at <= now:
+                await self._raise(
+                    session.center_id,
+                    session.id,
+                    AlertKind.SESSION_OVERTIME,
+                    "",
+                    None,
+                    f"{session.title} is past its end",
+                    now,
+                )
+
+    async def _idle_alerts(self, now: datetime) -> None:
+        for (center_id, session_id, student_id), last in self._hub.activity.idle_for(
+            now, self._idle_alert_s
+        ):
+            # One alert per idle stretch: the stretch is named by its last activity.
+            await self._raise(
+                center_id,
+                session_id,
+                AlertKind.STUDENT_IDLE,
+                f"{student_id}@{iso(last)}",
+                student_id,
+                f"{student_id} idle since {iso(last)}",
+                now,
+            )
+
+    async def _help_alerts(self, now: datetime) -> None:
+        async with self._db() as db:
+            waiting = (
+                await db.scalars(
+                    select(HelpRequest).where(HelpRequest.status == HelpStatus.OPEN.value)
+                )
+            ).all()
+        for request in waiting:
+            target = self._help.targets[HelpPriority(request.priority)]
+            if (now - request.created_at).total_seconds() > target:
+                await self._raise(
+                    request.center_id,
+                    request.session_id,
+                    AlertKind.HELP_WAITING,
+                    request.id,
+                    request.student_id,
+                    f"help request waiting since {iso(request.created_at)}",
+                    now,
+                )
+
+    async def _raise(
+        self,
+        center_id: str,
+        session_id: str,
+        kind: AlertKind,
+        subject: str,
+        student_id: str | None,
+        label: str,
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        """Store and send an alert to the staff unless it fired before; what was sent."""
+        key = (session_id, kind.value, subject)
+        if key in self._fired:
+            return None
+        try:
+            async with self._db.begin() as db:
+                db.add(
+                    Alert(
+                        center_id=center_id,
+                        session_id=session_id,
+                        kind=kind.value,
+                        subject=subject,
+                        student_id=student_id,
+                        label=label,
+                        fired_at=now,
+                    )
+                )
+        except IntegrityError:
+            self._fired.add(key)  # fired before (by this hub, or another, or before a restart)
+            return None
+        self._fired.add(key)
+        data = {
+            "session_id": session_id,
+            "kind": kind.value,
+            "label": label,
+            "student_id": student_id,
+            "at": iso(now),
+        }
+        await self._hub.sio.emit("timer:alert", data, room=staff_room(center_id, session_id))
+        return data
