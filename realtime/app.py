@@ -86,6 +86,7 @@ def build_app(
         clock=clock,
         idle_after_s=settings.idle_after_s,
         late_after_s=settings.late_after_s,
+        grace_s=settings.presence_grace_s,
     )
 
     relay = CanvasRelay(sio, interval_s=settings.canvas_flush_interval_s, metrics=metrics)

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     # Alerts to staff: the session ends within this; a student idle this long.
     session_ending_warn_s: float = Field(default=300.0, ge=0)
     idle_alert_s: float = Field(default=300.0, ge=5)
+    # A student whose last connection drops is offline only if not back within this.
+    presence_grace_s: float = Field(default=10.0, ge=0, le=300)
     # A student whose first join comes this long after the start is LATE.
     late_after_s: float = Field(default=300.0, ge=0, le=24 * 3600)
     presence_sweep_s: float = Field(default=1.0, gt=0, le=60)

@@ -115,6 +115,7 @@ class LiveHub:
         clock: Callable[[], datetime] = utcnow,
         idle_after_s: float = 120.0,
         late_after_s: float = 300.0,
+        grace_s: float = 0.0,
     ) -> None:
         self.sio = sio
         self._db = db
@@ -125,6 +126,8 @@ class LiveHub:
         self._event_burst = event_burst
         self.clock = clock
         self._late_after_s = late_after_s
+        self._grace_s = grace_s
+        self._going_offline: dict[StudentKey, asyncio.Task[None]] = {}
         self.activity = ActivityTracker()
         self._default_idle_after_s = idle_after_s
         self._idle_after_s: dict[str, float] = {}
@@ -217,6 +220,7 @@ class LiveHub:
                 {"code": SHUTTING_DOWN, "message": "hub is shutting down; reconnect"},
                 to=connection.sid,
             )
+        await self.stop_grace_timers()
         # Close the Engine.IO transports too: a Socket.IO-level disconnect leaves
         # the websocket open until the web server's shutdown timeout.
         if self.sio.eio.sockets:
@@ -333,6 +337,8 @@ class LiveHub:
         came_online = joined.student_id is not None and await self._presence.connect(
             session.id, joined.student_id, connection.sid
         )
+        if came_online and self._back_within_grace(_student_key(joined)):
+            came_online = False  # the same stretch goes on
         if came_online:
             await self._open_attendance(connection, joined, now, session.starts_at)
         # Joining is activity: a new tab of an idle student makes them active again.
@@ -435,16 +441,54 @@ class LiveHub:
             await extension.left(joined, went_offline)
         if not went_offline or joined.student_id is None:
             return
-        now = self.clock()
-        self.activity.stop(_student_key(joined))
+        key, left_at = _student_key(joined), self.clock()
+        if self._grace_s <= 0:
+            await self._go_offline(key, left_at)
+            return
+        # A student back within the grace period was never away: one stretch, no
+        # offline/online pair for the tutor when a network flaps.
+        task = asyncio.create_task(self._offline_after_grace(key, left_at))
+        self._going_offline[key] = task
+
+    async def _offline_after_grace(self, key: StudentKey, left_at: datetime) -> None:
+        await asyncio.sleep(self._grace_s)
+        if self._going_offline.get(key) is not asyncio.current_task():
+            return
+        del self._going_offline[key]
+        try:
+            await self._go_offline(key, left_at)
+        except Exception:
+            log.exception("marking %s offline failed", key)
+
+    def _back_within_grace(self, key: StudentKey) -> bool:
+        task = self._going_offline.pop(key, None)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    async def _go_offline(self, key: StudentKey, left_at: datetime) -> None:
+        center_id, session_id, student_id = key
+        self.activity.stop(key)
         async with self._db.begin() as db:
             await AttendanceRepository(db).close_open(
-                session_id=joined.session_id, student_id=joined.student_id, at=now
+                session_id=session_id, student_id=student_id, at=left_at
             )
-            record = await AttendanceRecords(db).left(joined.session_id, joined.student_id, now)
-        await self._announce_presence(_student_key(joined), Status.OFFLINE, now)
+            record = await AttendanceRecords(db).left(session_id, student_id, left_at)
+        await self._announce_presence(key, Status.OFFLINE, left_at)
         if record is not None:
-            await self.announce_attendance(joined.center_id, joined.session_id, record)
+            await self.announce_attendance(center_id, session_id, record)
+
+    async def stop_grace_timers(self) -> None:
+        """At shutdown: students still in their grace period go offline now."""
+        pending, self._going_offline = self._going_offline, {}
+        for task in pending.values():
+            task.cancel()
+        for key in pending:
+            try:
+                await self._go_offline(key, self.clock())
+            except Exception:
+                log.exception("marking %s offline at shutdown failed", key)
 
     async def _announce_presence(self, key: StudentKey, status: Status, now: datetime) -> None:
         center_id, session_id, student_id = key

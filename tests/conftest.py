@@ -110,6 +110,8 @@ def settings(database: Database) -> Settings:
         database_schema=database.schema,
         jwt_secret=TEST_SECRET,
         jwt_leeway_s=0,
+        # Offline at once unless a test asks for a grace period.
+        presence_grace_s=0,
     )
 
 

@@ -106,6 +106,8 @@ def start_hub(
     env.update(
         HUB_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/hub.db",
         HUB_JWT_SECRET=secret,
+        # Offline at once, as the in-process hubs of the suite (see conftest).
+        HUB_PRESENCE_GRACE_S="0",
         PYTHONUNBUFFERED="1",
     )
     env.update(settings or {})

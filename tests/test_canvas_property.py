@@ -98,45 +98,45 @@ tutor_op = st.one_of(
     st.builds(lambda i: {"op": "remove", "path": f"/annotations/{i}"}, annotation_id),
 )
 
-student_patch = st.tuples(
-    st.just("student"), st.sampled_from(list(TABS)), st.lists(student_op, min_size=1, max_size=3)
-)
-tutor_patch = st.tuples(
-    st.just("tutor"), st.sampled_from(STUDENTS), st.lists(tutor_op, min_size=1, max_size=2)
-)
-# Disconnect a connected client; connect (and re-join with since) a disconnected one.
-toggle = st.tuples(st.just("toggle"), st.sampled_from(CLIENTS))
-# session:join again (with since) on the socket the client has, or connect it.
-rejoin = st.tuples(st.just("rejoin"), st.sampled_from(CLIENTS))
-# 2-3 patches from one socket, each sent before the previous ack came back.
-pipeline = st.one_of(
-    st.tuples(
-        st.just("pipeline"),
-        st.sampled_from(list(TABS)),
-        st.lists(st.lists(student_op, min_size=1, max_size=2), min_size=2, max_size=3),
-    ),
-    st.tuples(
-        st.just("pipeline"),
-        st.just("tutor"),
-        st.lists(
+
+def actions_of(client: str) -> st.SearchStrategy[tuple[Any, ...]]:
+    """One action of a simulated client."""
+    if client == "tutor":
+        patch = st.tuples(
+            st.sampled_from(STUDENTS), st.lists(tutor_op, min_size=1, max_size=2)
+        ).map(lambda p: ("tutor", *p))
+        # 2-3 patches from one socket, each sent before the previous ack came back.
+        pipeline = st.lists(
             st.tuples(st.sampled_from(STUDENTS), st.lists(tutor_op, min_size=1, max_size=2)),
             min_size=2,
             max_size=3,
-        ),
-    ),
-)
-single_action = st.one_of(
-    student_patch, student_patch, tutor_patch, toggle, toggle, rejoin, pipeline
-)
+        ).map(lambda ps: ("pipeline", client, ps))
+    else:
+        patch = st.lists(student_op, min_size=1, max_size=3).map(
+            lambda ops: ("student", client, ops)
+        )
+        pipeline = st.lists(
+            st.lists(student_op, min_size=1, max_size=2), min_size=2, max_size=3
+        ).map(lambda ps: ("pipeline", client, [(TABS[client], ops) for ops in ps]))
+    return st.one_of(
+        patch,
+        patch,
+        patch,
+        # Disconnect if connected; else connect and re-join with since.
+        st.just(("toggle", client)),
+        st.just(("toggle", client)),
+        # session:join again (with since) on the socket it has, or connect.
+        st.just(("rejoin", client)),
+        pipeline,
+    )
 
 
-def client_of(action: tuple[Any, ...]) -> str:
-    return "tutor" if action[0] == "tutor" else str(action[1])
-
-
+single_action = st.sampled_from(CLIENTS).flatmap(actions_of)
 # 2-3 actions of different clients at once.
-burst = st.tuples(
-    st.just("burst"), st.lists(single_action, min_size=2, max_size=3, unique_by=client_of)
+burst = (
+    st.lists(st.sampled_from(CLIENTS), min_size=2, max_size=3, unique=True)
+    .flatmap(lambda clients: st.tuples(*(actions_of(c) for c in clients)))
+    .map(lambda group: ("burst", list(group)))
 )
 # Every client disconnects: the hub stores the session's canvases and drops them from memory.
 leave_all = st.just(("leave_all",))
@@ -388,9 +388,7 @@ class World:
             await self.rejoin(self.sims[action[1]])
         elif kind == "pipeline":
             note("pipeline")
-            sim = self.sims[action[1]]
-            patches = action[2] if sim.student is None else [(sim.student, p) for p in action[2]]
-            await self.pipeline(sim, patches)
+            await self.pipeline(self.sims[action[1]], action[2])
         elif kind == "student":
             await self.send(self.sims[action[1]], TABS[action[1]], action[2], concurrent)
         else:

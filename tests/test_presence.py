@@ -111,3 +111,27 @@ async def test_progress_counts_as_activity(make_hub: HubFactory) -> None:
         "exercise:progress", {"session_id": session_id, "exercise_id": "e1", "progress_pct": 10}
     )
     await eventually(lambda: statuses(tutor) == ["active", "idle", "active"], what="active")
+
+
+async def test_back_within_the_grace_period_is_one_stretch(make_hub: HubFactory) -> None:
+    clock = FakeClock()
+    hub = await fast_hub(make_hub, clock, presence_grace_s=0.3)
+    session_id, tutor, students = await live_session(hub, ("s1",))
+    await eventually(lambda: statuses(tutor) == ["active"], what="online")
+    # The network flaps: gone and back within the grace period.
+    await students["s1"].sio.disconnect()
+    clock.advance(5)
+    back = await hub.connect("s1", "STUDENT")
+    assert (await back.join(session_id))["ok"]
+    await asyncio.sleep(0.6)  # twice the grace period: an offline would have been sent
+    assert statuses(tutor) == ["active"]
+    status, got = await hub.as_("tutor-1", "TUTOR").get(f"/api/v1/sessions/{session_id}/attendance")
+    assert got["data"][0]["left_at"] is None
+    # Gone for good: offline after the grace period, at the time it left.
+    clock.advance(10)
+    left_at = clock.now
+    await back.sio.disconnect()
+    await eventually(lambda: statuses(tutor) == ["active", "offline"], what="offline")
+    offline = tutor.events("presence:update")[-1]
+    assert offline["since"] == left_at.isoformat().replace("+00:00", "Z")
+    assert offline["total_time_s"] == 15  # one stretch of 5 + 10 s

@@ -138,7 +138,10 @@ async def test_idle_and_help_alerts_fire_once(make_hub: HubFactory) -> None:
     session_id, tutor, students = await live_session(hub, ("s1", "s2"))
     await students["s2"].call("help:request", {"session_id": session_id, "message": "?"})
     clock.advance(121)
-    idle = await eventually(lambda: alerts(tutor, "STUDENT_IDLE"), what="idle alert")
+    idle = await eventually(
+        lambda: len(alerts(tutor, "STUDENT_IDLE")) == 2 and alerts(tutor, "STUDENT_IDLE"),
+        what="idle alerts for both",
+    )
     assert {a["student_id"] for a in idle} == {"s1", "s2"}
     clock.advance(200)  # the help request has now waited 321 s > 300 s
     waiting = await eventually(lambda: alerts(tutor, "HELP_WAITING"), what="help alert")
