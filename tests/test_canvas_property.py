@@ -141,7 +141,7 @@ burst = (
 # Every client disconnects: the hub stores the session's canvases and drops them from memory.
 leave_all = st.just(("leave_all",))
 actions = st.lists(
-    st.one_of(single_action, single_action, burst, leave_all), min_size=5, max_size=25
+    st.one_of(*[single_action] * 5, burst, burst, leave_all), min_size=5, max_size=25
 )
 
 # -- the document rules, as a client knows them ------------------------------------
@@ -524,9 +524,9 @@ async def hubs(make_hub: HubFactory) -> Hubs:
     return Hubs(await make_hub(), await make_hub())
 
 
-@pytest.mark.timeout(int(__import__("os").environ.get("PROP_T", "120")))
+@pytest.mark.timeout(120)
 @settings(
-    max_examples=int(__import__("os").environ.get("PROP_N", "20")),
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
