@@ -36,7 +36,7 @@ from realtime.keys import (
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import KeyedBuckets
 from realtime.sockets import LiveHub
-from rest import attendance, day, enrollments, health, sessions
+from rest import attendance, day, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
 from rest import help as help_routes
 from rest.http import error_middleware
@@ -160,6 +160,7 @@ def build_app(
     app.add_routes(help_routes.routes)
     app.add_routes(attendance.routes)
     app.add_routes(day.routes)
+    app.add_routes(notes.routes)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_canvas_store)

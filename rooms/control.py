@@ -26,7 +26,7 @@ from realtime.events import Id, Payload
 from realtime.sockets import Ack, AfterLock, LiveHub
 from rooms.access import LiveRole
 from rooms.membership import Connection, Joined
-from rooms.names import staff_room, student_room
+from rooms.names import staff_room, student_room, students_room
 
 NoteText = Annotated[str, StringConstraints(min_length=1, max_length=5_000)]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -69,6 +69,12 @@ class ExerciseProgress(Payload):
     completed: bool = False
 
 
+class AnnouncementSend(Payload):
+    session_id: Id
+    text: Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
+    student_id: Id | None = None
+
+
 class ControlCenter:
     def __init__(self, hub: LiveHub, db: async_sessionmaker[AsyncSession]) -> None:
         self._hub = hub
@@ -78,6 +84,7 @@ class ControlCenter:
         hub.on("note:add", NoteAdd, self._add_note)
         hub.on("exercise:assign", ExerciseAssign, self._assign)
         hub.on("exercise:progress", ExerciseProgress, self._progress)
+        hub.on("announcement:send", AnnouncementSend, self._announce)
 
     def _as_tutor(self, connection: Connection, session_id: str) -> Joined:
         joined = self._hub.joined(connection, session_id)
@@ -216,6 +223,29 @@ class ControlCenter:
                 {"note_id": note.id, "visibility": payload.visibility},
             )
         return {"note": note_view(note)}
+
+    async def _announce(self, connection: Connection, payload: AnnouncementSend) -> Ack:
+        joined = self._as_tutor(connection, payload.session_id)
+        data = {
+            "session_id": joined.session_id,
+            "text": payload.text,
+            "from": connection.identity.user_id,
+            "student_id": payload.student_id,
+            "at": iso(utcnow()),
+        }
+        if payload.student_id is not None:
+            async with self._db() as db:
+                await self._enrollment(db, joined, payload.student_id)
+            await self._to_student_and_staff(joined, payload.student_id, "announcement", data)
+        else:
+            sio = self._hub.sio
+            await sio.emit(
+                "announcement", data, room=staff_room(joined.center_id, joined.session_id)
+            )
+            await sio.emit(
+                "announcement", data, room=students_room(joined.center_id, joined.session_id)
+            )
+        return {}
 
     async def _end(self, connection: Connection, payload: SessionEnd) -> AfterLock:
         joined = self._as_tutor(connection, payload.session_id)

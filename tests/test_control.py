@@ -191,3 +191,45 @@ async def test_nul_characters_in_live_events_are_refused(hub: Hub) -> None:
         {"session_id": session_id, "ops": [{"op": "add", "path": "/elements/a", "value": 1}]},
     )
     assert ack == {"ok": True, "seq": 1}
+
+
+async def test_announcements_reach_the_session_or_one_student(hub: Hub) -> None:
+    session_id, tutor, students = await live_session(hub)
+    ack = await tutor.call("announcement:send", {"session_id": session_id, "text": "Break!"})
+    assert ack == {"ok": True}
+    for client in (tutor, *students.values()):
+        got = await eventually(lambda c=client: c.events("announcement"), what="announcement")
+        assert got[0]["text"] == "Break!" and got[0]["from"] == "tutor-1"
+    await tutor.call(
+        "announcement:send", {"session_id": session_id, "text": "Well done", "student_id": "s2"}
+    )
+    await eventually(lambda: len(students["s2"].events("announcement")) == 2, what="to s2")
+    await eventually(lambda: len(tutor.events("announcement")) == 2, what="staff copy")
+    assert len(students["s1"].events("announcement")) == 1
+    ack = await students["s1"].call("announcement:send", {"session_id": session_id, "text": "hi"})
+    assert ack["error"]["code"] == "FORBIDDEN"
+    ack = await tutor.call("announcement:send", {"session_id": session_id, "text": ""})
+    assert ack["error"]["code"] == "VALIDATION_ERROR"
+
+
+async def test_notes_over_rest_by_visibility(hub: Hub) -> None:
+    session_id, tutor, students = await live_session(hub)
+    for student_id, text, visibility in (
+        ("s1", "for s1", "STUDENT"),
+        ("s1", "private", "PRIVATE"),
+        ("s2", "for s2", "STUDENT"),
+        (None, "room", "PRIVATE"),
+    ):
+        payload = {"session_id": session_id, "text": text, "visibility": visibility}
+        if student_id:
+            payload["student_id"] = student_id
+        assert (await tutor.call("note:add", payload))["ok"]
+    path = f"{SESSIONS}/{session_id}/notes"
+    status, got = await hub.as_("tutor-1", "TUTOR").get(path)
+    assert [n["text"] for n in got["data"]] == ["for s1", "private", "for s2", "room"]
+    status, got = await hub.as_("tutor-1", "TUTOR").get(path, student_id="s1")
+    assert [n["text"] for n in got["data"]] == ["for s1", "private"]
+    status, got = await hub.as_("s1", "STUDENT").get(path)
+    assert status == 200 and [n["text"] for n in got["data"]] == ["for s1"]
+    status, got = await hub.as_("p1", "PARENT").get(path)
+    assert (status, got["errorCode"]) == (403, "FORBIDDEN")

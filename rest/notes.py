@@ -1,0 +1,58 @@
+"""Tutor notes of a session over REST, by visibility.
+
+Staff read every note. A student reads the notes about themselves that the
+tutor made visible to students. (``PARENT`` notes are stored for the LMS to
+pass on; the hub has no parent-to-student link to serve them itself.)
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import func, select
+
+from persistence.models import NoteVisibility, TutorNote
+from persistence.repositories import Page, SessionRepository
+from persistence.views import note_view
+from realtime.errors import ErrorCode, HubError
+from realtime.identity import Role
+from realtime.keys import DB
+from rest.http import identity, listing, parse_query
+from rest.schemas import Id, PageQuery
+from rest.sessions import readable_session
+from rooms.access import can_read_roster
+
+routes = web.RouteTableDef()
+
+
+class NotesQuery(PageQuery):
+    student_id: Id | None = None
+
+
+@routes.get("/api/v1/sessions/{session_id}/notes")
+async def list_notes(request: web.Request) -> web.Response:
+    who = identity(request)
+    params = parse_query(request, NotesQuery)
+    page = Page(params.page, params.limit)
+    async with request.app[DB]() as db:
+        session = await readable_session(request, SessionRepository(db))
+        conditions = [TutorNote.session_id == session.id]
+        if params.student_id is not None:
+            conditions.append(TutorNote.student_id == params.student_id)
+        if not can_read_roster(who, session):
+            if who.role is not Role.STUDENT:
+                raise HubError(ErrorCode.FORBIDDEN, "not a member of this session")
+            conditions += [
+                TutorNote.student_id == who.user_id,
+                TutorNote.visibility == NoteVisibility.STUDENT.value,
+            ]
+        total = await db.scalar(select(func.count()).select_from(TutorNote).where(*conditions))
+        rows = (
+            await db.scalars(
+                select(TutorNote)
+                .where(*conditions)
+                .order_by(TutorNote.created_at, TutorNote.id)
+                .offset(page.offset)
+                .limit(page.size)
+            )
+        ).all()
+    return listing([note_view(n) for n in rows], page, int(total or 0))
