@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +24,8 @@ from persistence.models import (
     Enrollment,
     LiveSession,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,21 @@ class Page:
         return (self.number - 1) * self.size
 
 
+async def page_of(
+    db: AsyncSession,
+    model: type[T],
+    conditions: Sequence[ColumnElement[bool]],
+    order_by: Sequence[Any],
+    page: Page,
+) -> tuple[Sequence[T], int]:
+    """One page of ``model`` rows matching ``conditions``, and how many match in all."""
+    total = await db.scalar(select(func.count()).select_from(model).where(*conditions))
+    rows = await db.scalars(
+        select(model).where(*conditions).order_by(*order_by).offset(page.offset).limit(page.size)
+    )
+    return rows.all(), int(total or 0)
+
+
 class SessionRepository:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
@@ -63,17 +80,13 @@ class SessionRepository:
         self._db.add(session)
 
     async def list(self, query: SessionQuery, page: Page) -> tuple[Sequence[LiveSession], int]:
-        conditions = _session_conditions(query)
-        base = select(LiveSession).where(*conditions)
-        total = await self._db.scalar(
-            select(func.count()).select_from(LiveSession).where(*conditions)
+        return await page_of(
+            self._db,
+            LiveSession,
+            _session_conditions(query),
+            (LiveSession.starts_at, LiveSession.id),
+            page,
         )
-        rows = await self._db.scalars(
-            base.order_by(LiveSession.starts_at, LiveSession.id)
-            .offset(page.offset)
-            .limit(page.size)
-        )
-        return rows.all(), int(total or 0)
 
 
 def _session_conditions(query: SessionQuery) -> list[ColumnElement[bool]]:
@@ -116,15 +129,13 @@ class EnrollmentRepository:
         return rows.all()
 
     async def page(self, session_id: str, page: Page) -> tuple[Sequence[Enrollment], int]:
-        total = await self.count(session_id)
-        rows = await self._db.scalars(
-            select(Enrollment)
-            .where(Enrollment.session_id == session_id)
-            .order_by(Enrollment.created_at, Enrollment.id)
-            .offset(page.offset)
-            .limit(page.size)
+        return await page_of(
+            self._db,
+            Enrollment,
+            (Enrollment.session_id == session_id,),
+            (Enrollment.created_at, Enrollment.id),
+            page,
         )
-        return rows.all(), total
 
     async def count(self, session_id: str) -> int:
         total = await self._db.scalar(
@@ -319,26 +330,13 @@ class CanvasRepository:
     async def snapshots(
         self, session_id: str, student_id: str, page: Page
     ) -> tuple[Sequence[CanvasSnapshot], int]:
-        where = (CanvasSnapshot.session_id == session_id, CanvasSnapshot.student_id == student_id)
-        total = await self._db.scalar(
-            select(func.count()).select_from(CanvasSnapshot).where(*where)
+        return await page_of(
+            self._db,
+            CanvasSnapshot,
+            (CanvasSnapshot.session_id == session_id, CanvasSnapshot.student_id == student_id),
+            (CanvasSnapshot.seq.desc(), CanvasSnapshot.id.desc()),
+            page,
         )
-        rows = await self._db.scalars(
-            select(CanvasSnapshot)
-            .where(*where)
-            .order_by(CanvasSnapshot.seq.desc(), CanvasSnapshot.id.desc())
-            .offset(page.offset)
-            .limit(page.size)
-        )
-        return rows.all(), int(total or 0)
-
-    async def count_ops(self, session_id: str, student_id: str) -> int:
-        total = await self._db.scalar(
-            select(func.count())
-            .select_from(CanvasOp)
-            .where(CanvasOp.session_id == session_id, CanvasOp.student_id == student_id)
-        )
-        return int(total or 0)
 
 
 class AttendanceRecords:

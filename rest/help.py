@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import func, select
 
 from persistence.models import HelpRequest, HelpStatus
-from persistence.repositories import Page, SessionRepository
-from realtime.errors import ErrorCode, HubError
-from realtime.identity import Role
+from persistence.repositories import Page, SessionRepository, page_of
 from realtime.keys import DB, HELP
 from rest.http import identity, listing, parse_query
 from rest.schemas import PageQuery
 from rest.sessions import readable_session
-from rooms.access import can_read_roster
+from rooms.access import student_scope
 from rooms.help import help_view
 
 routes = web.RouteTableDef()
@@ -32,21 +29,13 @@ async def list_help(request: web.Request) -> web.Response:
     async with request.app[DB]() as db:
         session = await readable_session(request, SessionRepository(db))
         conditions = [HelpRequest.session_id == session.id]
-        if not can_read_roster(who, session):
-            if who.role is not Role.STUDENT:
-                raise HubError(ErrorCode.FORBIDDEN, "not a member of this session")
-            conditions.append(HelpRequest.student_id == who.user_id)
+        own = student_scope(who, session)
+        if own is not None:
+            conditions.append(HelpRequest.student_id == own)
         if params.status is not None:
             conditions.append(HelpRequest.status == params.status.value)
-        total = await db.scalar(select(func.count()).select_from(HelpRequest).where(*conditions))
-        rows = (
-            await db.scalars(
-                select(HelpRequest)
-                .where(*conditions)
-                .order_by(HelpRequest.created_at, HelpRequest.id)
-                .offset(page.offset)
-                .limit(page.size)
-            )
-        ).all()
+        rows, total = await page_of(
+            db, HelpRequest, conditions, (HelpRequest.created_at, HelpRequest.id), page
+        )
     now = desk.clock()
-    return listing([help_view(r, now, desk.targets) for r in rows], page, int(total or 0))
+    return listing([help_view(r, now, desk.targets) for r in rows], page, total)

@@ -8,18 +8,15 @@ pass on; the hub has no parent-to-student link to serve them itself.)
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import func, select
 
 from persistence.models import NoteVisibility, TutorNote
-from persistence.repositories import Page, SessionRepository
+from persistence.repositories import Page, SessionRepository, page_of
 from persistence.views import note_view
-from realtime.errors import ErrorCode, HubError
-from realtime.identity import Role
 from realtime.keys import DB
 from rest.http import identity, listing, parse_query
 from rest.schemas import Id, PageQuery
 from rest.sessions import readable_session
-from rooms.access import can_read_roster
+from rooms.access import student_scope
 
 routes = web.RouteTableDef()
 
@@ -38,21 +35,13 @@ async def list_notes(request: web.Request) -> web.Response:
         conditions = [TutorNote.session_id == session.id]
         if params.student_id is not None:
             conditions.append(TutorNote.student_id == params.student_id)
-        if not can_read_roster(who, session):
-            if who.role is not Role.STUDENT:
-                raise HubError(ErrorCode.FORBIDDEN, "not a member of this session")
+        own = student_scope(who, session)
+        if own is not None:
             conditions += [
-                TutorNote.student_id == who.user_id,
+                TutorNote.student_id == own,
                 TutorNote.visibility == NoteVisibility.STUDENT.value,
             ]
-        total = await db.scalar(select(func.count()).select_from(TutorNote).where(*conditions))
-        rows = (
-            await db.scalars(
-                select(TutorNote)
-                .where(*conditions)
-                .order_by(TutorNote.created_at, TutorNote.id)
-                .offset(page.offset)
-                .limit(page.size)
-            )
-        ).all()
-    return listing([note_view(n) for n in rows], page, int(total or 0))
+        rows, total = await page_of(
+            db, TutorNote, conditions, (TutorNote.created_at, TutorNote.id), page
+        )
+    return listing([note_view(n) for n in rows], page, total)

@@ -77,6 +77,16 @@ def require_student_reader(identity: Identity, session: LiveSession, student_id:
         raise HubError(ErrorCode.FORBIDDEN, "a student may only read their own data")
 
 
+def student_scope(identity: Identity, session: LiveSession) -> str | None:
+    """Whose records of a session the caller may list: ``None`` for the staff (all),
+    a student's own id for that student; anyone else is FORBIDDEN."""
+    if can_read_roster(identity, session):
+        return None
+    if identity.role is Role.STUDENT:
+        return identity.user_id
+    raise HubError(ErrorCode.FORBIDDEN, "not a member of this session")
+
+
 def live_role(identity: Identity, session: LiveSession, *, enrolled: bool) -> LiveRole:
     """The caller's part in a live session, or the refusal of the protocol's table."""
     visible_session(identity, session, session.id)

@@ -58,6 +58,3 @@ class Membership:
 
     def in_session(self, session_id: str) -> Iterator[Connection]:
         return (c for c in list(self._connections.values()) if session_id in c.sessions)
-
-    def joined_count(self) -> int:
-        return sum(len(c.sessions) for c in self._connections.values())
