@@ -307,9 +307,15 @@ class Timers:
 
     async def _help_alerts(self, now: datetime) -> None:
         async with self._db() as db:
+            # Only live sessions: a request left open in an old session alerts nobody.
             waiting = (
                 await db.scalars(
-                    select(HelpRequest).where(HelpRequest.status == HelpStatus.OPEN.value)
+                    select(HelpRequest)
+                    .join(LiveSession, LiveSession.id == HelpRequest.session_id)
+                    .where(
+                        HelpRequest.status == HelpStatus.OPEN.value,
+                        LiveSession.status == SessionStatus.LIVE.value,
+                    )
                 )
             ).all()
         for request in waiting:
