@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -82,6 +83,7 @@ class SessionExtension(Protocol):
 
 
 UNKNOWN_EVENT = "unknown"
+REMEMBERED_ENDINGS = 10_000
 # hub:closing code when the process stops: unlike TOKEN_EXPIRED, reconnecting helps.
 SHUTTING_DOWN = "SHUTTING_DOWN"
 # The longest a timer handle may be scheduled for; asyncio copes, but a token
@@ -132,8 +134,9 @@ class LiveHub:
         self._default_idle_after_s = idle_after_s
         self._idle_after_s: dict[str, float] = {}
         self.members = Membership()
-        # Sessions ended while this process ran: their live events get SESSION_ENDED.
-        self.ended: set[str] = set()
+        # Sessions ended while this process ran (the latest ones): their live events
+        # get SESSION_ENDED rather than NOT_JOINED.
+        self.ended: OrderedDict[str, None] = OrderedDict()
         self._expiring: set[asyncio.Task[None]] = set()
 
         sio.on("connect", self._on_connect)
@@ -439,6 +442,8 @@ class LiveHub:
         )
         for extension in self.extensions:
             await extension.left(joined, went_offline)
+        if not any(True for _ in self.members.in_session(joined.session_id)):
+            self._idle_after_s.pop(joined.session_id, None)
         if not went_offline or joined.student_id is None:
             return
         key, left_at = _student_key(joined), self.clock()
@@ -577,7 +582,10 @@ class LiveHub:
 
     async def session_ended(self, session: LiveSession) -> None:
         """Tell everyone in the session it ended, and take their sockets out of it."""
-        self.ended.add(session.id)
+        self.ended[session.id] = None
+        if len(self.ended) > REMEMBERED_ENDINGS:
+            self.ended.popitem(last=False)
+        self._idle_after_s.pop(session.id, None)
         event = {"session_id": session.id, "ended_at": iso(session.ended_at)}
         for connection in self.members.in_session(session.id):
             await self._evict(connection, session.id, "session:ended", event)

@@ -43,6 +43,7 @@ from rooms.names import staff_room, student_room, students_room
 log = logging.getLogger(__name__)
 
 MAX_TIMER_S = 8 * 3600
+MAX_REMEMBERED_ALERTS = 50_000
 
 
 class AlertKind(StrEnum):
@@ -345,6 +346,9 @@ class Timers:
         key = (session_id, kind.value, subject)
         if key in self._fired:
             return None
+        if len(self._fired) > MAX_REMEMBERED_ALERTS:
+            # Only a cache: the unique key in the database still says what fired.
+            self._fired.clear()
         try:
             async with self._db.begin() as db:
                 db.add(
