@@ -19,7 +19,6 @@ same document.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -28,6 +27,7 @@ import jsonpatch
 import jsonpointer
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from realtime.codec import encoded_size
 from realtime.errors import ErrorCode, HubError, validation_error
 
 SECTIONS = ("elements", "annotations", "meta")
@@ -96,12 +96,20 @@ Op = Annotated[AddOp | ReplaceOp | TestOp | RemoveOp | MoveOp | CopyOp, Field(di
 _OPS = TypeAdapter(list[Op])
 
 
-def _entry(pointer: str, author: Author) -> tuple[str, str, int]:
-    """(section, key, depth) of a path the author may write, or a refusal."""
+def _parts(pointer: str) -> list[str]:
+    """The unescaped parts of a JSON pointer (a plain one without parsing it twice)."""
+    if pointer.startswith("/") and "~" not in pointer:
+        return pointer[1:].split("/")
     try:
-        parts = jsonpointer.JsonPointer(pointer).parts
+        parts: list[str] = jsonpointer.JsonPointer(pointer).parts
     except jsonpointer.JsonPointerException as exc:
         raise HubError(ErrorCode.VALIDATION_ERROR, f"bad JSON pointer {pointer!r}: {exc}") from None
+    return parts
+
+
+def _entry(pointer: str, author: Author) -> tuple[str, str, int]:
+    """(section, key, depth) of a path the author may write, or a refusal."""
+    parts = _parts(pointer)
     if len(parts) < 2 or parts[0] not in SECTIONS or not parts[1]:
         raise HubError(
             ErrorCode.FORBIDDEN,
@@ -133,8 +141,7 @@ def parse_ops(raw: Any, limits: CanvasLimits) -> list[dict[str, Any]]:
     if not ops:
         raise HubError(ErrorCode.VALIDATION_ERROR, "a patch needs at least one op")
     plain = [op.model_dump(by_alias=True, exclude_unset=False) for op in ops]
-    encoded = json.dumps(plain, separators=(",", ":"))
-    size = len(encoded)
+    size = encoded_size(plain)
     if size > limits.max_patch_bytes:
         raise HubError(
             ErrorCode.PAYLOAD_TOO_LARGE,
@@ -145,7 +152,7 @@ def parse_ops(raw: Any, limits: CanvasLimits) -> list[dict[str, Any]]:
 
 def _entry_size(key: str, value: Any) -> int:
     """Bytes of ``"key":value`` in compact JSON (the canvas size counts these)."""
-    return len(key) + 3 + len(json.dumps(value, separators=(",", ":")))
+    return len(key) + 3 + encoded_size(value)
 
 
 class CanvasDocument:
@@ -174,32 +181,34 @@ class CanvasDocument:
         self, ops: list[dict[str, Any]], author: Author, limits: CanvasLimits
     ) -> list[dict[str, Any]]:
         """Apply validated ops (see ``parse_ops``) whole or not at all; the effective ops."""
-        touched: set[tuple[str, str]] = set()
-        for op in ops:
-            touched.add(_entry(op["path"], author)[:2])
-            if "from" in op:
-                touched.add(_entry(op["from"], author)[:2])
-        # Copy only what the patch can change: the touched sections, shallowly,
-        # and the touched entries, deeply. The rest is shared with self.doc.
+        targets = [
+            (_entry(op["path"], author), _entry(op["from"], author) if "from" in op else None)
+            for op in ops
+        ]
+        touched = {t[:2] for pair in targets for t in pair if t is not None}
+        # Entries are never changed in place once in a document, so the working copy
+        # shares them: it copies the touched sections shallowly, and deeply only the
+        # entries an op changes inside (a path below the entry itself).
+        nested = {t[:2] for pair in targets for t in pair if t is not None and t[2] > 2}
         working: dict[str, Any] = dict(self.doc)
         for section in {s for s, _ in touched}:
             working[section] = dict(self.doc[section])
-        for section, key in touched:
+        for section, key in nested:
             if key in working[section]:
                 working[section][key] = copy.deepcopy(working[section][key])
         effective: list[dict[str, Any]] = []
-        for op in ops:
-            section, key, depth = _entry(op["path"], author)
-            if op["op"] == "remove" and depth == 2 and key not in working[section]:
+        for op, (target, _) in zip(ops, targets, strict=True):
+            section, key, depth = target
+            entries = working[section]
+            kind = op["op"]
+            if depth == 2 and kind == "remove" and key not in entries:
                 continue  # already gone: a no-op, so concurrent removes commute
-            try:
-                jsonpatch.apply_patch(working, [op], in_place=True)
-            except jsonpatch.JsonPatchTestFailed as exc:
-                raise HubError(ErrorCode.CONFLICT, f"test op failed: {exc}") from None
-            except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-                raise HubError(
-                    ErrorCode.CONFLICT, f"op {op['op']} {op['path']!r} cannot apply: {exc}"
-                ) from None
+            if depth == 2 and (kind == "add" or (kind == "replace" and key in entries)):
+                entries[key] = op["value"]  # what jsonpatch does, without its per-op setup
+            elif depth == 2 and kind == "remove":
+                del entries[key]
+            else:
+                _apply_with_jsonpatch(working, op)
             effective.append(op)
         resized = {
             (section, key): _entry_size(key, working[section][key])
@@ -208,14 +217,14 @@ class CanvasDocument:
             for section, key in touched
         }
         total = self.bytes + sum(size - self._sizes.get(k, 0) for k, size in resized.items())
-        entries = len(working["elements"]) + len(working["annotations"])
+        entries_count = len(working["elements"]) + len(working["annotations"])
         if total > limits.max_canvas_bytes:
             raise HubError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"a canvas holds at most {limits.max_canvas_bytes} bytes; this patch "
                 f"would make it {total}",
             )
-        if entries > limits.max_entries and entries > self.entries:
+        if entries_count > limits.max_entries and entries_count > self.entries:
             raise HubError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"a canvas holds at most {limits.max_entries} elements and annotations",
@@ -227,6 +236,17 @@ class CanvasDocument:
             else:
                 self._sizes.pop(k, None)
         return effective
+
+
+def _apply_with_jsonpatch(doc: dict[str, Any], op: dict[str, Any]) -> None:
+    try:
+        jsonpatch.apply_patch(doc, [op], in_place=True)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise HubError(ErrorCode.CONFLICT, f"test op failed: {exc}") from None
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        raise HubError(
+            ErrorCode.CONFLICT, f"op {op['op']} {op['path']!r} cannot apply: {exc}"
+        ) from None
 
 
 def replay(doc: dict[str, Any] | None, patches: list[list[dict[str, Any]]]) -> dict[str, Any]:

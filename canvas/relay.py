@@ -19,11 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import socketio
-
 from canvas.document import Author
 from canvas.store import CanvasKey, Patch
 from realtime.metrics import HubMetrics
+from realtime.outbox import Outbox
 from rooms.names import staff_room, student_room
 
 log = logging.getLogger(__name__)
@@ -42,9 +41,9 @@ class _Item:
 
 class CanvasRelay:
     def __init__(
-        self, sio: socketio.AsyncServer, *, interval_s: float, metrics: HubMetrics | None = None
+        self, outbox: Outbox, *, interval_s: float, metrics: HubMetrics | None = None
     ) -> None:
-        self._sio = sio
+        self._outbox = outbox
         self._interval = interval_s
         self._metrics = metrics
         self._pending: list[_Item] = []
@@ -74,47 +73,47 @@ class CanvasRelay:
         while self._pending:
             items, self._pending = self._pending, []
             try:
-                await self._send(items)
+                self._send(items)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("relaying %d canvas patches failed", len(items))
 
-    async def _send(self, items: list[_Item]) -> None:
+    def _send(self, items: list[_Item]) -> None:
         by_session: dict[CanvasKey, list[_Item]] = {}
         for item in items:
             session = CanvasKey(item.key.center_id, item.key.session_id, "")
             by_session.setdefault(session, []).append(item)
         for session, session_items in by_session.items():
-            await self._sio.emit(
+            self._outbox.emit(
                 "canvas:patches",
                 {"session_id": session.session_id, "items": [i.wire() for i in session_items]},
                 room=staff_room(session.center_id, session.session_id),
             )
             if self._metrics is not None:
                 self._metrics.canvas_relay_batch.observe(len(session_items))
-            await self._send_to_students(session_items)
+            self._send_to_students(session_items)
         if self._metrics is not None:
             now = time.perf_counter()
             for item in items:
                 self._metrics.canvas_relay_seconds.observe(now - item.durable_at)
 
-    async def _send_to_students(self, items: list[_Item]) -> None:
+    def _send_to_students(self, items: list[_Item]) -> None:
         # One event per run of items with the same student and author socket,
         # so the author's own socket is skipped and order is kept.
         run: list[_Item] = []
         for item in items:
             if run and (item.key, item.author_sid) != (run[0].key, run[0].author_sid):
-                await self._send_run(run)
+                self._send_run(run)
                 run = []
             run.append(item)
         if run:
-            await self._send_run(run)
+            self._send_run(run)
 
-    async def _send_run(self, run: list[_Item]) -> None:
+    def _send_run(self, run: list[_Item]) -> None:
         first = run[0]
         skip = first.author_sid if first.patch.author is Author.STUDENT else None
-        await self._sio.emit(
+        self._outbox.emit(
             "canvas:patches",
             {"session_id": first.key.session_id, "items": [i.wire() for i in run]},
             room=student_room(first.key.center_id, first.key.session_id, first.key.student_id),

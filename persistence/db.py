@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from realtime import codec
+
 
 def create_engine(url: str, *, echo: bool = False, schema: str | None = None) -> AsyncEngine:
     """An async engine for ``url``.
@@ -21,7 +23,12 @@ def create_engine(url: str, *, echo: bool = False, schema: str | None = None) ->
     test gets a schema of its own.
     """
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+    kwargs: dict[str, Any] = {
+        "echo": echo,
+        "pool_pre_ping": True,
+        "json_serializer": codec.dumps,
+        "json_deserializer": codec.loads,
+    }
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":

@@ -19,6 +19,7 @@ from persistence.db import create_engine, session_factory
 from persistence.models import HelpPriority, utcnow
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
+from realtime.codec import CODEC
 from realtime.config import Settings
 from realtime.identity import TokenVerifier
 from realtime.keys import (
@@ -34,6 +35,7 @@ from realtime.keys import (
     VERIFIER,
 )
 from realtime.metrics import HubMetrics
+from realtime.outbox import Outbox
 from realtime.ratelimit import KeyedBuckets
 from realtime.sockets import LiveHub
 from rest import attendance, day, enrollments, health, notes, sessions
@@ -74,7 +76,9 @@ def build_app(
         ping_timeout=settings.ping_timeout_s,
         logger=False,
         engineio_logger=False,
+        json=CODEC,
     )
+    outbox = Outbox(sio)
     hub = LiveHub(
         sio,
         db=db,
@@ -89,9 +93,10 @@ def build_app(
         grace_s=settings.presence_grace_s,
     )
 
-    relay = CanvasRelay(sio, interval_s=settings.canvas_flush_interval_s, metrics=metrics)
+    relay = CanvasRelay(outbox, interval_s=settings.canvas_flush_interval_s, metrics=metrics)
     store = DatabaseCanvasStore(
         db,
+        engine,
         limits=CanvasLimits(
             max_ops_per_patch=settings.canvas_max_ops_per_patch,
             max_patch_bytes=settings.canvas_max_patch_bytes,
