@@ -25,7 +25,15 @@ from typing import Annotated, Any, Literal
 
 import jsonpatch
 import jsonpointer
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
+from typing_extensions import TypedDict
 
 from realtime.codec import encoded_size
 from realtime.errors import ErrorCode, HubError, validation_error
@@ -57,43 +65,47 @@ def empty_document() -> dict[str, Any]:
     return {section: {} for section in SECTIONS}
 
 
-class _Op(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    path: str = Field(max_length=1024)
+# The op shapes are TypedDicts: validating one yields the plain dict itself, with
+# no model to dump again on the hot path. Unknown fields are refused.
+Pointer = Annotated[str, StringConstraints(max_length=1024)]
+_strict = with_config(ConfigDict(extra="forbid"))
 
 
-class _ValueOp(_Op):
+@_strict
+class AddOp(TypedDict):
+    op: Literal["add"]
+    path: Pointer
     value: Any
 
 
-class AddOp(_ValueOp):
-    op: Literal["add"]
-
-
-class ReplaceOp(_ValueOp):
+@_strict
+class ReplaceOp(TypedDict):
     op: Literal["replace"]
+    path: Pointer
+    value: Any
 
 
-class TestOp(_ValueOp):
+@_strict
+class TestOp(TypedDict):
     op: Literal["test"]
+    path: Pointer
+    value: Any
 
 
-class RemoveOp(_Op):
+@_strict
+class RemoveOp(TypedDict):
     op: Literal["remove"]
+    path: Pointer
 
 
-class MoveOp(_Op):
-    op: Literal["move"]
-    from_: str = Field(alias="from", max_length=1024)
-
-
-class CopyOp(_Op):
-    op: Literal["copy"]
-    from_: str = Field(alias="from", max_length=1024)
-
+# "from" is a keyword, hence the functional form.
+MoveOp = TypedDict("MoveOp", {"op": Literal["move"], "path": Pointer, "from": Pointer})
+CopyOp = TypedDict("CopyOp", {"op": Literal["copy"], "path": Pointer, "from": Pointer})
+_strict(MoveOp)
+_strict(CopyOp)
 
 Op = Annotated[AddOp | ReplaceOp | TestOp | RemoveOp | MoveOp | CopyOp, Field(discriminator="op")]
-_OPS = TypeAdapter(list[Op])
+_OPS: TypeAdapter[Any] = TypeAdapter(list[Op])
 
 
 def _parts(pointer: str) -> list[str]:
@@ -135,19 +147,18 @@ def parse_ops(raw: Any, limits: CanvasLimits) -> list[dict[str, Any]]:
             f"a patch holds at most {limits.max_ops_per_patch} ops, got {len(raw)}",
         )
     try:
-        ops = _OPS.validate_python(raw)
+        ops: list[dict[str, Any]] = _OPS.validate_python(raw)
     except ValidationError as exc:
         raise validation_error(exc, "invalid JSON Patch ops") from None
     if not ops:
         raise HubError(ErrorCode.VALIDATION_ERROR, "a patch needs at least one op")
-    plain = [op.model_dump(by_alias=True, exclude_unset=False) for op in ops]
-    size = encoded_size(plain)
+    size = encoded_size(ops)
     if size > limits.max_patch_bytes:
         raise HubError(
             ErrorCode.PAYLOAD_TOO_LARGE,
             f"a patch is at most {limits.max_patch_bytes} bytes, got {size}",
         )
-    return plain
+    return ops
 
 
 def _entry_size(key: str, value: Any) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 DurableListener = Callable[[Sequence[tuple[CanvasKey, Patch]]], None]
 
 SETTLE_ATTEMPTS = 20
+# The committer lingers when the last commit ended within this many lingers.
+BUSY_AFTER_LINGERS = 10
 OPS: Table = CanvasOp.__table__  # type: ignore[assignment]
 SNAPSHOTS: Table = CanvasSnapshot.__table__  # type: ignore[assignment]
 
@@ -79,6 +82,7 @@ class DatabaseCanvasStore:
     retention: int = 1000
     snapshot_every: int = 200
     snapshot_interval_s: float = 30.0
+    commit_linger_s: float = 0.0
     metrics: HubMetrics | None = None
     on_durable: DurableListener | None = None
 
@@ -275,8 +279,13 @@ class DatabaseCanvasStore:
         return self._enqueue(canvas, SNAPSHOTS, row)
 
     async def _commit_loop(self) -> None:
+        last_commit = -math.inf
         while True:
             await self._wake.wait()
+            if time.monotonic() - last_commit < BUSY_AFTER_LINGERS * self.commit_linger_s:
+                # Commits are coming back to back: gather a batch rather than pay a
+                # transaction per patch. An idle hub commits at once.
+                await asyncio.sleep(self.commit_linger_s)
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue, []
@@ -288,6 +297,7 @@ class DatabaseCanvasStore:
                 except Exception:
                     log.exception("canvas commit failed unexpectedly")
                     self._fail(batch, "internal error")
+                last_commit = time.monotonic()
             self._idle.set()
 
     async def _commit(self, batch: list[_Write]) -> None:

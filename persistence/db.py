@@ -33,6 +33,8 @@ def create_engine(url: str, *, echo: bool = False, schema: str | None = None) ->
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # A file cannot drop the connection: no ping round trip per checkout.
+        kwargs["pool_pre_ping"] = False
         engine = _create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)

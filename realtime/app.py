@@ -106,6 +106,7 @@ def build_app(
         retention=settings.canvas_log_retention,
         snapshot_every=settings.canvas_snapshot_every,
         snapshot_interval_s=settings.canvas_snapshot_interval_s,
+        commit_linger_s=settings.canvas_commit_linger_s,
         metrics=metrics,
         on_durable=relay.durable,
     )

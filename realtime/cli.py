@@ -68,7 +68,16 @@ def serve(args: argparse.Namespace) -> None:
         print=None,
         access_log=None,
         shutdown_timeout=10,
+        loop=new_event_loop(settings.event_loop),
     )
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def run_migrations(_args: argparse.Namespace) -> None:

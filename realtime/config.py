@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from enum import StrEnum
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
+    # uvloop runs the hub's asyncio primitives (tasks, timers, sockets) in C.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     database_url: str = DEFAULT_DATABASE_URL
     # Postgres only: keep the hub's tables in this schema (it must exist).
@@ -72,6 +74,9 @@ class Settings(BaseSettings):
     canvas_snapshot_every: int = Field(default=200, ge=1)
     canvas_snapshot_interval_s: float = Field(default=30.0, gt=0)
     canvas_flush_interval_s: float = Field(default=0.02, ge=0, le=1.0)
+    # Under load (the last commit ended less than this ago) the committer waits
+    # this long for more patches, so one commit carries a batch; idle, it commits at once.
+    canvas_commit_linger_s: float = Field(default=0.005, ge=0, le=0.1)
 
     # A student with no activity (drawing, progress, pings) this long is idle;
     # a session may set its own (idle_after_s). Checked every presence_sweep_s.
