@@ -3,6 +3,7 @@ part of ``session:join``. Plugs into ``LiveHub`` as a session extension."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
@@ -81,16 +82,14 @@ class CanvasService:
         if author is Author.STUDENT:
             await self._hub.student_activity(joined)
         ref = {} if payload.client_ref is None else {"client_ref": payload.client_ref}
+        seq = accepted.patch.seq
 
-        async def durable() -> Ack:
-            try:
-                await accepted.durable
-            except HubError:
-                self.relay.unauthored(key, accepted.patch.seq)
-                raise
-            return {"seq": accepted.patch.seq, **ref}
+        def unless_stored(durable: asyncio.Future[None]) -> None:
+            if durable.cancelled() or durable.exception() is not None:
+                self.relay.unauthored(key, seq)
 
-        return AfterLock(durable())
+        accepted.durable.add_done_callback(unless_stored)
+        return AfterLock(accepted.durable, {"seq": seq, **ref})
 
     async def _sync(self, connection: Connection, payload: CanvasSync) -> Ack:
         joined = self._hub.joined(connection, payload.session_id)

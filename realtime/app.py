@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-import socketio
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -35,8 +34,8 @@ from realtime.keys import (
     VERIFIER,
 )
 from realtime.metrics import HubMetrics
-from realtime.outbox import Outbox
 from realtime.ratelimit import KeyedBuckets
+from realtime.server import HubServer
 from realtime.sockets import LiveHub
 from rest import attendance, day, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
@@ -68,7 +67,7 @@ def build_app(
     )
     db = session_factory(engine)
 
-    sio = socketio.AsyncServer(
+    sio = HubServer(
         async_mode="aiohttp",
         cors_allowed_origins=_cors(settings.cors_origins),
         max_http_buffer_size=settings.max_message_bytes,
@@ -78,7 +77,7 @@ def build_app(
         engineio_logger=False,
         json=CODEC,
     )
-    outbox = Outbox(sio)
+    outbox = sio.outbox
     hub = LiveHub(
         sio,
         db=db,

@@ -46,12 +46,12 @@ class Outbox:
         packet = eio_packet.Packet(eio_packet.MESSAGE, _EVENT + dumps([event, data]))
         return sum(self._put(eio_sid, packet) for eio_sid in targets)
 
-    def ack(self, sid: str, ack_id: int, data: Any) -> bool:
-        """Answer a client's event ``ack_id`` after its handler returned (a deferred ack)."""
+    def ack(self, sid: str, ack_id: int, args: list[Any]) -> bool:
+        """Answer the client's event ``ack_id`` with ``args``."""
         eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
         if eio_sid is None:
             return False
-        text = f"{_ACK}{ack_id}{dumps([data])}"
+        text = f"{_ACK}{ack_id}{dumps(args)}"
         return self._put(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, text))
 
     def _put(self, eio_sid: str, packet: eio_packet.Packet) -> bool:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -39,6 +39,7 @@ from realtime.events import AuthRefresh, PresencePing, SessionJoin, SessionLeave
 from realtime.identity import Identity, Role, TokenVerifier
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import TokenBucket
+from realtime.server import LaterAck
 from rooms.access import LiveRole, live_role, visible_session
 from rooms.membership import Connection, Joined, Membership
 from rooms.names import staff_room, student_room, students_room
@@ -51,14 +52,16 @@ Ack = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class AfterLock:
-    """A handler's answer that completes after the connection's lock is released.
+    """A handler's answer that completes after the handler has returned.
 
     The handler has already fixed the order of its effect (a patch has its
     seq); waiting for the rest (the patch becoming durable) must not hold up
-    the connection's next event.
+    the connection's next event. The ack is ``{ok: true, **ack}`` once
+    ``done`` resolves, or the error it raises.
     """
 
-    ack: Awaitable[Ack]
+    done: Awaitable[object]
+    ack: Ack = field(default_factory=dict)
 
 
 Handler = Callable[[Connection, P], Awaitable["Ack | AfterLock"]]
@@ -237,30 +240,49 @@ class LiveHub:
         under the connection's lock and returns the ack's fields (or ``AfterLock``)."""
         route = Route(event, model, handler)
 
-        async def on_event(sid: str, data: Any = None, *extra: Any) -> Ack:
+        async def on_event(sid: str, data: Any = None, *extra: Any) -> Ack | LaterAck:
             return await self._dispatch(route, sid, data, extra)
 
         self.sio.on(event, on_event)
 
     async def _dispatch(
         self, route: Route[Any], sid: str, data: Any, extra: tuple[Any, ...]
-    ) -> Ack:
-        event = route.event
+    ) -> Ack | LaterAck:
         started = time.perf_counter()
         try:
-            ack = await self._run(route, sid, data, extra)
-            outcome = "ok"
-        except HubError as exc:
-            ack, outcome = exc.ack(), exc.code.value
-        except Exception:
-            log.exception("handler for %r failed (sid %s)", event, sid)
+            result = await self._run(route, sid, data, extra)
+        except Exception as exc:
+            return self._answer(route.event, sid, started, exc)
+        if not isinstance(result, AfterLock):
+            return self._answer(route.event, sid, started, result)
+        answer: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+
+        def settle(done: asyncio.Future[object]) -> None:
+            outcome = done.exception() if not done.cancelled() else asyncio.CancelledError()
+            ack = result.ack if outcome is None else outcome
+            answer.set_result(self._answer(route.event, sid, started, ack))
+
+        asyncio.ensure_future(result.done).add_done_callback(settle)
+        return LaterAck(answer)
+
+    def _answer(self, event: str, sid: str, started: float, result: Ack | BaseException) -> Ack:
+        """The ack for a handler's result or error, counted in the metrics."""
+        if isinstance(result, HubError):
+            ack, outcome = result.ack(), result.code.value
+        elif isinstance(result, BaseException):
+            if not isinstance(result, asyncio.CancelledError):
+                log.error("handler for %r failed (sid %s)", event, sid, exc_info=result)
             ack = HubError(ErrorCode.INTERNAL, "internal error").ack()
             outcome = ErrorCode.INTERNAL.value
+        else:
+            ack, outcome = {"ok": True, **result}, "ok"
         self._metrics.events.labels(event, outcome).inc()
         self._metrics.event_seconds.labels(event).observe(time.perf_counter() - started)
         return ack
 
-    async def _run(self, route: Route[Any], sid: str, data: Any, extra: tuple[Any, ...]) -> Ack:
+    async def _run(
+        self, route: Route[Any], sid: str, data: Any, extra: tuple[Any, ...]
+    ) -> Ack | AfterLock:
         self._rate_limit(sid)
         if extra:
             raise HubError(
@@ -279,10 +301,7 @@ class LiveHub:
                 raise HubError(ErrorCode.UNAUTHORIZED, "not connected")
             if connection.identity.seconds_left() <= 0:
                 raise HubError(ErrorCode.TOKEN_EXPIRED, "token has expired")
-            result = await route.handler(connection, payload)
-        if isinstance(result, AfterLock):
-            result = await result.ack
-        return {"ok": True, **result}
+            return await route.handler(connection, payload)
 
     def _rate_limit(self, sid: str) -> None:
         connection = self.members.get(sid)

@@ -261,11 +261,10 @@ class ControlCenter:
                 ip=connection.ip,
             )
 
-        async def tell_everyone() -> Ack:
+        async def tell_everyone() -> None:
             # After the lock: ending takes every socket, this one too, out of the session.
             if newly_ended:
                 await self._hub.session_ended(session)
-            return {}
 
         return AfterLock(tell_everyone())
 
