@@ -6,6 +6,7 @@ import re
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 
@@ -108,10 +109,21 @@ def refuse_nul(encoded_json: str | bytes) -> None:
 
 def contains_nul(value: Any) -> bool:
     """Whether any string (key or value) inside a decoded JSON value holds a NUL."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError:
+        return _walk_for_nul(value)
+    # JSON text escapes a NUL as \u0000. Encoding in C and searching the bytes is
+    # far cheaper than walking a stroke's points in Python; the rare hit (an
+    # escaped backslash before "u0000" matches too) is confirmed by the walk.
+    return b"\\u0000" in encoded and _walk_for_nul(value)
+
+
+def _walk_for_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+        return any(_walk_for_nul(k) or _walk_for_nul(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(contains_nul(v) for v in value)
+        return any(_walk_for_nul(v) for v in value)
     return False
