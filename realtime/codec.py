@@ -1,10 +1,11 @@
 """JSON for the wire and the database: orjson, with the standard library behind it.
 
 orjson encodes and decodes several times faster than ``json``; the hub
-spends a good part of each patch there (see ``docs/benchmarks.md``). It
-refuses a few inputs the standard library takes (integers beyond 64 bits,
-``NaN``), so those fall back to ``json`` and the hub behaves exactly as it did
-with ``json`` alone: nothing a client could send before is now dropped.
+spends a good part of each patch there (see ``docs/benchmarks.md``). What
+orjson refuses falls back to ``json``, so nothing a client could send before
+is dropped now: ``NaN`` and ``Infinity`` on input, integers beyond 64 bits on
+output. One difference remains, settled in ``docs/protocol.md``: orjson
+reads an integer beyond 64 bits as a float, as JavaScript reads every number.
 
 ``CODEC`` has the ``dumps``/``loads`` signature python-socketio and
 python-engineio expect of their ``json`` module.
