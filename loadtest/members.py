@@ -12,9 +12,18 @@ from typing import Any
 
 import aiohttp
 
-from loadtest.wire import WireClient
+from loadtest.wire import ConnectRefused, ProtocolError, WireClient
 
 JOIN_TIMEOUT_S = 60.0
+# What a connect-and-join can fail with; scenarios count these by type.
+JOIN_FAILURES = (
+    ConnectRefused,
+    ProtocolError,
+    OSError,
+    RuntimeError,
+    TimeoutError,
+    aiohttp.ClientError,
+)
 
 
 class Tally:
