@@ -82,6 +82,7 @@ class TargetProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     _log: IO[bytes] = field(repr=False)
+    exit_code: int | None = None
 
     @property
     def pid(self) -> int:
@@ -120,11 +121,12 @@ class TargetProcess:
             time.sleep(POLL_INTERVAL_S)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM, then wait; the exit code, or None if it had to be killed."""
+        """SIGTERM, then wait; the exit code (also ``exit_code``), or None if it was killed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout=timeout)
+            self.exit_code = self.process.wait(timeout=timeout)
+            return self.exit_code
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

@@ -104,8 +104,10 @@ class Window:
         }  # fmt: skip
 
 
-def _common(spec: TargetSpec, workers: int) -> dict[str, Any]:
-    return {"target": spec.label, "kind": spec.kind, "root": str(spec.root), "workers": workers}
+def _common(spec: TargetSpec, target: TargetProcess, workers: int) -> dict[str, Any]:
+    # exit_code None: the target outlived SIGTERM by STOP_TIMEOUT_S and was killed.
+    return {"target": spec.label, "kind": spec.kind, "root": str(spec.root), "workers": workers,
+            "exit_code": target.exit_code}  # fmt: skip
 
 
 def _generator(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -144,7 +146,7 @@ def run_relay(
     while len(per_s) > args.seconds and not per_s[-1]:
         per_s.pop()  # the drain's empty seconds
     summary = {
-        **_common(spec, len(configs)),
+        **_common(spec, target, len(configs)),
         "sessions": args.sessions,
         "students_per_session": args.students,
         "rate_hz": args.rate,
@@ -207,7 +209,7 @@ def run_connections(
     joined = sum(r["joined"] for r in results)
     grown_mib = measured["hub_rss_mib"]["end"] - measured["hub_rss_mib"]["start"]
     return {
-        **_common(spec, len(configs)),
+        **_common(spec, target, len(configs)),
         "sessions": sessions,
         "students": sessions * args.per_session,
         "tutors": sessions,
@@ -256,7 +258,7 @@ def run_storm(
     counts = ("clients", "recovered", "sent", "acked", "final_seqs", "missed", "acked_missing",
               "tail_missing")  # fmt: skip
     return {
-        **_common(spec, len(configs)),
+        **_common(spec, target, len(configs)),
         "sessions": sessions,
         "students": sessions * args.per_session,
         "rate_hz": args.rate,
