@@ -8,6 +8,7 @@ generator's.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import secrets
 import signal
@@ -27,6 +28,8 @@ STOP_TIMEOUT_S = 15.0
 POLL_INTERVAL_S = 0.05
 LOG_TAIL_CHARS = 3000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The last line of a traceback: "sqlalchemy.exc.OperationalError: ...".
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Timeout)\b")
 
 # The hub under benchmark: rate limits out of the way, quiet logs.
 HUB_BENCH_ENV = {
@@ -96,6 +99,12 @@ class TargetProcess:
 
     def peak_rss_mib(self) -> float:
         return status_kib(self.pid, "VmHWM") / 1024
+
+    def log_problems(self, limit: int = 10) -> list[str]:
+        """The first lines of the log that report an error, or name an exception raised."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        found = [line for line in lines if " ERROR " in line or EXCEPTION_LINE.match(line)]
+        return [line[:300] for line in found[:limit]]
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]

@@ -107,7 +107,7 @@ class Window:
 def _common(spec: TargetSpec, target: TargetProcess, workers: int) -> dict[str, Any]:
     # exit_code None: the target outlived SIGTERM by STOP_TIMEOUT_S and was killed.
     return {"target": spec.label, "kind": spec.kind, "root": str(spec.root), "workers": workers,
-            "exit_code": target.exit_code}  # fmt: skip
+            "exit_code": target.exit_code, "log_problems": target.log_problems()}  # fmt: skip
 
 
 def _generator(results: list[dict[str, Any]]) -> dict[str, Any]:
