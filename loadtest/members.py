@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from loadtest.wire import ConnectRefused, ProtocolError, WireClient
+from loadtest.wire import ConnectRefused, Handler, ProtocolError, WireClient
 
 JOIN_TIMEOUT_S = 60.0
 # What a connect-and-join can fail with; scenarios count these by type.
@@ -52,12 +52,17 @@ async def connect_joined(
     session_id: str,
     since: dict[str, int] | None = None,
     client: WireClient | None = None,
+    handlers: dict[str, Handler] | None = None,
 ) -> tuple[WireClient, dict[str, Any]]:
     """Connect (a new client, or ``client`` again) and join; the client and the join ack.
 
+    ``handlers`` are registered before connecting: an event relayed right
+    after the join ack is dispatched before this coroutine resumes.
     Raises ``RuntimeError`` when the join is refused.
     """
     client = client or WireClient(http, url)
+    for event, handler in (handlers or {}).items():
+        client.on(event, handler)
     async with asyncio.timeout(JOIN_TIMEOUT_S):
         await client.connect(token)
         payload: dict[str, Any] = {"session_id": session_id}

@@ -148,9 +148,9 @@ class StormWorker:
         assert self._http is not None
         token = self.tokens(member.user_id, member.role)
         client, ack = await connect_joined(
-            self._http, self.config.url, token, member.plan.session_id, since, client
-        )
-        client.on("canvas:patches", member.on_patches)
+            self._http, self.config.url, token, member.plan.session_id, since, client,
+            handlers={"canvas:patches": member.on_patches},
+        )  # fmt: skip
         member.client = client
         return ack
 
