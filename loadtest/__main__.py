@@ -43,7 +43,7 @@ CONNECTIONS_COLUMNS = [
 ]  # fmt: skip
 STORM_COLUMNS = [
     "target", "clients", "dropped_total", "recovered", "recovery_s", "join_answers", "sent",
-    "acked", "missed", "acked_missing", "hub_cpu_s", "generator_cpu_s",
+    "acked", "failed", "missed", "acked_missing", "hub_cpu_s", "generator_cpu_s",
 ]  # fmt: skip
 
 

@@ -256,7 +256,7 @@ def run_storm(
     recovery = [x for r in results for x in r["recovery_s"]]
     dropped = _sum_counts([r["dropped"] for r in results])
     counts = ("clients", "recovered", "sent", "acked", "final_seqs", "missed", "acked_missing",
-              "tail_missing")  # fmt: skip
+              "tail_missing", "unverified_canvases")  # fmt: skip
     return {
         **_common(spec, target, len(configs)),
         "sessions": sessions,

@@ -219,8 +219,11 @@ class StormWorker:
 
     async def _verify(self) -> dict[str, Any]:
         acked = {(m.plan.session_id, m.user_id): m.acked for m in self.members if m.acked}
-        missed = acked_missing = tail = final_total = 0
+        missed = acked_missing = tail = final_total = unverified = 0
         for tutor in (m for m in self.members if m.role is Role.TUTOR):
+            if not tutor.client.connected:  # its re-join failed (counted in "failed")
+                unverified += len(tutor.plan.student_ids)
+                continue
             for student in tutor.plan.student_ids:
                 held = tutor.held.setdefault(student, set())
                 final, late = await self._final_seq(tutor, student, max(held, default=0))
@@ -239,6 +242,7 @@ class StormWorker:
             "missed": missed,
             "acked_missing": acked_missing,
             "tail_missing": tail,
+            "unverified_canvases": unverified,
             "errors": self.tally.error_summary(),
         }
 
