@@ -1,0 +1,162 @@
+"""``python -m loadtest <mode>``: load the hub (and a bare baseline relay) and report.
+
+Modes (each target runs alone, in a fresh process, one after another):
+
+    relay        S sessions of a tutor and K students; students draw at R patches/s
+                 with pings, progress and help requests mixed in; tutors annotate.
+                 Latency, loss, order, hub CPU per delivered patch; hub/baseline ratios.
+    connections  N idle joined students (sessions of K, plus their tutors);
+                 the target's RSS before and after, per connection.
+    storm        N students (sessions of K, plus tutors) drawing slowly all drop
+                 at once and re-join with ``since``; recovery time, missed patches.
+
+    python -m loadtest relay --sessions 50 --students 5 --rate 10 --seconds 20 \\
+        --target hub --target baseline --plot relay.png --json relay.json
+    python -m loadtest connections --connections 5000
+    python -m loadtest storm --students 1000
+
+The JSON summary goes to stdout (and ``--json FILE``), a readable table to
+stderr; ``--record`` appends the table to ``docs/benchmarks.md``. Every loop is
+bounded; all traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from loadtest import report
+from loadtest.procs import ROOT, raise_nofile_limit
+from loadtest.runner import run_connections, run_relay, run_storm, target_specs
+from loadtest.storm import DROP_KINDS
+
+MAX_SECONDS = 300.0
+MAX_CLIENTS = 20_000
+CONNECTIONS_COLUMNS = [
+    "target", "clients", "joined", "connect_s", "hub_rss_mib_before", "hub_rss_mib_after",
+    "hub_rss_kib_per_connection", "hub_cpu_s", "generator_cpu_s",
+]  # fmt: skip
+STORM_COLUMNS = [
+    "target", "clients", "dropped_total", "recovered", "recovery_s", "join_answers", "sent",
+    "acked", "failed", "missed", "acked_missing", "hub_cpu_s", "generator_cpu_s",
+]  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest", description=__doc__.split("\n\n")[0]
+    )
+    modes = parser.add_subparsers(dest="mode", required=True)
+    relay = modes.add_parser("relay", help="the relay mix; hub against baseline")
+    relay.add_argument("--sessions", type=int, default=20)
+    relay.add_argument("--students", type=int, default=5, help="students per session")
+    relay.add_argument("--rate", type=float, default=10.0, help="patches per student per second")
+    relay.add_argument("--seconds", type=float, default=10.0, help=f"at most {MAX_SECONDS:g}")
+    relay.add_argument("--target", choices=("hub", "baseline"), action="append")
+    relay.add_argument("--plot", type=Path, help="PNG: latency CDF and throughput per target")
+    conns = modes.add_parser("connections", help="idle joined connections; RSS per connection")
+    conns.add_argument("--connections", type=int, default=1000, help="student connections")
+    conns.add_argument("--per-session", type=int, default=5, help="students per session")
+    conns.add_argument("--target", choices=("hub", "baseline"), action="append")
+    storm = modes.add_parser("storm", help="everyone drops at once and re-joins with since")
+    storm.add_argument("--students", type=int, default=1000)
+    storm.add_argument("--per-session", type=int, default=5, help="students per session")
+    storm.add_argument("--rate", type=float, default=0.2, help="patches per student per second")
+    storm.add_argument("--drop-after", type=float, default=3.0, help="seconds of drawing first")
+    storm.add_argument("--drop", choices=DROP_KINDS, default="all", help="who is dropped")
+    for mode in (relay, conns, storm):
+        _common_options(mode)
+    args = parser.parse_args(argv)
+    _check(parser, args)
+    return args
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                        help="generator processes (whole sessions each)")  # fmt: skip
+    parser.add_argument("--root", type=Path, action="append",
+                        help="checkout to run the hub from (repeat for before/after)")  # fmt: skip
+    parser.add_argument("--hub-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra HUB_* setting for the hub (repeatable)")  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write the JSON summary here")
+    parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if getattr(args, "seconds", 1.0) <= 0 or getattr(args, "seconds", 1.0) > MAX_SECONDS:
+        parser.error(f"--seconds must be in (0, {MAX_SECONDS:g}]")
+    if getattr(args, "rate", 1.0) <= 0:
+        parser.error("--rate must be above 0")
+    clients = getattr(args, "connections", 0) or getattr(args, "students", 0)
+    if args.mode == "relay":
+        clients = args.sessions * (args.students + 1)
+    if not 0 < clients <= MAX_CLIENTS:
+        parser.error(f"expected 1 to {MAX_CLIENTS} clients, got {clients}")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    for item in args.hub_env:
+        if "=" not in item or not item.startswith("HUB_"):
+            parser.error(f"--hub-env expects HUB_KEY=VALUE, got {item!r}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the mode; the JSON summary (also printed)."""
+    args = parse_args(argv)
+    raise_nofile_limit()
+    hub_env = dict(item.split("=", 1) for item in args.hub_env)
+    roots = [r.resolve() for r in args.root or [ROOT]]
+    kinds = getattr(args, "target", None) or ["hub"]
+    specs = target_specs(kinds if args.mode != "storm" else ["hub"], roots)
+    out: dict[str, Any] = {"mode": args.mode, "cpu_count": os.cpu_count(), "runs": []}
+    raw = []
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
+        for spec in specs:
+            workdir = Path(tmp) / f"run-{len(out['runs'])}"
+            workdir.mkdir()
+            if args.mode == "relay":
+                summary, samples = run_relay(spec, args, workdir, hub_env)
+                raw.append(samples)
+            elif args.mode == "connections":
+                summary = run_connections(spec, args, workdir, hub_env)
+            else:
+                summary = run_storm(spec, args, workdir, hub_env)
+            out["runs"].append(summary)
+    _report(args, out, raw)
+    return out
+
+
+def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, Any]]) -> None:
+    table = _table(args.mode, out["runs"])
+    if args.mode == "relay":
+        out["ratios"] = report.relay_ratios(out["runs"])
+        table += "\n\n" + report.ratio_lines(out["ratios"])
+        if args.plot:
+            report.plot(args.plot, raw)
+    text = json.dumps(out, indent=2)
+    print(text)
+    print(table, file=sys.stderr)
+    if args.json:
+        args.json.write_text(text + "\n")
+    if args.record:
+        report.record(f"`loadtest {args.mode}`", table)
+
+
+def _table(mode: str, runs: list[dict[str, Any]]) -> str:
+    if mode == "relay":
+        return report.relay_table(runs)
+    if mode == "connections":
+        keys = CONNECTIONS_COLUMNS
+    else:
+        keys = STORM_COLUMNS
+    rows = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    rows += ["| " + " | ".join(str(run.get(k)) for k in keys) + " |" for run in runs]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

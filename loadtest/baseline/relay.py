@@ -1,0 +1,124 @@
+"""The floor for the relay load: a bare python-socketio relay speaking the hub's events.
+
+Same server stack as the hub (python-socketio ``AsyncServer`` on aiohttp, stock
+JSON), none of the hub's work: a connect takes any token and reads its claims
+without verifying them; ``session:join`` puts a tutor in the session's staff
+room and a student in their own room; ``canvas:patch`` takes the next seq of an
+in-memory counter per canvas, is acked at once and relayed at once, one
+``canvas:patches`` per patch (no coalescing, no validation, no storage); a
+tutor's annotation goes to that student's room. ``presence:ping``,
+``exercise:progress``, ``help:request`` and ``help:update`` are acked
+``{ok: true}`` and change nothing. There is no REST: the generator uses made-up
+session ids against it. The difference between the hub's cost and this one's
+is what the hub's features cost.
+
+    python -m loadtest.baseline.relay --port P
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from typing import Any
+
+import jwt
+import socketio
+from aiohttp import web
+
+Ack = dict[str, Any]
+
+
+class BaselineRelay:
+    """Rooms and per-canvas seqs in memory; every handler is a few dict operations."""
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self.sio = sio
+        self.users: dict[str, tuple[str, str]] = {}
+        self.seqs: dict[tuple[str, str], int] = {}
+        self.help_ids = itertools.count(1)
+        sio.on("connect", self.connect)
+        sio.on("disconnect", self.disconnect)
+        sio.on("session:join", self.join)
+        sio.on("canvas:patch", self.patch)
+        for event in ("presence:ping", "exercise:progress", "help:update"):
+            sio.on(event, self.ok)
+        sio.on("help:request", self.help_request)
+
+    async def connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            claims = jwt.decode(token or "", options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            message = f"expected a JWT: {exc}"
+            raise socketio.exceptions.ConnectionRefusedError(
+                message, {"code": "UNAUTHORIZED", "message": message}
+            ) from None
+        self.users[sid] = (str(claims.get("sub")), str(claims.get("role")))
+
+    async def disconnect(self, sid: str, *args: Any) -> None:
+        self.users.pop(sid, None)
+
+    async def join(self, sid: str, data: dict[str, Any]) -> Ack:
+        user, role = self.users[sid]
+        session_id = data["session_id"]
+        room = staff_room(session_id) if role == "TUTOR" else student_room(session_id, user)
+        await self.sio.enter_room(sid, room)
+        you = {"user_id": user, "role": role}
+        return {"ok": True, "you": you, "session": {"id": session_id}, "students": [],
+                "canvases": {}, "help": [], "timers": []}  # fmt: skip
+
+    async def patch(self, sid: str, data: dict[str, Any]) -> Ack:
+        user, role = self.users[sid]
+        session_id = data["session_id"]
+        tutor = role == "TUTOR"
+        student = data["student_id"] if tutor else user
+        seq = self.seqs.get((session_id, student), 0) + 1
+        self.seqs[(session_id, student)] = seq
+        item = {"student_id": student, "seq": seq, "author": "tutor" if tutor else "student",
+                "ops": data["ops"]}  # fmt: skip
+        room = student_room(session_id, student) if tutor else staff_room(session_id)
+        await self.sio.emit(
+            "canvas:patches", {"session_id": session_id, "items": [item]}, room=room
+        )
+        ack: Ack = {"ok": True, "seq": seq}
+        if "client_ref" in data:
+            ack["client_ref"] = data["client_ref"]
+        return ack
+
+    async def ok(self, sid: str, data: Any) -> Ack:
+        return {"ok": True}
+
+    async def help_request(self, sid: str, data: Any) -> Ack:
+        return {"ok": True, "help_request": {"id": f"h{next(self.help_ids)}", "status": "OPEN"}}
+
+
+def staff_room(session_id: str) -> str:
+    return f"s:{session_id}:staff"
+
+
+def student_room(session_id: str, student_id: str) -> str:
+    return f"s:{session_id}:u:{student_id}"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def build_app() -> web.Application:
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+    app = web.Application()
+    sio.attach(app)
+    BaselineRelay(sio)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    web.run_app(build_app(), host="127.0.0.1", port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Target processes under load: the hub or the baseline relay, each on a free loopback port.
+
+Also what ``/proc`` says about a process (CPU seconds, resident memory), and
+this process's own CPU, so a report can tell the hub's cost from the
+generator's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+POLL_INTERVAL_S = 0.05
+LOG_TAIL_CHARS = 3000
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The last line of a traceback: "sqlalchemy.exc.OperationalError: ...".
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Timeout)\b")
+
+# The hub under benchmark: rate limits out of the way, quiet logs.
+HUB_BENCH_ENV = {
+    "HUB_SOCKET_EVENTS_PER_S": "1000",
+    "HUB_REST_REQUESTS_PER_S": "100000",
+    "HUB_REST_REQUEST_BURST": "100000",
+    "HUB_LOG_LEVEL": "WARNING",
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process (``/proc/<pid>/stat`` utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A ``kB`` field of ``/proc/<pid>/status``, such as ``VmRSS`` or ``VmHWM``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise ValueError(f"expected {key} in /proc/{pid}/status")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft open-files limit to the hard one (children inherit it); the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class TargetProcess:
+    """A server under load (``kind`` ``hub`` or ``baseline``) in a subprocess logging to a file."""
+
+    kind: str
+    label: str
+    url: str
+    secret: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] = field(repr=False)
+    exit_code: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss_mib(self) -> float:
+        return status_kib(self.pid, "VmRSS") / 1024
+
+    def peak_rss_mib(self) -> float:
+        return status_kib(self.pid, "VmHWM") / 1024
+
+    def log_problems(self, limit: int = 10) -> list[str]:
+        """The first lines of the log that report an error, or name an exception raised."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        found = [line for line in lines if " ERROR " in line or EXCEPTION_LINE.match(line)]
+        return [line[:300] for line in found[:limit]]
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.label} exited with {self.process.returncode} while starting:\n"
+                    f"{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.label} did not answer /healthz within {timeout} s:\n{self.log_tail()}"
+                )
+            time.sleep(POLL_INTERVAL_S)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM, then wait; the exit code (also ``exit_code``), or None if it was killed."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.exit_code = self.process.wait(timeout=timeout)
+            return self.exit_code
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
+        finally:
+            self._log.close()
+
+
+def _spawn(
+    kind: str, label: str, argv: list[str], env: dict[str, str], cwd: Path, workdir: Path
+) -> TargetProcess:
+    port = free_port()
+    log_path = workdir / f"{label}.log"
+    log = log_path.open("ab")
+    try:
+        process = subprocess.Popen(
+            [*argv, "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    except BaseException:
+        log.close()
+        raise
+    target = TargetProcess(
+        kind=kind,
+        label=label,
+        url=f"http://127.0.0.1:{port}",
+        secret=env.get("HUB_JWT_SECRET", ""),
+        process=process,
+        log_path=log_path,
+        _log=log,
+    )
+    try:
+        target.wait_healthy()
+    except BaseException:
+        target.stop()
+        raise
+    return target
+
+
+def start_hub(
+    workdir: Path, *, root: Path = ROOT, extra_env: dict[str, str] | None = None, label: str = "hub"
+) -> TargetProcess:
+    """``python -m realtime serve`` from checkout ``root``, a fresh SQLite file in ``workdir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env.update(HUB_BENCH_ENV)
+    env.update(
+        HUB_DATABASE_URL=f"sqlite+aiosqlite:///{workdir}/{label}.db",
+        HUB_JWT_SECRET=f"bench-{secrets.token_hex(16)}",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra_env or {})
+    argv = [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1"]
+    return _spawn("hub", label, argv, env, root, workdir)
+
+
+def start_baseline(workdir: Path, *, label: str = "baseline") -> TargetProcess:
+    """``python -m loadtest.baseline.relay``: the bare python-socketio relay."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # Any secret will do: the baseline reads the claims without verifying them.
+    env["HUB_JWT_SECRET"] = f"baseline-{secrets.token_hex(16)}"
+    argv = [sys.executable, "-m", "loadtest.baseline.relay"]
+    return _spawn("baseline", label, argv, env, ROOT, workdir)

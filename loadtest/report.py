@@ -1,0 +1,119 @@
+"""Figures out of raw samples: percentiles, hub-against-baseline ratios, the plot, the record.
+
+The JSON summary keeps percentiles, not samples; the plot (``--plot``) shows
+each target's latency CDF and delivered patches per second; ``--record``
+appends the run to ``docs/benchmarks.md`` with the exact command, the date and
+the machine's CPU count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50/p95/p99/max (nearest rank), rounded to 0.1; None without samples."""
+    if not values:
+        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 1)
+
+    return {"n": len(ordered), "p50": rank(0.5), "p95": rank(0.95), "p99": rank(0.99),
+            "max": round(ordered[-1], 1)}  # fmt: skip
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def relay_ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each hub run against the baseline (and against the first hub run, for before/after)."""
+    hubs = [s for s in summaries if s["kind"] == "hub"]
+    refs = [s for s in summaries if s["kind"] == "baseline"] + hubs[:1]
+    out = []
+    for hub in hubs:
+        for ref in refs:
+            if ref is hub:
+                continue
+            out.append({
+                "pair": f"{hub['target']} / {ref['target']}",
+                "patches_per_hub_cpu_s": ratio(
+                    hub["patches_per_hub_cpu_s"], ref["patches_per_hub_cpu_s"]
+                ),
+                "latency_p50": ratio(hub["latency_ms"]["p50"], ref["latency_ms"]["p50"]),
+                "latency_p99": ratio(hub["latency_ms"]["p99"], ref["latency_ms"]["p99"]),
+            })  # fmt: skip
+    return out
+
+
+def relay_table(summaries: list[dict[str, Any]]) -> str:
+    """A markdown table of the relay figures, one row per target."""
+    head = ("| target | sent | acked | delivered | lost | dup | ooo | hub CPU s | gen CPU s "
+            "| patches/hub CPU s | p50 ms | p99 ms | max ms | ack p50 ms |")  # fmt: skip
+    rows = [head, "|" + "---|" * 14]
+    for s in summaries:
+        lat, ack = s["latency_ms"], s["ack_latency_ms"]
+        rows.append(
+            f"| {s['target']} | {s['sent']} | {s['acked']} | {s['delivered']} | {s['lost']} "
+            f"| {s['duplicated']} | {s['out_of_order']} | {s['hub_cpu_s']} "
+            f"| {s['generator_cpu_s']} | {s['patches_per_hub_cpu_s']} | {lat['p50']} "
+            f"| {lat['p99']} | {lat['max']} | {ack['p50']} |"
+        )
+    return "\n".join(rows)
+
+
+def ratio_lines(ratios: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{r['pair']}: patches per hub CPU-second x{r['patches_per_hub_cpu_s']}, "
+        f"latency p50 x{r['latency_p50']}, p99 x{r['latency_p99']}"
+        for r in ratios
+    )
+
+
+def plot(path: Path, runs: list[dict[str, Any]]) -> None:
+    """Latency CDF and delivered patches per second, one line per target.
+
+    ``runs``: ``{"target", "latency_ms": [...], "delivered_per_s": [...]}``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (cdf, rate) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run in runs:
+        ordered = sorted(run["latency_ms"])
+        if ordered:
+            ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
+            cdf.plot(ordered, ys, label=run["target"])
+        rate.plot(range(len(run["delivered_per_s"])), run["delivered_per_s"], label=run["target"])
+    cdf.set_xscale("log")
+    cdf.set(title="Student-to-tutor latency (CDF)", xlabel="ms", ylabel="fraction of patches")
+    rate.set(title="Patches delivered to tutors", xlabel="s since start", ylabel="patches / s")
+    for ax in (cdf, rate):
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def record(title: str, body: str, path: Path = BENCHMARKS) -> None:
+    """Append a section to the benchmarks document: the exact command, date, CPU count."""
+    command = "python -m loadtest " + shlex.join(sys.argv[1:])
+    today = dt.date.today().isoformat()
+    with path.open("a") as doc:
+        doc.write(
+            f"\n### {title}\n\n`{command}`\n({today}, os.cpu_count() = {os.cpu_count()})\n\n"
+            f"{body}\n"
+        )

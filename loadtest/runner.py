@@ -1,0 +1,276 @@
+"""One mode against one target: start it fresh, set it up, drive the workers, read ``/proc``.
+
+Each run starts its own target process (a fresh SQLite file in a temporary
+directory for the hub) and stops it afterwards, so targets never overlap.
+The target's CPU seconds are read at the common start instant and when the
+last worker has reported; its RSS at the start, the end and as the peak
+(``VmHWM``); the generator's CPU is the sum over its workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loadtest.connections import ConnectionsConfig, IdleWorker
+from loadtest.members import merge_errors
+from loadtest.procs import ROOT, TargetProcess, start_baseline, start_hub
+from loadtest.report import percentiles
+from loadtest.scenario import RelayConfig, RelayWorker
+from loadtest.sessions import SessionPlan, create_sessions, generated_sessions
+from loadtest.storm import StormConfig, StormWorker
+from loadtest.workers import WorkerPool, split
+
+START_DELAY_S = 0.5
+SETTLE_S = 2.0
+SLACK_S = 120.0
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    kind: str
+    root: Path
+    label: str
+
+
+def target_specs(kinds: list[str], roots: list[Path]) -> list[TargetSpec]:
+    """The runs, in order: one hub per checkout in ``roots``, and the baseline."""
+    specs = []
+    for kind in kinds:
+        if kind == "baseline":
+            specs.append(TargetSpec("baseline", ROOT, "baseline"))
+            continue
+        for root in roots:
+            label = "hub" if len(roots) == 1 else f"hub@{root}"
+            specs.append(TargetSpec("hub", root, label))
+    return specs
+
+
+@contextmanager
+def started(spec: TargetSpec, workdir: Path, hub_env: dict[str, str]) -> Iterator[TargetProcess]:
+    label = spec.label.replace("/", "_")
+    if spec.kind == "hub":
+        target = start_hub(workdir, root=spec.root, extra_env=hub_env, label=label)
+    else:
+        target = start_baseline(workdir, label=label)
+    try:
+        yield target
+    finally:
+        target.stop()
+
+
+def plans_for(target: TargetProcess, sessions: int, students: int) -> list[SessionPlan]:
+    if target.kind == "hub":
+        return asyncio.run(create_sessions(target.url, target.secret, sessions, students))
+    return generated_sessions(sessions, students)
+
+
+@dataclass
+class Window:
+    """The target's CPU and memory over a measured window."""
+
+    target: TargetProcess
+    start_at: float = 0.0
+    cpu_start: float = 0.0
+    rss_start: float = 0.0
+    rss_peak: float = 0.0
+
+    def begin(self, start_at: float) -> None:
+        time.sleep(max(0.0, start_at - time.perf_counter()))
+        self.start_at = start_at
+        self.cpu_start = self.target.cpu_seconds()
+        self.rss_start = self.rss_peak = self.target.rss_mib()
+
+    def tick(self) -> None:
+        self.rss_peak = max(self.rss_peak, self.target.rss_mib())
+
+    def end(self) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.start_at
+        cpu = self.target.cpu_seconds() - self.cpu_start
+        return {
+            "window_s": round(seconds, 2),
+            "hub_cpu_s": round(cpu, 2),
+            "hub_cpu_share": round(cpu / seconds, 2) if seconds else None,
+            "hub_rss_mib": {"start": round(self.rss_start, 1),
+                            "end": round(self.target.rss_mib(), 1),
+                            "peak": round(max(self.rss_peak, self.target.rss_mib()), 1)},
+        }  # fmt: skip
+
+
+def _common(spec: TargetSpec, target: TargetProcess, workers: int) -> dict[str, Any]:
+    # exit_code None: the target outlived SIGTERM by STOP_TIMEOUT_S and was killed.
+    return {"target": spec.label, "kind": spec.kind, "root": str(spec.root), "workers": workers,
+            "exit_code": target.exit_code, "log_problems": target.log_problems()}  # fmt: skip
+
+
+def _generator(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "generator_cpu_s": round(sum(r["cpu_s"] for r in results), 2),
+        "generator_cpu_s_per_worker": [round(r["cpu_s"], 2) for r in results],
+    }
+
+
+def run_relay(
+    spec: TargetSpec, args: argparse.Namespace, workdir: Path, hub_env: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The relay mix; the summary, and the raw samples the plot needs."""
+    with started(spec, workdir, hub_env) as target:
+        began = time.perf_counter()
+        plans = plans_for(target, args.sessions, args.students)
+        setup_s = time.perf_counter() - began
+        configs = [
+            RelayConfig(target.url, target.secret, tuple(part), args.rate, args.seconds)
+            for part in split(plans, args.workers)
+        ]
+        with WorkerPool(RelayWorker, configs) as pool:
+            pool.ready()
+            window = Window(target)
+            start_at = time.perf_counter() + START_DELAY_S
+            pool.go(start_at)
+            window.begin(start_at)
+            results = pool.done(args.seconds + SLACK_S, window.tick)
+            measured = window.end()
+
+    def total(key: str) -> int:
+        return sum(int(r[key]) for r in results)
+
+    latencies = [x for r in results for x in r["latency_ms"]]
+    per_s = [sum(col) for col in zip(*(r["delivered_per_s"] for r in results), strict=True)]
+    while len(per_s) > args.seconds and not per_s[-1]:
+        per_s.pop()  # the drain's empty seconds
+    summary = {
+        **_common(spec, target, len(configs)),
+        "sessions": args.sessions,
+        "students_per_session": args.students,
+        "rate_hz": args.rate,
+        "seconds": args.seconds,
+        "setup_s": round(setup_s, 2),
+        **{k: total(k) for k in RELAY_COUNTS},
+        "patches_per_hub_cpu_s": round(total("delivered") / measured["hub_cpu_s"], 1)
+        if measured["hub_cpu_s"]
+        else None,
+        "latency_ms": percentiles(latencies),
+        "ack_latency_ms": percentiles([x for r in results for x in r["ack_ms"]]),
+        "delivered_per_s": per_s,
+        "events_ok": _sum_counts([r["events_ok"] for r in results]),
+        "errors": merge_errors(results),
+        **measured,
+        **_generator(results),
+    }
+    return summary, {"target": spec.label, "latency_ms": latencies, "delivered_per_s": per_s}
+
+
+RELAY_COUNTS = (
+    "students", "tutors", "sent", "acked", "skipped", "delivered", "lost", "duplicated",
+    "out_of_order", "relay_events", "annotations_sent", "annotations_acked",
+    "annotations_delivered", "annotations_lost",
+)  # fmt: skip
+
+
+def _sum_counts(maps: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for counts in maps:
+        for key, n in counts.items():
+            out[key] = out.get(key, 0) + n
+    return out
+
+
+def run_connections(
+    spec: TargetSpec, args: argparse.Namespace, workdir: Path, hub_env: dict[str, str]
+) -> dict[str, Any]:
+    """Idle joined connections; the target's RSS before connecting and after."""
+    sessions = math.ceil(args.connections / args.per_session)
+    with started(spec, workdir, hub_env) as target:
+        began = time.perf_counter()
+        plans = plans_for(target, sessions, args.per_session)
+        setup_s = time.perf_counter() - began
+        configs = [
+            ConnectionsConfig(target.url, target.secret, tuple(part))
+            for part in split(plans, args.workers)
+        ]
+        with WorkerPool(IdleWorker, configs) as pool:
+            pool.ready()
+            time.sleep(SETTLE_S)
+            window = Window(target)
+            start_at = time.perf_counter() + START_DELAY_S
+            pool.go(start_at)
+            window.begin(start_at)
+            results = pool.done(SLACK_S * 5, window.tick)
+            connect_s = time.perf_counter() - start_at
+            time.sleep(SETTLE_S)
+            measured = window.end()
+    joined = sum(r["joined"] for r in results)
+    grown_mib = measured["hub_rss_mib"]["end"] - measured["hub_rss_mib"]["start"]
+    return {
+        **_common(spec, target, len(configs)),
+        "sessions": sessions,
+        "students": sessions * args.per_session,
+        "tutors": sessions,
+        "clients": sum(r["clients"] for r in results),
+        "joined": joined,
+        "failed": _sum_counts([r["failed"] for r in results]),
+        "setup_s": round(setup_s, 2),
+        "connect_s": round(connect_s, 2),
+        "join_ms": percentiles([x for r in results for x in r["join_ms"]]),
+        "hub_rss_mib_before": measured["hub_rss_mib"]["start"],
+        "hub_rss_mib_after": measured["hub_rss_mib"]["end"],
+        "hub_rss_kib_per_connection": round(grown_mib * 1024 / joined, 1) if joined else None,
+        "hub_cpu_s": measured["hub_cpu_s"],
+        **_generator(results),
+    }
+
+
+def run_storm(
+    spec: TargetSpec, args: argparse.Namespace, workdir: Path, hub_env: dict[str, str]
+) -> dict[str, Any]:
+    """Everyone drops and re-joins with ``since``; recovery time and missed patches."""
+    sessions = math.ceil(args.students / args.per_session)
+    with started(spec, workdir, hub_env) as target:
+        plans = plans_for(target, sessions, args.per_session)
+        configs = [
+            StormConfig(
+                target.url,
+                target.secret,
+                tuple(part),
+                rate=args.rate,
+                drop_after_s=args.drop_after,
+                drop=args.drop,
+            )
+            for part in split(plans, args.workers)
+        ]
+        with WorkerPool(StormWorker, configs) as pool:
+            pool.ready()
+            window = Window(target)
+            start_at = time.perf_counter() + START_DELAY_S
+            pool.go(start_at)
+            window.begin(start_at)
+            results = pool.done(SLACK_S * 3, window.tick)
+            measured = window.end()
+    recovery = [x for r in results for x in r["recovery_s"]]
+    dropped = _sum_counts([r["dropped"] for r in results])
+    counts = ("clients", "recovered", "sent", "acked", "final_seqs", "missed", "acked_missing",
+              "tail_missing", "unverified_canvases")  # fmt: skip
+    return {
+        **_common(spec, target, len(configs)),
+        "sessions": sessions,
+        "students": sessions * args.per_session,
+        "rate_hz": args.rate,
+        "drop": args.drop,
+        "dropped": dropped,
+        "dropped_total": sum(dropped.values()),
+        **{k: sum(r[k] for r in results) for k in counts},
+        "failed": _sum_counts([r["failed"] for r in results]),
+        "recovery_s": round(max(recovery), 2) if recovery else None,
+        "recovery_ms": percentiles([x * 1000 for x in recovery]),
+        "join_answers": _sum_counts([r["join_answers"] for r in results]),
+        "errors": merge_errors(results),
+        **measured,
+        **_generator(results),
+    }
