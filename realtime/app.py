@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -175,7 +176,10 @@ def build_app(
 
 
 async def _disconnect_clients(app: web.Application) -> None:
+    started = time.perf_counter()
+    clients = len(app[HUB].members)
     await app[HUB].shutdown()
+    log.info("stopping: %d clients told and disconnected in %.2f s", clients, _since(started))
 
 
 def _cors(origins: list[str]) -> str | list[str] | None:
@@ -198,8 +202,14 @@ async def _canvas_store(app: web.Application) -> AsyncIterator[None]:
     canvases = app[CANVASES]
     await canvases.store.start()
     yield
+    started = time.perf_counter()
     await canvases.store.close()
     await canvases.relay.close()
+    log.info("stopping: canvases stored in %.2f s", _since(started))
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
 
 
 async def _idle_watch(app: web.Application) -> AsyncIterator[None]:

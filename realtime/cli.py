@@ -67,7 +67,9 @@ def serve(args: argparse.Namespace) -> None:
         port=settings.port,
         print=None,
         access_log=None,
-        shutdown_timeout=10,
+        # After the clients were told and closed (at most CLOSE_WAIT_S), what is
+        # still open is a client that stopped reading: don't wait long for it.
+        shutdown_timeout=3,
         loop=new_event_loop(settings.event_loop),
     )
 

@@ -89,6 +89,8 @@ UNKNOWN_EVENT = "unknown"
 REMEMBERED_ENDINGS = 10_000
 # hub:closing code when the process stops: unlike TOKEN_EXPIRED, reconnecting helps.
 SHUTTING_DOWN = "SHUTTING_DOWN"
+# How long a stopping hub waits for its clients' transports to close.
+CLOSE_WAIT_S = 2.0
 # The longest a timer handle may be scheduled for; asyncio copes, but a token
 # valid for years is better re-checked now and then.
 MAX_EXPIRY_WAIT_S = 24 * 3600.0
@@ -230,7 +232,12 @@ class LiveHub:
         # Close the Engine.IO transports too: a Socket.IO-level disconnect leaves
         # the websocket open until the web server's shutdown timeout.
         if self.sio.eio.sockets:
-            await self.sio.eio.disconnect()
+            try:
+                await asyncio.wait_for(self.sio.eio.disconnect(), CLOSE_WAIT_S)
+            except TimeoutError:
+                # A client that stopped reading never takes its close packet; the web
+                # server drops what is left when its own shutdown timeout runs out.
+                log.warning("transports did not finish closing within %.0f s", CLOSE_WAIT_S)
         await self.sio.shutdown()
 
     # -- dispatch ------------------------------------------------------------
