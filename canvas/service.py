@@ -7,7 +7,6 @@ import asyncio
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from canvas.document import Author, parse_ops
 from canvas.relay import CanvasRelay
@@ -51,11 +50,10 @@ class CanvasService:
         hub: LiveHub,
         store: DatabaseCanvasStore,
         relay: CanvasRelay,
-        db: async_sessionmaker[AsyncSession],
     ) -> None:
         self.store = store
         self.relay = relay
-        self._db = db
+        self._reads = hub.reads
         self._hub = hub
         hub.on("canvas:patch", CanvasPatch, self._patch)
         hub.on("canvas:sync", CanvasSync, self._sync)
@@ -105,7 +103,7 @@ class CanvasService:
         await self._require_enrolled(joined, student_id)
 
     async def _require_enrolled(self, joined: Joined, student_id: str) -> None:
-        async with self._db() as db:
+        async with self._reads() as db:
             enrolled = await EnrollmentRepository(db).get(joined.session_id, student_id)
         if enrolled is None:
             raise HubError(

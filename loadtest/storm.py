@@ -34,6 +34,9 @@ from realtime.identity import Role
 
 DROP_KINDS = ("all", "students", "tutors")
 SETTLE_POLL_S = 0.05
+# The hub relays a patch up to its flush interval (0.02 s by default) after the ack:
+# wait this long after the last ack before reading what the tutors hold.
+RELAY_SETTLE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -214,8 +217,9 @@ class StormWorker:
     async def _drain(self, students: list[Member]) -> None:
         for _ in range(math.ceil(self.config.drain_s / SETTLE_POLL_S)):
             if not any(m.in_flight for m in students):
-                return
+                break
             await asyncio.sleep(SETTLE_POLL_S)
+        await asyncio.sleep(RELAY_SETTLE_S)
 
     async def _verify(self) -> dict[str, Any]:
         acked = {(m.plan.session_id, m.user_id): m.acked for m in self.members if m.acked}

@@ -13,6 +13,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from realtime import codec
 
+# Execution option of read-only sessions.
+READ_ONLY = "hub_read_only"
+
 
 def create_engine(url: str, *, echo: bool = False, schema: str | None = None) -> AsyncEngine:
     """An async engine for ``url``.
@@ -60,6 +63,13 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reads only. On SQLite they do not take the write lock, so a
+    reconnect storm's joins read side by side (WAL) instead of queueing behind
+    every writer; a write in one of them fails rather than waiting its turn."""
+    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Raise if the database does not answer."""
     async with engine.connect() as conn:
@@ -69,6 +79,10 @@ async def ping(engine: AsyncEngine) -> None:
 def _sqlite_begin_immediate(conn: Connection) -> None:
     # SQLite has one writer. A deferred transaction that read before another
     # writer committed cannot upgrade to a write (SQLITE_BUSY_SNAPSHOT, no
-    # retry helps), so every transaction takes the write lock up front and
-    # waits its turn under busy_timeout instead.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # retry helps), so every transaction that may write takes the write lock up
+    # front and waits its turn under busy_timeout instead. Read-only sessions
+    # (see read_session_factory) read a snapshot without it.
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -15,7 +15,7 @@ from canvas.relay import CanvasRelay
 from canvas.service import CanvasService
 from canvas.store_database import DatabaseCanvasStore
 from persistence import migrate
-from persistence.db import create_engine, session_factory
+from persistence.db import create_engine, read_session_factory, session_factory
 from persistence.models import HelpPriority, utcnow
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
@@ -67,6 +67,7 @@ def build_app(
         settings.database_url, echo=settings.database_echo, schema=settings.database_schema
     )
     db = session_factory(engine)
+    reads = read_session_factory(engine)
 
     sio = HubServer(
         async_mode="aiohttp",
@@ -82,6 +83,7 @@ def build_app(
     hub = LiveHub(
         sio,
         db=db,
+        reads=reads,
         verifier=verifier,
         presence=presence if presence is not None else MemoryPresenceTracker(),
         metrics=metrics,
@@ -95,7 +97,7 @@ def build_app(
 
     relay = CanvasRelay(outbox, interval_s=settings.canvas_flush_interval_s, metrics=metrics)
     store = DatabaseCanvasStore(
-        db,
+        reads,
         engine,
         limits=CanvasLimits(
             max_ops_per_patch=settings.canvas_max_ops_per_patch,
@@ -110,7 +112,7 @@ def build_app(
         metrics=metrics,
         on_durable=relay.durable,
     )
-    canvases = CanvasService(hub, store, relay, db)
+    canvases = CanvasService(hub, store, relay)
     ControlCenter(hub, db)
     help_desk = HelpDesk(
         hub,

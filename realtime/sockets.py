@@ -114,6 +114,7 @@ class LiveHub:
         sio: socketio.AsyncServer,
         *,
         db: async_sessionmaker[AsyncSession],
+        reads: async_sessionmaker[AsyncSession] | None = None,
         verifier: TokenVerifier,
         presence: PresenceTracker,
         metrics: HubMetrics,
@@ -126,6 +127,8 @@ class LiveHub:
     ) -> None:
         self.sio = sio
         self._db = db
+        # Read-only sessions (on SQLite they skip the write lock); extensions use them too.
+        self.reads = reads or db
         self._verifier = verifier
         self._presence = presence
         self._metrics = metrics
@@ -338,7 +341,7 @@ class LiveHub:
     async def _join(self, connection: Connection, payload: SessionJoin) -> Ack:
         identity = connection.identity
         now = self.clock()
-        async with self._db.begin() as db:
+        async with self.reads() as db:
             session = visible_session(
                 identity, await SessionRepository(db).get(payload.session_id), payload.session_id
             )
@@ -347,13 +350,11 @@ class LiveHub:
                 if identity.role is Role.STUDENT
                 else None
             )
-            role = live_role(identity, session, enrolled=own is not None)
-            if session.status == SessionStatus.ENDED.value:
-                raise HubError(ErrorCode.SESSION_ENDED, f"session {session.id!r} has ended")
-            if role is LiveRole.TUTOR and session.status == SessionStatus.SCHEDULED.value:
-                session.status = SessionStatus.LIVE.value
-                session.started_at = now
-                _audit(db, connection, "session.start", session)
+        role = live_role(identity, session, enrolled=own is not None)
+        if session.status == SessionStatus.ENDED.value:
+            raise HubError(ErrorCode.SESSION_ENDED, f"session {session.id!r} has ended")
+        if role is LiveRole.TUTOR and session.status == SessionStatus.SCHEDULED.value:
+            session = await self._start(connection, session.id, now)
         joined = Joined(
             session_id=session.id,
             center_id=session.center_id,
@@ -381,7 +382,7 @@ class LiveHub:
             await self.sio.enter_room(connection.sid, room)
         if came_online or back_from_idle:
             await self._announce_presence(_student_key(joined), Status.ACTIVE, now)
-        async with self._db() as db:
+        async with self.reads() as db:
             roster = (
                 [own] if own is not None else await EnrollmentRepository(db).for_session(session.id)
             )
@@ -417,6 +418,20 @@ class LiveHub:
             # help and timers stay empty until the control-center feature fills them.
             **extra,
         }
+
+    async def _start(self, connection: Connection, session_id: str, now: datetime) -> LiveSession:
+        """The tutor's first join makes a scheduled session live (once, if two race)."""
+        async with self._db.begin() as db:
+            session = await SessionRepository(db).get(session_id, for_update=True)
+            if session is None:
+                raise HubError(ErrorCode.NOT_FOUND, f"session {session_id!r} not found")
+            if session.status == SessionStatus.SCHEDULED.value:
+                session.status = SessionStatus.LIVE.value
+                session.started_at = now
+                _audit(db, connection, "session.start", session)
+            elif session.status == SessionStatus.ENDED.value:
+                raise HubError(ErrorCode.SESSION_ENDED, f"session {session_id!r} has ended")
+        return session
 
     async def _open_attendance(
         self, connection: Connection, joined: Joined, now: datetime, starts_at: datetime
@@ -523,7 +538,7 @@ class LiveHub:
 
     async def _announce_presence(self, key: StudentKey, status: Status, now: datetime) -> None:
         center_id, session_id, student_id = key
-        async with self._db() as db:
+        async with self.reads() as db:
             totals = await AttendanceRepository(db).totals(session_id, student_id)
         await self.sio.emit(
             "presence:update",

@@ -131,6 +131,7 @@ class HelpDesk:
     ) -> None:
         self._hub = hub
         self._db = db
+        self._reads = hub.reads
         self.clock = clock
         self.targets = dict(targets_s or DEFAULT_TARGETS_S)
         hub.on("help:request", HelpAsk, self._ask)
@@ -202,7 +203,7 @@ class HelpDesk:
         """``help:updated`` to the staff (whole queue) and to the requesting student
         (their own requests only, and their first one's place in the queue)."""
         now = self.clock()
-        async with self._db() as db:
+        async with self._reads() as db:
             order = serving_order(await active_requests(db, joined.session_id), now, self.targets)
         view = help_view(changed, now, self.targets)
         await self._hub.sio.emit(
@@ -231,7 +232,7 @@ class HelpDesk:
         self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
     ) -> dict[str, Any]:
         now = self.clock()
-        async with self._db() as db:
+        async with self._reads() as db:
             order = serving_order(await active_requests(db, joined.session_id), now, self.targets)
         if joined.student_id is not None:
             order = [r for r in order if r.student_id == joined.student_id]

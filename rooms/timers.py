@@ -99,6 +99,7 @@ class Timers:
     ) -> None:
         self._hub = hub
         self._db = db
+        self._reads = hub.reads
         self._help = help_desk
         self._ending_warn = timedelta(seconds=session_ending_warn_s)
         self._idle_alert_s = idle_alert_s
@@ -175,7 +176,7 @@ class Timers:
     async def joined(
         self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
     ) -> dict[str, Any]:
-        async with self._db() as db:
+        async with self._reads() as db:
             timers = (
                 await db.scalars(
                     select(Timer)
@@ -223,7 +224,7 @@ class Timers:
             (Timer.ends_at, AlertKind.TIMER_END),
         ):
             claim = Timer.warned_at if kind is AlertKind.TIMER_WARNING else Timer.fired_at
-            async with self._db() as db:
+            async with self._reads() as db:
                 due = (
                     await db.scalars(
                         select(Timer).where(
@@ -257,7 +258,7 @@ class Timers:
         await self._tell(timer, "timer:alert", data)
 
     async def _session_alerts(self, now: datetime) -> None:
-        async with self._db() as db:
+        async with self._reads() as db:
             sessions = (
                 await db.scalars(
                     select(LiveSession).where(
@@ -307,7 +308,7 @@ class Timers:
             )
 
     async def _help_alerts(self, now: datetime) -> None:
-        async with self._db() as db:
+        async with self._reads() as db:
             # Only live sessions: a request left open in an old session alerts nobody.
             waiting = (
                 await db.scalars(
