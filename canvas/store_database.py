@@ -18,11 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from canvas.document import Author, CanvasDocument, CanvasLimits, replay
 from canvas.store import Accepted, CanvasKey, CatchUp, Patch, StreamPosition
+from persistence.batch import BatchWriter
 from persistence.models import CanvasOp, CanvasSnapshot, utcnow
 from persistence.repositories import CanvasRepository
 from realtime.errors import ErrorCode, HubError
@@ -75,9 +76,8 @@ class DatabaseCanvasStore:
     """``CanvasStore`` for one hub process (see ``canvas.store`` for the contract)."""
 
     db: async_sessionmaker[AsyncSession]
-    # Batches go in through a plain connection: an ORM session's bookkeeping per
-    # commit cost more than the insert itself.
-    engine: AsyncEngine
+    # Each batch is one transaction through the writer (see persistence.batch).
+    writer: BatchWriter
     limits: CanvasLimits = field(default_factory=CanvasLimits)
     retention: int = 1000
     snapshot_every: int = 200
@@ -109,6 +109,7 @@ class DatabaseCanvasStore:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self.writer.close()
 
     async def flush(self) -> None:
         """Wait until every queued write is committed (or failed)."""
@@ -343,10 +344,9 @@ class DatabaseCanvasStore:
         rows: dict[Table, list[dict[str, Any]]] = {}
         for write in writes:
             rows.setdefault(write.table, []).append(write.row)
-        # Core inserts (executemany), not ORM objects.
-        async with self.engine.begin() as connection:
-            for table, values in rows.items():
-                await connection.execute(insert(table), values)
+        # Core inserts (executemany), not ORM objects: the unit of work's
+        # bookkeeping cost more than the insert itself.
+        await self.writer.insert(rows)
 
     def _broken(self, writes: list[_Write]) -> None:
         """These writes could not be stored: fail them and reload their canvases."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,8 @@ def create_engine(url: str, *, echo: bool = False, schema: str | None = None) ->
         # A file cannot drop the connection: no ping round trip per checkout.
         kwargs["pool_pre_ping"] = False
         engine = _create_async_engine(url, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas())
+        event.listen(engine.sync_engine, "begin", sqlite_begin_immediate)
         return engine
     if schema is not None:
         kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
@@ -48,15 +49,22 @@ def create_engine(url: str, *, echo: bool = False, schema: str | None = None) ->
     return _create_async_engine(url, **kwargs)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-    # Hand transaction control to SQLAlchemy (see _sqlite_begin_immediate).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+def sqlite_pragmas(
+    busy_timeout_ms: int = 5000,
+) -> Callable[[Any, ConnectionPoolEntry], None]:
+    """The ``connect`` listener that sets up each SQLite connection."""
+
+    def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Hand transaction control to SQLAlchemy (see sqlite_begin_immediate).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    return on_connect
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -76,7 +84,7 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
-def _sqlite_begin_immediate(conn: Connection) -> None:
+def sqlite_begin_immediate(conn: Connection) -> None:
     # SQLite has one writer. A deferred transaction that read before another
     # writer committed cannot upgrade to a write (SQLITE_BUSY_SNAPSHOT, no
     # retry helps), so every transaction that may write takes the write lock up

@@ -15,6 +15,7 @@ from canvas.relay import CanvasRelay
 from canvas.service import CanvasService
 from canvas.store_database import DatabaseCanvasStore
 from persistence import migrate
+from persistence.batch import batch_writer
 from persistence.db import create_engine, read_session_factory, session_factory
 from persistence.models import HelpPriority, utcnow
 from presence.tracker import PresenceTracker
@@ -98,7 +99,7 @@ def build_app(
     relay = CanvasRelay(outbox, interval_s=settings.canvas_flush_interval_s, metrics=metrics)
     store = DatabaseCanvasStore(
         reads,
-        engine,
+        batch_writer(engine),
         limits=CanvasLimits(
             max_ops_per_patch=settings.canvas_max_ops_per_patch,
             max_patch_bytes=settings.canvas_max_patch_bytes,
