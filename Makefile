@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 JS_STAMP := tests/js/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format migrate token clean
+.PHONY: run test lint format migrate token bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## bench: the hub against a bare python-socketio relay, 20 sessions x 5 students x 10 Hz
+bench: $(STAMP)
+	$(BIN)/python -m loadtest relay --sessions 20 --students 5 --rate 10 --seconds 20 \
+		--target hub --target baseline
 
 format: $(STAMP)
 	$(BIN)/ruff format .

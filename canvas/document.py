@@ -186,7 +186,10 @@ class CanvasDocument:
         return len(self.doc["elements"]) + len(self.doc["annotations"])
 
     def snapshot(self) -> dict[str, Any]:
-        return copy.deepcopy(self.doc)
+        """The document now. Entries are shared, not copied: no entry is ever changed
+        in place once it is in a document (``apply`` copies what it changes), so a
+        snapshot stays as it was while the canvas goes on."""
+        return {section: dict(entries) for section, entries in self.doc.items()}
 
     def apply(
         self, ops: list[dict[str, Any]], author: Author, limits: CanvasLimits

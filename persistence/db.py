@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +70,36 @@ def sqlite_pragmas(
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions; ``factory.begin()`` for a transaction that writes."""
+    if engine.dialect.name == "sqlite":
+        return SerializedWrites(engine, expire_on_commit=False)
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+class SerializedWrites(async_sessionmaker[AsyncSession]):
+    """SQLite: ``begin()`` transactions take turns in the event loop.
+
+    SQLite has one writer. Without this every concurrent write transaction's
+    thread waited in SQLite's busy handler, and under load (a loop slow to get
+    back to the transaction holding the lock) some gave up after the busy
+    timeout: "database is locked", a 500 for a REST call. Queued here they wait
+    in order, without a timeout. A write transaction must not open another.
+    """
+
+    def __init__(self, engine: AsyncEngine, **kw: Any) -> None:
+        super().__init__(engine, **kw)
+        self._turn = asyncio.Lock()
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncSession]:  # type: ignore[override]
+        async with self._turn, super().begin() as session:
+            yield session
+
+
 def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for reads only. On SQLite they do not take the write lock, so a
-    reconnect storm's joins read side by side (WAL) instead of queueing behind
-    every writer; a write in one of them fails rather than waiting its turn."""
+    """Sessions for reads. On SQLite they do not take the write lock up front, so
+    a reconnect storm's joins read side by side (WAL) instead of queueing behind
+    every writer."""
     return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import time
+
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -15,6 +18,29 @@ from prometheus_client import (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
+# The garbage collector stops the event loop while it runs; a full collection
+# over a large heap is a latency spike every client feels. One histogram per
+# process (gc.callbacks is process-wide), registered in every app's registry.
+GC_PAUSES = Histogram(
+    "hub_gc_pause_seconds",
+    "Time the cyclic garbage collector stopped the process, by generation",
+    ["generation"],
+    buckets=LATENCY_BUCKETS,
+    registry=None,
+)
+_gc_started = 0.0
+
+
+def _time_gc(phase: str, info: dict[str, int]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    else:
+        GC_PAUSES.labels(str(info["generation"])).observe(time.perf_counter() - _gc_started)
+
+
+gc.callbacks.append(_time_gc)
+
 
 class HubMetrics:
     """Every metric the hub exports.
@@ -26,7 +52,7 @@ class HubMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, GC_PAUSES):
             self.registry.register(collector)
         r = self.registry
         self.connections = Gauge("hub_connections", "Open Socket.IO connections", registry=r)
