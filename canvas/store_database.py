@@ -26,6 +26,7 @@ from canvas.store import Accepted, CanvasKey, CatchUp, Patch, StreamPosition
 from persistence.batch import BatchWriter
 from persistence.models import CanvasOp, CanvasSnapshot, utcnow
 from persistence.repositories import CanvasRepository
+from realtime.codec import encoded
 from realtime.errors import ErrorCode, HubError
 from realtime.metrics import HubMetrics
 
@@ -126,7 +127,7 @@ class DatabaseCanvasStore:
         started = time.perf_counter()
         effective = canvas.doc.apply(ops, author, self.limits)  # raises, changing nothing
         canvas.seq += 1
-        patch = Patch(canvas.seq, author, author_id, effective, utcnow())
+        patch = Patch(canvas.seq, author, author_id, encoded(effective), utcnow())
         canvas.log.append(patch)
         row = {
             "center_id": key.center_id,
@@ -220,7 +221,9 @@ class DatabaseCanvasStore:
             # The catch-up log holds the last `retention` patches, snapshot or not.
             recent = await repo.recent_ops(key.session_id, key.student_id, self.retention)
         doc = replay(stored.snapshot_doc, [op.ops for op in stored.ops])
-        patches = [Patch(op.seq, Author(op.author), op.author_id, op.ops, op.at) for op in recent]
+        patches = [
+            Patch(op.seq, Author(op.author), op.author_id, encoded(op.ops), op.at) for op in recent
+        ]
         seq = stored.ops[-1].seq if stored.ops else stored.snapshot_seq
         canvas = _Canvas(
             key=key,

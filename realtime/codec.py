@@ -34,6 +34,11 @@ def loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
+def encoded(value: Any) -> orjson.Fragment:
+    """``value`` encoded once, to embed as is in later ``dumps`` (orjson only)."""
+    return orjson.Fragment(dumps(value))
+
+
 def encoded_size(value: Any) -> int:
     """Bytes of ``value`` as compact JSON."""
     try:
