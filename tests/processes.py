@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import IO, Any
 
 import pytest
 
+from loadtest.procs import free_port
 from realtime.config import Settings
 from realtime.identity import Role, mint_token
 
@@ -25,13 +25,6 @@ HUB_START_TIMEOUT_S = 20.0
 HUB_STOP_TIMEOUT_S = 15.0
 POLL_INTERVAL_S = 0.05
 LOG_TAIL_CHARS = 4000
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

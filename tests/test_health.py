@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.procs import free_port
 from tests.conftest import REDIS_URL, Hub, HubFactory, need_service, redis_problem
 from tests.support import eventually
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def metric_samples(hub: Hub) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
