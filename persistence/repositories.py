@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.models import (
@@ -24,6 +24,10 @@ from persistence.models import (
     Enrollment,
     LiveSession,
 )
+
+# Core tables, for executemany updates that skip the ORM's per-row bookkeeping.
+INTERVALS: Table = AttendanceInterval.__table__  # type: ignore[assignment]
+RECORDS: Table = AttendanceRecord.__table__  # type: ignore[assignment]
 
 T = TypeVar("T")
 
@@ -190,6 +194,20 @@ class AttendanceRepository:
                 AttendanceInterval.left_at.is_(None),
             )
             .values(left_at=at)
+        )
+
+    async def close_open_many(self, students: Sequence[tuple[str, str]], at: datetime) -> None:
+        """``close_open`` for many (session_id, student_id) pairs in one executemany."""
+        table = INTERVALS
+        await self._db.execute(
+            update(table)
+            .where(
+                table.c.session_id == bindparam("s"),
+                table.c.student_id == bindparam("u"),
+                table.c.left_at.is_(None),
+            )
+            .values(left_at=at),
+            [{"s": s, "u": u} for s, u in students],
         )
 
     async def totals(self, session_id: str, student_id: str) -> AttendanceTotals:
@@ -388,6 +406,16 @@ class AttendanceRecords:
                 record.status = status
         record.last_left_at = None
         return record
+
+    async def left_many(self, students: Sequence[tuple[str, str]], at: datetime) -> None:
+        """``left`` for many (session_id, student_id) pairs in one executemany."""
+        table = RECORDS
+        await self._db.execute(
+            update(table)
+            .where(table.c.session_id == bindparam("s"), table.c.student_id == bindparam("u"))
+            .values(last_left_at=at),
+            [{"s": s, "u": u} for s, u in students],
+        )
 
     async def left(self, session_id: str, student_id: str, at: datetime) -> AttendanceRecord | None:
         record = await self.get(session_id, student_id)

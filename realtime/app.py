@@ -180,6 +180,7 @@ def build_app(
 
 async def _disconnect_clients(app: web.Application) -> None:
     started = time.perf_counter()
+    log.info("stopping: SIGTERM or shutdown")
     clients = len(app[HUB].members)
     await app[HUB].shutdown()
     log.info("stopping: %d clients told and disconnected in %.2f s", clients, _since(started))
