@@ -7,6 +7,7 @@ import asyncio
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from canvas.document import Author, parse_ops
 from canvas.relay import CanvasRelay
@@ -111,6 +112,11 @@ class CanvasService:
             )
 
     # -- session extension ---------------------------------------------------
+
+    async def read_for_join(
+        self, joined: Joined, student_ids: list[str], db: AsyncSession
+    ) -> dict[str, Any]:
+        return {}  # canvases come from the store, after the join's reads
 
     async def joined(
         self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]

@@ -70,10 +70,18 @@ Handler = Callable[[Connection, P], Awaitable["Ack | AfterLock"]]
 class SessionExtension(Protocol):
     """A feature that keeps per-session state alongside membership (canvases, ...)."""
 
+    async def read_for_join(
+        self, joined: Joined, student_ids: list[str], db: AsyncSession
+    ) -> dict[str, Any]:
+        """Fields for the join ack read from the database, inside the join's one read-only
+        transaction: use ``db`` only (no other session, no waiting on anything else)."""
+        ...
+
     async def joined(
         self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
     ) -> dict[str, Any]:
-        """Called after a socket joined (and is in its rooms); returns fields for the ack."""
+        """Called after a socket joined (and is in its rooms) and the join's reads are
+        done; returns fields for the ack."""
         ...
 
     async def left(self, joined: Joined, last_connection: bool) -> None:
@@ -392,22 +400,24 @@ class LiveHub:
             totals = await AttendanceRepository(db).totals_by_student(
                 session.id, [e.student_id for e in roster if e is not None]
             )
-        students = [
-            _student_state(
-                enrollment_view(e),
-                totals[e.student_id],
-                self.activity.status((session.center_id, session.id, e.student_id)),
-                now,
-            )
-            for e in roster
-            if e is not None
-        ]
-        extra: dict[str, Any] = {"canvases": {}, "help": [], "timers": []}
+            students = [
+                _student_state(
+                    enrollment_view(e),
+                    totals[e.student_id],
+                    self.activity.status((session.center_id, session.id, e.student_id)),
+                    now,
+                )
+                for e in roster
+                if e is not None
+            ]
+            student_ids = [s["student_id"] for s in students]
+            # One read transaction for the roster and every extension's reads.
+            extra: dict[str, Any] = {"canvases": {}, "help": [], "timers": []}
+            for extension in self.extensions:
+                extra.update(await extension.read_for_join(joined, student_ids, db))
         for extension in self.extensions:
             extra.update(
-                await extension.joined(
-                    connection, joined, [s["student_id"] for s in students], payload.since or {}
-                )
+                await extension.joined(connection, joined, student_ids, payload.since or {})
             )
         return {
             "you": {

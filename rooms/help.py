@@ -228,15 +228,19 @@ class HelpDesk:
 
     # -- session extension ---------------------------------------------------
 
-    async def joined(
-        self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
+    async def read_for_join(
+        self, joined: Joined, student_ids: list[str], db: AsyncSession
     ) -> dict[str, Any]:
         now = self.clock()
-        async with self._reads() as db:
-            order = serving_order(await active_requests(db, joined.session_id), now, self.targets)
+        order = serving_order(await active_requests(db, joined.session_id), now, self.targets)
         if joined.student_id is not None:
             order = [r for r in order if r.student_id == joined.student_id]
         return {"help": [help_view(r, now, self.targets) for r in order]}
+
+    async def joined(
+        self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
+    ) -> dict[str, Any]:
+        return {}
 
     async def left(self, joined: Joined, last_connection: bool) -> None:
         return None

@@ -173,24 +173,28 @@ class Timers:
 
     # -- session extension ---------------------------------------------------
 
-    async def joined(
-        self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
+    async def read_for_join(
+        self, joined: Joined, student_ids: list[str], db: AsyncSession
     ) -> dict[str, Any]:
-        async with self._reads() as db:
-            timers = (
-                await db.scalars(
-                    select(Timer)
-                    .where(
-                        Timer.session_id == joined.session_id,
-                        Timer.fired_at.is_(None),
-                        Timer.cancelled_at.is_(None),
-                    )
-                    .order_by(Timer.ends_at)
+        timers = (
+            await db.scalars(
+                select(Timer)
+                .where(
+                    Timer.session_id == joined.session_id,
+                    Timer.fired_at.is_(None),
+                    Timer.cancelled_at.is_(None),
                 )
-            ).all()
+                .order_by(Timer.ends_at)
+            )
+        ).all()
         if joined.student_id is not None:
             timers = [t for t in timers if t.student_id in (None, joined.student_id)]
         return {"timers": [timer_view(t) for t in timers]}
+
+    async def joined(
+        self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
+    ) -> dict[str, Any]:
+        return {}
 
     async def left(self, joined: Joined, last_connection: bool) -> None:
         return None
