@@ -113,12 +113,15 @@ class CanvasRelay:
     def _send_run(self, run: list[_Item]) -> None:
         first = run[0]
         skip = first.author_sid if first.patch.author is Author.STUDENT else None
-        self._outbox.emit(
-            "canvas:patches",
-            {"session_id": first.key.session_id, "items": [i.wire() for i in run]},
-            room=student_room(first.key.center_id, first.key.session_id, first.key.student_id),
-            skip_sid=skip,
-        )
+        room = student_room(first.key.center_id, first.key.session_id, first.key.student_id)
+        # Usually the student's only tab wrote these: then there is nobody to send to.
+        targets = self._outbox.targets(room, skip)
+        if targets:
+            self._outbox.send(
+                targets,
+                "canvas:patches",
+                {"session_id": first.key.session_id, "items": [i.wire() for i in run]},
+            )
 
     async def close(self) -> None:
         if self._flushing is not None:

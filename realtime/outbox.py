@@ -33,14 +33,20 @@ class Outbox:
         self._sio = sio
 
     def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> int:
-        """Send ``event`` to every socket in ``room`` but ``skip_sid``; how many got it.
+        """Send ``event`` to every socket in ``room`` but ``skip_sid``; how many got it."""
+        return self.send(self.targets(room, skip_sid), event, data)
 
-        Nothing is encoded when nobody is there to receive it."""
-        targets = [
+    def targets(self, room: str, skip_sid: str | None = None) -> list[str]:
+        """The Engine.IO sessions of ``room`` but ``skip_sid``: ask first, and a caller
+        builds no payload for a room nobody else is in."""
+        return [
             eio_sid
             for sid, eio_sid in self._sio.manager.get_participants(NAMESPACE, room)
             if sid != skip_sid
         ]
+
+    def send(self, targets: list[str], event: str, data: Any) -> int:
+        """Send ``event`` to ``targets`` (see ``targets``), encoded once; how many got it."""
         if not targets:
             return 0
         packet = eio_packet.Packet(eio_packet.MESSAGE, _EVENT + dumps([event, data]))
