@@ -13,7 +13,6 @@ from canvas.document import Author, parse_ops
 from canvas.relay import CanvasRelay
 from canvas.store import CanvasKey, CatchUp
 from canvas.store_database import DatabaseCanvasStore
-from persistence.models import LiveSession
 from persistence.repositories import EnrollmentRepository
 from realtime.errors import ErrorCode, HubError
 from realtime.events import Id, Payload
@@ -138,6 +137,6 @@ class CanvasService:
             key = CanvasKey(joined.center_id, joined.session_id, joined.student_id)
             await self.store.compact(key)
 
-    async def ended(self, session: LiveSession) -> None:
-        await self.store.compact_session(session.id)
-        await self.store.forget(session.id)
+    async def ended(self, session_id: str) -> None:
+        await self.store.compact_session(session_id)
+        await self.store.forget(session_id)

@@ -20,6 +20,7 @@ from persistence.db import create_engine, read_session_factory, session_factory
 from persistence.models import HelpPriority, utcnow
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
+from realtime.cluster import Cluster, RedisCluster
 from realtime.codec import CODEC
 from realtime.config import Settings
 from realtime.identity import TokenVerifier
@@ -70,7 +71,14 @@ def build_app(
     db = session_factory(engine)
     reads = read_session_factory(engine)
 
+    redis = (
+        Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        if settings.redis_url
+        else None
+    )
+    cluster = RedisCluster(redis, metrics) if redis is not None else Cluster()
     sio = HubServer(
+        cluster=cluster,
         async_mode="aiohttp",
         cors_allowed_origins=_cors(settings.cors_origins),
         max_http_buffer_size=settings.max_message_bytes,
@@ -152,15 +160,11 @@ def build_app(
     app[VERIFIER] = verifier
     app[METRICS] = metrics
     app[HUB] = hub
-    # Lazy: the client connects on first use.
     app[CANVASES] = canvases
     app[HELP] = help_desk
     app[TIMERS] = timers
-    app[REDIS] = (
-        Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        if settings.redis_url
-        else None
-    )
+    # Lazy: the client connects on first use.
+    app[REDIS] = redis
     sio.attach(app, socketio_path="socket.io")
     app.add_routes(health.routes)
     app.add_routes(sessions.routes)
@@ -171,10 +175,10 @@ def build_app(
     app.add_routes(day.routes)
     app.add_routes(notes.routes)
     app.on_shutdown.append(_disconnect_clients)
+    app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_canvas_store)
     app.cleanup_ctx.append(_idle_watch)
-    app.cleanup_ctx.append(_redis)
     return app
 
 
@@ -229,12 +233,11 @@ async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
-    client = app[REDIS]
-    if client is not None:
-        log.warning(
-            "HUB_REDIS_URL is set: /readyz checks Redis, but live state is still per "
-            "process (sharing sessions across hubs comes with the scale-out feature)"
-        )
+    """The cluster's publisher and subscriber run from start to stop (a lone hub has none)."""
+    cluster = app[HUB].cluster
+    await cluster.start()
     yield
+    await cluster.close()
+    client = app[REDIS]
     if client is not None:
         await client.aclose()

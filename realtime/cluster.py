@@ -1,32 +1,334 @@
-"""Several hub processes sharing live sessions through Redis: channel names and framing.
+"""Several hub processes sharing live sessions through Redis.
 
-Every message between hubs goes on the channel of one session; a hub
-subscribes to a session's channel only while it has members of that session,
-so a hub pays only for the sessions it hosts. A message is framed as
-``<node id> NUL <kind byte> <payload>``: a hub drops its own echoes, and
-routes the others by kind, without decoding the payload.
+Every message between hubs goes on the channel of one session, and a hub
+subscribes to a session's channel only while it has members of that session
+(python-socketio's stock Redis manager puts every emit of the cluster on one
+channel that every hub reads and decodes: each hub then pays for all the
+cluster's traffic). A hub with no member of a session never hears of it.
+
+A message is framed as ``<node id> NUL <kind> <sent at> <payload>``: a hub
+drops its own echoes and routes the others by kind without decoding the
+payload. Pub/sub is not durable: what a hub misses while its subscription is
+down is lost, which the hooks registered with ``on_reconnect`` repair (the
+canvas stream positions tell clients to resync).
+
+``Cluster`` is the single-process default (nothing to share);
+``RedisCluster`` is used when ``HUB_REDIS_URL`` is set.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import secrets
+import struct
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from realtime.metrics import HubMetrics
+from rooms.names import session_scope
+
+log = logging.getLogger(__name__)
+
 # Kinds of frames.
 EMIT = b"E"  # a Socket.IO event for a room: payload is "<room>\n<skip sid>\n<packet text>"
 CANVAS = b"P"  # durable canvas patches (the canvas store's format)
-CONTROL = b"C"  # a JSON notice between hubs (a session ended, a student removed)
+CONTROL = b"C"  # a JSON notice between hubs (a session ended, a student was removed)
+KIND_NAMES = {EMIT: "emit", CANVAS: "canvas", CONTROL: "control"}
 
 _SEP = b"\x00"
+_SENT_AT = struct.Struct("<d")
+CHANNEL_PREFIX = "hub:s:"
+# Frames queued for publishing while Redis is unreachable; beyond it the oldest go.
+MAX_OUTGOING = 50_000
+SUBSCRIBE_WAIT_S = 2.0
+READ_TIMEOUT_S = 1.0
+RECONNECT_MIN_S = 0.05
+RECONNECT_MAX_S = 2.0
+
+FrameHandler = Callable[[bytes], None]
+ReconnectHook = Callable[[], Awaitable[None]]
 
 
 def session_channel(center_id: str, session_id: str) -> str:
     """The channel of one session; every frame about the session goes on it."""
-    return f"hub:c:{center_id}:s:{session_id}"
+    return CHANNEL_PREFIX + session_scope(center_id, session_id)
+
+
+def scope_channel(scope: str) -> str:
+    """The channel of a session scope (``rooms.names.scope_of``)."""
+    return CHANNEL_PREFIX + scope
 
 
 def frame(node_id: str, kind: bytes, payload: bytes) -> bytes:
-    return node_id.encode() + _SEP + kind + payload
+    return node_id.encode() + _SEP + kind + _SENT_AT.pack(time.time()) + payload
 
 
 def unframe(message: bytes) -> tuple[str, bytes, bytes]:
     """``(node id, kind, payload)`` of a frame."""
     node, _, rest = message.partition(_SEP)
-    return node.decode(), rest[:1], rest[1:]
+    return node.decode(), rest[:1], rest[1 + _SENT_AT.size :]
+
+
+def sent_at(message: bytes) -> float:
+    """When a frame was published (wall clock of the sending hub)."""
+    _, _, rest = message.partition(_SEP)
+    return float(_SENT_AT.unpack_from(rest, 1)[0])
+
+
+def new_node_id() -> str:
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+class Cluster:
+    """One hub process alone: nothing is shared, nothing is published."""
+
+    shared = False
+
+    def __init__(self, node_id: str = "local") -> None:
+        self.node_id = node_id
+        self._handlers: dict[bytes, FrameHandler] = {}
+        self._reconnect_hooks: list[ReconnectHook] = []
+
+    def on(self, kind: bytes, handler: FrameHandler) -> None:
+        """Handle frames of ``kind`` that other hubs publish on watched channels."""
+        self._handlers[kind] = handler
+
+    def on_reconnect(self, hook: ReconnectHook) -> None:
+        """Run ``hook`` after the subscription was down and is back: frames were lost."""
+        self._reconnect_hooks.append(hook)
+
+    async def watch(self, center_id: str, session_id: str) -> None:
+        """Hear the session's frames from now on (a member of it is here)."""
+
+    def unwatch(self, center_id: str, session_id: str) -> None:
+        """Stop hearing the session (no member of it is here any more)."""
+
+    def publish(self, channel: str, kind: bytes, payload: bytes) -> None:
+        """Send a frame to the other hubs watching ``channel`` (in order, best effort)."""
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class RedisCluster(Cluster):
+    """Hubs sharing sessions through one Redis: per-session channels, subscribed on demand.
+
+    Publishes are queued and sent by one task, pipelined, so a relay flush of
+    many sessions costs one round trip and frames keep their order. One
+    subscriber connection reads every watched channel; when it fails, a new
+    one subscribes again to everything watched and the reconnect hooks run.
+    """
+
+    shared = True
+
+    def __init__(self, redis: Redis, metrics: HubMetrics, node_id: str | None = None) -> None:
+        super().__init__(node_id or new_node_id())
+        self.redis = redis
+        self._metrics = metrics
+        self._node_prefix = self.node_id.encode() + _SEP
+        self._channels: set[str] = set()
+        self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._pubsub: PubSub | None = None
+        self._has_channels = asyncio.Event()
+        self._outgoing: list[tuple[str, bytes]] = []
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._send_loop(), name="cluster-publisher"),
+            asyncio.create_task(self._read_loop(), name="cluster-subscriber"),
+        ]
+        log.info("cluster node %s: sharing sessions through Redis", self.node_id)
+
+    async def close(self) -> None:
+        await self._drain()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._pubsub is not None:
+            await self._close_pubsub()
+
+    # -- subscriptions --------------------------------------------------------
+
+    async def watch(self, center_id: str, session_id: str) -> None:
+        channel = session_channel(center_id, session_id)
+        if channel in self._channels:
+            return
+        self._channels.add(channel)
+        self._metrics.redis_subscriptions.set(len(self._channels))
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmed[channel] = confirmed
+        try:
+            pubsub = await self._connected()
+            await pubsub.subscribe(channel)
+            self._has_channels.set()
+            # Frames published after the confirmation reach this hub; wait for it so a
+            # join's reads that follow cannot miss what happens in between.
+            await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_WAIT_S)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # The subscriber's reconnect subscribes again to every watched channel.
+            log.warning("subscribing to %s failed (%r); the subscriber will retry", channel, exc)
+        finally:
+            self._confirmed.pop(channel, None)
+
+    def unwatch(self, center_id: str, session_id: str) -> None:
+        channel = session_channel(center_id, session_id)
+        if channel not in self._channels:
+            return
+        self._channels.discard(channel)
+        self._metrics.redis_subscriptions.set(len(self._channels))
+        if self._pubsub is not None:
+            task = asyncio.create_task(self._unsubscribe(self._pubsub, channel))
+            self._tasks.append(task)
+            task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
+
+    async def _unsubscribe(self, pubsub: PubSub, channel: str) -> None:
+        try:
+            if channel not in self._channels:  # not watched again meanwhile
+                await pubsub.unsubscribe(channel)
+        except (RedisError, OSError) as exc:
+            log.debug("unsubscribing from %s failed: %r", channel, exc)
+
+    async def _connected(self) -> PubSub:
+        if self._pubsub is None:
+            self._pubsub = self.redis.pubsub()
+        return self._pubsub
+
+    async def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            except (RedisError, OSError):
+                pass
+
+    # -- receiving ------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        wait = RECONNECT_MIN_S
+        lost = False
+        while True:
+            try:
+                await self._has_channels.wait()
+                pubsub = await self._connected()
+                if lost:
+                    if self._channels:
+                        await pubsub.subscribe(*self._channels)
+                    lost = False
+                    log.warning("cluster node %s: Redis subscription is back", self.node_id)
+                    await self._reconnected()
+                message = await pubsub.get_message(timeout=READ_TIMEOUT_S)
+                wait = RECONNECT_MIN_S
+                if message is not None:
+                    self._received(message)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, RuntimeError) as exc:
+                # RuntimeError: redis-py reading a pubsub whose connection was reset.
+                if not lost:
+                    log.warning("cluster node %s: Redis subscription lost: %r", self.node_id, exc)
+                lost = True
+                self._metrics.redis_reconnects.inc()
+                await self._close_pubsub()
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RECONNECT_MAX_S)
+
+    async def _reconnected(self) -> None:
+        for hook in self._reconnect_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("a cluster reconnect hook failed")
+
+    def _received(self, message: dict[str, object]) -> None:
+        kind = message.get("type")
+        channel = message.get("channel")
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        if kind == "subscribe":
+            confirmed = self._confirmed.get(str(channel))
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+            return
+        data = message.get("data")
+        if kind != "message" or not isinstance(data, bytes):
+            return
+        if data.startswith(self._node_prefix):
+            self._metrics.redis_echoes.inc()
+            return
+        _, frame_kind, payload = unframe(data)
+        name = KIND_NAMES.get(frame_kind, "unknown")
+        self._metrics.redis_received.labels(name).inc()
+        self._metrics.redis_received_bytes.labels(name).inc(len(data))
+        self._metrics.cluster_relay_seconds.observe(max(0.0, time.time() - sent_at(data)))
+        handler = self._handlers.get(frame_kind)
+        if handler is None:
+            return
+        try:
+            handler(payload)
+        except Exception:
+            log.exception("handling a %s frame from another hub failed", name)
+
+    # -- publishing -----------------------------------------------------------
+
+    def publish(self, channel: str, kind: bytes, payload: bytes) -> None:
+        if len(self._outgoing) >= MAX_OUTGOING:
+            del self._outgoing[: MAX_OUTGOING // 10]
+            self._metrics.redis_publish_dropped.inc(MAX_OUTGOING // 10)
+        self._outgoing.append((channel, frame(self.node_id, kind, payload)))
+        self._drained.clear()
+        self._wake.set()
+
+    async def _send_loop(self) -> None:
+        wait = RECONNECT_MIN_S
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outgoing:
+                batch, self._outgoing = self._outgoing, []
+                try:
+                    await self._send(batch)
+                    wait = RECONNECT_MIN_S
+                except (RedisError, OSError) as exc:
+                    # Keep them (in order, ahead of newer ones) and try again: a short
+                    # Redis outage delays frames rather than losing them.
+                    log.warning("publishing %d frames failed: %r", len(batch), exc)
+                    self._outgoing[:0] = batch
+                    self._metrics.redis_publish_errors.inc()
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, RECONNECT_MAX_S)
+            self._drained.set()
+
+    async def _send(self, batch: list[tuple[str, bytes]]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for channel, data in batch:
+                pipe.publish(channel, data)
+            await pipe.execute()
+        for _, data in batch:
+            name = KIND_NAMES.get(data[len(self._node_prefix) : len(self._node_prefix) + 1], "?")
+            self._metrics.redis_published.labels(name).inc()
+            self._metrics.redis_published_bytes.labels(name).inc(len(data))
+
+    async def _drain(self, timeout_s: float = 2.0) -> None:
+        """Give queued frames a moment to go out (at shutdown)."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("%d frames not published at shutdown", len(self._outgoing))

@@ -121,6 +121,61 @@ class HubMetrics:
             "Patches held in memory for catch-up, all canvases",
             registry=r,
         )
+        self.redis_published = Counter(
+            "hub_redis_published_total",
+            "Frames this hub published to other hubs, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.redis_published_bytes = Counter(
+            "hub_redis_published_bytes_total",
+            "Bytes of frames this hub published, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.redis_received = Counter(
+            "hub_redis_received_total",
+            "Frames from other hubs this hub received, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.redis_received_bytes = Counter(
+            "hub_redis_received_bytes_total",
+            "Bytes of frames from other hubs, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.redis_echoes = Counter(
+            "hub_redis_echoes_total",
+            "This hub's own frames heard back on a channel it watches (dropped unread)",
+            registry=r,
+        )
+        self.redis_subscriptions = Gauge(
+            "hub_redis_subscriptions",
+            "Session channels this hub subscribes to",
+            registry=r,
+        )
+        self.redis_reconnects = Counter(
+            "hub_redis_reconnects_total",
+            "Times the Redis subscription was lost and retried",
+            registry=r,
+        )
+        self.redis_publish_errors = Counter(
+            "hub_redis_publish_errors_total",
+            "Publish batches that failed (and were retried)",
+            registry=r,
+        )
+        self.redis_publish_dropped = Counter(
+            "hub_redis_publish_dropped_total",
+            "Frames dropped because Redis was unreachable for too long",
+            registry=r,
+        )
+        self.cluster_relay_seconds = Histogram(
+            "hub_cluster_relay_seconds",
+            "From another hub publishing a frame to this hub reading it (wall clocks)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.http_requests = Counter(
             "hub_http_requests_total",
             "REST requests by route template and status",

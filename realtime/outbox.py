@@ -28,13 +28,28 @@ _EVENT = "2"
 _ACK = "3"
 
 
+def packet_text(event: str, data: Any) -> str:
+    """An event as Socket.IO v5 text on the default namespace (no data: no argument)."""
+    return _EVENT + dumps([event] if data is None else [event, data])
+
+
 class Outbox:
     def __init__(self, sio: socketio.AsyncServer) -> None:
         self._sio = sio
 
     def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> int:
-        """Send ``event`` to every socket in ``room`` but ``skip_sid``; how many got it."""
+        """Send ``event`` to every socket of this process in ``room`` but ``skip_sid``;
+        how many got it. Other hubs are not told (``HubManager.emit`` tells them)."""
         return self.send(self.targets(room, skip_sid), event, data)
+
+    def deliver(self, room: str, skip_sid: str | None, text: str) -> int:
+        """Put an encoded event (``packet_text``) on the queue of every socket in ``room``
+        but ``skip_sid``; how many got it."""
+        targets = self.targets(room, skip_sid)
+        if not targets:
+            return 0
+        packet = eio_packet.Packet(eio_packet.MESSAGE, text)
+        return sum(self._put(eio_sid, packet) for eio_sid in targets)
 
     def targets(self, room: str, skip_sid: str | None = None) -> list[str]:
         """The Engine.IO sessions of ``room`` but ``skip_sid``: ask first, and a caller
@@ -49,7 +64,7 @@ class Outbox:
         """Send ``event`` to ``targets`` (see ``targets``), encoded once; how many got it."""
         if not targets:
             return 0
-        packet = eio_packet.Packet(eio_packet.MESSAGE, _EVENT + dumps([event, data]))
+        packet = eio_packet.Packet(eio_packet.MESSAGE, packet_text(event, data))
         return sum(self._put(eio_sid, packet) for eio_sid in targets)
 
     def ack(self, sid: str, ack_id: int, args: list[Any]) -> bool:

@@ -1,4 +1,5 @@
-"""The Socket.IO server: python-socketio's, with one ordered queue per client.
+"""The Socket.IO server: python-socketio's, with one ordered queue per client,
+and room events shared with the other hubs of a cluster.
 
 Stock python-socketio starts a task for every incoming event
 (``async_handlers=True``), so one socket's events race each other and the
@@ -11,6 +12,12 @@ canvas patch waits for its commit) returns a ``LaterAck``: the server
 answers the client's ack when that future resolves, through the outbox.
 Every ack is encoded once with the hub's codec.
 
+``HubManager`` replaces python-socketio's client manager for ``emit`` to a
+room: the event is encoded once, put on the queues of this process's
+sockets in the room, and, when several hubs share sessions, published once
+on the session's channel for the hubs that have members there (see
+``realtime.cluster``). Rooms, ``skip_sid`` and acks behave as stock.
+
 The override of ``_handle_event_internal`` follows python-socketio 5's
 private API; the socket tests exercise it on every event.
 """
@@ -21,9 +28,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import socketio
 
-from realtime.outbox import NAMESPACE, Outbox
+from realtime.cluster import EMIT, Cluster, scope_channel
+from realtime.outbox import NAMESPACE, Outbox, packet_text
+from rooms.names import scope_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +43,62 @@ class LaterAck:
     future: asyncio.Future[Any]
 
 
+class HubManager(socketio.AsyncManager):  # type: ignore[misc]
+    """python-socketio's manager, with room events shared through the cluster."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.outbox: Outbox | None = None
+        cluster.on(EMIT, self._emitted_elsewhere)
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: str | None = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        room = to or room
+        plain = (
+            self.outbox is not None
+            and namespace == NAMESPACE
+            and room is not None
+            and callback is None
+            and not isinstance(data, tuple)
+            and not isinstance(skip_sid, list)
+        )
+        if not plain:
+            await super().emit(event, data, namespace, room, skip_sid, callback, **kwargs)
+            return
+        assert self.outbox is not None and room is not None
+        text = packet_text(event, data)
+        self.outbox.deliver(room, skip_sid, text)
+        scope = scope_of(room)
+        if scope is not None and self.cluster.shared:
+            header = orjson.dumps([room, skip_sid])
+            self.cluster.publish(scope_channel(scope), EMIT, header + b"\n" + text.encode())
+
+    def _emitted_elsewhere(self, payload: bytes) -> None:
+        """Another hub emitted to a room: deliver to this process's sockets in it."""
+        if self.outbox is None:
+            return
+        header, _, text = payload.partition(b"\n")
+        room, skip_sid = orjson.loads(header)
+        self.outbox.deliver(room, skip_sid, text.decode())
+
+
 class HubServer(socketio.AsyncServer):  # type: ignore[misc]
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(async_handlers=False, **kwargs)
+    def __init__(self, *, cluster: Cluster | None = None, **kwargs: Any) -> None:
+        manager = HubManager(cluster if cluster is not None else Cluster())
+        super().__init__(async_handlers=False, client_manager=manager, **kwargs)
         self.outbox = Outbox(self)
+        manager.outbox = self.outbox
+        self.cluster = manager.cluster
 
     async def _handle_event_internal(
         self,

@@ -34,6 +34,8 @@ from persistence.repositories import (
 from persistence.views import attendance_view, enrollment_view, iso, session_view
 from presence.activity import ActivityTracker, Status, StudentKey
 from presence.tracker import PresenceTracker
+from realtime.cluster import CONTROL, Cluster, session_channel
+from realtime.codec import dumps, loads
 from realtime.errors import ErrorCode, HubError, validation_error
 from realtime.events import AuthRefresh, PresencePing, SessionJoin, SessionLeave
 from realtime.identity import Identity, Role, TokenVerifier
@@ -88,8 +90,8 @@ class SessionExtension(Protocol):
         """Called after a socket left a session (``last_connection``: the student went offline)."""
         ...
 
-    async def ended(self, session: LiveSession) -> None:
-        """Called once a session has ended and every socket has left it."""
+    async def ended(self, session_id: str) -> None:
+        """Called once a session has ended and every socket here has left it."""
         ...
 
 
@@ -134,6 +136,9 @@ class LiveHub:
         grace_s: float = 0.0,
     ) -> None:
         self.sio = sio
+        # The other hubs sharing sessions (a lone hub's does nothing).
+        self.cluster: Cluster = getattr(sio, "cluster", None) or Cluster()
+        self.cluster.on(CONTROL, self._notice_from_elsewhere)
         self._db = db
         # Read-only sessions (on SQLite they skip the write lock); extensions use them too.
         self.reads = reads or db
@@ -153,7 +158,7 @@ class LiveHub:
         # Sessions ended while this process ran (the latest ones): their live events
         # get SESSION_ENDED rather than NOT_JOINED.
         self.ended: OrderedDict[str, None] = OrderedDict()
-        self._expiring: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # expiries, notices from other hubs
 
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
@@ -214,8 +219,8 @@ class LiveHub:
 
     def _start_expiry(self, connection: Connection) -> None:
         task = asyncio.create_task(self._expire(connection))
-        self._expiring.add(task)  # the loop keeps only a weak reference
-        task.add_done_callback(self._expiring.discard)
+        self._background.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._background.discard)
 
     async def _expire(self, connection: Connection) -> None:
         if self.members.get(connection.sid) is not connection:
@@ -247,12 +252,17 @@ class LiveHub:
         # the websocket open until the web server's shutdown timeout.
         if self.sio.eio.sockets:
             try:
-                await asyncio.wait_for(self.sio.eio.disconnect(), CLOSE_WAIT_S)
+                await asyncio.wait_for(self._close_transports(), CLOSE_WAIT_S)
             except TimeoutError:
                 # A client that stopped reading never takes its close packet; the web
                 # server drops what is left when its own shutdown timeout runs out.
                 log.warning("transports did not finish closing within %.0f s", CLOSE_WAIT_S)
         await self.sio.shutdown()
+
+    async def _close_transports(self) -> None:
+        # Engine.IO's disconnect() of all fails on an empty set: sockets may close meanwhile.
+        if self.sio.eio.sockets:
+            await self.sio.eio.disconnect()
 
     # -- dispatch ------------------------------------------------------------
 
@@ -391,6 +401,8 @@ class LiveHub:
         connection.sessions[session.id] = joined
         for room in _rooms_of(joined):
             await self.sio.enter_room(connection.sid, room)
+        # Before the join's reads: what other hubs send from here on reaches this one.
+        await self.cluster.watch(session.center_id, session.id)
         if came_online or back_from_idle:
             await self._announce_presence(_student_key(joined), Status.ACTIVE, now)
         async with self.reads() as db:
@@ -498,6 +510,7 @@ class LiveHub:
             await extension.left(joined, went_offline)
         if not any(True for _ in self.members.in_session(joined.session_id)):
             self._idle_after_s.pop(joined.session_id, None)
+            self.cluster.unwatch(joined.center_id, joined.session_id)
         if not went_offline or joined.student_id is None:
             return
         key, left_at = _student_key(joined), self.clock()
@@ -611,11 +624,15 @@ class LiveHub:
                 log.exception("idle sweep failed; trying again in %s s", every_s)
 
     def session_changed(self, session: LiveSession) -> None:
-        """A session's settings changed (REST): live rules read the new values now."""
-        if session.id in self._idle_after_s:
-            self._idle_after_s[session.id] = float(
-                session.settings.get("idle_after_s") or self._default_idle_after_s
-            )
+        """A session's settings changed (REST): live rules read the new values now
+        (on every hub)."""
+        idle_after_s = session.settings.get("idle_after_s")
+        self._tell_elsewhere(session, {"notice": "settings", "idle_after_s": idle_after_s})
+        self._settings_changed(session.id, idle_after_s)
+
+    def _settings_changed(self, session_id: str, idle_after_s: float | None) -> None:
+        if session_id in self._idle_after_s:
+            self._idle_after_s[session_id] = float(idle_after_s or self._default_idle_after_s)
 
     def _idle_threshold(self, session_id: str) -> float:
         return self._idle_after_s.get(session_id, self._default_idle_after_s)
@@ -644,24 +661,59 @@ class LiveHub:
     # -- hooks for the REST layer --------------------------------------------
 
     async def session_ended(self, session: LiveSession) -> None:
-        """Tell everyone in the session it ended, and take their sockets out of it."""
-        self.ended[session.id] = None
+        """Tell everyone in the session it ended, and take their sockets out of it
+        (on every hub)."""
+        ended_at = iso(session.ended_at)
+        self._tell_elsewhere(session, {"notice": "ended", "ended_at": ended_at})
+        await self._session_ended(session.id, ended_at)
+
+    async def _session_ended(self, session_id: str, ended_at: str | None) -> None:
+        self.ended[session_id] = None
         if len(self.ended) > REMEMBERED_ENDINGS:
             self.ended.popitem(last=False)
-        self._idle_after_s.pop(session.id, None)
-        event = {"session_id": session.id, "ended_at": iso(session.ended_at)}
-        for connection in self.members.in_session(session.id):
-            await self._evict(connection, session.id, "session:ended", event)
+        self._idle_after_s.pop(session_id, None)
+        event = {"session_id": session_id, "ended_at": ended_at}
+        for connection in self.members.in_session(session_id):
+            await self._evict(connection, session_id, "session:ended", event)
         for extension in self.extensions:
-            await extension.ended(session)
+            await extension.ended(session_id)
 
     async def student_removed(self, session: LiveSession, student_id: str) -> None:
-        """A student's enrollment was removed: their sockets leave the session now."""
-        event = {"session_id": session.id, "reason": "ENROLLMENT_REMOVED"}
-        for connection in self.members.in_session(session.id):
-            joined = connection.sessions.get(session.id)
+        """A student's enrollment was removed: their sockets leave the session now
+        (on every hub)."""
+        self._tell_elsewhere(session, {"notice": "removed", "student_id": student_id})
+        await self._student_removed(session.id, student_id)
+
+    async def _student_removed(self, session_id: str, student_id: str) -> None:
+        event = {"session_id": session_id, "reason": "ENROLLMENT_REMOVED"}
+        for connection in self.members.in_session(session_id):
+            joined = connection.sessions.get(session_id)
             if joined is not None and joined.student_id == student_id:
-                await self._evict(connection, session.id, "session:removed", event)
+                await self._evict(connection, session_id, "session:removed", event)
+
+    def _tell_elsewhere(self, session: LiveSession, notice: dict[str, Any]) -> None:
+        if self.cluster.shared:
+            notice = {**notice, "session_id": session.id}
+            channel = session_channel(session.center_id, session.id)
+            self.cluster.publish(channel, CONTROL, dumps(notice).encode())
+
+    def _notice_from_elsewhere(self, payload: bytes) -> None:
+        """Another hub ended a session, removed a student or changed settings."""
+        notice = loads(payload)
+        session_id = notice["session_id"]
+        handling: Awaitable[None]
+        if notice["notice"] == "ended":
+            handling = self._session_ended(session_id, notice["ended_at"])
+        elif notice["notice"] == "removed":
+            handling = self._student_removed(session_id, notice["student_id"])
+        elif notice["notice"] == "settings":
+            self._settings_changed(session_id, notice["idle_after_s"])
+            return
+        else:
+            return
+        task = asyncio.ensure_future(handling)
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
 
     async def _evict(
         self, connection: Connection, session_id: str, event: str, data: dict[str, Any]

@@ -245,5 +245,5 @@ class HelpDesk:
     async def left(self, joined: Joined, last_connection: bool) -> None:
         return None
 
-    async def ended(self, session: Any) -> None:
+    async def ended(self, session_id: str) -> None:
         return None

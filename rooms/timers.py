@@ -199,7 +199,7 @@ class Timers:
     async def left(self, joined: Joined, last_connection: bool) -> None:
         return None
 
-    async def ended(self, session: LiveSession) -> None:
+    async def ended(self, session_id: str) -> None:
         return None
 
     # -- the watch ------------------------------------------------------------
