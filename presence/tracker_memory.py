@@ -2,33 +2,67 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
+from presence.activity import StudentKey
+from presence.tracker import Arrival, Departure
+
 
 class MemoryPresenceTracker:
     """Presence held in this process (see ``presence.tracker.PresenceTracker``)."""
 
     def __init__(self) -> None:
-        # session id -> student id -> joined connection ids
-        self._sessions: dict[str, dict[str, set[str]]] = {}
+        # student -> joined connection ids
+        self._connections: dict[StudentKey, set[str]] = {}
+        # student -> (grace deadline, wall clock; the departure)
+        self._leaving: dict[StudentKey, tuple[float, Departure]] = {}
+        # (center, session) -> student -> last told status
+        self._statuses: dict[tuple[str, str], dict[str, str]] = {}
 
-    async def connect(self, session_id: str, student_id: str, connection_id: str) -> bool:
-        held = self._sessions.setdefault(session_id, {}).setdefault(student_id, set())
+    async def connect(self, key: StudentKey, connection_id: str) -> Arrival:
+        held = self._connections.setdefault(key, set())
         if connection_id in held:
-            return False
+            return Arrival.ALREADY
         held.add(connection_id)
-        return len(held) == 1
+        if len(held) > 1:
+            return Arrival.ALREADY
+        return Arrival.RESUMED if self._leaving.pop(key, None) else Arrival.ONLINE
 
-    async def disconnect(self, session_id: str, student_id: str, connection_id: str) -> bool:
-        students = self._sessions.get(session_id, {})
-        held = students.get(student_id)
+    async def disconnect(
+        self, key: StudentKey, connection_id: str, left_at: datetime, grace_s: float
+    ) -> bool:
+        held = self._connections.get(key)
         if held is None or connection_id not in held:
             return False
         held.discard(connection_id)
         if held:
             return False
-        del students[student_id]
-        if not students:
-            del self._sessions[session_id]
+        del self._connections[key]
+        if grace_s > 0:
+            self._leaving[key] = (time.time() + grace_s, Departure(key, left_at))
         return True
 
-    async def online(self, session_id: str) -> set[str]:
-        return set(self._sessions.get(session_id, {}))
+    async def departures(self, everyone: bool = False) -> list[Departure]:
+        now = time.time()
+        due = [key for key, (deadline, _) in self._leaving.items() if everyone or deadline <= now]
+        return [self._leaving.pop(key)[1] for key in due]
+
+    async def record(self, key: StudentKey, status: str) -> None:
+        center_id, session_id, student_id = key
+        self._statuses.setdefault((center_id, session_id), {})[student_id] = status
+
+    async def recorded(self, center_id: str, session_id: str) -> dict[str, str]:
+        return dict(self._statuses.get((center_id, session_id), {}))
+
+    def forget(self, center_id: str, session_id: str) -> None:
+        self._statuses.pop((center_id, session_id), None)
+
+    async def reap(self, now: datetime, grace_s: float) -> int:
+        return 0  # one process: it is its only hub
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass

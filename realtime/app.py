@@ -20,6 +20,7 @@ from persistence.db import create_engine, read_session_factory, session_factory
 from persistence.models import HelpPriority, utcnow
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
+from presence.tracker_redis import RedisPresenceTracker
 from realtime.cluster import Cluster, RedisCluster
 from realtime.codec import CODEC
 from realtime.config import Settings
@@ -94,7 +95,7 @@ def build_app(
         db=db,
         reads=reads,
         verifier=verifier,
-        presence=presence if presence is not None else MemoryPresenceTracker(),
+        presence=presence or _presence(redis, cluster),
         metrics=metrics,
         events_per_s=settings.socket_events_per_s,
         event_burst=settings.socket_event_burst,
@@ -182,6 +183,12 @@ def build_app(
     return app
 
 
+def _presence(redis: Redis | None, cluster: Cluster) -> PresenceTracker:
+    if redis is None:
+        return MemoryPresenceTracker()
+    return RedisPresenceTracker(redis, cluster.node_id)
+
+
 async def _disconnect_clients(app: web.Application) -> None:
     started = time.perf_counter()
     log.info("stopping: SIGTERM or shutdown")
@@ -236,7 +243,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     """The cluster's publisher and subscriber run from start to stop (a lone hub has none)."""
     cluster = app[HUB].cluster
     await cluster.start()
+    await app[HUB].presence.start()
     yield
+    await app[HUB].presence.close()
     await cluster.close()
     client = app[REDIS]
     if client is not None:

@@ -33,7 +33,7 @@ from persistence.repositories import (
 )
 from persistence.views import attendance_view, enrollment_view, iso, session_view
 from presence.activity import ActivityTracker, Status, StudentKey
-from presence.tracker import PresenceTracker
+from presence.tracker import Arrival, PresenceTracker
 from realtime.cluster import CONTROL, Cluster, session_channel
 from realtime.codec import dumps, loads
 from realtime.errors import ErrorCode, HubError, validation_error
@@ -139,18 +139,18 @@ class LiveHub:
         # The other hubs sharing sessions (a lone hub's does nothing).
         self.cluster: Cluster = getattr(sio, "cluster", None) or Cluster()
         self.cluster.on(CONTROL, self._notice_from_elsewhere)
+        self.cluster.on_reconnect(self._present_again)
         self._db = db
         # Read-only sessions (on SQLite they skip the write lock); extensions use them too.
         self.reads = reads or db
         self._verifier = verifier
-        self._presence = presence
+        self.presence = presence
         self._metrics = metrics
         self._events_per_s = events_per_s
         self._event_burst = event_burst
         self.clock = clock
         self._late_after_s = late_after_s
         self._grace_s = grace_s
-        self._going_offline: dict[StudentKey, asyncio.Task[None]] = {}
         self.activity = ActivityTracker()
         self._default_idle_after_s = idle_after_s
         self._idle_after_s: dict[str, float] = {}
@@ -245,8 +245,6 @@ class LiveHub:
                 {"code": SHUTTING_DOWN, "message": "hub is shutting down; reconnect"},
                 to=connection.sid,
             )
-        log.info("stopping: %d students in their grace period go offline", len(self._going_offline))
-        await self.stop_grace_timers()
         log.info("stopping: closing %d transports", len(self.sio.eio.sockets))
         # Close the Engine.IO transports too: a Socket.IO-level disconnect leaves
         # the websocket open until the web server's shutdown timeout.
@@ -257,6 +255,11 @@ class LiveHub:
                 # A client that stopped reading never takes its close packet; the web
                 # server drops what is left when its own shutdown timeout runs out.
                 log.warning("transports did not finish closing within %.0f s", CLOSE_WAIT_S)
+        if not self.cluster.shared:
+            # Nobody else will mark them offline. In a cluster the other hubs do, unless
+            # the students come back to one of them within their grace period.
+            offline = await self.stop_grace_timers()
+            log.info("stopping: %d students in their grace period went offline", offline)
         await self.sio.shutdown()
 
     async def _close_transports(self) -> None:
@@ -385,11 +388,11 @@ class LiveHub:
         self._idle_after_s[session.id] = float(
             session.settings.get("idle_after_s") or self._default_idle_after_s
         )
-        came_online = joined.student_id is not None and await self._presence.connect(
-            session.id, joined.student_id, connection.sid
+        # Back within the grace period (RESUMED): the same stretch goes on.
+        came_online = (
+            joined.student_id is not None
+            and await self.presence.connect(_student_key(joined), connection.sid) is Arrival.ONLINE
         )
-        if came_online and self._back_within_grace(_student_key(joined)):
-            came_online = False  # the same stretch goes on
         if came_online:
             await self._open_attendance(connection, joined, now, session.starts_at)
         # Joining is activity: a new tab of an idle student makes them active again.
@@ -405,6 +408,7 @@ class LiveHub:
         await self.cluster.watch(session.center_id, session.id)
         if came_online or back_from_idle:
             await self._announce_presence(_student_key(joined), Status.ACTIVE, now)
+        recorded = await self.presence.recorded(session.center_id, session.id)
         async with self.reads() as db:
             roster = (
                 [own] if own is not None else await EnrollmentRepository(db).for_session(session.id)
@@ -416,7 +420,7 @@ class LiveHub:
                 _student_state(
                     enrollment_view(e),
                     totals[e.student_id],
-                    self.activity.status((session.center_id, session.id, e.student_id)),
+                    Status(recorded[e.student_id]) if e.student_id in recorded else None,
                     now,
                 )
                 for e in roster
@@ -479,7 +483,7 @@ class LiveHub:
                 )
         except BaseException:
             # The join fails as a whole: the student is not counted online.
-            await self._presence.disconnect(joined.session_id, joined.student_id, connection.sid)
+            await self.presence.disconnect(_student_key(joined), connection.sid, now, 0)
             raise
         await self.announce_attendance(joined.center_id, joined.session_id, record)
 
@@ -503,41 +507,26 @@ class LiveHub:
         self._metrics.joined.dec()
         for room in _rooms_of(joined):
             await self.sio.leave_room(connection.sid, room)
-        went_offline = joined.student_id is not None and await self._presence.disconnect(
-            joined.session_id, joined.student_id, connection.sid
+        left_at = self.clock()
+        went_offline = joined.student_id is not None and await self.presence.disconnect(
+            _student_key(joined), connection.sid, left_at, self._grace_s
         )
+        here = self.members.in_session(joined.session_id)
+        if joined.student_id is not None and not any(
+            c.sessions.get(joined.session_id) == joined for c in here
+        ):
+            # This hub holds no connection of theirs any more: their activity is followed
+            # where they are (here again if they come back).
+            self.activity.stop(_student_key(joined))
         for extension in self.extensions:
             await extension.left(joined, went_offline)
         if not any(True for _ in self.members.in_session(joined.session_id)):
             self._idle_after_s.pop(joined.session_id, None)
             self.cluster.unwatch(joined.center_id, joined.session_id)
-        if not went_offline or joined.student_id is None:
-            return
-        key, left_at = _student_key(joined), self.clock()
-        if self._grace_s <= 0:
-            await self._go_offline(key, left_at)
-            return
-        # A student back within the grace period was never away: one stretch, no
-        # offline/online pair for the tutor when a network flaps.
-        task = asyncio.create_task(self._offline_after_grace(key, left_at))
-        self._going_offline[key] = task
-
-    async def _offline_after_grace(self, key: StudentKey, left_at: datetime) -> None:
-        await asyncio.sleep(self._grace_s)
-        if self._going_offline.get(key) is not asyncio.current_task():
-            return
-        del self._going_offline[key]
-        try:
-            await self._go_offline(key, left_at)
-        except Exception:
-            log.exception("marking %s offline failed", key)
-
-    def _back_within_grace(self, key: StudentKey) -> bool:
-        task = self._going_offline.pop(key, None)
-        if task is None:
-            return False
-        task.cancel()
-        return True
+        if went_offline and self._grace_s <= 0:
+            await self._go_offline(_student_key(joined), left_at)
+        # Otherwise they are leaving: a sweep (on whichever hub) marks them offline once
+        # their grace period runs out, unless they come back first (see watch_idle).
 
     async def _go_offline(self, key: StudentKey, left_at: datetime) -> None:
         center_id, session_id, student_id = key
@@ -551,28 +540,36 @@ class LiveHub:
         if record is not None:
             await self.announce_attendance(center_id, session_id, record)
 
-    async def stop_grace_timers(self) -> None:
-        """At shutdown: students still in their grace period go offline now, in one
-        transaction. Nobody is told: every connection is being closed, and a hub
-        that left thousands in their grace period must still stop in seconds."""
-        pending, self._going_offline = self._going_offline, {}
-        for task in pending.values():
-            task.cancel()
+    async def _present_again(self) -> None:
+        """Redis was away (and may have lost everything): count this hub's students in."""
+        for connection in self.members:
+            for joined in list(connection.sessions.values()):
+                if joined.student_id is not None:
+                    await self.presence.connect(_student_key(joined), connection.sid)
+
+    async def stop_grace_timers(self) -> int:
+        """A lone hub stopping: every student still in their grace period goes offline
+        now, in one transaction; how many. Nobody is told: every connection is being
+        closed, and a hub that left thousands in their grace period must still stop in
+        seconds."""
+        pending = await self.presence.departures(everyone=True)
         if not pending:
-            return
+            return 0
         now = self.clock()
-        students = [(session_id, student_id) for _, session_id, student_id in pending]
-        for key in pending:
-            self.activity.stop(key)
+        students = [(d.key[1], d.key[2]) for d in pending]
+        for departure in pending:
+            self.activity.stop(departure.key)
         try:
             async with self._db.begin() as db:
                 await AttendanceRepository(db).close_open_many(students, now)
                 await AttendanceRecords(db).left_many(students, now)
         except Exception:
             log.exception("marking %d students offline at shutdown failed", len(pending))
+        return len(pending)
 
     async def _announce_presence(self, key: StudentKey, status: Status, now: datetime) -> None:
         center_id, session_id, student_id = key
+        await self.presence.record(key, status.value)
         async with self.reads() as db:
             totals = await AttendanceRepository(db).totals(session_id, student_id)
         await self.sio.emit(
@@ -618,6 +615,9 @@ class LiveHub:
                 now = self.clock()
                 for key in self.activity.gone_idle(now, self._idle_threshold):
                     await self._announce_presence(key, Status.IDLE, now)
+                await self.presence.reap(now, self._grace_s)
+                for departure in await self.presence.departures():
+                    await self._go_offline(departure.key, departure.left_at)
             except asyncio.CancelledError:
                 raise
             except Exception:

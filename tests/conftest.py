@@ -11,7 +11,7 @@ import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -120,15 +120,63 @@ def tokens(settings: Settings) -> Tokens:
     return Tokens(settings)
 
 
+# The socket-level suites run twice: against one hub, and against a cluster of
+# CLUSTER_NODES hubs sharing one Redis and one Postgres database, each client on
+# the next hub in turn (a tutor and their students on different hubs).
+CLUSTER_NODES = 3
+CLUSTER_SUITES = {
+    "test_sockets",
+    "test_canvas",
+    "test_control",
+    "test_presence",
+    "test_timers",
+    "test_help",
+    "test_attendance",
+    "test_rest_enrollments",
+    "test_rest_sessions",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    suite = metafunc.module.__name__.rpartition(".")[2]
+    if "topology" in metafunc.fixturenames and suite in CLUSTER_SUITES:
+        metafunc.parametrize("topology", ["single", "cluster"], indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A cluster shares Postgres: several hubs on one SQLite file is not a deployment.
+    dropped = [
+        item
+        for item in items
+        if (callspec := getattr(item, "callspec", None)) is not None
+        and callspec.params.get("topology") == "cluster"
+        and callspec.params.get("database") == "sqlite"
+    ]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in set(dropped)]
+
+
+@pytest.fixture
+def topology(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "single"))
+
+
 @dataclass
 class Hub:
-    """A real hub serving on loopback, and ways to talk to it."""
+    """A real hub serving on loopback (or several sharing Redis), and ways to talk to it.
+
+    ``url`` and ``app`` are the first hub's; ``client`` connects each new client to
+    the next hub in turn.
+    """
 
     url: str
     app: web.Application
     tokens: Tokens
     http: aiohttp.ClientSession
     clients: list[Client]
+    urls: list[str] = field(default_factory=list)
+    apps: list[web.Application] = field(default_factory=list)
 
     def api(self, token: str | None) -> Api:
         return Api(self.http, self.url, token)
@@ -138,8 +186,10 @@ class Hub:
 
     async def client(self, token: str | None) -> Client:
         client = Client()
+        urls = self.urls or [self.url]
+        url = urls[len(self.clients) % len(urls)]
         self.clients.append(client)
-        return await client.connect(self.url, token)
+        return await client.connect(url, token)
 
     async def connect(self, sub: str, role: str, center: str = "c1", **kw: Any) -> Client:
         return await self.client(self.tokens(sub, role, center, **kw))
@@ -149,23 +199,40 @@ HubFactory = Callable[..., Awaitable[Hub]]
 
 
 @pytest.fixture
-async def make_hub(settings: Settings, database: Database) -> AsyncIterator[HubFactory]:
-    """Start hubs on 127.0.0.1 (with setting overrides); all stop at teardown."""
+async def make_hub(
+    settings: Settings, database: Database, topology: str
+) -> AsyncIterator[HubFactory]:
+    """Start hubs on 127.0.0.1 (with setting overrides); all stop at teardown.
+    With the cluster topology each call starts CLUSTER_NODES hubs sharing Redis."""
     servers: list[TestServer] = []
     hubs: list[Hub] = []
+    nodes = 1
+    if topology == "cluster":
+        need_service("Redis", await redis_problem())
+        settings = settings.model_copy(update={"redis_url": REDIS_URL})
+        nodes = CLUSTER_NODES
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        await client.flushdb()  # one test's cluster at a time uses the test database
+        await client.aclose()
 
     async def start(clock: Any = None, **overrides: Any) -> Hub:
         hub_settings = settings.model_copy(update=overrides) if overrides else settings
-        app = build_app(hub_settings, clock=clock) if clock else build_app(hub_settings)
-        server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server()
-        servers.append(server)
+        apps, urls = [], []
+        for _ in range(nodes):  # one after another: the first migrates the database
+            app = build_app(hub_settings, clock=clock) if clock else build_app(hub_settings)
+            server = TestServer(app, host="127.0.0.1", port=0)
+            await server.start_server()
+            servers.append(server)
+            apps.append(app)
+            urls.append(str(server.make_url("")).rstrip("/"))
         hub = Hub(
-            url=str(server.make_url("")).rstrip("/"),
-            app=app,
+            url=urls[0],
+            app=apps[0],
             tokens=Tokens(hub_settings),
             http=aiohttp.ClientSession(),
             clients=[],
+            urls=urls if nodes > 1 else [],
+            apps=apps,
         )
         hubs.append(hub)
         return hub
