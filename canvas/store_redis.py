@@ -258,6 +258,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
 
     _canvas_type = _Replica
     _resets: dict[CanvasKey, asyncio.Future[None]] = field(default_factory=dict, init=False)
+    _handed_while_loading: dict[CanvasKey, int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._append = self.redis.register_script(APPEND)
@@ -355,6 +356,9 @@ class RedisCanvasStore(DatabaseCanvasStore):
             return
         canvas = self._canvases.get(key)
         if canvas is None:
+            if key in self._loading:  # the load reads them: don't hand them on again
+                handed = self._handed_while_loading.get(key, 0)
+                self._handed_while_loading[key] = max(handed, received[-1].patch.seq)
             self._hand_on([(key, r.patch) for r in received])
             return
         replica = _replica(canvas)
@@ -519,6 +523,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
     async def _load(self, key: CanvasKey) -> _Canvas:
         """The database's canvas plus the stream beyond it, so the replica is the shared
         state; sets the shared state up (new epoch) if Redis has none."""
+        self._handed_while_loading.pop(key, None)
         await self.flush()  # what this hub wrote is in the database
         resetting = self._resets.get(key)
         if resetting is not None:
@@ -554,6 +559,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
                 canvas.durable_seq = canvas.relayed = min(state.dseq, canvas.seq)
                 self._take(canvas, entries)
                 canvas.durable_seq = state.dseq
+                canvas.relayed = max(canvas.relayed, self._handed_while_loading.pop(key, 0))
                 self._canvases[key] = canvas
                 return canvas
         except RedisError as exc:

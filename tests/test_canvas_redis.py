@@ -188,7 +188,10 @@ async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
     finally:
         for node in cluster.nodes:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(node.store.close(), 10)
+                if node.dead:
+                    await node.writer.close()
+                else:
+                    await asyncio.wait_for(node.store.close(), 10)
         delivering.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await delivering
