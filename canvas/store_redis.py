@@ -229,8 +229,9 @@ class _Replica(_Canvas):
     # The document holds a patch Redis has not sequenced yet; received patches wait.
     tentative: bool = False
     inbox: list[_Received] = field(default_factory=list)
-    # Patches were missed: catch up from the stream before use.
+    # Patches were missed: catch up from the stream (to at least ``stale_upto``) before use.
     stale: bool = False
+    stale_upto: int = 0
     # The last seq handed to on_durable here, and the last applied from another hub.
     relayed: int = 0
     foreign: int = 0
@@ -259,6 +260,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
     _canvas_type = _Replica
     _resets: dict[CanvasKey, asyncio.Future[None]] = field(default_factory=dict, init=False)
     _handed_while_loading: dict[CanvasKey, int] = field(default_factory=dict, init=False)
+    _committing: asyncio.Future[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._append = self.redis.register_script(APPEND)
@@ -293,7 +295,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
             if outcome == "BEHIND":
                 if int(reply[1]) < canvas.seq:
                     self._drop(canvas)  # Redis is behind this replica: rebuild both
-                canvas.stale = True
+                canvas.stale, canvas.stale_upto = True, int(reply[1])
             elif outcome == "BUSY":
                 if int(reply[2]) >= self.takeover_s * 1000:
                     await self._repair(key)
@@ -445,6 +447,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
                 continue
             if patch.seq > canvas.seq + 1 or patch.epoch != canvas.epoch:
                 canvas.stale = True
+                canvas.stale_upto = max(canvas.stale_upto, patch.seq)
                 return
             try:
                 canvas.doc.apply(item.ops, patch.author, NO_LIMITS)
@@ -493,7 +496,11 @@ class RedisCanvasStore(DatabaseCanvasStore):
             raise _Retry
         canvas.stale = False
         self._take(canvas, entries)
-        if canvas.stale or self._canvases.get(canvas.key) is not canvas:
+        if (
+            canvas.stale
+            or canvas.seq < canvas.stale_upto
+            or self._canvases.get(canvas.key) is not canvas
+        ):
             self._drop(canvas)
             raise _Retry
 
@@ -520,11 +527,22 @@ class RedisCanvasStore(DatabaseCanvasStore):
     def _document(self, doc: dict[str, Any]) -> CanvasDocument:
         return _Document(doc)
 
+    async def _written(self) -> None:
+        """Wait until what was queued so far is committed (or failed); unlike ``flush``,
+        not for what is queued meanwhile, so a busy hub still loads canvases."""
+        last = self._queue[-1].future if self._queue else self._committing
+        if last is not None and not last.done():
+            await asyncio.wait([last])  # batches commit in order
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        self._committing = batch[-1].future
+        await super()._commit(batch)
+
     async def _load(self, key: CanvasKey) -> _Canvas:
         """The database's canvas plus the stream beyond it, so the replica is the shared
         state; sets the shared state up (new epoch) if Redis has none."""
         self._handed_while_loading.pop(key, None)
-        await self.flush()  # what this hub wrote is in the database
+        await self._written()  # what this hub wrote is in the database
         resetting = self._resets.get(key)
         if resetting is not None:
             await asyncio.shield(resetting)
