@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -69,6 +70,47 @@ class GatedWriter:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+class RedisProxy:
+    """A TCP proxy to Redis on loopback that can go down and come back: an outage."""
+
+    def __init__(self) -> None:
+        target = urlsplit(REDIS_URL)
+        self.target = (target.hostname or "127.0.0.1", target.port or 6379)
+        self.db = target.path.lstrip("/") or "0"
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.links: list[asyncio.StreamWriter] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/{self.db}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.links:
+            writer.close()
+        self.links = []
+        await self.server.wait_closed()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.links += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 @dataclass
@@ -149,13 +191,15 @@ async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
     prefix = f"test:{uuid.uuid4().hex[:12]}:cv:"
     cluster = Cluster(engine, db, client, prefix, CanvasKey("c1", live.id, "s1"))
 
-    async def add_node(name: str, takeover_s: float = TAKEOVER_S) -> Node:
+    async def add_node(
+        name: str, takeover_s: float = TAKEOVER_S, through: redis.asyncio.Redis | None = None
+    ) -> Node:
         writer = GatedWriter(batch_writer(engine))
         node = Node(None, writer)  # type: ignore[arg-type]
         node.store = RedisCanvasStore(
             db=db,
             writer=writer,
-            redis=client,
+            redis=through or client,
             node_id=name,
             prefix=prefix,
             takeover_s=takeover_s,
@@ -379,3 +423,35 @@ async def test_catch_up_never_returns_an_undurable_patch(cluster: Cluster) -> No
     assert answer.position.offset == 2 and set(answer.doc["elements"]) == {"one", "two"}
     assert committed_when_answered == [2]
     await converged(cluster, 2)
+
+
+async def test_a_redis_outage_refuses_appends_retryably_and_the_node_recovers(
+    cluster: Cluster,
+) -> None:
+    proxy = RedisProxy()
+    await proxy.start()
+    through = redis.asyncio.Redis.from_url(proxy.url, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        assert cluster.add_node is not None
+        a = await cluster.add_node("node-a", through=through)
+        (b,) = await nodes(cluster, "node-b")
+        key = cluster.key
+        assert await acked(a, key, Author.STUDENT, stroke("before")) == 1
+        await proxy.stop()
+        with pytest.raises(HubError) as refused:
+            await a.store.append(key, Author.STUDENT, "student-1", stroke("during"))
+        assert refused.value.code is ErrorCode.INTERNAL
+        assert await cluster.redis_seqs() == (1, 1)  # changed nothing
+        assert await acked(b, key, Author.TUTOR, mark("other-node")) == 2
+        await proxy.start()  # Redis is back
+        assert await acked(a, key, Author.STUDENT, stroke("after")) == 3
+        await converged(cluster, 3)
+        doc = await cluster.stored_doc()
+        assert set(doc["elements"]) == {"before", "after"}
+        assert set(doc["annotations"]) == {"other-node"}
+    finally:
+        for node in cluster.nodes:
+            await node.store.close()
+        cluster.nodes.clear()
+        await through.aclose()
+        await proxy.stop()
