@@ -1,8 +1,9 @@
 """The canvas store interface: sequenced, durable patch streams, one per student canvas.
 
 Backends: ``store_database.DatabaseCanvasStore`` (documents in this process,
-op log and snapshots in the database; the default). A Redis backend that lets
-several hubs share canvases is to come beside it.
+op log and snapshots in the database; the default) and
+``store_redis.RedisCanvasStore`` (the same, with seqs, the recent log and
+relays shared through Redis, so several hubs can write one canvas).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class StreamPosition:
 
 @dataclass(frozen=True, slots=True)
 class Patch:
-    """An accepted patch: its seq, who wrote it, and the effective ops as JSON.
+    """An accepted patch: its seq (in ``epoch``), who wrote it, and the effective ops as JSON.
 
     The ops are kept encoded (an ``orjson.Fragment``, embedded as is wherever the
     patch is sent): a catch-up log of a thousand patches per canvas would
@@ -48,6 +49,7 @@ class Patch:
     """
 
     seq: int
+    epoch: str
     author: Author
     author_id: str
     ops: orjson.Fragment

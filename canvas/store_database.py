@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -47,6 +47,21 @@ def initial_epoch(key: CanvasKey) -> str:
     canvas with nothing stored yet keeps its epoch across reloads and restarts."""
     digest = hashlib.sha256(f"{key.session_id}\x00{key.student_id}".encode()).hexdigest()
     return digest[:16]
+
+
+def op_row(key: CanvasKey, patch: Patch, ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``canvas_ops`` row of a patch (``ops`` are its effective ops, decoded)."""
+    return {
+        "center_id": key.center_id,
+        "session_id": key.session_id,
+        "student_id": key.student_id,
+        "seq": patch.seq,
+        "epoch": patch.epoch,
+        "author": patch.author.value,
+        "author_id": patch.author_id,
+        "ops": ops,
+        "at": patch.at,
+    }
 
 
 @dataclass(eq=False, slots=True)
@@ -87,6 +102,8 @@ class DatabaseCanvasStore:
     metrics: HubMetrics | None = None
     on_durable: DurableListener | None = None
 
+    # What a loaded canvas is (a backend may keep more per canvas).
+    _canvas_type: ClassVar[type[_Canvas]] = _Canvas
     _canvases: dict[CanvasKey, _Canvas] = field(default_factory=dict, init=False)
     _loading: dict[CanvasKey, asyncio.Future[_Canvas]] = field(default_factory=dict, init=False)
     _queue: list[_Write] = field(default_factory=list, init=False)
@@ -127,20 +144,9 @@ class DatabaseCanvasStore:
         started = time.perf_counter()
         effective = canvas.doc.apply(ops, author, self.limits)  # raises, changing nothing
         canvas.seq += 1
-        patch = Patch(canvas.seq, author, author_id, encoded(effective), utcnow())
+        patch = Patch(canvas.seq, canvas.epoch, author, author_id, encoded(effective), utcnow())
         canvas.log.append(patch)
-        row = {
-            "center_id": key.center_id,
-            "session_id": key.session_id,
-            "student_id": key.student_id,
-            "seq": patch.seq,
-            "epoch": canvas.epoch,
-            "author": author.value,
-            "author_id": author_id,
-            "ops": effective,
-            "at": patch.at,
-        }
-        future = self._enqueue(canvas, OPS, row, patch)
+        future = self._enqueue(canvas, OPS, op_row(key, patch, effective), patch)
         if canvas.seq - canvas.snapshot_seq >= self.snapshot_every:
             self._snapshot(canvas)
         if self.metrics is not None:
@@ -215,6 +221,12 @@ class DatabaseCanvasStore:
         return await asyncio.shield(loading)
 
     async def _load(self, key: CanvasKey) -> _Canvas:
+        canvas = await self._read_stored(key)
+        self._canvases[key] = canvas
+        return canvas
+
+    async def _read_stored(self, key: CanvasKey) -> _Canvas:
+        """The canvas as the database holds it (not kept in memory)."""
         async with self.db() as db:
             repo = CanvasRepository(db)
             stored = await repo.load(key.session_id, key.student_id)
@@ -222,12 +234,13 @@ class DatabaseCanvasStore:
             recent = await repo.recent_ops(key.session_id, key.student_id, self.retention)
         doc = replay(stored.snapshot_doc, [op.ops for op in stored.ops])
         patches = [
-            Patch(op.seq, Author(op.author), op.author_id, encoded(op.ops), op.at) for op in recent
+            Patch(op.seq, op.epoch, Author(op.author), op.author_id, encoded(op.ops), op.at)
+            for op in recent
         ]
         seq = stored.ops[-1].seq if stored.ops else stored.snapshot_seq
-        canvas = _Canvas(
+        return self._canvas_type(
             key=key,
-            doc=CanvasDocument(doc),
+            doc=self._document(doc),
             seq=seq,
             epoch=stored.epoch or initial_epoch(key),
             log=deque(patches, maxlen=self.retention),
@@ -235,8 +248,9 @@ class DatabaseCanvasStore:
             snapshot_seq=stored.snapshot_seq,
             snapshot_at=time.monotonic(),
         )
-        self._canvases[key] = canvas
-        return canvas
+
+    def _document(self, doc: dict[str, Any]) -> CanvasDocument:
+        return CanvasDocument(doc)
 
     async def _settled(self, key: CanvasKey) -> _Canvas:
         """The canvas once everything appended to it is durable."""
@@ -333,8 +347,12 @@ class DatabaseCanvasStore:
         if self.metrics is not None:
             self.metrics.canvas_commit_seconds.observe(time.perf_counter() - started)
             self.metrics.canvas_commit_batch.observe(len(live))
+        await self._stored(live)
+
+    async def _stored(self, writes: list[_Write]) -> None:
+        """These writes are in the database: resolve them and tell ``on_durable``."""
         durable: list[tuple[CanvasKey, Patch]] = []
-        for write in live:
+        for write in writes:
             if write.patch is not None:
                 write.canvas.durable_seq = write.patch.seq
                 durable.append((write.canvas.key, write.patch))

@@ -1,0 +1,457 @@
+"""Several hubs ("nodes") writing the same canvases through ``RedisCanvasStore``.
+
+Each node is a store instance of its own (its own node id, committer and
+replicas) in this process, all on one real Redis (db 15, a key prefix per
+test) and one real database (SQLite and Postgres). The cluster layer is
+imitated by a bus: it subscribes to the session's channel and hands each
+``CANVAS`` frame to every node but its sender, as ``receive``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+import redis.asyncio
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from canvas.document import Author, replay
+from canvas.store import CanvasKey, Patch
+from canvas.store_redis import RedisCanvasStore
+from persistence import migrate
+from persistence.batch import BatchWriter, Rows, batch_writer
+from persistence.db import create_engine, session_factory
+from persistence.models import CanvasOp, LiveSession
+from realtime.cluster import CANVAS, session_channel, unframe
+from realtime.errors import ErrorCode, HubError
+from tests.conftest import REDIS_URL, Database, need_service, redis_problem
+from tests.support import eventually
+
+T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+TAKEOVER_S = 0.3
+
+
+def stroke(element_id: str) -> list[dict[str, Any]]:
+    return [{"op": "add", "path": f"/elements/{element_id}", "value": {"type": "stroke"}}]
+
+
+def mark(annotation_id: str) -> list[dict[str, Any]]:
+    return [{"op": "add", "path": f"/annotations/{annotation_id}", "value": {"type": "text"}}]
+
+
+class GatedWriter:
+    """A batch writer that stores only while its gate is open (a slow or stuck commit)."""
+
+    def __init__(self, inner: BatchWriter) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.committed_upto = 0  # highest op seq this writer has committed
+
+    async def insert(self, rows: Rows) -> None:
+        await self.gate.wait()
+        await self.inner.insert(rows)
+        seqs = [
+            row["seq"]
+            for table, values in rows.items()
+            if table.name == "canvas_ops"
+            for row in values
+        ]
+        self.committed_upto = max([self.committed_upto, *seqs])
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class RedisProxy:
+    """A TCP proxy to Redis on loopback that can go down and come back: an outage."""
+
+    def __init__(self) -> None:
+        target = urlsplit(REDIS_URL)
+        self.target = (target.hostname or "127.0.0.1", target.port or 6379)
+        self.db = target.path.lstrip("/") or "0"
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.links: list[asyncio.StreamWriter] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/{self.db}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.links:
+            writer.close()
+        self.links = []
+        await self.server.wait_closed()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.links += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@dataclass
+class Node:
+    store: RedisCanvasStore
+    writer: GatedWriter
+    relayed: list[tuple[CanvasKey, Patch]] = field(default_factory=list)
+    dead: bool = False
+
+    def relayed_seqs(self, key: CanvasKey) -> list[int]:
+        return [p.seq for k, p in self.relayed if k == key]
+
+    def kill(self) -> None:
+        """The process dies: its committer stops, whatever it had queued is gone."""
+        for task in self.store._tasks:
+            task.cancel()
+        self.store._queue.clear()
+        self.store._idle.set()
+        self.dead = True
+
+
+@dataclass
+class Cluster:
+    engine: AsyncEngine
+    db: async_sessionmaker[AsyncSession]
+    redis: redis.asyncio.Redis
+    prefix: str
+    key: CanvasKey
+    nodes: list[Node] = field(default_factory=list)
+    # Every patch published on the session channel, in publishing order: (sender, seq).
+    published: list[tuple[str, int]] = field(default_factory=list)
+    add_node: Callable[..., Awaitable[Node]] | None = None
+
+    async def stored_ops(self) -> list[CanvasOp]:
+        async with self.db() as db:
+            rows = await db.scalars(
+                select(CanvasOp)
+                .where(CanvasOp.session_id == self.key.session_id)
+                .order_by(CanvasOp.seq)
+            )
+            return list(rows.all())
+
+    async def stored_doc(self) -> dict[str, Any]:
+        return replay(None, [op.ops for op in await self.stored_ops()])
+
+    async def redis_seqs(self) -> tuple[int, int]:
+        m = f"{self.prefix}{{{self.key.session_id}:{self.key.student_id}}}:m"
+        seq, dseq = await self.redis.hmget(m, "seq", "dseq")
+        return int(seq or 0), int(dseq or 0)
+
+
+@pytest.fixture
+async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database.url, schema=database.schema)
+    await migrate.upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
+    need_service("Redis", await redis_problem())
+    db = session_factory(engine)
+    async with db.begin() as session:
+        live = LiveSession(
+            center_id="c1",
+            title="Shapes",
+            tutor_id="tutor-1",
+            starts_at=T0,
+            ends_at=T0 + timedelta(hours=1),
+            status="LIVE",
+            max_students=5,
+            settings={},
+            created_by="tutor-1",
+        )
+        session.add(live)
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    prefix = f"test:{uuid.uuid4().hex[:12]}:cv:"
+    cluster = Cluster(engine, db, client, prefix, CanvasKey("c1", live.id, "s1"))
+
+    async def add_node(
+        name: str, takeover_s: float = TAKEOVER_S, through: redis.asyncio.Redis | None = None
+    ) -> Node:
+        writer = GatedWriter(batch_writer(engine))
+        node = Node(None, writer)  # type: ignore[arg-type]
+        node.store = RedisCanvasStore(
+            db=db,
+            writer=writer,
+            redis=through or client,
+            node_id=name,
+            prefix=prefix,
+            takeover_s=takeover_s,
+            on_durable=node.relayed.extend,
+        )
+        await node.store.start()
+        cluster.nodes.append(node)
+        return node
+
+    cluster.add_node = add_node
+    pubsub = client.pubsub()
+    await pubsub.subscribe(session_channel("c1", live.id))
+
+    async def bus() -> None:
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is None:
+                continue
+            sender, kind, payload = unframe(message["data"])
+            assert kind == CANVAS
+            for item in orjson.loads(payload)["patches"]:
+                cluster.published.append((sender, item["seq"]))
+            for node in cluster.nodes:
+                if node.store.node_id != sender and not node.dead:
+                    node.store.receive(payload)
+
+    delivering = asyncio.create_task(bus())
+    try:
+        yield cluster
+    finally:
+        for node in cluster.nodes:
+            with contextlib.suppress(Exception):
+                if node.dead:
+                    await node.writer.close()
+                else:
+                    await asyncio.wait_for(node.store.close(), 10)
+        delivering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await delivering
+        await pubsub.aclose()
+        async for name in client.scan_iter(match=f"{prefix}*"):
+            await client.delete(name)
+        await client.aclose()
+
+
+async def nodes(cluster: Cluster, *names: str, **kw: Any) -> list[Node]:
+    assert cluster.add_node is not None
+    return [await cluster.add_node(name, **kw) for name in names]
+
+
+async def acked(node: Node, key: CanvasKey, author: Author, ops: list[dict[str, Any]]) -> int:
+    accepted = await node.store.append(key, author, f"{author.value}-1", ops)
+    await accepted.durable
+    return accepted.patch.seq
+
+
+async def converged(cluster: Cluster, count: int) -> None:
+    """Every live node relayed all ``count`` patches, and every replica is at ``count``."""
+    key = cluster.key
+
+    def done() -> bool:
+        return all(len(n.relayed_seqs(key)) >= count for n in cluster.nodes if not n.dead)
+
+    await eventually(done, within=10, what=f"{count} patches relayed on every node")
+    expected = await cluster.stored_doc()
+    for node in cluster.nodes:
+        if node.dead:
+            continue
+        # Relayed here in seq order, once each.
+        assert node.relayed_seqs(key) == list(range(1, count + 1)), node.store.node_id
+        whole = await node.store.catch_up(key, None)
+        assert whole.position.offset == count
+        assert whole.doc == expected, node.store.node_id
+        log = await node.store.catch_up(key, 0)
+        assert log.patches is not None
+        assert [p.seq for p in log.patches] == list(range(1, count + 1))
+        assert replay(None, [orjson.loads(orjson.dumps(p.ops)) for p in log.patches]) == expected
+        assert node.store._canvases[key].doc.snapshot() == expected
+
+
+async def test_interleaved_appends_from_two_nodes_get_gap_free_seqs_and_converge(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await nodes(cluster, "node-a", "node-b", "node-c")
+    key = cluster.key
+
+    async def draw(
+        node: Node, author: Author, ops: Callable[[str], list[dict[str, Any]]]
+    ) -> list[int]:
+        return [await acked(node, key, author, ops(f"{node.store.node_id}-{i}")) for i in range(15)]
+
+    results = await asyncio.gather(
+        draw(a, Author.TUTOR, mark),
+        draw(b, Author.STUDENT, stroke),
+        draw(c, Author.STUDENT, stroke),
+    )
+    seqs = sorted(s for r in results for s in r)
+    assert seqs == list(range(1, 46))
+    for result in results:
+        assert result == sorted(result)  # one writer's patches keep their order
+    stored = await cluster.stored_ops()
+    assert [op.seq for op in stored] == seqs
+    assert len({op.epoch for op in stored}) == 1
+    await converged(cluster, 45)
+    # Published once each, in seq order, whichever node stored them.
+    assert [seq for _, seq in cluster.published] == seqs
+    assert await cluster.redis_seqs() == (45, 45)
+
+
+async def test_a_node_that_dies_before_committing_is_taken_over(cluster: Cluster) -> None:
+    a, b = await nodes(cluster, "node-a", "node-b")
+    key = cluster.key
+    assert await acked(a, key, Author.STUDENT, stroke("acked-on-a")) == 1
+    assert await acked(b, key, Author.TUTOR, mark("acked-on-b")) == 2
+    a.writer.gate.clear()  # a's next commit never finishes
+    pending = await a.store.append(key, Author.STUDENT, "student-1", stroke("assigned-on-a"))
+    assert pending.patch.seq == 3
+    await eventually(lambda: a.store._queue == [] and not a.store._idle.is_set(), what="a commits")
+    a.kill()
+
+    # b waits for a's patch, then (a silent for TAKEOVER_S) stores it itself.
+    assert await acked(b, key, Author.TUTOR, mark("after-takeover")) == 4
+    stored = await cluster.stored_ops()
+    assert [op.seq for op in stored] == [1, 2, 3, 4]
+    assert stored[2].author_id == "student-1"
+    doc = await cluster.stored_doc()
+    assert set(doc["elements"]) == {"acked-on-a", "assigned-on-a"}
+    assert set(doc["annotations"]) == {"acked-on-b", "after-takeover"}
+    assert (await b.store.catch_up(key, None)).doc == doc
+    assert await cluster.redis_seqs() == (4, 4)
+    assert [seq for _, seq in cluster.published] == [1, 2, 3, 4]
+    assert b.relayed_seqs(key) == [1, 2, 3, 4]
+
+
+async def test_flushdb_mid_stream_starts_a_new_epoch_and_loses_nothing_acked(
+    cluster: Cluster,
+) -> None:
+    a, b = await nodes(cluster, "node-a", "node-b")
+    key = cluster.key
+    acks: dict[int, str] = {}
+    flushed = asyncio.Event()
+
+    async def draw(node: Node, author: Author, ops: Callable[[str], list[dict[str, Any]]]) -> None:
+        for i in range(40):
+            name = f"{node.store.node_id}-{i}"
+            try:
+                acks[await acked(node, key, author, ops(name))] = name
+            except HubError as exc:
+                assert exc.code is ErrorCode.INTERNAL  # refused, retryable: not acked
+            if i == 10 and node is a:
+                await cluster.redis.flushdb()
+                flushed.set()
+
+    before = await a.store.catch_up(key, None)
+    await asyncio.gather(draw(a, Author.STUDENT, stroke), draw(b, Author.TUTOR, mark))
+    assert flushed.is_set()
+    after_a = await a.store.catch_up(key, None)
+    after_b = await b.store.catch_up(key, None)
+    assert after_a.position == after_b.position
+    assert after_a.position.epoch != before.position.epoch  # clients take the document again
+
+    stored = await cluster.stored_ops()
+    assert [op.seq for op in stored] == list(range(1, len(stored) + 1))  # seqs went on
+    assert len({op.epoch for op in stored}) == 2
+    assert after_a.position.offset == len(stored)
+    doc = await cluster.stored_doc()
+    assert after_a.doc == after_b.doc == doc
+    for seq, name in acks.items():
+        assert stored[seq - 1].seq == seq
+        assert name in doc["elements"] or name in doc["annotations"], (seq, name)
+    # And the stream goes on, in the new epoch.
+    seq = await acked(b, key, Author.TUTOR, mark("later"))
+    assert seq == len(stored) + 1
+    assert (await a.store.catch_up(key, None)).position.epoch == after_a.position.epoch
+
+
+async def test_refused_ops_change_nothing_on_any_node(cluster: Cluster) -> None:
+    a, b = await nodes(cluster, "node-a", "node-b")
+    key = cluster.key
+    assert await acked(a, key, Author.STUDENT, stroke("x")) == 1
+    await converged(cluster, 1)
+    refused = [
+        (a, Author.TUTOR, stroke("tutor-may-not")),
+        (b, Author.STUDENT, [{"op": "replace", "path": "/elements/missing", "value": 1}]),
+        (b, Author.STUDENT, [*stroke("half"), {"op": "test", "path": "/elements/x", "value": 0}]),
+    ]
+    for node, author, ops in refused:
+        with pytest.raises(HubError):
+            await node.store.append(key, author, "someone", ops)
+    assert await cluster.redis_seqs() == (1, 1)
+    await converged(cluster, 1)
+    assert await acked(b, key, Author.TUTOR, mark("next")) == 2
+    await converged(cluster, 2)
+
+
+async def test_catch_up_never_returns_an_undurable_patch(cluster: Cluster) -> None:
+    a, b = await nodes(cluster, "node-a", "node-b", takeover_s=30)
+    key = cluster.key
+    assert await acked(a, key, Author.STUDENT, stroke("one")) == 1
+    await converged(cluster, 1)
+    a.writer.gate.clear()
+    pending = await a.store.append(key, Author.STUDENT, "student-1", stroke("two"))
+    assert await cluster.redis_seqs() == (2, 1)
+
+    # While seq 2 is not stored, answers hold only seq 1, on either node.
+    for node in (a, b):
+        assert (await node.store.catch_up(key, 1)).patches == []
+        log = await node.store.catch_up(key, 0)
+        assert log.position.offset == 1
+        assert log.patches is not None and [p.seq for p in log.patches] == [1]
+    whole_b = await b.store.catch_up(key, None)
+    assert whole_b.position.offset == 1 and set(whole_b.doc["elements"]) == {"one"}
+    # a's document holds seq 2: a answers with it only once it is stored.
+    committed_when_answered: list[int] = []
+    whole = asyncio.create_task(a.store.catch_up(key, None))
+    whole.add_done_callback(lambda _: committed_when_answered.append(a.writer.committed_upto))
+    await eventually(lambda: a.writer.committed_upto == 1 and not whole.done(), what="waiting")
+    a.writer.gate.set()
+    await pending.durable
+    answer = await whole
+    assert answer.position.offset == 2 and set(answer.doc["elements"]) == {"one", "two"}
+    assert committed_when_answered == [2]
+    await converged(cluster, 2)
+
+
+async def test_a_redis_outage_refuses_appends_retryably_and_the_node_recovers(
+    cluster: Cluster,
+) -> None:
+    proxy = RedisProxy()
+    await proxy.start()
+    through = redis.asyncio.Redis.from_url(proxy.url, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        assert cluster.add_node is not None
+        a = await cluster.add_node("node-a", through=through)
+        (b,) = await nodes(cluster, "node-b")
+        key = cluster.key
+        assert await acked(a, key, Author.STUDENT, stroke("before")) == 1
+        await proxy.stop()
+        with pytest.raises(HubError) as refused:
+            await a.store.append(key, Author.STUDENT, "student-1", stroke("during"))
+        assert refused.value.code is ErrorCode.INTERNAL
+        assert await cluster.redis_seqs() == (1, 1)  # changed nothing
+        assert await acked(b, key, Author.TUTOR, mark("other-node")) == 2
+        await proxy.start()  # Redis is back
+        assert await acked(a, key, Author.STUDENT, stroke("after")) == 3
+        await converged(cluster, 3)
+        doc = await cluster.stored_doc()
+        assert set(doc["elements"]) == {"before", "after"}
+        assert set(doc["annotations"]) == {"other-node"}
+    finally:
+        for node in cluster.nodes:
+            await node.store.close()
+        cluster.nodes.clear()
+        await through.aclose()
+        await proxy.stop()
