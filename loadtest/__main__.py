@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fan.add_argument("--seconds", type=float, default=15.0, help=f"at most {MAX_SECONDS:g}")
     fan.add_argument("--target", choices=fanout.TARGETS, action="append",
                      help="repeatable; default: all four, in this order")  # fmt: skip
+    fan.add_argument("--rest-seconds", type=float, default=fanout.REST_S,
+                     help="node 2's CPU at rest is read this long first (0: not)")  # fmt: skip
     fan.add_argument("--redis-url", default=fanout.DEFAULT_REDIS_URL,
                      help="flushed before every target; never the tests' db 15")  # fmt: skip
     for mode in (relay, conns, storm, fan):
@@ -116,6 +118,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if "=" not in item or not item.startswith("HUB_"):
             parser.error(f"--hub-env expects HUB_KEY=VALUE, got {item!r}")
     if args.mode == "fanout":
+        if not 0 <= args.rest_seconds <= MAX_SECONDS:
+            parser.error(f"--rest-seconds must be in [0, {MAX_SECONDS:g}]")
         if args.root and len(args.root) > 1:
             parser.error("fanout runs the hub from one checkout: give --root at most once")
         try:

@@ -11,10 +11,11 @@ node 1, and node 2 runs with no clients:
 
 Before the load, one client connects to node 2 and leaves again: a stock
 server subscribes to its Redis channel only from its first client on, as any
-node of a running cluster has. Then node 2's CPU is read over a quiet moment
-(what it spends at rest), and over the measured window: its CPU seconds per
-1,000 patches delivered on node 1 are what the busy node's traffic costs it.
-Node 1's CPU per 1,000 delivered patches, with Redis against without, is
+node of a running cluster has. Then node 2's CPU is read over
+``--rest-seconds`` of quiet (what it spends at rest,
+``idle_rest_cpu_s_per_s``), and over the measured window: its CPU seconds
+per 1,000 patches delivered on node 1 are what the busy node's traffic costs
+it. Node 1's CPU per 1,000 delivered patches, with Redis against without, is
 what sharing costs the busy node. Redis's own CPU (``INFO cpu``, the whole
 server's) is read around the window too.
 
@@ -51,7 +52,7 @@ from realtime.identity import Role
 TARGETS = ("baseline", "baseline-redis", "hub", "hub-redis")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 TESTS_REDIS_DB = "15"
-QUIET_S = 2.0
+REST_S = 2.0
 PROBE_USER = "fanout-probe"
 REDIS_TIMEOUT_S = 5.0
 
@@ -203,10 +204,13 @@ def _measure(
         pool.ready()
         if idle is not None:
             asyncio.run(touch(idle.url, busy.secret))
-            quiet_cpu = cpu_or_none(idle)
-            time.sleep(QUIET_S)
-            rest = _delta(cpu_or_none(idle), quiet_cpu)
-            out["idle_rest_cpu_s_per_s"] = round(rest / QUIET_S, 3) if rest is not None else None
+            if args.rest_seconds > 0:
+                rest_start = cpu_or_none(idle)
+                time.sleep(args.rest_seconds)
+                rest = _delta(cpu_or_none(idle), rest_start)
+                out["idle_rest_cpu_s_per_s"] = (
+                    round(rest / args.rest_seconds, 3) if rest is not None else None
+                )
         start_at = time.perf_counter() + START_DELAY_S
         pool.go(start_at)
         time.sleep(max(0.0, start_at - time.perf_counter()))
