@@ -55,6 +55,8 @@ TESTS_REDIS_DB = "15"
 REST_S = 2.0
 PROBE_USER = "fanout-probe"
 REDIS_TIMEOUT_S = 5.0
+# Longer than the relay mode's 5 s: a saturated node's late deliveries are late, not lost.
+DRAIN_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def _measure(
     busy, idle = nodes[0], nodes[1] if len(nodes) > 1 else None
     plans = plans_for(busy, args.sessions, args.students)
     configs = [
-        RelayConfig(busy.url, busy.secret, tuple(part), args.rate, args.seconds)
+        RelayConfig(busy.url, busy.secret, tuple(part), args.rate, args.seconds, DRAIN_S)
         for part in split(plans, args.workers)
     ]
     out: dict[str, Any] = {"workers": len(configs)}

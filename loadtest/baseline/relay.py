@@ -107,6 +107,15 @@ def student_room(session_id: str, student_id: str) -> str:
     return f"s:{session_id}:u:{student_id}"
 
 
+class RedisErrorFormatter(logging.Formatter):
+    """Adds the ``redis_exception`` python-socketio's Redis manager passes as ``extra``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        detail = getattr(record, "redis_exception", None)
+        return f"{text} ({detail})" if detail else text
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -136,9 +145,9 @@ def main() -> None:
         help="share emits through socketio.AsyncRedisManager on this Redis",
     )
     args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedisErrorFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     web.run_app(build_app(args.redis_url), host="127.0.0.1", port=args.port, print=None)
 
 
