@@ -9,11 +9,15 @@ Modes (each target runs alone, in a fresh process, one after another):
                  the target's RSS before and after, per connection.
     storm        N students (sessions of K, plus tutors) drawing slowly all drop
                  at once and re-join with ``since``; recovery time, missed patches.
+    fanout       the relay mix on node 1 of two processes sharing a Redis, node 2 idle:
+                 each node's CPU per 1,000 patches, for the stock AsyncRedisManager
+                 and the hub, against one process alone (issue 5).
 
     python -m loadtest relay --sessions 50 --students 5 --rate 10 --seconds 20 \\
         --target hub --target baseline --plot relay.png --json relay.json
     python -m loadtest connections --connections 5000
     python -m loadtest storm --students 1000
+    python -m loadtest fanout --sessions 20 --students 5 --rate 10 --seconds 15
 
 The JSON summary goes to stdout (and ``--json FILE``), a readable table to
 stderr; ``--record`` appends the table to ``docs/benchmarks.md``. Every loop is
@@ -30,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from loadtest import report
+from loadtest import fanout, report
 from loadtest.procs import ROOT, raise_nofile_limit
 from loadtest.runner import run_connections, run_relay, run_storm, target_specs
 from loadtest.storm import DROP_KINDS
@@ -69,7 +73,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     storm.add_argument("--rate", type=float, default=0.2, help="patches per student per second")
     storm.add_argument("--drop-after", type=float, default=3.0, help="seconds of drawing first")
     storm.add_argument("--drop", choices=DROP_KINDS, default="all", help="who is dropped")
-    for mode in (relay, conns, storm):
+    fan = modes.add_parser("fanout", help="two nodes on one Redis, load on one; idle node's CPU")
+    fan.add_argument("--sessions", type=int, default=20)
+    fan.add_argument("--students", type=int, default=5, help="students per session")
+    fan.add_argument("--rate", type=float, default=10.0, help="patches per student per second")
+    fan.add_argument("--seconds", type=float, default=15.0, help=f"at most {MAX_SECONDS:g}")
+    fan.add_argument("--target", choices=fanout.TARGETS, action="append",
+                     help="repeatable; default: all four, in this order")  # fmt: skip
+    fan.add_argument("--rest-seconds", type=float, default=fanout.REST_S,
+                     help="node 2's CPU at rest is read this long first (0: not)")  # fmt: skip
+    fan.add_argument("--redis-url", default=fanout.DEFAULT_REDIS_URL,
+                     help="flushed before every target; never the tests' db 15")  # fmt: skip
+    for mode in (relay, conns, storm, fan):
         _common_options(mode)
     args = parser.parse_args(argv)
     _check(parser, args)
@@ -93,7 +108,7 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if getattr(args, "rate", 1.0) <= 0:
         parser.error("--rate must be above 0")
     clients = getattr(args, "connections", 0) or getattr(args, "students", 0)
-    if args.mode == "relay":
+    if args.mode in ("relay", "fanout"):
         clients = args.sessions * (args.students + 1)
     if not 0 < clients <= MAX_CLIENTS:
         parser.error(f"expected 1 to {MAX_CLIENTS} clients, got {clients}")
@@ -102,6 +117,15 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for item in args.hub_env:
         if "=" not in item or not item.startswith("HUB_"):
             parser.error(f"--hub-env expects HUB_KEY=VALUE, got {item!r}")
+    if args.mode == "fanout":
+        if not 0 <= args.rest_seconds <= MAX_SECONDS:
+            parser.error(f"--rest-seconds must be in [0, {MAX_SECONDS:g}]")
+        if args.root and len(args.root) > 1:
+            parser.error("fanout runs the hub from one checkout: give --root at most once")
+        try:
+            fanout.check_redis_url(args.redis_url)
+        except ValueError as exc:
+            parser.error(str(exc))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -110,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     raise_nofile_limit()
     hub_env = dict(item.split("=", 1) for item in args.hub_env)
     roots = [r.resolve() for r in args.root or [ROOT]]
+    if args.mode == "fanout":
+        return _fanout(args, roots[0], hub_env)
     kinds = getattr(args, "target", None) or ["hub"]
     specs = target_specs(kinds if args.mode != "storm" else ["hub"], roots)
     out: dict[str, Any] = {"mode": args.mode, "cpu_count": os.cpu_count(), "runs": []}
@@ -130,6 +156,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return out
 
 
+def _fanout(args: argparse.Namespace, root: Path, hub_env: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"mode": "fanout", "cpu_count": os.cpu_count(),
+                           "redis_url": args.redis_url, "runs": []}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
+        for name in args.target or fanout.TARGETS:
+            workdir = Path(tmp) / f"run-{len(out['runs'])}"
+            workdir.mkdir()
+            target = fanout.fanout_target(name)
+            out["runs"].append(fanout.run_fanout(target, args, root, workdir, hub_env))
+    _report(args, out, [])
+    return out
+
+
 def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, Any]]) -> None:
     table = _table(args.mode, out["runs"])
     if args.mode == "relay":
@@ -137,6 +176,9 @@ def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, A
         table += "\n\n" + report.ratio_lines(out["ratios"])
         if args.plot:
             report.plot(args.plot, raw)
+    if args.mode == "fanout":
+        out["ratios"] = report.fanout_ratios(out["runs"])
+        table += "\n\n" + report.fanout_ratio_lines(out["ratios"])
     text = json.dumps(out, indent=2)
     print(text)
     print(table, file=sys.stderr)
@@ -149,6 +191,8 @@ def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, A
 def _table(mode: str, runs: list[dict[str, Any]]) -> str:
     if mode == "relay":
         return report.relay_table(runs)
+    if mode == "fanout":
+        return report.fanout_table(runs)
     if mode == "connections":
         keys = CONNECTIONS_COLUMNS
     else:

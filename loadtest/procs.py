@@ -195,10 +195,18 @@ def start_hub(
     return _spawn("hub", label, argv, env, root, workdir)
 
 
-def start_baseline(workdir: Path, *, label: str = "baseline") -> TargetProcess:
-    """``python -m loadtest.baseline.relay``: the bare python-socketio relay."""
+def start_baseline(
+    workdir: Path, *, label: str = "baseline", redis_url: str | None = None
+) -> TargetProcess:
+    """``python -m loadtest.baseline.relay``: the bare python-socketio relay.
+
+    With ``redis_url``, on python-socketio's stock ``AsyncRedisManager``.
+    """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("BASELINE_REDIS_URL", None)
     # Any secret will do: the baseline reads the claims without verifying them.
     env["HUB_JWT_SECRET"] = f"baseline-{secrets.token_hex(16)}"
     argv = [sys.executable, "-m", "loadtest.baseline.relay"]
+    if redis_url:
+        argv += ["--redis-url", redis_url]
     return _spawn("baseline", label, argv, env, ROOT, workdir)

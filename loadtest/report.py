@@ -117,3 +117,52 @@ def record(title: str, body: str, path: Path = BENCHMARKS) -> None:
             f"\n### {title}\n\n`{command}`\n({today}, os.cpu_count() = {os.cpu_count()})\n\n"
             f"{body}\n"
         )
+
+
+FANOUT_COLUMNS = (
+    ("target", "target"), ("nodes", "nodes"), ("sent", "sent"), ("acked", "acked"),
+    ("delivered", "delivered"), ("lost", "lost"), ("dup", "duplicated"), ("ooo", "out_of_order"),
+    ("busy CPU s", "busy_cpu_s"), ("busy CPU s / 1k", "busy_cpu_s_per_1k"),
+    ("idle CPU s", "idle_cpu_s"), ("idle CPU s / 1k", "idle_cpu_s_per_1k"),
+    ("idle over rest / 1k", "idle_cpu_s_over_rest_per_1k"),
+    ("redis CPU s", "redis_cpu_s"), ("gen CPU s", "generator_cpu_s"),
+)  # fmt: skip
+# (figure, numerator target, denominator target, issue 5's bound or None)
+FANOUT_RATIOS = (
+    ("idle_cpu_s_per_1k", "hub-redis", "baseline-redis", "under 0.05"),
+    ("idle_cpu_s_over_rest_per_1k", "hub-redis", "baseline-redis", None),
+    ("busy_cpu_s_per_1k", "hub-redis", "hub", "at most 1.2"),
+    ("busy_cpu_s_per_1k", "baseline-redis", "baseline", None),
+)
+
+
+def fanout_ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Idle node, hub against stock manager; busy node, with Redis against alone."""
+    by_name = {s["target"]: s for s in summaries}
+    out = []
+    for key, top, bottom, bound in FANOUT_RATIOS:
+        if top in by_name and bottom in by_name:
+            value = ratio(by_name[top].get(key), by_name[bottom].get(key))
+            out.append({"figure": key, "pair": f"{top} / {bottom}", "ratio": value,
+                        "issue_5_bound": bound})  # fmt: skip
+    return out
+
+
+def fanout_table(summaries: list[dict[str, Any]]) -> str:
+    """A markdown table of the fan-out figures, one row per target, and its status."""
+    head = [title for title, _ in FANOUT_COLUMNS] + ["p50 ms", "p99 ms", "status"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summaries:
+        cells = [str(s.get(key, "-")) for _, key in FANOUT_COLUMNS]
+        lat = s.get("latency_ms") or {}
+        cells += [str(lat.get("p50", "-")), str(lat.get("p99", "-")), s["status"]]
+        rows.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    return "\n".join(rows)
+
+
+def fanout_ratio_lines(ratios: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{r['pair']}: {r['figure']} x{r['ratio']}"
+        + (f" (issue 5: {r['issue_5_bound']})" if r["issue_5_bound"] else "")
+        for r in ratios
+    )

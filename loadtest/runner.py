@@ -110,7 +110,7 @@ def _common(spec: TargetSpec, target: TargetProcess, workers: int) -> dict[str, 
             "exit_code": target.exit_code, "log_problems": target.log_problems()}  # fmt: skip
 
 
-def _generator(results: list[dict[str, Any]]) -> dict[str, Any]:
+def generator_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "generator_cpu_s": round(sum(r["cpu_s"] for r in results), 2),
         "generator_cpu_s_per_worker": [round(r["cpu_s"], 2) for r in results],
@@ -138,13 +138,7 @@ def run_relay(
             results = pool.done(args.seconds + SLACK_S, window.tick)
             measured = window.end()
 
-    def total(key: str) -> int:
-        return sum(int(r[key]) for r in results)
-
-    latencies = [x for r in results for x in r["latency_ms"]]
-    per_s = [sum(col) for col in zip(*(r["delivered_per_s"] for r in results), strict=True)]
-    while len(per_s) > args.seconds and not per_s[-1]:
-        per_s.pop()  # the drain's empty seconds
+    figures, samples = relay_figures(results, args.seconds)
     summary = {
         **_common(spec, target, len(configs)),
         "sessions": args.sessions,
@@ -152,19 +146,37 @@ def run_relay(
         "rate_hz": args.rate,
         "seconds": args.seconds,
         "setup_s": round(setup_s, 2),
-        **{k: total(k) for k in RELAY_COUNTS},
-        "patches_per_hub_cpu_s": round(total("delivered") / measured["hub_cpu_s"], 1)
+        **figures,
+        "patches_per_hub_cpu_s": round(figures["delivered"] / measured["hub_cpu_s"], 1)
         if measured["hub_cpu_s"]
         else None,
+        **measured,
+        **generator_figures(results),
+    }
+    return summary, {"target": spec.label, **samples}
+
+
+def relay_figures(
+    results: list[dict[str, Any]], seconds: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The relay workers' results summed: counts, percentiles; and the raw samples for a plot."""
+
+    def total(key: str) -> int:
+        return sum(int(r[key]) for r in results)
+
+    latencies = [x for r in results for x in r["latency_ms"]]
+    per_s = [sum(col) for col in zip(*(r["delivered_per_s"] for r in results), strict=True)]
+    while len(per_s) > seconds and not per_s[-1]:
+        per_s.pop()  # the drain's empty seconds
+    figures = {
+        **{k: total(k) for k in RELAY_COUNTS},
         "latency_ms": percentiles(latencies),
         "ack_latency_ms": percentiles([x for r in results for x in r["ack_ms"]]),
         "delivered_per_s": per_s,
-        "events_ok": _sum_counts([r["events_ok"] for r in results]),
+        "events_ok": sum_counts([r["events_ok"] for r in results]),
         "errors": merge_errors(results),
-        **measured,
-        **_generator(results),
     }
-    return summary, {"target": spec.label, "latency_ms": latencies, "delivered_per_s": per_s}
+    return figures, {"latency_ms": latencies, "delivered_per_s": per_s}
 
 
 RELAY_COUNTS = (
@@ -174,7 +186,7 @@ RELAY_COUNTS = (
 )  # fmt: skip
 
 
-def _sum_counts(maps: list[dict[str, int]]) -> dict[str, int]:
+def sum_counts(maps: list[dict[str, int]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for counts in maps:
         for key, n in counts.items():
@@ -215,7 +227,7 @@ def run_connections(
         "tutors": sessions,
         "clients": sum(r["clients"] for r in results),
         "joined": joined,
-        "failed": _sum_counts([r["failed"] for r in results]),
+        "failed": sum_counts([r["failed"] for r in results]),
         "setup_s": round(setup_s, 2),
         "connect_s": round(connect_s, 2),
         "join_ms": percentiles([x for r in results for x in r["join_ms"]]),
@@ -223,7 +235,7 @@ def run_connections(
         "hub_rss_mib_after": measured["hub_rss_mib"]["end"],
         "hub_rss_kib_per_connection": round(grown_mib * 1024 / joined, 1) if joined else None,
         "hub_cpu_s": measured["hub_cpu_s"],
-        **_generator(results),
+        **generator_figures(results),
     }
 
 
@@ -254,7 +266,7 @@ def run_storm(
             results = pool.done(SLACK_S * 3, window.tick)
             measured = window.end()
     recovery = [x for r in results for x in r["recovery_s"]]
-    dropped = _sum_counts([r["dropped"] for r in results])
+    dropped = sum_counts([r["dropped"] for r in results])
     counts = ("clients", "recovered", "sent", "acked", "final_seqs", "missed", "acked_missing",
               "tail_missing", "unverified_canvases")  # fmt: skip
     return {
@@ -266,11 +278,11 @@ def run_storm(
         "dropped": dropped,
         "dropped_total": sum(dropped.values()),
         **{k: sum(r[k] for r in results) for k in counts},
-        "failed": _sum_counts([r["failed"] for r in results]),
+        "failed": sum_counts([r["failed"] for r in results]),
         "recovery_s": round(max(recovery), 2) if recovery else None,
         "recovery_ms": percentiles([x * 1000 for x in recovery]),
-        "join_answers": _sum_counts([r["join_answers"] for r in results]),
+        "join_answers": sum_counts([r["join_answers"] for r in results]),
         "errors": merge_errors(results),
         **measured,
-        **_generator(results),
+        **generator_figures(results),
     }

@@ -6,6 +6,7 @@ client recovered; the summary's fields present), never a timing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from loadtest import __main__ as cli
 from loadtest.sessions import SessionPlan, Tokens, create_sessions
 from loadtest.wire import ConnectRefused, WireClient
 from realtime.identity import Role
+from tests.conftest import REDIS_URL, need_service, redis_problem
 from tests.processes import HubProcess
 from tests.support import eventually
 
@@ -122,3 +124,26 @@ def test_storm_mode_recovers_everyone_without_missing_a_patch() -> None:
     assert run["missed"] == run["acked_missing"] == run["tail_missing"] == 0
     assert run["acked"] > 0
     assert sum(run["join_answers"].values()) == 2 * 3 + 6  # tutors: 3 canvases; students: 1
+
+
+# The benchmarks' database on the tests' Redis server (the fanout mode flushes it; never db 15).
+BENCH_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/14"
+
+
+@pytest.mark.timeout(120)
+def test_fanout_mode_relays_everything_on_node_one_and_reads_both_nodes_cpu() -> None:
+    need_service("Redis", asyncio.run(redis_problem()))
+    argv = ["fanout", "--sessions", "2", "--students", "2", "--seconds", "2", "--workers", "1",
+            "--rest-seconds", "0", "--target", "baseline-redis", "--target", "hub-redis",
+            "--redis-url", BENCH_REDIS_URL]  # fmt: skip
+    out = cli.main(argv)
+    assert [run["target"] for run in out["runs"]] == ["baseline-redis", "hub-redis"]
+    for run in out["runs"]:
+        assert run["status"] == "ok", run.get("traceback") or run["status"]
+        assert run["nodes"] == 2
+        assert run["sent"] > 0
+        assert run["acked"] == run["sent"] == run["delivered"]
+        assert run["lost"] == run["duplicated"] == run["out_of_order"] == 0
+        for key in ("busy_cpu_s", "busy_cpu_s_per_1k", "idle_cpu_s", "idle_cpu_s_per_1k"):
+            assert run[key] is not None, key
+    assert {r["pair"] for r in out["ratios"]} == {"hub-redis / baseline-redis"}

@@ -12,13 +12,20 @@ tutor's annotation goes to that student's room. ``presence:ping``,
 session ids against it. The difference between the hub's cost and this one's
 is what the hub's features cost.
 
-    python -m loadtest.baseline.relay --port P
+With ``--redis-url`` (or ``BASELINE_REDIS_URL``) it runs python-socketio's
+stock ``AsyncRedisManager`` on that Redis: every emit is also published on
+the one ``socketio`` channel that every such process subscribes to (from its
+first client on) and decodes, as a cluster of stock servers does.
+
+    python -m loadtest.baseline.relay --port P [--redis-url redis://127.0.0.1:6379/14]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import logging
+import os
 from typing import Any
 
 import jwt
@@ -100,12 +107,28 @@ def student_room(session_id: str, student_id: str) -> str:
     return f"s:{session_id}:u:{student_id}"
 
 
+class RedisErrorFormatter(logging.Formatter):
+    """Adds the ``redis_exception`` python-socketio's Redis manager passes as ``extra``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        detail = getattr(record, "redis_exception", None)
+        return f"{text} ({detail})" if detail else text
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_app() -> web.Application:
-    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+def build_app(redis_url: str | None = None) -> web.Application:
+    manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
+    # A logger of our own: the manager's Redis errors reach the log as "... ERROR ...".
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        logger=logging.getLogger("baseline.relay"),
+        engineio_logger=False,
+    )
     app = web.Application()
     sio.attach(app)
     BaselineRelay(sio)
@@ -116,8 +139,16 @@ def build_app() -> web.Application:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BASELINE_REDIS_URL") or None,
+        help="share emits through socketio.AsyncRedisManager on this Redis",
+    )
     args = parser.parse_args()
-    web.run_app(build_app(), host="127.0.0.1", port=args.port, print=None)
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedisErrorFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    web.run_app(build_app(args.redis_url), host="127.0.0.1", port=args.port, print=None)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,270 @@
+"""Fan-out across nodes (issue 5): what one busy node costs a second, idle node on one Redis.
+
+Each target runs one or two server processes; all the load of the relay mix
+(every tutor and student of every session, see ``loadtest.scenario``) goes to
+node 1, and node 2 runs with no clients:
+
+    baseline        one bare python-socketio relay (``loadtest/baseline/relay.py``)
+    baseline-redis  two of them on python-socketio's stock ``AsyncRedisManager``
+    hub             one hub
+    hub-redis       two hubs with ``HUB_REDIS_URL``, one database and one secret
+
+Before the load, one client connects to node 2 and leaves again: a stock
+server subscribes to its Redis channel only from its first client on, as any
+node of a running cluster has. Then node 2's CPU is read over
+``--rest-seconds`` of quiet (what it spends at rest,
+``idle_rest_cpu_s_per_s``), and over the measured window: its CPU seconds
+per 1,000 patches delivered on node 1 are what the busy node's traffic costs
+it (``idle_cpu_s_over_rest``: less what it would have spent at rest; the
+clock ticks at 100 Hz, so that estimate is coarse). Node 1's CPU per 1,000
+delivered patches, with Redis against without, is what sharing costs the
+busy node. Redis's own CPU (``INFO cpu``, the whole
+server's) is read around the window too.
+
+The Redis database (``--redis-url``, db 14 by default; never the tests' db 15)
+is flushed before every target. A target that breaks down (a node fails to
+start or dies, a worker fails, patches go unacked or lost, a node logs errors)
+says so in its ``status``, and the run goes on with the next target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis
+
+from loadtest.procs import TargetProcess, start_baseline, start_hub
+from loadtest.runner import SLACK_S, START_DELAY_S, generator_figures, plans_for, relay_figures
+from loadtest.scenario import RelayConfig, RelayWorker
+from loadtest.sessions import Tokens
+from loadtest.wire import WireClient
+from loadtest.workers import WorkerPool, split
+from realtime.identity import Role
+
+TARGETS = ("baseline", "baseline-redis", "hub", "hub-redis")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
+TESTS_REDIS_DB = "15"
+REST_S = 5.0
+PROBE_USER = "fanout-probe"
+REDIS_TIMEOUT_S = 5.0
+# Longer than the relay mode's 5 s: a saturated node's late deliveries are late, not lost.
+DRAIN_S = 15.0
+
+
+@dataclass(frozen=True)
+class FanoutTarget:
+    name: str
+    kind: str  # "hub" or "baseline"
+    redis: bool
+
+    @property
+    def nodes(self) -> int:
+        return 2 if self.redis else 1
+
+
+def fanout_target(name: str) -> FanoutTarget:
+    if name not in TARGETS:
+        raise ValueError(f"expected one of {', '.join(TARGETS)}, got {name!r}")
+    return FanoutTarget(name, name.removesuffix("-redis"), name.endswith("-redis"))
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse the tests' database: every target flushes the one it is given."""
+    if url.rstrip("/").rsplit("/", 1)[-1] == TESTS_REDIS_DB:
+        raise ValueError(f"expected a Redis db other than {TESTS_REDIS_DB} (the tests'), got {url}")
+
+
+@contextmanager
+def started_nodes(
+    target: FanoutTarget,
+    root: Path,
+    workdir: Path,
+    hub_env: dict[str, str],
+    redis_url: str,
+    nodes: list[TargetProcess],
+) -> Iterator[list[TargetProcess]]:
+    """Node 1, then node 2 (after node 1 answers, so only one migrates a fresh database).
+
+    They go into ``nodes`` as they start, so a caller sees their logs even when one fails.
+    """
+    shared = {
+        "HUB_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/{target.name}.db",
+        "HUB_JWT_SECRET": f"bench-{secrets.token_hex(16)}",
+        **({"HUB_REDIS_URL": redis_url} if target.redis else {}),
+        **hub_env,
+    }
+    try:
+        for n in range(1, target.nodes + 1):
+            label = f"{target.name}-{n}"
+            if target.kind == "hub":
+                nodes.append(start_hub(workdir, root=root, extra_env=shared, label=label))
+            else:
+                url = redis_url if target.redis else None
+                nodes.append(start_baseline(workdir, label=label, redis_url=url))
+        yield nodes
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+
+
+async def touch(url: str, secret: str) -> None:
+    """One client connects to ``url`` and leaves: the node has had a client, as in a cluster."""
+    async with aiohttp.ClientSession() as http:
+        client = WireClient(http, url)
+        await client.connect(Tokens(secret)(PROBE_USER, Role.TUTOR))
+        await client.close()
+
+
+def cpu_or_none(node: TargetProcess) -> float | None:
+    try:
+        return node.cpu_seconds()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def redis_cpu(client: redis.Redis) -> float | None:
+    """The Redis server's CPU seconds (user + system) so far; None if it does not answer."""
+    try:
+        info = client.info("cpu")
+    except redis.RedisError:
+        return None
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _delta(end: float | None, start: float | None) -> float | None:
+    return round(end - start, 2) if end is not None and start is not None else None
+
+
+def _per_1k(cpu: float | None, delivered: int) -> float | None:
+    return round(cpu * 1000 / delivered, 4) if cpu is not None and delivered else None
+
+
+def run_fanout(
+    target: FanoutTarget,
+    args: argparse.Namespace,
+    root: Path,
+    workdir: Path,
+    hub_env: dict[str, str],
+) -> dict[str, Any]:
+    """One target: all load on node 1; both nodes' CPU; a ``status`` naming any breakdown."""
+    summary: dict[str, Any] = {
+        "target": target.name, "kind": target.kind, "nodes": target.nodes,
+        "redis": target.redis, "root": str(root), "sessions": args.sessions,
+        "students_per_session": args.students, "rate_hz": args.rate, "seconds": args.seconds,
+    }  # fmt: skip
+    problems: list[str] = []
+    nodes: list[TargetProcess] = []
+    store = redis.Redis.from_url(
+        args.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    )
+    try:
+        try:
+            store.flushdb()
+        except redis.RedisError as exc:
+            if target.redis:
+                raise RuntimeError(f"expected Redis at {args.redis_url}: {exc}") from None
+        with started_nodes(target, root, workdir, hub_env, args.redis_url, nodes):
+            summary.update(_measure(nodes, args, store, problems))
+    except Exception as exc:
+        # A breakdown is a result: report it in the target's row and go on.
+        problems.insert(0, f"broke: {_last_line(exc)}")
+        summary["traceback"] = traceback.format_exc()[-3000:]
+    finally:
+        store.close()
+    for node in nodes:
+        found = node.log_problems(limit=1000)
+        summary.setdefault("exit_codes", {})[node.label] = node.exit_code
+        summary.setdefault("log_problems", {})[node.label] = found[:5]
+        if found:
+            problems.append(f"{node.label} logged {len(found)} errors")
+    summary["status"] = "; ".join(problems) if problems else "ok"
+    return summary
+
+
+def _measure(
+    nodes: list[TargetProcess],
+    args: argparse.Namespace,
+    store: redis.Redis,
+    problems: list[str],
+) -> dict[str, Any]:
+    busy, idle = nodes[0], nodes[1] if len(nodes) > 1 else None
+    plans = plans_for(busy, args.sessions, args.students)
+    configs = [
+        RelayConfig(busy.url, busy.secret, tuple(part), args.rate, args.seconds, DRAIN_S)
+        for part in split(plans, args.workers)
+    ]
+    out: dict[str, Any] = {"workers": len(configs)}
+    with WorkerPool(RelayWorker, configs) as pool:
+        pool.ready()
+        if idle is not None:
+            asyncio.run(touch(idle.url, busy.secret))
+            if args.rest_seconds > 0:
+                rest_start = cpu_or_none(idle)
+                time.sleep(args.rest_seconds)
+                rest = _delta(cpu_or_none(idle), rest_start)
+                out["idle_rest_cpu_s_per_s"] = (
+                    round(rest / args.rest_seconds, 3) if rest is not None else None
+                )
+        start_at = time.perf_counter() + START_DELAY_S
+        pool.go(start_at)
+        time.sleep(max(0.0, start_at - time.perf_counter()))
+        cpu_start = [cpu_or_none(node) for node in nodes]
+        redis_start = redis_cpu(store)
+        results = pool.done(args.seconds + SLACK_S)
+        cpu_end = [cpu_or_none(node) for node in nodes]
+        redis_end = redis_cpu(store)
+        window_s = time.perf_counter() - start_at
+    for node in nodes:
+        if node.process.poll() is not None:
+            problems.append(f"{node.label} exited with {node.process.returncode} under load")
+    figures, _ = relay_figures(results, args.seconds)
+    delivered = figures["delivered"]
+    busy_cpu = _delta(cpu_end[0], cpu_start[0])
+    idle_cpu = _delta(cpu_end[1], cpu_start[1]) if idle is not None else None
+    # What node 2 spends anyway (its own timers), taken out: what the traffic costs it.
+    rest_rate = out.get("idle_rest_cpu_s_per_s")
+    over_rest = (
+        round(idle_cpu - rest_rate * window_s, 2)
+        if idle_cpu is not None and rest_rate is not None
+        else None
+    )
+    unacked = figures["sent"] - figures["acked"]
+    for key, n in (("unacked", unacked), ("lost", figures["lost"]),
+                   ("duplicated", figures["duplicated"]),
+                   ("out of order", figures["out_of_order"]),
+                   ("annotations lost", figures["annotations_lost"]),
+                   ("skipped (100 in flight)", figures["skipped"])):  # fmt: skip
+        if n:
+            problems.append(f"{n} {key}")
+    if figures["errors"]:
+        problems.append(f"error acks {figures['errors']}")
+    return {
+        **out,
+        **figures,
+        "unacked": unacked,
+        "window_s": round(window_s, 2),
+        "busy_cpu_s": busy_cpu,
+        "busy_cpu_s_per_1k": _per_1k(busy_cpu, delivered),
+        "idle_cpu_s": idle_cpu,
+        "idle_cpu_s_per_1k": _per_1k(idle_cpu, delivered),
+        "idle_cpu_s_over_rest": over_rest,
+        "idle_cpu_s_over_rest_per_1k": _per_1k(over_rest, delivered),
+        "redis_cpu_s": _delta(redis_end, redis_start),
+        **generator_figures(results),
+    }
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else ""
+    return f"{type(exc).__name__}: {text}"[:300]
