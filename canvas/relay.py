@@ -36,7 +36,7 @@ class _Item:
     durable_at: float
 
     def wire(self) -> dict[str, Any]:
-        return {"student_id": self.key.student_id, **self.patch.wire()}
+        return {"student_id": self.key.student_id, "epoch": self.patch.epoch, **self.patch.wire()}
 
 
 class CanvasRelay:

@@ -507,7 +507,9 @@ class RedisCanvasStore(DatabaseCanvasStore):
     async def _durable_view(self, canvas: _Replica, dseq: int, since: int | None) -> CatchUp | None:
         """The catch-up at ``dseq``, or None while the replica holds undurable patches."""
         position = StreamPosition(dseq, canvas.epoch)
-        if since is not None and since <= dseq:
+        # The log holds the last `retention` patches, as in one hub (the stream is
+        # trimmed approximately, so it may hold more; the answer must not depend on it).
+        if since is not None and dseq - self.retention <= since <= dseq:
             if since == dseq:
                 return CatchUp(position, [], None)
             if canvas.log and canvas.log[0].seq <= since + 1 and canvas.seq >= dseq:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -14,6 +15,7 @@ from canvas.document import CanvasLimits
 from canvas.relay import CanvasRelay
 from canvas.service import CanvasService
 from canvas.store_database import DatabaseCanvasStore
+from canvas.store_redis import RedisCanvasStore
 from persistence import migrate
 from persistence.batch import batch_writer
 from persistence.db import create_engine, read_session_factory, session_factory
@@ -21,7 +23,7 @@ from persistence.models import HelpPriority, utcnow
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
 from presence.tracker_redis import RedisPresenceTracker
-from realtime.cluster import Cluster, RedisCluster
+from realtime.cluster import CANVAS, Cluster, RedisCluster
 from realtime.codec import CODEC
 from realtime.config import Settings
 from realtime.identity import TokenVerifier
@@ -106,9 +108,7 @@ def build_app(
     )
 
     relay = CanvasRelay(outbox, interval_s=settings.canvas_flush_interval_s, metrics=metrics)
-    store = DatabaseCanvasStore(
-        reads,
-        batch_writer(engine),
+    store_options: dict[str, Any] = dict(
         limits=CanvasLimits(
             max_ops_per_patch=settings.canvas_max_ops_per_patch,
             max_patch_bytes=settings.canvas_max_patch_bytes,
@@ -122,6 +122,16 @@ def build_app(
         metrics=metrics,
         on_durable=relay.durable,
     )
+    store: DatabaseCanvasStore
+    if redis is not None:
+        # Seqs and the recent log shared by every hub; patches other hubs made durable
+        # arrive on the session's channel.
+        store = RedisCanvasStore(
+            reads, batch_writer(engine), **store_options, redis=redis, node_id=cluster.node_id
+        )
+        cluster.on(CANVAS, store.receive)
+    else:
+        store = DatabaseCanvasStore(reads, batch_writer(engine), **store_options)
     canvases = CanvasService(hub, store, relay)
     ControlCenter(hub, db)
     help_desk = HelpDesk(

@@ -107,6 +107,7 @@ class Client:
         self.received: dict[str, list[Any]] = defaultdict(list)
         self.connect_error: Any = None
         self.disconnected = asyncio.Event()
+        self.url = ""  # the hub it connected to
 
         @self.sio.on("*")
         async def any_event(event: str, data: Any = None) -> None:
@@ -122,6 +123,7 @@ class Client:
 
     async def connect(self, url: str, token: str | None) -> Client:
         auth = {"token": token} if token is not None else None
+        self.url = url
         await self.sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=5)
         return self
 

@@ -346,7 +346,8 @@ async def test_canvas_metrics(hub: Hub) -> None:
     session_id, _, students = await live_session(hub, ("s1",))
     await patch(students["s1"], session_id, stroke("a"))
     await patch(students["s1"], session_id, [{"op": "add", "path": "/annotations/x", "value": 1}])
-    async with hub.http.get(hub.url + "/metrics") as resp:
+    node = students["s1"].url  # the student's hub (in a cluster, not the tutor's)
+    async with hub.http.get(node + "/metrics") as resp:
         text_body = await resp.text()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -359,11 +360,11 @@ async def test_canvas_metrics(hub: Hub) -> None:
     assert samples[("hub_canvas_commit_seconds_count", ())] >= 1
     assert samples[("hub_canvas_commit_batch_size_sum", ())] >= 1
     assert samples[("hub_canvas_log_patches", ())] == 1
-    await eventually(lambda: relayed_count(hub), what="relay metrics")
+    await eventually(lambda: relayed_count(hub, node), what="relay metrics")
 
 
-async def relayed_count(hub: Hub) -> bool:
-    async with hub.http.get(hub.url + "/metrics") as resp:
+async def relayed_count(hub: Hub, node: str) -> bool:
+    async with hub.http.get(node + "/metrics") as resp:
         body = await resp.text()
     return "hub_canvas_relay_batch_size_count 1.0" in body and (
         "hub_canvas_relay_seconds_count 1.0" in body

@@ -1,0 +1,320 @@
+"""Several hub processes sharing sessions through Redis, killed and cut off mid-stream.
+
+Real hub processes on loopback, one Postgres schema, and a ``redis-server``
+of each test's own on a free loopback port (one test stops and restarts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from loadtest.procs import free_port
+from realtime.identity import Role
+from tests.conftest import Database, need_service
+from tests.processes import HubProcess, start_hub
+from tests.support import Client, eventually, session_body
+from tests.test_canvas_durability import hub_settings, rest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    # Hubs in several processes share a database server, not a SQLite file.
+    pytest.mark.parametrize("database", ["postgres"], indirect=True),
+]
+
+GRACE_S = 3.0
+
+
+def cluster_settings(database: Database, redis_url: str) -> dict[str, str]:
+    return {
+        **hub_settings(database),
+        "HUB_REDIS_URL": redis_url,
+        "HUB_PRESENCE_GRACE_S": str(GRACE_S),
+        "HUB_PRESENCE_SWEEP_S": "0.2",
+    }
+
+
+@dataclass
+class Cluster:
+    hubs: list[HubProcess]
+    clients: list[Client] = field(default_factory=list)
+
+    async def connect(self, hub: HubProcess, sub: str, role: Role) -> Client:
+        client = await Client().connect(hub.url, hub.token(sub, role))
+        self.clients.append(client)
+        return client
+
+
+@contextlib.contextmanager
+def running(tmp_path: Path, settings: dict[str, str], nodes: int) -> Iterator[Cluster]:
+    secret = f"cluster-test-secret-{secrets.token_hex(16)}"
+    hubs: list[HubProcess] = []
+    try:
+        for n in range(nodes):  # one after another: the first migrates the database
+            hubs.append(start_hub(tmp_path, secret, settings=settings, name=f"hub{n}"))
+        yield Cluster(hubs)
+    finally:
+        for hub in hubs:
+            if hub.process.returncode is None:
+                hub.stop()
+
+
+async def open_session(hub: HubProcess, students: tuple[str, ...]) -> str:
+    tutor_token = hub.token("tutor-1", Role.TUTOR)
+    session = await rest(hub, "POST", "/api/v1/sessions", tutor_token, session_body("tutor-1"))
+    for student in students:
+        path = f"/api/v1/sessions/{session['id']}/enrollments"
+        await rest(hub, "POST", path, tutor_token, {"student_id": student})
+    return str(session["id"])
+
+
+def stroke(element: str, n: int) -> list[dict[str, Any]]:
+    value = {"type": "stroke", "points": [[n, n], [n + 1, n + 2]]}
+    return [{"op": "add", "path": f"/elements/{element}", "value": value}]
+
+
+def relayed(tutor: Client, student: str) -> list[tuple[str, int]]:
+    """(epoch, seq) of every patch of ``student`` relayed to the tutor, in arrival order."""
+    return [
+        (item["epoch"], item["seq"])
+        for event in tutor.events("canvas:patches")
+        for item in event["items"]
+        if item["student_id"] == student
+    ]
+
+
+class Drawer:
+    """A student drawing one patch at a time; on losing its hub it joins another
+    with ``since`` and goes on. Records what was acked."""
+
+    def __init__(self, cluster: Cluster, student: str, session_id: str) -> None:
+        self.cluster, self.student, self.session_id = cluster, student, session_id
+        self.acked: dict[int, str] = {}  # seq -> element
+        self.errors = 0
+        self.moved_to: list[str] = []
+        self.stop = asyncio.Event()
+
+    async def run(self, hub: HubProcess, spare: list[HubProcess]) -> None:
+        client = await self.cluster.connect(hub, self.student, Role.STUDENT)
+        assert (await client.join(self.session_id))["ok"]
+        n = 0
+        while not self.stop.is_set() and n < 2000:
+            element = f"{self.student}-{n}"
+            try:
+                ack = await client.sio.call(
+                    "canvas:patch",
+                    {"session_id": self.session_id, "ops": stroke(element, n)},
+                    timeout=5,
+                )
+            except Exception:
+                ack = None
+            if ack is not None and ack.get("ok"):
+                self.acked[ack["seq"]] = element
+                n += 1
+                await asyncio.sleep(0.02)
+                continue
+            self.errors += 1
+            if ack is None or not client.sio.connected:
+                # The hub is gone: another one, with what we know.
+                hub = spare[self.errors % len(spare)]
+                client = await self.cluster.connect(hub, self.student, Role.STUDENT)
+                since = {self.student: max(self.acked, default=0)}
+                assert (await client.join(self.session_id, since=since))["ok"]
+                self.moved_to.append(hub.url)
+            else:
+                await asyncio.sleep(0.1)  # refused (Redis away): the same patch again
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port, to stop and start."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def spawn(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        options = ["--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        options += ["--appendonly", "no", "--dir", str(self.workdir)]
+        self.process = subprocess.Popen(
+            [binary, *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    async def start(self) -> None:
+        self.spawn()
+        client = redis.asyncio.Redis.from_url(self.url)
+
+        async def up() -> bool:
+            try:
+                return bool(await client.ping())
+            except Exception:
+                return False
+
+        await eventually(up, within=10, what="redis-server")
+        await client.aclose()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()  # everything in it is lost, as in a crash
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        need_service("redis-server", "not on PATH", hint="install redis-server")
+    server = RedisServer(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_killing_one_of_three_hubs_loses_nothing(
+    database: Database, tmp_path: Path, private_redis: RedisServer
+) -> None:
+    students = ("s1", "s2", "s3")
+    settings = cluster_settings(database, private_redis.url)
+    with running(tmp_path, settings, nodes=3) as cluster:
+        a, b, c = cluster.hubs
+        session_id = await open_session(a, students)
+        tutor = await cluster.connect(a, "tutor-1", Role.TUTOR)
+        assert (await tutor.join(session_id))["ok"]
+        # The tutor's second tab, on the hub that dies, starts a timer due after it died.
+        second_tab = await cluster.connect(b, "tutor-1", Role.TUTOR)
+        assert (await second_tab.join(session_id))["ok"]
+        started = await second_tab.call(
+            "timer:start", {"session_id": session_id, "label": "quiz", "duration_s": 4}
+        )
+        assert started["ok"], started
+        drawers = {s: Drawer(cluster, s, session_id) for s in students}
+        homes = {"s1": b, "s2": c, "s3": b}
+        tasks = [asyncio.create_task(drawers[s].run(homes[s], spare=[a, c])) for s in students]
+        await eventually(
+            lambda: all(len(d.acked) >= 20 for d in drawers.values()), within=30, what="drawing"
+        )
+        b.process.send_signal(signal.SIGKILL)
+        assert b.stop() == -signal.SIGKILL
+        await eventually(
+            lambda: all(drawers[s].moved_to for s in ("s1", "s3")), within=20, what="moved"
+        )
+        counts = {s: len(d.acked) for s, d in drawers.items()}
+        await eventually(
+            lambda: all(len(d.acked) >= counts[s] + 20 for s, d in drawers.items()),
+            within=30,
+            what="drawing after the kill",
+        )
+        for drawer in drawers.values():
+            drawer.stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=20)
+
+        for student, drawer in drawers.items():
+            last = max(drawer.acked)
+            await eventually(
+                lambda: any(seq >= last for _, seq in relayed(tutor, student)),  # noqa: B023
+                within=15,
+                what=f"{student}'s last patch at the tutor",
+            )
+            got = relayed(tutor, student)
+            seqs = [seq for _, seq in got]
+            # Exactly once and in order: every acked patch, nothing twice.
+            assert seqs == sorted(set(seqs)), (student, seqs)
+            assert set(drawer.acked) <= set(seqs), (student, set(drawer.acked) - set(seqs))
+            assert len({epoch for epoch, _ in got}) == 1
+            canvas = await rest(
+                a,
+                "GET",
+                f"/api/v1/sessions/{session_id}/canvases/{student}",
+                a.token("tutor-1", Role.TUTOR),
+            )
+            missing = [e for e in drawer.acked.values() if e not in canvas["doc"]["elements"]]
+            assert missing == [], f"{student} lost acked patches {missing}"
+
+        # The timer the dead hub started fires once, from a hub still alive.
+        timer_id = started["timer"]["id"]
+
+        def alerts() -> list[str]:
+            return [e["kind"] for e in tutor.events("timer:alert") if e["timer_id"] == timer_id]
+
+        await eventually(lambda: "TIMER_END" in alerts(), within=15, what="the timer's end")
+        await asyncio.sleep(1.0)  # a second firing would have arrived by now
+        assert sorted(alerts()) == sorted(set(alerts())), alerts()
+        # s1 and s3 came back within the grace period: never offline for the tutor.
+        statuses = [
+            (u["student_id"], u["status"])
+            for u in tutor.events("presence:update")
+            if u["status"] == "offline"
+        ]
+        assert statuses == []
+        for client in cluster.clients:
+            with contextlib.suppress(Exception):
+                await client.sio.disconnect()
+        for hub in (a, c):
+            assert hub.stop() == 0, hub.log_tail()
+
+
+async def test_redis_restart_resumes_with_a_new_epoch(
+    database: Database, tmp_path: Path, private_redis: RedisServer
+) -> None:
+    settings = cluster_settings(database, private_redis.url)
+    with running(tmp_path, settings, nodes=2) as cluster:
+        a, b = cluster.hubs
+        session_id = await open_session(a, ("s1",))
+        tutor = await cluster.connect(a, "tutor-1", Role.TUTOR)
+        joined = await tutor.join(session_id)
+        first_epoch = joined["canvases"]["s1"]["epoch"]
+        drawer = Drawer(cluster, "s1", session_id)
+        task = asyncio.create_task(drawer.run(b, spare=[b]))
+        await eventually(lambda: len(drawer.acked) >= 20, within=20, what="drawing")
+        private_redis.stop()
+        await asyncio.sleep(1.0)
+        await private_redis.start()
+        before = len(drawer.acked)
+        await eventually(lambda: len(drawer.acked) >= before + 20, within=30, what="resumed")
+        drawer.stop.set()
+        await asyncio.wait_for(task, timeout=20)
+
+        # The tutor sees the stream go on in a new epoch: its cue to resync.
+        last = max(drawer.acked)
+        await eventually(
+            lambda: any(seq >= last for _, seq in relayed(tutor, "s1")),
+            within=15,
+            what="the last patch at the tutor",
+        )
+        epochs = [epoch for epoch, _ in relayed(tutor, "s1")]
+        assert epochs[0] == first_epoch and epochs[-1] != first_epoch
+        sync = await tutor.call(
+            "canvas:sync", {"session_id": session_id, "student_id": "s1", "since": 0}
+        )
+        assert sync["epoch"] == epochs[-1]
+        state = sync.get("doc") or {}
+        if "ops" in sync:  # the log still reaches back: replay it
+            elements = {op["path"].rpartition("/")[2] for p in sync["ops"] for op in p["ops"]}
+        else:
+            elements = set(state["elements"])
+        missing = [e for e in drawer.acked.values() if e not in elements]
+        assert missing == [], f"acked patches lost across the Redis restart: {missing}"
+        for client in cluster.clients:
+            with contextlib.suppress(Exception):
+                await client.sio.disconnect()
+        for hub in (a, b):
+            assert hub.stop() == 0, hub.log_tail()
