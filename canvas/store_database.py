@@ -29,6 +29,7 @@ from persistence.repositories import CanvasRepository
 from realtime.codec import encoded
 from realtime.errors import ErrorCode, HubError
 from realtime.metrics import HubMetrics
+from realtime.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,7 @@ class DatabaseCanvasStore:
         for canvas in list(self._canvases.values()):
             self._snapshot(canvas)
         await self.flush()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop(self._tasks)
         self._tasks = []
         await self.writer.close()
 

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from presence.activity import StudentKey
 from presence.tracker import Arrival, Departure
+from realtime.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,11 @@ class RedisPresenceTracker:
         return PREFIX + "node:" + node_id + ":reaping"
 
     async def start(self) -> None:
-        await self._beat()
+        # A hub starts with Redis away (/readyz says so) and beats once it is back.
+        try:
+            await self._beat()
+        except (RedisError, OSError) as exc:
+            log.warning("presence heartbeat failed: %r", exc)
         self._heartbeat = asyncio.create_task(self._beat_forever(), name="presence-heartbeat")
 
     async def _beat(self) -> None:
@@ -211,8 +216,7 @@ class RedisPresenceTracker:
         """Stop beating. The hub's connections were taken out as each disconnected;
         a hub that is killed instead is reaped by the others."""
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            await stop([self._heartbeat])
         try:
             await self._redis.delete(self._alive_key(self.node_id))
             if not await self._redis.scard(PREFIX + "node:" + self.node_id + ":conns"):

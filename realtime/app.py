@@ -43,6 +43,7 @@ from realtime.metrics import HubMetrics
 from realtime.ratelimit import KeyedBuckets
 from realtime.server import HubServer
 from realtime.sockets import LiveHub
+from realtime.tasks import stop
 from rest import attendance, day, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
 from rest import help as help_routes
@@ -244,9 +245,7 @@ async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(app[TIMERS].watch(every_s)),
     ]
     yield
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await stop(tasks)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

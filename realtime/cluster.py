@@ -31,6 +31,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from realtime.metrics import HubMetrics
+from realtime.tasks import stop
 from rooms.names import session_scope
 
 log = logging.getLogger(__name__)
@@ -154,9 +155,7 @@ class RedisCluster(Cluster):
 
     async def close(self) -> None:
         await self._drain()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop(self._tasks)
         self._tasks = []
         if self._pubsub is not None:
             await self._close_pubsub()
