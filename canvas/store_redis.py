@@ -615,15 +615,21 @@ class RedisCanvasStore(DatabaseCanvasStore):
         """Run (or queue on a pipeline) the script that advances dseq past ``patches``
         and publishes them."""
         head = b'{"key":' + orjson.dumps([key.center_id, key.session_id, key.student_id])
+        start = frame(self.node_id, CANVAS, head + b',"patches":[')
+        encoded = [_encode(p) for p in patches]
+        if self.metrics is not None:  # the script publishes (at most) this frame
+            self.metrics.redis_published.labels("canvas").inc()
+            size = len(start) + sum(len(e) + 1 for e in encoded) + 1
+            self.metrics.redis_published_bytes.labels("canvas").inc(size)
         return await self._advance(
             keys=self._keys(key)[:1],
             args=[
                 patches[0].epoch,
                 session_channel(key.center_id, key.session_id),
-                frame(self.node_id, CANVAS, head + b',"patches":['),
+                start,
                 b"]}",
                 patches[0].seq,
-                *(_encode(p) for p in patches),
+                *encoded,
             ],
             client=client,
         )

@@ -126,8 +126,14 @@ async def test_a_timer_fires_once_even_when_its_hub_is_gone(make_hub: HubFactory
     first_clock.advance(31)
     await tutor.call("timer:start", {"session_id": session_id, "label": "barrier", "duration_s": 1})
     first_clock.advance(2)
-    await eventually(lambda: alerts(tutor, "TIMER_END"), what="barrier on the first hub")
-    assert [a["label"] for a in alerts(tutor)] == ["barrier"]  # Essay never fired twice
+    await eventually(
+        lambda: "barrier" in [a["label"] for a in alerts(tutor)], what="barrier on the first hub"
+    )
+    # Essay never fired twice. Hubs on one Redis are one cluster: there the first hub's
+    # tutor hears the second hub's firing; apart, they do not.
+    essays = 1 if first.urls else 0
+    assert sorted(a["label"] for a in alerts(tutor)) == ["Essay"] * essays + ["barrier"]
+    assert [a["label"] for a in alerts(watcher)].count("Essay") == 1
 
 
 async def test_idle_and_help_alerts_fire_once(make_hub: HubFactory) -> None:
