@@ -97,7 +97,8 @@ def relayed(tutor: Client, student: str) -> list[tuple[str, int]]:
 
 class Drawer:
     """A student drawing one patch at a time; on losing its hub it joins another
-    with ``since`` and goes on. Records what was acked."""
+    with ``since`` and goes on, as soon as the transport closes (as browsers do).
+    Records what was acked."""
 
     def __init__(self, cluster: Cluster, student: str, session_id: str) -> None:
         self.cluster, self.student, self.session_id = cluster, student, session_id
@@ -106,20 +107,29 @@ class Drawer:
         self.moved_to: list[str] = []
         self.stop = asyncio.Event()
 
+    async def _patch(self, client: Client, ops: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The ack, or None when the hub went away first."""
+        call = asyncio.ensure_future(
+            client.sio.call("canvas:patch", {"session_id": self.session_id, "ops": ops}, timeout=5)
+        )
+        gone = asyncio.ensure_future(client.disconnected.wait())
+        await asyncio.wait([call, gone], return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if not call.done():
+            call.cancel()
+            return None
+        if call.exception() is not None:
+            return None
+        ack: dict[str, Any] = call.result()
+        return ack
+
     async def run(self, hub: HubProcess, spare: list[HubProcess]) -> None:
         client = await self.cluster.connect(hub, self.student, Role.STUDENT)
         assert (await client.join(self.session_id))["ok"]
         n = 0
         while not self.stop.is_set() and n < 2000:
             element = f"{self.student}-{n}"
-            try:
-                ack = await client.sio.call(
-                    "canvas:patch",
-                    {"session_id": self.session_id, "ops": stroke(element, n)},
-                    timeout=5,
-                )
-            except Exception:
-                ack = None
+            ack = await self._patch(client, stroke(element, n))
             if ack is not None and ack.get("ok"):
                 self.acked[ack["seq"]] = element
                 n += 1
@@ -318,3 +328,44 @@ async def test_redis_restart_resumes_with_a_new_epoch(
                 await client.sio.disconnect()
         for hub in (a, b):
             assert hub.stop() == 0, hub.log_tail()
+
+
+async def test_a_stopping_hub_hands_its_students_to_the_others(
+    database: Database, tmp_path: Path, private_redis: RedisServer
+) -> None:
+    """SIGTERM: the hub tells its clients to reconnect and exits 0; they carry on
+    on another hub within the grace period, so the tutor never sees them offline."""
+    settings = cluster_settings(database, private_redis.url)
+    with running(tmp_path, settings, nodes=2) as cluster:
+        a, b = cluster.hubs
+        session_id = await open_session(a, ("s1",))
+        tutor = await cluster.connect(a, "tutor-1", Role.TUTOR)
+        assert (await tutor.join(session_id))["ok"]
+        drawer = Drawer(cluster, "s1", session_id)
+        task = asyncio.create_task(drawer.run(b, spare=[a]))
+        await eventually(lambda: len(drawer.acked) >= 20, within=20, what="drawing")
+        student_on_b = cluster.clients[-1]
+        b.process.terminate()  # SIGTERM; the test's loop keeps reading meanwhile
+        await eventually(lambda: b.process.poll() is not None, within=15, what="b to exit")
+        assert b.stop() == 0, b.log_tail()
+        assert [e["code"] for e in student_on_b.events("hub:closing")] == ["SHUTTING_DOWN"]
+        await eventually(lambda: drawer.moved_to == [a.url], within=10, what="moved to a")
+        before = len(drawer.acked)
+        await eventually(lambda: len(drawer.acked) >= before + 20, within=20, what="drawing on")
+        await asyncio.sleep(GRACE_S + 1)  # an offline would have been announced by now
+        drawer.stop.set()
+        await asyncio.wait_for(task, timeout=20)
+        statuses = [u["status"] for u in tutor.events("presence:update")]
+        assert "offline" not in statuses, statuses
+        last = max(drawer.acked)
+        await eventually(
+            lambda: any(seq >= last for _, seq in relayed(tutor, "s1")),
+            within=10,
+            what="the last patch at the tutor",
+        )
+        seqs = [seq for _, seq in relayed(tutor, "s1")]
+        assert seqs == sorted(set(seqs)) and set(drawer.acked) <= set(seqs)
+        for client in cluster.clients:
+            with contextlib.suppress(Exception):
+                await client.sio.disconnect()
+        assert a.stop() == 0, a.log_tail()
