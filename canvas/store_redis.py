@@ -102,6 +102,9 @@ return {'OK', seq}
 
 # KEYS: m. ARGV: epoch, channel, frame head, frame tail, first seq, patch JSON...
 # Publishes (in the same script, so in dseq order) the patches dseq did not pass yet.
+# What the advance script answers when it published nothing: another epoch, or a gap
+# before the patches (an earlier advance did not happen).
+OTHER_EPOCH, GAP = -1, -2
 ADVANCE = (
     _NOW_MS
     + """
@@ -513,7 +516,10 @@ class RedisCanvasStore(DatabaseCanvasStore):
             if since == dseq:
                 return CatchUp(position, [], None)
             if canvas.log and canvas.log[0].seq <= since + 1 and canvas.seq >= dseq:
-                return CatchUp(position, [p for p in canvas.log if since < p.seq <= dseq], None)
+                held = [p for p in canvas.log if since < p.seq <= dseq]
+                # Only a gap-free run: a replica that missed frames may hold holes.
+                if len(held) == dseq - since and held[0].seq == since + 1:
+                    return CatchUp(position, held, None)
             try:
                 entries = await self._stream(canvas.key, since + 1, dseq)
             except RedisError:
@@ -599,7 +605,24 @@ class RedisCanvasStore(DatabaseCanvasStore):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for canvas, patches in by_canvas.items():
                         await self._publish(canvas.key, patches, pipe)
-                    await pipe.execute()
+                    advanced = await pipe.execute()
+                # The script publishes nothing when Redis's state moved on meanwhile (its
+                # epoch changed: Redis lost it and a hub rebuilt it from the database, which
+                # holds these patches). They are stored and acked: relay them all the same;
+                # other hubs drop what they already have and resync on the epoch.
+                for (canvas, patches), outcome in zip(by_canvas.items(), advanced, strict=True):
+                    if outcome == GAP:
+                        # An earlier advance of ours failed (Redis was away): everything up
+                        # to these is durable, so advance over the gap from the local log.
+                        last = patches[-1].seq
+                        held = [p for p in canvas.log if p.seq <= last and p.epoch == canvas.epoch]
+                        if held and held[-1].seq == last:
+                            outcome = await self._publish(canvas.key, held, self.redis)
+                    if isinstance(outcome, int) and outcome < 0:
+                        await self.redis.publish(
+                            session_channel(canvas.key.center_id, canvas.key.session_id),
+                            self._frame(canvas.key, patches),
+                        )
             except RedisError as exc:
                 # Stored all the same; another hub takes them over after takeover_s.
                 log.warning("advancing durable canvas seqs in Redis failed: %r", exc)
@@ -614,8 +637,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
     async def _publish(self, key: CanvasKey, patches: Sequence[Patch], client: Any) -> Any:
         """Run (or queue on a pipeline) the script that advances dseq past ``patches``
         and publishes them."""
-        head = b'{"key":' + orjson.dumps([key.center_id, key.session_id, key.student_id])
-        start = frame(self.node_id, CANVAS, head + b',"patches":[')
+        start = self._frame_start(key)
         encoded = [_encode(p) for p in patches]
         if self.metrics is not None:  # the script publishes (at most) this frame
             self.metrics.redis_published.labels("canvas").inc()
@@ -633,6 +655,14 @@ class RedisCanvasStore(DatabaseCanvasStore):
             ],
             client=client,
         )
+
+    def _frame_start(self, key: CanvasKey) -> bytes:
+        head = b'{"key":' + orjson.dumps([key.center_id, key.session_id, key.student_id])
+        return frame(self.node_id, CANVAS, head + b',"patches":[')
+
+    def _frame(self, key: CanvasKey, patches: Sequence[Patch]) -> bytes:
+        """The CANVAS frame of ``patches``, as the advance script publishes it."""
+        return self._frame_start(key) + b",".join(_encode(p) for p in patches) + b"]}"
 
     def _relay(self, canvas: _Replica, patches: Sequence[Patch]) -> None:
         """Hand durable patches on in seq order, once each; a gap before them is filled
