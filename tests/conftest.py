@@ -20,7 +20,10 @@ import pytest
 import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from persistence import migrate
+from persistence.db import create_engine
 from realtime.app import build_app
 from realtime.config import Settings
 from tests.processes import HubProcess, start_hub
@@ -101,6 +104,15 @@ async def database(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterat
     finally:
         await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await conn.close()
+
+
+@pytest.fixture
+async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test's database, migrated to the latest revision."""
+    engine = create_engine(database.url, schema=database.schema)
+    await migrate.upgrade(engine)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

@@ -27,13 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from canvas.document import Author, replay
 from canvas.store import CanvasKey, Patch
 from canvas.store_redis import RedisCanvasStore
-from persistence import migrate
 from persistence.batch import BatchWriter, Rows, batch_writer
-from persistence.db import create_engine, session_factory
+from persistence.db import session_factory
 from persistence.models import CanvasOp, LiveSession
 from realtime.cluster import CANVAS, session_channel, unframe
 from realtime.errors import ErrorCode, HubError
-from tests.conftest import REDIS_URL, Database, need_service, redis_problem
+from tests.conftest import REDIS_URL, need_service, redis_problem
 from tests.support import eventually
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -160,14 +159,6 @@ class Cluster:
         m = f"{self.prefix}{{{self.key.session_id}:{self.key.student_id}}}:m"
         seq, dseq = await self.redis.hmget(m, "seq", "dseq")
         return int(seq or 0), int(dseq or 0)
-
-
-@pytest.fixture
-async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database.url, schema=database.schema)
-    await migrate.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

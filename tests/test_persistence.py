@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -14,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from persistence import migrate
-from persistence.db import create_engine, session_factory
+from persistence.db import session_factory
 from persistence.models import (
     AttendanceInterval,
     Base,
@@ -30,18 +29,9 @@ from persistence.repositories import (
     SessionQuery,
     SessionRepository,
 )
-from tests.conftest import Database
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 HEAD = "0006"
-
-
-@pytest.fixture
-async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database.url, schema=database.schema)
-    await migrate.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
