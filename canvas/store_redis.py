@@ -53,6 +53,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from canvas.document import Author, CanvasDocument, CanvasLimits
+from canvas.pipelined import Call, run_scripts
 from canvas.store import Accepted, CanvasKey, CatchUp, Patch, StreamPosition
 from canvas.store_database import (
     OPS,
@@ -100,25 +101,28 @@ return {'OK', seq}
 """
 )
 
-# KEYS: m. ARGV: epoch, channel, frame head, frame tail, first seq, patch JSON...
-# Publishes (in the same script, so in dseq order) the patches dseq did not pass yet.
-# What the advance script answers when it published nothing: another epoch, or a gap
-# before the patches (an earlier advance did not happen).
+# KEYS: m, log. ARGV: epoch, channel, frame head, frame tail, last seq.
+# Moves dseq to the last seq and publishes, in the same script (so in dseq order), the
+# patches it passes, read from the stream: a hub sends each patch to Redis once. Answers
+# {patches published, bytes published}, or {OTHER_EPOCH, 0} when Redis's state is in
+# another epoch (it was lost and rebuilt from the database), or {GAP, 0} when the stream
+# no longer holds every patch it would pass.
 OTHER_EPOCH, GAP = -1, -2
 ADVANCE = (
     _NOW_MS
     + """
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'dseq')
-if m[1] ~= ARGV[1] then return -1 end
-local dseq, first = tonumber(m[2]), tonumber(ARGV[5])
-local last = first + #ARGV - 6
-if last <= dseq then return 0 end
-if first > dseq + 1 then return -2 end
+if m[1] ~= ARGV[1] then return {-1, 0} end
+local dseq, last = tonumber(m[2]), tonumber(ARGV[5])
+if last <= dseq then return {0, 0} end
+local entries = redis.call('XRANGE', KEYS[2], '0-' .. (dseq + 1), '0-' .. last)
+if #entries ~= last - dseq then return {-2, 0} end
 local parts = {}
-for s = dseq + 1, last do parts[#parts + 1] = ARGV[6 + s - first] end
+for i, entry in ipairs(entries) do parts[i] = entry[2][2] end
+local message = ARGV[3] .. table.concat(parts, ',') .. ARGV[4]
 redis.call('HSET', KEYS[1], 'dseq', last, 'pat', now)
-redis.call('PUBLISH', ARGV[2], ARGV[3] .. table.concat(parts, ',') .. ARGV[4])
-return #parts
+redis.call('PUBLISH', ARGV[2], message)
+return {#parts, #message}
 """
 )
 
@@ -602,27 +606,15 @@ class RedisCanvasStore(DatabaseCanvasStore):
                 by_canvas.setdefault(_replica(write.canvas), []).append(write.patch)
         if by_canvas:
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for canvas, patches in by_canvas.items():
-                        await self._publish(canvas.key, patches, pipe)
-                    advanced = await pipe.execute()
-                # The script publishes nothing when Redis's state moved on meanwhile (its
-                # epoch changed: Redis lost it and a hub rebuilt it from the database, which
-                # holds these patches). They are stored and acked: relay them all the same;
-                # other hubs drop what they already have and resync on the epoch.
-                for (canvas, patches), outcome in zip(by_canvas.items(), advanced, strict=True):
-                    if outcome == GAP:
-                        # An earlier advance of ours failed (Redis was away): everything up
-                        # to these is durable, so advance over the gap from the local log.
-                        last = patches[-1].seq
-                        held = [p for p in canvas.log if p.seq <= last and p.epoch == canvas.epoch]
-                        if held and held[-1].seq == last:
-                            outcome = await self._publish(canvas.key, held, self.redis)
-                    if isinstance(outcome, int) and outcome < 0:
-                        await self.redis.publish(
-                            session_channel(canvas.key.center_id, canvas.key.session_id),
-                            self._frame(canvas.key, patches),
-                        )
+                calls = [self._advance_to(c.key, patches[-1]) for c, patches in by_canvas.items()]
+                replies = await run_scripts(self.redis, calls)
+                for (canvas, patches), reply in zip(by_canvas.items(), replies, strict=True):
+                    if self._published(reply) < 0:
+                        # Redis's state moved on (Redis lost it and a hub rebuilt it from
+                        # the database, which holds these patches). They are stored and
+                        # acked: relay them all the same; other hubs drop what they already
+                        # have and resync on the epoch.
+                        await self._publish_directly(canvas.key, patches)
             except RedisError as exc:
                 # Stored all the same; another hub takes them over after takeover_s.
                 log.warning("advancing durable canvas seqs in Redis failed: %r", exc)
@@ -634,27 +626,29 @@ class RedisCanvasStore(DatabaseCanvasStore):
         for canvas, patches in by_canvas.items():
             self._relay(canvas, patches)
 
-    async def _publish(self, key: CanvasKey, patches: Sequence[Patch], client: Any) -> Any:
-        """Run (or queue on a pipeline) the script that advances dseq past ``patches``
-        and publishes them."""
-        start = self._frame_start(key)
-        encoded = [_encode(p) for p in patches]
-        if self.metrics is not None:  # the script publishes (at most) this frame
+    def _advance_to(self, key: CanvasKey, last: Patch) -> Call:
+        """The call of the script that advances dseq to ``last`` and publishes the
+        patches it passes."""
+        channel = session_channel(key.center_id, key.session_id)
+        args = [last.epoch, channel, self._frame_start(key), b"]}", last.seq]
+        return self._advance, self._keys(key), args
+
+    def _published(self, reply: Any) -> int:
+        """The advance script's count of patches published (negative: none, and why)."""
+        if isinstance(reply, Exception):
+            raise reply
+        count, size = (int(n) for n in reply)
+        if count > 0 and self.metrics is not None:
             self.metrics.redis_published.labels("canvas").inc()
-            size = len(start) + sum(len(e) + 1 for e in encoded) + 1
             self.metrics.redis_published_bytes.labels("canvas").inc(size)
-        return await self._advance(
-            keys=self._keys(key)[:1],
-            args=[
-                patches[0].epoch,
-                session_channel(key.center_id, key.session_id),
-                start,
-                b"]}",
-                patches[0].seq,
-                *encoded,
-            ],
-            client=client,
-        )
+        return count
+
+    async def _publish_directly(self, key: CanvasKey, patches: Sequence[Patch]) -> None:
+        message = self._frame(key, patches)
+        await self.redis.publish(session_channel(key.center_id, key.session_id), message)
+        if self.metrics is not None:
+            self.metrics.redis_published.labels("canvas").inc()
+            self.metrics.redis_published_bytes.labels("canvas").inc(len(message))
 
     def _frame_start(self, key: CanvasKey) -> bytes:
         head = b'{"key":' + orjson.dumps([key.center_id, key.session_id, key.student_id])
@@ -670,7 +664,9 @@ class RedisCanvasStore(DatabaseCanvasStore):
         fresh = [p for p in patches if p.seq > canvas.relayed]
         if not fresh:
             return
-        gap = [p for p in canvas.log if canvas.relayed < p.seq < fresh[0].seq]
+        gap = []
+        if fresh[0].seq > canvas.relayed + 1:
+            gap = [p for p in canvas.log if canvas.relayed < p.seq < fresh[0].seq]
         canvas.relayed = fresh[-1].seq
         self._hand_on([(canvas.key, p) for p in (*gap, *fresh)])
 
@@ -726,7 +722,8 @@ class RedisCanvasStore(DatabaseCanvasStore):
                 # The database holds other patches at those seqs: Redis is wrong.
                 await self._drop_script(keys=[m, stream], args=[state.epoch, NO_BOUND])
                 return
-            published = await self._publish_now([e.patch for e in entries], key)
+            [reply] = await run_scripts(self.redis, [self._advance_to(key, entries[-1].patch)])
+            published = self._published(reply) > 0
         except RedisError as exc:
             log.warning("taking over canvas patches failed in Redis: %r", exc)
             return
@@ -737,9 +734,6 @@ class RedisCanvasStore(DatabaseCanvasStore):
             if not replica.tentative:
                 self._take(replica, entries)
             self._relay(replica, [e.patch for e in entries])
-
-    async def _publish_now(self, patches: list[Patch], key: CanvasKey) -> bool:
-        return int(await self._publish(key, patches, self.redis)) > 0
 
     async def _store_taken_over(self, key: CanvasKey, entries: list[_Received]) -> bool:
         """Insert the rows, keeping any already there; True if the stored rows are these."""

@@ -31,6 +31,7 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,6 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.mode == "fanout":
         if not 0 <= args.rest_seconds <= MAX_SECONDS:
             parser.error(f"--rest-seconds must be in [0, {MAX_SECONDS:g}]")
-        if args.root and len(args.root) > 1:
-            parser.error("fanout runs the hub from one checkout: give --root at most once")
         try:
             fanout.check_redis_url(args.redis_url)
         except ValueError as exc:
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     hub_env = dict(item.split("=", 1) for item in args.hub_env)
     roots = [r.resolve() for r in args.root or [ROOT]]
     if args.mode == "fanout":
-        return _fanout(args, roots[0], hub_env)
+        return _fanout(args, roots, hub_env)
     kinds = getattr(args, "target", None) or ["hub"]
     specs = target_specs(kinds if args.mode != "storm" else ["hub"], roots)
     out: dict[str, Any] = {"mode": args.mode, "cpu_count": os.cpu_count(), "runs": []}
@@ -156,15 +155,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return out
 
 
-def _fanout(args: argparse.Namespace, root: Path, hub_env: dict[str, str]) -> dict[str, Any]:
+def _fanout(args: argparse.Namespace, roots: list[Path], hub_env: dict[str, str]) -> dict[str, Any]:
+    """Each target once; with several roots, each hub target once per root (named
+    ``hub@1``, ``hub@2``, ...), interleaved so before and after meet the same noise."""
     out: dict[str, Any] = {"mode": "fanout", "cpu_count": os.cpu_count(),
                            "redis_url": args.redis_url, "runs": []}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
         for name in args.target or fanout.TARGETS:
-            workdir = Path(tmp) / f"run-{len(out['runs'])}"
-            workdir.mkdir()
             target = fanout.fanout_target(name)
-            out["runs"].append(fanout.run_fanout(target, args, root, workdir, hub_env))
+            tagged = len(roots) > 1 and target.kind == "hub"
+            for index, root in enumerate(roots if tagged else roots[:1], start=1):
+                workdir = Path(tmp) / f"run-{len(out['runs'])}"
+                workdir.mkdir()
+                run = replace(target, name=f"{name}@{index}") if tagged else target
+                out["runs"].append(fanout.run_fanout(run, args, root, workdir, hub_env))
     _report(args, out, [])
     return out
 

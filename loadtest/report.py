@@ -137,15 +137,30 @@ FANOUT_RATIOS = (
 
 
 def fanout_ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Idle node, hub against stock manager; busy node, with Redis against alone."""
+    """Idle node, hub against stock manager; busy node, with Redis against alone; with
+    several roots (``hub@2``), each root's pairs, then each hub run against root 1's."""
     by_name = {s["target"]: s for s in summaries}
+    tags = sorted({s["target"].partition("@")[2] for s in summaries if s["kind"] == "hub"})
     out = []
-    for key, top, bottom, bound in FANOUT_RATIOS:
+
+    def add(key: str, top: str, bottom: str, bound: str | None) -> None:
         if top in by_name and bottom in by_name:
             value = ratio(by_name[top].get(key), by_name[bottom].get(key))
             out.append({"figure": key, "pair": f"{top} / {bottom}", "ratio": value,
                         "issue_5_bound": bound})  # fmt: skip
+
+    for tag in tags or [""]:
+        for key, top, bottom, bound in FANOUT_RATIOS:
+            add(key, _tagged(top, tag), _tagged(bottom, tag), bound)
+    for tag in tags[1:]:
+        for name in ("hub", "hub-redis"):
+            add("busy_cpu_s_per_1k", f"{name}@{tag}", f"{name}@{tags[0]}", None)
     return out
+
+
+def _tagged(target: str, tag: str) -> str:
+    """The name of ``target``'s run from root ``tag`` (baselines run once, untagged)."""
+    return f"{target}@{tag}" if tag and target.startswith("hub") else target
 
 
 def fanout_table(summaries: list[dict[str, Any]]) -> str:

@@ -367,6 +367,22 @@ async def test_flushdb_mid_stream_starts_a_new_epoch_and_loses_nothing_acked(
     assert (await a.store.catch_up(key, None)).position.epoch == after_a.position.epoch
 
 
+async def test_scripts_lost_in_redis_are_loaded_again_and_run_once(cluster: Cluster) -> None:
+    """Redis forgot its scripts (SCRIPT FLUSH, as after a restart): the next append and
+    advance load them again; each patch is sequenced, stored and relayed once."""
+    a, b = await nodes(cluster, "node-a", "node-b")
+    key = cluster.key
+    assert await acked(a, key, Author.STUDENT, stroke("before")) == 1
+    await cluster.redis.script_flush()
+    assert await acked(a, key, Author.STUDENT, stroke("after")) == 2
+    await cluster.redis.script_flush()
+    assert await acked(b, key, Author.TUTOR, mark("from-b")) == 3
+    await converged(cluster, 3)
+    assert [seq for _, seq in cluster.published] == [1, 2, 3]
+    assert [op.seq for op in await cluster.stored_ops()] == [1, 2, 3]
+    assert a.relayed_seqs(key) == b.relayed_seqs(key) == [1, 2, 3]
+
+
 async def test_refused_ops_change_nothing_on_any_node(cluster: Cluster) -> None:
     a, b = await nodes(cluster, "node-a", "node-b")
     key = cluster.key
