@@ -267,6 +267,8 @@ class RedisCanvasStore(DatabaseCanvasStore):
     _canvas_type = _Replica
     _resets: dict[CanvasKey, asyncio.Future[None]] = field(default_factory=dict, init=False)
     _handed_while_loading: dict[CanvasKey, int] = field(default_factory=dict, init=False)
+    # The last (epoch, seq) handed to on_durable per canvas.
+    _handed: dict[CanvasKey, tuple[str, int]] = field(default_factory=dict, init=False)
     _committing: asyncio.Future[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -350,6 +352,8 @@ class RedisCanvasStore(DatabaseCanvasStore):
         for key, canvas in list(self._canvases.items()):
             if key.session_id == session_id and not _replica(canvas).lock.locked():
                 del self._canvases[key]
+        for key in [key for key in self._handed if key.session_id == session_id]:
+            del self._handed[key]
 
     def receive(self, payload: bytes) -> None:
         """Durable patches another hub published (a ``CANVAS`` frame's payload).
@@ -359,8 +363,31 @@ class RedisCanvasStore(DatabaseCanvasStore):
         skipping those already handed on.
         """
         message = orjson.loads(payload)
-        key = CanvasKey(*message["key"])
-        received = [_decode(p) for p in message["patches"]]
+        self._received(CanvasKey(*message["key"]), [_decode(p) for p in message["patches"]])
+
+    async def resume(self) -> None:
+        """This hub's subscription is back after Redis was away: hand on, from the
+        streams, the durable patches it missed of every canvas it relays.
+
+        In the same epoch that is what follows the last seq handed on; in a new
+        epoch (Redis lost its state), every durable patch of the new stream, whose
+        epoch tells the clients to resync. Without this the tail of what was
+        published meanwhile would never reach the clients: no later patch would
+        show them the gap.
+        """
+        for key, (epoch, seq) in list(self._handed.items()):
+            try:
+                state = await self._read_state(key)
+                if state is None or (state.epoch == epoch and state.dseq <= seq):
+                    continue
+                first = seq + 1 if state.epoch == epoch else 0
+                entries = await self._stream(key, first, state.dseq)
+            except (HubError, RedisError) as exc:
+                log.warning("canvas %s: catching up after a Redis outage failed: %r", key, exc)
+                continue
+            self._received(key, [e for e in entries if e.patch.epoch == state.epoch])
+
+    def _received(self, key: CanvasKey, received: list[_Received]) -> None:
         if not received:
             return
         canvas = self._canvases.get(key)
@@ -671,8 +698,16 @@ class RedisCanvasStore(DatabaseCanvasStore):
         self._hand_on([(canvas.key, p) for p in (*gap, *fresh)])
 
     def _hand_on(self, patches: list[tuple[CanvasKey, Patch]]) -> None:
-        if patches and self.on_durable is not None:
-            self.on_durable(patches)
+        """To ``on_durable``, each (epoch, seq) of a canvas once and in order: a patch at
+        or below the last one handed on in its epoch was handed on already."""
+        fresh = []
+        for key, patch in patches:
+            epoch, seq = self._handed.get(key, ("", 0))
+            if patch.epoch != epoch or patch.seq > seq:
+                self._handed[key] = (patch.epoch, patch.seq)
+                fresh.append((key, patch))
+        if fresh and self.on_durable is not None:
+            self.on_durable(fresh)
 
     def _broken(self, writes: list[_Write]) -> None:
         super()._broken(writes)

@@ -131,6 +131,7 @@ def build_app(
             reads, batch_writer(engine), **store_options, redis=redis, node_id=cluster.node_id
         )
         cluster.on(CANVAS, store.receive)
+        cluster.on_reconnect(store.resume)
     else:
         store = DatabaseCanvasStore(reads, batch_writer(engine), **store_options)
     canvases = CanvasService(hub, store, relay)

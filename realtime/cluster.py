@@ -52,6 +52,20 @@ READ_TIMEOUT_S = 1.0
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 
+# Cluster-wide jobs: one hub at a time holds a job's lease and runs it.
+LEASE_PREFIX = "hub:lease:"
+# KEYS: the lease. ARGV: node, ms. Taken if free, renewed if held by the node.
+LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# The sweeps (presence departures, timers, alerts): lease name, and how many sweep
+# intervals a leader that stopped sweeping keeps it before another hub takes over.
+SWEEPS = "sweeps"
+SWEEPS_LEASE_INTERVALS = 3
+
 FrameHandler = Callable[[bytes], None]
 ReconnectHook = Callable[[], Awaitable[None]]
 
@@ -82,8 +96,20 @@ def sent_at(message: bytes) -> float:
     return float(_SENT_AT.unpack_from(rest, 1)[0])
 
 
+def sweeps_lease_s(every_s: float) -> float:
+    return SWEEPS_LEASE_INTERVALS * every_s
+
+
+def lease_ms(lease_s: float) -> int:
+    return max(1, round(lease_s * 1000))
+
+
 def new_node_id() -> str:
     return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Cluster:
@@ -112,6 +138,11 @@ class Cluster:
 
     def publish(self, channel: str, kind: bytes, payload: bytes) -> None:
         """Send a frame to the other hubs watching ``channel`` (in order, best effort)."""
+
+    async def lead(self, name: str, lease_s: float) -> bool:
+        """Whether this hub is the one to run the cluster-wide job ``name`` now: it holds
+        the lease (taken if free, renewed if held, for ``lease_s``). Alone, always."""
+        return True
 
     async def start(self) -> None:
         pass
@@ -145,6 +176,7 @@ class RedisCluster(Cluster):
         self._drained = asyncio.Event()
         self._drained.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._lease = redis.register_script(LEASE)
 
     async def start(self) -> None:
         self._tasks = [
@@ -159,6 +191,17 @@ class RedisCluster(Cluster):
         self._tasks = []
         if self._pubsub is not None:
             await self._close_pubsub()
+
+    async def lead(self, name: str, lease_s: float) -> bool:
+        try:
+            held = await self._lease(
+                keys=[LEASE_PREFIX + name], args=[self.node_id, lease_ms(lease_s)]
+            )
+        except RedisError as exc:
+            # The jobs claim their work in the database too: run them on every hub.
+            log.debug("taking the %s lease failed (%r); running the job here", name, exc)
+            return True
+        return bool(held)
 
     # -- subscriptions --------------------------------------------------------
 
@@ -228,8 +271,7 @@ class RedisCluster(Cluster):
                 await self._has_channels.wait()
                 pubsub = await self._connected()
                 if lost:
-                    if self._channels:
-                        await pubsub.subscribe(*self._channels)
+                    await self._subscribe_again(pubsub)
                     lost = False
                     log.warning("cluster node %s: Redis subscription is back", self.node_id)
                     await self._reconnected()
@@ -249,6 +291,24 @@ class RedisCluster(Cluster):
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RECONNECT_MAX_S)
 
+    async def _subscribe_again(self, pubsub: PubSub) -> None:
+        """Subscribe to every watched channel and read up to the confirmations: from
+        then on every frame reaches this hub, so what the hooks read misses nothing."""
+        waiting = set(self._channels)
+        if not waiting:
+            return
+        await pubsub.subscribe(*waiting)
+        deadline = time.monotonic() + SUBSCRIBE_WAIT_S
+        while waiting:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(waiting)} subscriptions not confirmed")
+            message = await pubsub.get_message(timeout=READ_TIMEOUT_S)
+            if message is None:
+                continue
+            if message.get("type") == "subscribe":
+                waiting.discard(_text(message.get("channel")))
+            self._received(message)
+
     async def _reconnected(self) -> None:
         for hook in self._reconnect_hooks:
             try:
@@ -258,11 +318,8 @@ class RedisCluster(Cluster):
 
     def _received(self, message: dict[str, object]) -> None:
         kind = message.get("type")
-        channel = message.get("channel")
-        if isinstance(channel, bytes):
-            channel = channel.decode()
         if kind == "subscribe":
-            confirmed = self._confirmed.get(str(channel))
+            confirmed = self._confirmed.get(_text(message.get("channel")))
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)
             return

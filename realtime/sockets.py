@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 import socketio
@@ -34,7 +35,7 @@ from persistence.repositories import (
 from persistence.views import attendance_view, enrollment_view, iso, session_view
 from presence.activity import ActivityTracker, Status, StudentKey
 from presence.tracker import Arrival, PresenceTracker
-from realtime.cluster import CONTROL, Cluster, session_channel
+from realtime.cluster import CONTROL, SWEEPS, Cluster, session_channel, sweeps_lease_s
 from realtime.codec import dumps, loads
 from realtime.errors import ErrorCode, HubError, validation_error
 from realtime.events import AuthRefresh, PresencePing, SessionJoin, SessionLeave
@@ -42,6 +43,7 @@ from realtime.identity import Identity, Role, TokenVerifier
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import TokenBucket
 from realtime.server import LaterAck
+from realtime.tasks import every
 from rooms.access import LiveRole, live_role, visible_session
 from rooms.membership import Connection, Joined, Membership
 from rooms.names import staff_room, student_room, students_room
@@ -608,20 +610,19 @@ class LiveHub:
         return {"status": (self.activity.status(key) or Status.ACTIVE).value}
 
     async def watch_idle(self, every_s: float) -> None:
-        """Background: announce students who went idle, every ``every_s`` seconds."""
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                now = self.clock()
-                for key in self.activity.gone_idle(now, self._idle_threshold):
-                    await self._announce_presence(key, Status.IDLE, now)
-                await self.presence.reap(now, self._grace_s)
-                for departure in await self.presence.departures():
-                    await self._go_offline(departure.key, departure.left_at)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("idle sweep failed; trying again in %s s", every_s)
+        """Background: every ``every_s`` seconds, announce this hub's students who went
+        idle; and on the hub that leads the sweeps, mark offline the students whose
+        grace period ran out."""
+        await every(every_s, partial(self.sweep, sweeps_lease_s(every_s)), "presence sweep")
+
+    async def sweep(self, lease_s: float) -> None:
+        now = self.clock()
+        for key in self.activity.gone_idle(now, self._idle_threshold):
+            await self._announce_presence(key, Status.IDLE, now)
+        if await self.cluster.lead(SWEEPS, lease_s):
+            await self.presence.reap(now, self._grace_s)
+            for departure in await self.presence.departures():
+                await self._go_offline(departure.key, departure.left_at)
 
     def session_changed(self, session: LiveSession) -> None:
         """A session's settings changed (REST): live rules read the new values now

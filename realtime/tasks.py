@@ -1,15 +1,46 @@
-"""Stopping background tasks for sure."""
+"""Background tasks: repeating a job, and stopping tasks for sure."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 
 log = logging.getLogger(__name__)
 
 CANCEL_ROUNDS = 20
 CANCEL_WAIT_S = 0.25
+# While a repeated job keeps failing, one line about it this often.
+FAILING_LOG_EVERY_S = 60.0
+
+
+async def every(interval_s: float, job: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run ``job`` every ``interval_s`` seconds until cancelled.
+
+    A failure is logged with its traceback when it starts; while the job keeps
+    failing (say Redis is away), one line a minute; and once when it works again.
+    """
+    failing_since: float | None = None
+    said_at = 0.0
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            now = time.monotonic()
+            if failing_since is None:
+                failing_since = said_at = now
+                log.exception("%s failed; trying again every %s s", what, interval_s)
+            elif now - said_at >= FAILING_LOG_EVERY_S:
+                said_at = now
+                log.warning("%s still failing after %.0f s: %r", what, now - failing_since, exc)
+        else:
+            if failing_since is not None:
+                log.warning("%s works again after %.0f s", what, time.monotonic() - failing_since)
+                failing_since = None
 
 
 async def stop(tasks: Iterable[asyncio.Task[object]]) -> None:

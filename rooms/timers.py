@@ -10,10 +10,10 @@ clock, checked every ``every_s`` seconds.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, model_validator
@@ -32,9 +32,11 @@ from persistence.models import (
 )
 from persistence.repositories import EnrollmentRepository
 from persistence.views import iso
+from realtime.cluster import SWEEPS, sweeps_lease_s
 from realtime.errors import ErrorCode, HubError, not_found
 from realtime.events import Id, Payload
 from realtime.sockets import Ack, LiveHub
+from realtime.tasks import every
 from rooms.access import LiveRole
 from rooms.help import HelpDesk
 from rooms.membership import Connection, Joined
@@ -206,21 +208,19 @@ class Timers:
 
     async def watch(self, every_s: float) -> None:
         """Background: fire what is due, every ``every_s`` seconds."""
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("timer tick failed; trying again in %s s", every_s)
+        await every(every_s, partial(self.tick, sweeps_lease_s(every_s)), "timer tick")
 
-    async def tick(self) -> None:
+    async def tick(self, lease_s: float = 0.0) -> None:
+        """Fire due timers and raise alerts. What the database says (timers, session
+        ends, help waiting) only the hub leading the sweeps reads; each is claimed in
+        the database besides, so it fires once whichever hub reads it. Idle alerts come
+        from this hub's own students."""
         now = self._hub.clock()
-        await self._fire_timers(now)
-        await self._session_alerts(now)
+        if await self._hub.cluster.lead(SWEEPS, lease_s):
+            await self._fire_timers(now)
+            await self._session_alerts(now)
+            await self._help_alerts(now)
         await self._idle_alerts(now)
-        await self._help_alerts(now)
 
     async def _fire_timers(self, now: datetime) -> None:
         for column, kind in (

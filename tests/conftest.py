@@ -189,6 +189,12 @@ class Hub:
     clients: list[Client]
     urls: list[str] = field(default_factory=list)
     apps: list[web.Application] = field(default_factory=list)
+    servers: list[TestServer] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        """Stop the hub's servers (its clients lose their connections)."""
+        for server in self.servers:
+            await server.close()
 
     def api(self, token: str | None) -> Api:
         return Api(self.http, self.url, token)
@@ -229,12 +235,13 @@ async def make_hub(
 
     async def start(clock: Any = None, **overrides: Any) -> Hub:
         hub_settings = settings.model_copy(update=overrides) if overrides else settings
-        apps, urls = [], []
+        apps, urls, own = [], [], []
         for _ in range(nodes):  # one after another: the first migrates the database
             app = build_app(hub_settings, clock=clock) if clock else build_app(hub_settings)
             server = TestServer(app, host="127.0.0.1", port=0)
             await server.start_server()
             servers.append(server)
+            own.append(server)
             apps.append(app)
             urls.append(str(server.make_url("")).rstrip("/"))
         hub = Hub(
@@ -245,6 +252,7 @@ async def make_hub(
             clients=[],
             urls=urls if nodes > 1 else [],
             apps=apps,
+            servers=own,
         )
         hubs.append(hub)
         return hub

@@ -118,6 +118,7 @@ class Node:
     writer: GatedWriter
     relayed: list[tuple[CanvasKey, Patch]] = field(default_factory=list)
     dead: bool = False
+    deaf: bool = False  # its subscription is down: frames do not reach it
 
     def relayed_seqs(self, key: CanvasKey) -> list[int]:
         return [p.seq for k, p in self.relayed if k == key]
@@ -214,7 +215,7 @@ async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
             for item in orjson.loads(payload)["patches"]:
                 cluster.published.append((sender, item["seq"]))
             for node in cluster.nodes:
-                if node.store.node_id != sender and not node.dead:
+                if node.store.node_id != sender and not node.dead and not node.deaf:
                     node.store.receive(payload)
 
     delivering = asyncio.create_task(bus())
@@ -381,6 +382,41 @@ async def test_scripts_lost_in_redis_are_loaded_again_and_run_once(cluster: Clus
     assert [seq for _, seq in cluster.published] == [1, 2, 3]
     assert [op.seq for op in await cluster.stored_ops()] == [1, 2, 3]
     assert a.relayed_seqs(key) == b.relayed_seqs(key) == [1, 2, 3]
+
+
+async def test_a_hub_back_from_a_redis_outage_hands_on_what_it_missed(cluster: Cluster) -> None:
+    """Frames published while a hub's subscription is down never reach it. Once it is
+    back, ``resume`` hands on the durable patches it missed, from the stream, each once
+    and in order: also the last ones, whose gap no later patch would reveal."""
+    a, b = await nodes(cluster, "node-a", "node-b")
+    key = cluster.key
+    assert await acked(a, key, Author.STUDENT, stroke("x1")) == 1
+    await converged(cluster, 1)
+    b.deaf = True
+    for i in (2, 3, 4):
+        assert await acked(a, key, Author.STUDENT, stroke(f"x{i}")) == i
+    await eventually(lambda: len(cluster.published) == 4, within=5, what="4 published")
+    assert b.relayed_seqs(key) == [1]
+    b.deaf = False
+    await b.store.resume()
+    assert b.relayed_seqs(key) == [1, 2, 3, 4]
+    await b.store.resume()  # nothing twice
+    assert b.relayed_seqs(key) == [1, 2, 3, 4]
+    assert (await b.store.catch_up(key, None)).doc == await cluster.stored_doc()
+
+    # Redis lost its state while b was deaf: b hands on the new epoch's patches.
+    epoch = (await a.store.catch_up(key, None)).position.epoch
+    b.deaf = True
+    await cluster.redis.flushdb()
+    assert await acked(a, key, Author.STUDENT, stroke("x5")) == 5
+    assert await acked(a, key, Author.STUDENT, stroke("x6")) == 6
+    new_epoch = (await a.store.catch_up(key, None)).position.epoch
+    assert new_epoch != epoch
+    b.deaf = False
+    await b.store.resume()
+    got = [(p.epoch, p.seq) for k, p in b.relayed if k == key]
+    assert got == [(epoch, 1), (epoch, 2), (epoch, 3), (epoch, 4), (new_epoch, 5), (new_epoch, 6)]
+    assert (await b.store.catch_up(key, None)).doc == await cluster.stored_doc()
 
 
 async def test_refused_ops_change_nothing_on_any_node(cluster: Cluster) -> None:
