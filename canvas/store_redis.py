@@ -48,12 +48,13 @@ from typing import Any
 
 import orjson
 import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from canvas.document import Author, CanvasDocument, CanvasLimits
-from canvas.pipelined import Call, run_scripts
+from canvas.pipelined import Call, ScriptConnection
 from canvas.store import Accepted, CanvasKey, CatchUp, Patch, StreamPosition
 from canvas.store_database import (
     OPS,
@@ -277,12 +278,14 @@ class RedisCanvasStore(DatabaseCanvasStore):
         self._init = self.redis.register_script(INIT)
         self._drop_script = self.redis.register_script(DROP)
         self._state_script = self.redis.register_script(STATE)
+        self._scripts = ScriptConnection(self.redis)
 
     # -- public ---------------------------------------------------------------
 
     async def close(self) -> None:
         await super().close()
         await asyncio.gather(*self._resets.values(), return_exceptions=True)
+        await self._scripts.close()
 
     async def append(
         self, key: CanvasKey, author: Author, author_id: str, ops: list[dict[str, Any]]
@@ -441,9 +444,10 @@ class RedisCanvasStore(DatabaseCanvasStore):
         patch = Patch(canvas.seq + 1, canvas.epoch, author, author_id, encoded(effective), utcnow())
         canvas.tentative = True
         try:
-            reply = await self._append(
-                keys=self._keys(canvas.key),
-                args=[canvas.seq, canvas.epoch, self.node_id, _encode(patch), self.retention],
+            reply = await self._scripts.run(
+                self._append,
+                self._keys(canvas.key),
+                [canvas.seq, canvas.epoch, self.node_id, _encode(patch), self.retention],
             )
         except BaseException as exc:
             doc.rollback(saved)
@@ -589,10 +593,16 @@ class RedisCanvasStore(DatabaseCanvasStore):
             for _ in range(LOAD_ATTEMPTS):
                 canvas = _replica(await self._read_stored(key))
                 m, stream = self._keys(key)
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    await self._state_script(keys=[m], client=pipe)
-                    pipe.xrange(stream, f"0-{canvas.seq + 1}", "+")
-                    state_reply, stream_reply = await pipe.execute()
+                try:
+                    async with self.redis.pipeline(transaction=True) as pipe:
+                        await self._state_script(keys=[m], client=pipe)
+                        pipe.xrange(stream, f"0-{canvas.seq + 1}", "+")
+                        state_reply, stream_reply = await pipe.execute()
+                except RedisConnectionError as exc:
+                    # redis-py does not retry a pipeline on a connection that died while
+                    # Redis was away; it drops it, and the next attempt opens another.
+                    log.info("canvas %s: loading again on a new Redis connection (%r)", key, exc)
+                    continue
                 state, entries = _state(state_reply), _entries(stream_reply)
                 if state is None:
                     nothing_stored = canvas.seq == 0 and canvas.snapshot_seq == 0
@@ -634,7 +644,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
         if by_canvas:
             try:
                 calls = [self._advance_to(c.key, patches[-1]) for c, patches in by_canvas.items()]
-                replies = await run_scripts(self.redis, calls)
+                replies = await self._scripts.run_many(calls)
                 for (canvas, patches), reply in zip(by_canvas.items(), replies, strict=True):
                     if self._published(reply) < 0:
                         # Redis's state moved on (Redis lost it and a hub rebuilt it from
@@ -757,7 +767,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
                 # The database holds other patches at those seqs: Redis is wrong.
                 await self._drop_script(keys=[m, stream], args=[state.epoch, NO_BOUND])
                 return
-            [reply] = await run_scripts(self.redis, [self._advance_to(key, entries[-1].patch)])
+            [reply] = await self._scripts.run_many([self._advance_to(key, entries[-1].patch)])
             published = self._published(reply) > 0
         except RedisError as exc:
             log.warning("taking over canvas patches failed in Redis: %r", exc)

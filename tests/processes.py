@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,10 +16,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+import redis.asyncio
 
 from loadtest.procs import free_port
 from realtime.config import Settings
 from realtime.identity import Role, mint_token
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB_START_TIMEOUT_S = 20.0
@@ -131,3 +134,47 @@ def start_hub(
         hub.stop()
         raise
     return hub
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port, to stop and start."""
+
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.password = password
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def spawn(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        options = ["--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        options += ["--appendonly", "no", "--dir", str(self.workdir)]
+        if self.password:
+            options += ["--requirepass", self.password]
+        self.process = subprocess.Popen(
+            [binary, *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    async def start(self) -> None:
+        self.spawn()
+        client = redis.asyncio.Redis.from_url(self.url)
+
+        async def up() -> bool:
+            try:
+                return bool(await client.ping())
+            except Exception:
+                return False
+
+        await eventually(up, within=10, what="redis-server")
+        await client.aclose()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()  # everything in it is lost, as in a crash
+            self.process.wait(timeout=10)

@@ -224,8 +224,9 @@ async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
     finally:
         for node in cluster.nodes:
             with contextlib.suppress(Exception):
-                if node.dead:
+                if node.dead:  # what the OS closes of a dead process
                     await node.writer.close()
+                    await node.store._scripts.close()
                 else:
                     await asyncio.wait_for(node.store.close(), 10)
         delivering.cancel()

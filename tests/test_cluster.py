@@ -12,7 +12,6 @@ import json
 import secrets
 import shutil
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-import redis.asyncio
 
-from loadtest.procs import free_port
 from realtime.identity import Role
 from tests.conftest import POSTGRES_URL, Database, need_service
-from tests.processes import HubProcess, start_hub
+from tests.processes import HubProcess, RedisServer, start_hub
 from tests.support import Client, eventually, session_body
 from tests.test_canvas_durability import hub_settings, rest
 
@@ -160,46 +157,6 @@ class Drawer:
                 self.moved_to.append(hub.url)
             else:
                 await asyncio.sleep(0.1)  # refused (Redis away): the same patch again
-
-
-class RedisServer:
-    """A redis-server of the test's own on a free loopback port, to stop and start."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def spawn(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        options = ["--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
-        options += ["--appendonly", "no", "--dir", str(self.workdir)]
-        self.process = subprocess.Popen(
-            [binary, *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    async def start(self) -> None:
-        self.spawn()
-        client = redis.asyncio.Redis.from_url(self.url)
-
-        async def up() -> bool:
-            try:
-                return bool(await client.ping())
-            except Exception:
-                return False
-
-        await eventually(up, within=10, what="redis-server")
-        await client.aclose()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()  # everything in it is lost, as in a crash
-            self.process.wait(timeout=10)
 
 
 @pytest.fixture
