@@ -12,6 +12,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,13 +21,14 @@ import pytest
 import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from persistence import migrate
-from persistence.db import create_engine
+from persistence.db import create_engine, session_factory
 from realtime.app import build_app
 from realtime.config import Settings
-from tests.processes import HubProcess, start_hub
+from realtime.keys import DB, ENGINE
+from tests.processes import HubProcess, settings_env, spawn_hub, start_hub
 from tests.support import TEST_SECRET, Api, Client, Tokens
 
 POSTGRES_URL = os.environ.get(
@@ -134,7 +136,11 @@ def tokens(settings: Settings) -> Tokens:
 
 # The socket-level suites run twice: against one hub, and against a cluster of
 # CLUSTER_NODES hubs sharing one Redis and one Postgres database, each client on
-# the next hub in turn (a tutor and their students on different hubs).
+# the next hub in turn (a tutor and their students on different hubs). The
+# cluster is CLUSTER_NODES hub processes (`python -m realtime serve`, uvloop, as
+# deployed); suites that drive the hubs' clock (timers, presence, help,
+# attendance) run the hubs in the test's process instead, each its own app on
+# its own port, talking to the others only through Redis and Postgres.
 CLUSTER_NODES = 3
 CLUSTER_SUITES = {
     "test_sockets",
@@ -147,12 +153,20 @@ CLUSTER_SUITES = {
     "test_rest_enrollments",
     "test_rest_sessions",
 }
+PROCESS_SUITES = {
+    "test_sockets",
+    "test_canvas",
+    "test_control",
+    "test_rest_enrollments",
+    "test_rest_sessions",
+}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     suite = metafunc.module.__name__.rpartition(".")[2]
     if "topology" in metafunc.fixturenames and suite in CLUSTER_SUITES:
-        metafunc.parametrize("topology", ["single", "cluster"], indirect=True)
+        several = "processes" if suite in PROCESS_SUITES else "cluster"
+        metafunc.parametrize("topology", ["single", several], indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -161,7 +175,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item
         for item in items
         if (callspec := getattr(item, "callspec", None)) is not None
-        and callspec.params.get("topology") == "cluster"
+        and callspec.params.get("topology") in ("cluster", "processes")
         and callspec.params.get("database") == "sqlite"
     ]
     if dropped:
@@ -183,18 +197,25 @@ class Hub:
     """
 
     url: str
-    app: web.Application
     tokens: Tokens
     http: aiohttp.ClientSession
     clients: list[Client]
+    # The hubs' database, as the tests read it.
+    engine: AsyncEngine
+    db: async_sessionmaker[AsyncSession]
     urls: list[str] = field(default_factory=list)
+    # In the test's process: the first hub's app, and all of them; else hub processes.
+    app: web.Application | None = None
     apps: list[web.Application] = field(default_factory=list)
     servers: list[TestServer] = field(default_factory=list)
+    processes: list[HubProcess] = field(default_factory=list)
 
     async def stop(self) -> None:
         """Stop the hub's servers (its clients lose their connections)."""
         for server in self.servers:
             await server.close()
+        for process in self.processes:
+            assert process.stop() == 0, process.log_tail()
 
     def api(self, token: str | None) -> Api:
         return Api(self.http, self.url, token)
@@ -218,14 +239,17 @@ HubFactory = Callable[..., Awaitable[Hub]]
 
 @pytest.fixture
 async def make_hub(
-    settings: Settings, database: Database, topology: str
+    settings: Settings, database: Database, topology: str, tmp_path: Path
 ) -> AsyncIterator[HubFactory]:
     """Start hubs on 127.0.0.1 (with setting overrides); all stop at teardown.
-    With the cluster topology each call starts CLUSTER_NODES hubs sharing Redis."""
+    With the cluster and processes topologies each call starts CLUSTER_NODES hubs
+    sharing Redis."""
     servers: list[TestServer] = []
+    processes: list[HubProcess] = []
+    engines: list[AsyncEngine] = []
     hubs: list[Hub] = []
     nodes = 1
-    if topology == "cluster":
+    if topology in ("cluster", "processes"):
         need_service("Redis", await redis_problem())
         settings = settings.model_copy(update={"redis_url": REDIS_URL})
         nodes = CLUSTER_NODES
@@ -235,6 +259,9 @@ async def make_hub(
 
     async def start(clock: Any = None, **overrides: Any) -> Hub:
         hub_settings = settings.model_copy(update=overrides) if overrides else settings
+        if topology == "processes":
+            assert clock is None, "hub processes keep their own time"
+            return await start_processes(hub_settings)
         apps, urls, own = [], [], []
         for _ in range(nodes):  # one after another: the first migrates the database
             app = build_app(hub_settings, clock=clock) if clock else build_app(hub_settings)
@@ -246,13 +273,42 @@ async def make_hub(
             urls.append(str(server.make_url("")).rstrip("/"))
         hub = Hub(
             url=urls[0],
-            app=apps[0],
             tokens=Tokens(hub_settings),
             http=aiohttp.ClientSession(),
             clients=[],
+            engine=apps[0][ENGINE],
+            db=apps[0][DB],
             urls=urls if nodes > 1 else [],
+            app=apps[0],
             apps=apps,
             servers=own,
+        )
+        hubs.append(hub)
+        return hub
+
+    async def start_processes(hub_settings: Settings) -> Hub:
+        assert hub_settings.jwt_secret is not None
+        secret = hub_settings.jwt_secret.get_secret_value()
+        engine = create_engine(database.url, schema=database.schema)
+        engines.append(engine)
+        await migrate.upgrade(engine)  # here, once: the hubs start together
+        env = settings_env(hub_settings.model_copy(update={"migrate_on_start": False}))
+        n = len(processes)
+        own = []
+        for i in range(nodes):
+            own.append(spawn_hub(tmp_path, secret, settings=env, name=f"hub-{n + i}"))
+            processes.append(own[-1])
+        for process in own:
+            process.wait_healthy()
+        hub = Hub(
+            url=own[0].url,
+            tokens=Tokens(hub_settings),
+            http=aiohttp.ClientSession(),
+            clients=[],
+            engine=engine,
+            db=session_factory(engine),
+            urls=[p.url for p in own],
+            processes=own,
         )
         hubs.append(hub)
         return hub
@@ -265,7 +321,12 @@ async def make_hub(
         await hub.http.close()
     for server in servers:
         await server.close()
+    stopped = {p.url: p.stop() for p in processes}
+    for engine in engines:
+        await engine.dispose()
     await asyncio.sleep(0)
+    crashed = [p.log_tail() for p in processes if stopped[p.url] != 0]
+    assert not crashed, f"hub processes did not stop cleanly:\n{crashed}"
 
 
 @pytest.fixture

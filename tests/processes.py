@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import pytest
 import redis.asyncio
+from pydantic import SecretStr
 
 from loadtest.procs import free_port
 from realtime.config import Settings
@@ -83,7 +84,7 @@ class HubProcess:
             self._log.close()
 
 
-def start_hub(
+def spawn_hub(
     tmp_path: Path,
     secret: str,
     *,
@@ -91,12 +92,7 @@ def start_hub(
     name: str = "hub",
     root: Path = ROOT,
 ) -> HubProcess:
-    """Start a hub on a free loopback port and wait until it is healthy.
-
-    ``settings`` are extra ``HUB_*`` variables (default database: a SQLite
-    file in ``tmp_path``); ``name`` tells the log files of several hubs apart;
-    ``root`` is the checkout to run (another one for before/after benchmarks).
-    """
+    """Start a hub on a free loopback port (``start_hub``, without waiting for it)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(
@@ -121,19 +117,53 @@ def start_hub(
     except BaseException:
         log.close()
         raise
-    hub = HubProcess(
+    return HubProcess(
         url=f"http://127.0.0.1:{port}",
         settings=Settings(jwt_secret=secret),
         process=process,
         log_path=log_path,
         _log=log,
     )
+
+
+def start_hub(
+    tmp_path: Path,
+    secret: str,
+    *,
+    settings: dict[str, str] | None = None,
+    name: str = "hub",
+    root: Path = ROOT,
+) -> HubProcess:
+    """Start a hub on a free loopback port and wait until it is healthy.
+
+    ``settings`` are extra ``HUB_*`` variables (default database: a SQLite
+    file in ``tmp_path``); ``name`` tells the log files of several hubs apart;
+    ``root`` is the checkout to run (another one for before/after benchmarks).
+    """
+    hub = spawn_hub(tmp_path, secret, settings=settings, name=name, root=root)
     try:
         hub.wait_healthy()
     except BaseException:
         hub.stop()
         raise
     return hub
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``HUB_*`` variables that give a hub process exactly ``settings``."""
+    env = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, list | dict):
+            value = json.dumps(value)
+        env[f"HUB_{name.upper()}"] = str(value)
+    return env
 
 
 class RedisServer:

@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import func, select
 
 from persistence.models import CatchUpPackage
-from realtime.keys import DB
 from tests.conftest import Hub, HubFactory
 from tests.support import eventually, session_body
 from tests.test_help import FakeClock
@@ -110,7 +109,7 @@ async def test_bulk_absent_creates_exactly_one_catch_up(hub: Hub) -> None:
     results = await asyncio.gather(*(api.post(BULK, marks) for _ in range(3)))
     assert all(status == 200 for status, _ in results), results
     assert all(body["data"]["catch_ups_created"] == [] for _, body in results)
-    async with hub.app[DB]() as db:
+    async with hub.db() as db:
         count = await db.scalar(select(func.count()).select_from(CatchUpPackage))
     assert count == 1
     got_attendance = await attendance(hub, session_id)

@@ -9,7 +9,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from realtime.keys import ENGINE
 from tests.conftest import Hub, HubFactory
 from tests.support import Client, eventually, session_body
 
@@ -301,7 +300,7 @@ async def test_a_failed_write_refuses_the_patch_and_the_canvas_reloads(hub: Hub)
     session_id, tutor, students = await live_session(hub, ("s1",))
     s1 = students["s1"]
     assert (await patch(s1, session_id, stroke("kept")))["seq"] == 1
-    engine = hub.app[ENGINE]
+    engine = hub.engine
     async with engine.begin() as conn:  # make the op log unwritable, for real
         await conn.execute(text("ALTER TABLE canvas_ops RENAME TO canvas_ops_away"))
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from persistence.models import AuditEntry, ExerciseAttempt, TutorNote
-from realtime.keys import DB
 from tests.conftest import Hub
 from tests.support import eventually
 from tests.test_canvas import live_session
@@ -93,7 +92,7 @@ async def test_progress_reaches_staff_and_attempts_are_stored(hub: Hub) -> None:
         (10, False),
     ]
     assert students["s2"].events("progress:update") == []
-    async with hub.app[DB]() as db:
+    async with hub.db() as db:
         attempts = (
             await db.scalars(select(ExerciseAttempt).order_by(ExerciseAttempt.started_at))
         ).all()
@@ -146,7 +145,7 @@ async def test_notes_are_stored_with_visibility(hub: Hub) -> None:
         "note:add", {"session_id": session_id, "text": "hi", "visibility": "STUDENT"}
     )
     assert ack["error"]["code"] == "FORBIDDEN"
-    async with hub.app[DB]() as db:
+    async with hub.db() as db:
         notes = (await db.scalars(select(TutorNote).order_by(TutorNote.created_at))).all()
     assert [n.text for n in notes] == ["Needs fractions review", "Room was noisy"]
 
@@ -167,7 +166,7 @@ async def test_the_tutor_ends_the_session_for_everyone(hub: Hub) -> None:
         assert ack["error"]["code"] == "SESSION_ENDED", event
     status, got = await hub.as_("tutor-1", "TUTOR").get(f"{SESSIONS}/{session_id}")
     assert got["data"]["status"] == "ENDED" and got["data"]["ended_at"]
-    async with hub.app[DB]() as db:
+    async with hub.db() as db:
         actions = (await db.scalars(select(AuditEntry.action))).all()
     assert actions.count("session.end") == 1
 

@@ -7,7 +7,6 @@ import asyncio
 from sqlalchemy import select
 
 from persistence.models import AuditEntry
-from realtime.keys import DB
 from tests.conftest import Hub, HubFactory
 from tests.support import session_body
 
@@ -125,7 +124,7 @@ async def test_update_records_completion_notes_and_assessment(hub: Hub) -> None:
     await api.post(f"{SESSIONS}/{session_id}/end")
     status, got = await api.patch(enrollments(session_id, "s1"), {"notes": "Reviewed"})
     assert status == 200 and got["data"]["notes"] == "Reviewed"
-    async with hub.app[DB]() as db:
+    async with hub.db() as db:
         actions = (
             await db.scalars(
                 select(AuditEntry.action)

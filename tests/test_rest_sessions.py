@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from persistence.models import AuditEntry
-from realtime.keys import DB
 from tests.conftest import Hub, HubFactory
 from tests.support import session_body
 
@@ -38,7 +37,7 @@ async def test_tutor_creates_a_session_in_own_center(hub: Hub) -> None:
 
 async def test_create_is_audited_with_actor_center_and_ip(hub: Hub) -> None:
     session = await create(hub)
-    async with hub.app[DB]() as db:
+    async with hub.db() as db:
         entries = (await db.scalars(select(AuditEntry))).all()
     assert [(e.action, e.actor_id, e.actor_role, e.center_id, e.target_id) for e in entries] == [
         ("session.create", "tutor-1", "TUTOR", "c1", session["id"])
@@ -146,7 +145,7 @@ async def test_update_changes_fields_and_is_audited(hub: Hub) -> None:
     assert (status, got["errorCode"]) == (403, "FORBIDDEN")
     status, got = await hub.as_("adm", "CENTER_ADMIN").patch(path, {"tutor_id": "tutor-2"})
     assert status == 200 and got["data"]["tutor_id"] == "tutor-2"
-    async with hub.app[DB]() as db:
+    async with hub.db() as db:
         actions = (await db.scalars(select(AuditEntry.action).order_by(AuditEntry.id))).all()
     assert actions == ["session.create", "session.update", "session.update"]
 

@@ -365,7 +365,7 @@ async def test_event_rate_limit_refuses_a_flood_without_side_effects(make_hub: H
 
 
 async def test_an_oversized_message_drops_only_its_sender(make_hub: HubFactory) -> None:
-    hub = await make_hub(max_message_bytes=4096)
+    hub = await make_hub(max_message_bytes=4096, canvas_max_patch_bytes=4096)
     session_id = await make_session(hub)
     tutor = await hub.connect("tutor-1", "TUTOR")
     await tutor.join(session_id)
