@@ -48,7 +48,6 @@ from typing import Any
 
 import orjson
 import redis.asyncio
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -593,16 +592,10 @@ class RedisCanvasStore(DatabaseCanvasStore):
             for _ in range(LOAD_ATTEMPTS):
                 canvas = _replica(await self._read_stored(key))
                 m, stream = self._keys(key)
-                try:
-                    async with self.redis.pipeline(transaction=True) as pipe:
-                        await self._state_script(keys=[m], client=pipe)
-                        pipe.xrange(stream, f"0-{canvas.seq + 1}", "+")
-                        state_reply, stream_reply = await pipe.execute()
-                except RedisConnectionError as exc:
-                    # redis-py does not retry a pipeline on a connection that died while
-                    # Redis was away; it drops it, and the next attempt opens another.
-                    log.info("canvas %s: loading again on a new Redis connection (%r)", key, exc)
-                    continue
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    await self._state_script(keys=[m], client=pipe)
+                    pipe.xrange(stream, f"0-{canvas.seq + 1}", "+")
+                    state_reply, stream_reply = await pipe.execute()
                 state, entries = _state(state_reply), _entries(stream_reply)
                 if state is None:
                     nothing_stored = canvas.seq == 0 and canvas.snapshot_seq == 0

@@ -23,7 +23,7 @@ from persistence.models import HelpPriority, utcnow
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
 from presence.tracker_redis import RedisPresenceTracker
-from realtime.cluster import CANVAS, Cluster, RedisCluster
+from realtime.cluster import CANVAS, Cluster, RedisCluster, redis_client
 from realtime.codec import CODEC
 from realtime.config import Settings
 from realtime.identity import TokenVerifier
@@ -75,11 +75,7 @@ def build_app(
     db = session_factory(engine)
     reads = read_session_factory(engine)
 
-    redis = (
-        Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        if settings.redis_url
-        else None
-    )
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
     cluster = RedisCluster(redis, metrics) if redis is not None else Cluster()
     sio = HubServer(
         cluster=cluster,

@@ -25,9 +25,13 @@ import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from realtime.metrics import HubMetrics
@@ -51,6 +55,8 @@ SUBSCRIBE_WAIT_S = 2.0
 READ_TIMEOUT_S = 1.0
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
+# Sends of one command on new connections after its connection was found dead.
+RETRIES = 2
 
 # Cluster-wide jobs: one hub at a time holds a job's lease and runs it.
 LEASE_PREFIX = "hub:lease:"
@@ -102,6 +108,21 @@ def sweeps_lease_s(every_s: float) -> float:
 
 def lease_ms(lease_s: float) -> int:
     return max(1, round(lease_s * 1000))
+
+
+def redis_client(url: str, **options: Any) -> Redis:
+    """The hub's Redis client.
+
+    After Redis restarts, every connection in the pool is dead, and redis-py
+    (8.1, from a URL without a ``retry``) answers the first command on each
+    with ``ConnectionError``. Such a command never reached a Redis that could
+    run it, so it is sent again on a new connection, after a short pause.
+    Timeouts are not retried: that command may have run.
+    """
+    options = {"socket_timeout": 5, "socket_connect_timeout": 5, **options}
+    backoff = ExponentialBackoff(cap=RECONNECT_MAX_S, base=RECONNECT_MIN_S)
+    retry = Retry(backoff, RETRIES, supported_errors=(RedisConnectionError,))
+    return Redis.from_url(url, retry=retry, **options)
 
 
 def new_node_id() -> str:

@@ -30,7 +30,7 @@ from canvas.store_redis import RedisCanvasStore
 from persistence.batch import BatchWriter, Rows, batch_writer
 from persistence.db import session_factory
 from persistence.models import CanvasOp, LiveSession
-from realtime.cluster import CANVAS, session_channel, unframe
+from realtime.cluster import CANVAS, redis_client, session_channel, unframe
 from realtime.errors import ErrorCode, HubError
 from tests.conftest import REDIS_URL, need_service, redis_problem
 from tests.support import eventually
@@ -179,7 +179,7 @@ async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
             created_by="tutor-1",
         )
         session.add(live)
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    client = redis_client(REDIS_URL)
     prefix = f"test:{uuid.uuid4().hex[:12]}:cv:"
     cluster = Cluster(engine, db, client, prefix, CanvasKey("c1", live.id, "s1"))
 
@@ -474,7 +474,7 @@ async def test_a_redis_outage_refuses_appends_retryably_and_the_node_recovers(
 ) -> None:
     proxy = RedisProxy()
     await proxy.start()
-    through = redis.asyncio.Redis.from_url(proxy.url, socket_connect_timeout=1, socket_timeout=2)
+    through = redis_client(proxy.url, socket_connect_timeout=1, socket_timeout=2)
     try:
         assert cluster.add_node is not None
         a = await cluster.add_node("node-a", through=through)

@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from canvas.pipelined import ScriptConnection
+from realtime.cluster import redis_client
 from tests.conftest import REDIS_URL, need_service, redis_problem
 from tests.processes import RedisServer
 
@@ -144,5 +145,37 @@ async def restarted(tmp_path: Path) -> None:
         await wrong.aclose()
     finally:
         await scripts.close()
+        await client.aclose()
+        server.stop()
+
+
+def test_the_hubs_client_sends_again_on_a_connection_redis_dropped(
+    redis_server_binary: None, tmp_path: Path, run: Runner
+) -> None:
+    """After a Redis restart every pooled connection is dead: the hub's client
+    (``realtime.cluster.redis_client``) sends the command again on a new one."""
+    run(pooled_connections_after_a_restart(tmp_path))
+
+
+async def pooled_connections_after_a_restart(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    await server.start()
+    client = redis_client(server.url, socket_connect_timeout=2, socket_timeout=2)
+    echo = client.register_script(ECHO)
+    try:
+        assert await echo(keys=["n"], args=["a"]) == [b"a", 1]
+        for step in ("a script", "a script in a transaction", "a publish"):
+            server.stop()
+            await server.start()
+            if step == "a script":
+                assert await echo(keys=["n"], args=["b"]) == [b"b", 1]
+            elif step == "a script in a transaction":
+                async with client.pipeline(transaction=True) as pipe:
+                    await echo(keys=["n"], args=["c"], client=pipe)
+                    pipe.get("n")
+                    assert await pipe.execute() == [[b"c", 1], b"1"]
+            else:
+                assert await client.publish("channel", b"frame") == 0
+    finally:
         await client.aclose()
         server.stop()
