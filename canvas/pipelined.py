@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
@@ -30,8 +29,6 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-log = logging.getLogger(__name__)
 
 Call = tuple[AsyncScript, Sequence[Any], Sequence[Any]]  # script, keys, args
 # A reply Redis did not give within this long: the connection is dropped.

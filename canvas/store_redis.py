@@ -64,7 +64,7 @@ from canvas.store_database import (
     op_row,
 )
 from persistence.models import CanvasOp, utcnow
-from realtime.cluster import CANVAS, frame, session_channel
+from realtime.cluster import CANVAS, as_text, frame, session_channel
 from realtime.codec import encoded
 from realtime.errors import ErrorCode, HubError
 
@@ -166,15 +166,11 @@ class _State:
     idle_ms: int  # since the holder of undurable patches last made progress
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _state(reply: Any) -> _State | None:
     if reply is None:
         return None
     seq, dseq, epoch, pnode, idle = reply
-    return _State(int(seq), int(dseq), _text(epoch), _text(pnode), int(idle))
+    return _State(int(seq), int(dseq), as_text(epoch), as_text(pnode), int(idle))
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +210,9 @@ def _decode(data: dict[str, Any], node: str = "") -> _Received:
 
 def _entries(reply: Any) -> list[_Received]:
     """Stream entries (XRANGE) as patches."""
-    return [_decode(orjson.loads(fields[b"p"]), _text(fields[b"n"])) for _id, fields in reply or []]
+    return [
+        _decode(orjson.loads(fields[b"p"]), as_text(fields[b"n"])) for _id, fields in reply or []
+    ]
 
 
 class _Document(CanvasDocument):
@@ -302,7 +300,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
                 return reply
             if time.monotonic() > deadline:
                 break
-            outcome = _text(reply[0])
+            outcome = as_text(reply[0])
             if outcome == "BEHIND":
                 if int(reply[1]) < canvas.seq:
                     self._drop(canvas)  # Redis is behind this replica: rebuild both
@@ -460,7 +458,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
             raise
         finally:
             canvas.tentative = False
-        if _text(reply[0]) != "OK":
+        if as_text(reply[0]) != "OK":
             doc.rollback(saved)
             self._take(canvas, [])
             return list(reply)

@@ -210,7 +210,7 @@ class Timers:
         """Background: fire what is due, every ``every_s`` seconds."""
         await every(every_s, partial(self.tick, sweeps_lease_s(every_s)), "timer tick")
 
-    async def tick(self, lease_s: float = 0.0) -> None:
+    async def tick(self, lease_s: float) -> None:
         """Fire due timers and raise alerts. What the database says (timers, session
         ends, help waiting) only the hub leading the sweeps reads; each is claimed in
         the database besides, so it fires once whichever hub reads it. Idle alerts come

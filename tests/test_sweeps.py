@@ -46,6 +46,22 @@ async def test_one_hub_at_a_time_leads_and_another_takes_over_when_it_stops(
         await client.delete(f"hub:lease:{name}")
 
 
+async def test_jobs_asking_together_share_one_answer(client: redis.asyncio.Redis) -> None:
+    """The presence sweep and the timer tick ask for the same lease each interval:
+    the second question within a sixth of the lease is answered without Redis."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    a, b = (RedisCluster(client, HubMetrics(), node_id=n) for n in ("hub-a", "hub-b"))
+    try:
+        assert await a.lead(name, 0.6)
+        assert not await b.lead(name, 0.6)
+        await client.delete(f"hub:lease:{name}")  # as if a had stopped long ago
+        assert not await b.lead(name, 0.6)  # b's answer of a moment ago
+        await asyncio.sleep(0.15)
+        assert await b.lead(name, 0.6)  # asked Redis again: free, so taken
+    finally:
+        await client.delete(f"hub:lease:{name}")
+
+
 async def test_a_lone_hub_always_leads() -> None:
     assert await Cluster().lead("sweeps", 0.0)
 
