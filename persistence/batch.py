@@ -5,21 +5,35 @@ raises if it could not; a batch that returned is durable. Batches run one at
 a time (the committer awaits each).
 
 On Postgres the batch goes through the async engine (asyncpg is natively
-async). On a SQLite file it goes to a connection of its own, on a thread of
-its own, as one call: through aiosqlite a batch was seven thread round trips
-(begin, cursor, execute, close, commit...) and held SQLite's single write
-lock across as many turns of the event loop, so a busy loop kept every other
-writer waiting past its busy timeout ("database is locked"). Here the lock is
-held only while SQLite works, and the committer never waits for the async
-connection pool. The batch runs on the DBAPI connection itself, with each
-column's SQLAlchemy bind processing (so rows read back as the ORM wrote them):
-a transaction through SQLAlchemy's ``Connection`` cost several times the
-inserts it carried (``docs/benchmarks.md``).
+async). On a SQLite file it goes to connections of the writer's own, as one
+call each. Through aiosqlite a batch was seven thread round trips (begin,
+cursor, execute, close, commit...) and held SQLite's single write lock across
+as many turns of the event loop, so a busy loop kept every other writer
+waiting past its busy timeout ("database is locked").
+
+The batch is written on the event loop itself when the write lock is free:
+in WAL mode with ``synchronous=NORMAL`` a commit of a few rows is a few tens
+of microseconds and syncs nothing, while handing it to a thread cost more
+than the write (the wake-ups and the thread's fight for the GIL). That
+connection never waits: its busy timeout is 0, and a batch that finds the
+lock taken (an ORM write, another hub on the same file) goes to the writer's
+thread, whose connection waits up to ``COMMITTER_BUSY_TIMEOUT_MS``. The
+loop's connection does not checkpoint (a checkpoint syncs the file); the
+thread copies the log into the database every ``CHECKPOINT_EVERY_S`` while
+the loop commits.
+
+Both run on the DBAPI connection itself, with each column's SQLAlchemy bind
+processing (so rows read back as the ORM wrote them): a transaction through
+SQLAlchemy's ``Connection`` cost several times the inserts it carried
+(``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,8 +48,13 @@ from persistence.db import sqlite_pragmas
 from realtime import codec
 
 Rows = Mapping[Table, list[dict[str, Any]]]
+log = logging.getLogger(__name__)
+
 # The committer's thread may wait this long for another writer (it blocks no one).
 COMMITTER_BUSY_TIMEOUT_MS = 30_000
+# How often the thread copies the WAL into the database while the loop commits.
+CHECKPOINT_EVERY_S = 1.0
+BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 
 class BatchWriter(Protocol):
@@ -58,30 +77,54 @@ class AsyncBatchWriter:
 
 
 class SqliteBatchWriter:
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canvas-writer")
         self._engine: Engine = sqlalchemy.create_engine(
             url.set(drivername="sqlite"),
             json_serializer=codec.dumps,
             json_deserializer=codec.loads,
-            pool_size=1,
+            pool_size=2,  # one connection on the event loop, one on the thread
             max_overflow=0,
         )
         event.listen(
             self._engine, "connect", sqlite_pragmas(busy_timeout_ms=COMMITTER_BUSY_TIMEOUT_MS)
         )
-        self._connection: Any = None  # the DBAPI connection, made on the thread
+        self._checkpoint_every_s = checkpoint_every_s
+        self._inline: Any = None  # DBAPI connections, each made where it is used
+        self._threaded: Any = None
         self._statements: dict[tuple[Table, tuple[str, ...]], _Statement] = {}
+        self._unchecked = False  # the loop committed since the last checkpoint
+        self._checkpointed = time.monotonic()
+        self._checkpoint: asyncio.Future[None] | None = None
 
     async def insert(self, rows: Rows) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._insert, rows)
+        loop = asyncio.get_running_loop()
+        if self._inline is None:
+            self._inline = self._engine.raw_connection()
+            # Never wait on the loop: a locked database goes to the thread instead.
+            # Checkpoints (which sync the file) run on the thread too.
+            self._inline.execute("PRAGMA busy_timeout=0")
+            self._inline.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            self._write(self._inline, rows)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in BUSY:  # the primary code
+                raise
+            # Another writer holds the lock: wait for it on the thread.
+            await loop.run_in_executor(self._thread, self._write_threaded, rows)
+            return
+        self._unchecked = True
+        if (
+            self._checkpoint is None
+            and time.monotonic() - self._checkpointed >= self._checkpoint_every_s
+        ):
+            self._unchecked = False
+            self._checkpoint = loop.run_in_executor(self._thread, self._checkpoint_wal)
+            self._checkpoint.add_done_callback(self._checkpoint_done)
 
-    def _insert(self, rows: Rows) -> None:
+    def _write(self, connection: Any, rows: Rows) -> None:
         # The DBAPI connection itself: a transaction through SQLAlchemy's Connection
         # cost several times the inserts it carried (begin, execution context, params).
-        if self._connection is None:
-            self._connection = self._engine.raw_connection()
-        connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
         try:
             for table, values in rows.items():
@@ -93,6 +136,24 @@ class SqliteBatchWriter:
                 connection.execute("ROLLBACK")
             raise
 
+    def _on_thread(self) -> Any:
+        if self._threaded is None:
+            self._threaded = self._engine.raw_connection()
+        return self._threaded
+
+    def _write_threaded(self, rows: Rows) -> None:
+        self._write(self._on_thread(), rows)
+
+    def _checkpoint_wal(self) -> None:
+        # PASSIVE: copies what no reader still needs, without taking the write lock.
+        self._on_thread().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
+        self._checkpoint = None
+        self._checkpointed = time.monotonic()
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("WAL checkpoint failed: %s", future.exception())
+
     def _statement(self, table: Table, columns: tuple[str, ...]) -> _Statement:
         statement = self._statements.get((table, columns))
         if statement is None:
@@ -101,13 +162,20 @@ class SqliteBatchWriter:
         return statement
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
+        if self._unchecked:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint_wal)
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=True)
 
     def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        if self._threaded is not None:
+            self._threaded.close()
+            self._threaded = None
         self._engine.dispose()
 
 

@@ -1,0 +1,160 @@
+"""The canvas committer's batch writer on a real SQLite file and a real Postgres schema."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from persistence.batch import SqliteBatchWriter, batch_writer
+from persistence.db import session_factory
+from persistence.models import CanvasOp, CanvasSnapshot, LiveSession
+from tests.conftest import Database
+
+AT = datetime(2026, 11, 30, 9, 0, 0, 123456, tzinfo=UTC)
+# SQLite's single write lock and write-ahead log.
+SQLITE_ONLY = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+# A turn of the loop this long means a write waited for the lock on it.
+WAITED_ON_THE_LOOP_S = 0.5
+OPS = [{"op": "add", "path": "/elements/e1", "value": {"type": "stroke", "points": [[1, 2]]}}]
+
+
+async def a_session(engine: AsyncEngine) -> str:
+    async with session_factory(engine).begin() as db:
+        session = LiveSession(
+            center_id="c1",
+            title="Reading",
+            tutor_id="t1",
+            starts_at=AT,
+            ends_at=AT + timedelta(hours=1),
+            status="LIVE",
+            max_students=5,
+            settings={},
+            created_by="t1",
+        )
+        db.add(session)
+    return session.id
+
+
+def op_row(session_id: str, seq: int) -> dict[str, object]:
+    return {
+        "center_id": "c1",
+        "session_id": session_id,
+        "student_id": "s1",
+        "seq": seq,
+        "epoch": "e1",
+        "author": "student",
+        "author_id": "s1",
+        "ops": OPS,
+        "at": AT,
+    }
+
+
+def file_size(path: str) -> int:
+    return os.path.getsize(path)
+
+
+def sqlite_path(database: Database) -> str:
+    return database.url.split(":///", 1)[1]
+
+
+async def test_rows_read_back_as_the_orm_writes_them(engine: AsyncEngine) -> None:
+    session_id = await a_session(engine)
+    writer = batch_writer(engine)
+    snapshot = {
+        "center_id": "c1",
+        "session_id": session_id,
+        "student_id": "s1",
+        "seq": 2,
+        "epoch": "e1",
+        "doc": {"elements": {"e1": {"type": "stroke"}}, "annotations": {}, "meta": {}},
+        "created_at": AT,
+    }
+    tables = (CanvasOp.__table__, CanvasSnapshot.__table__)
+    await writer.insert({tables[0]: [op_row(session_id, 1), op_row(session_id, 2)]})
+    await writer.insert({tables[1]: [snapshot]})
+    await writer.close()
+
+    async with session_factory(engine)() as db:
+        ops = (await db.scalars(select(CanvasOp).order_by(CanvasOp.seq))).all()
+        snap = (await db.scalars(select(CanvasSnapshot))).one()
+    assert [(op.seq, op.ops, op.at, op.epoch) for op in ops] == [
+        (1, OPS, AT, "e1"),
+        (2, OPS, AT, "e1"),
+    ]
+    assert (snap.seq, snap.doc, snap.created_at) == (2, snapshot["doc"], AT)
+
+
+async def test_a_batch_is_all_or_nothing(engine: AsyncEngine) -> None:
+    session_id = await a_session(engine)
+    writer = batch_writer(engine)
+    await writer.insert({CanvasOp.__table__: [op_row(session_id, 1)]})
+    with pytest.raises(Exception, match=r"(?i)unique"):
+        # seq 2 is new, seq 1 is taken: neither is stored.
+        await writer.insert({CanvasOp.__table__: [op_row(session_id, 2), op_row(session_id, 1)]})
+    await writer.insert({CanvasOp.__table__: [op_row(session_id, 3)]})  # the writer goes on
+    await writer.close()
+    async with session_factory(engine)() as db:
+        seqs = (await db.scalars(select(CanvasOp.seq).order_by(CanvasOp.seq))).all()
+    assert seqs == [1, 3]
+
+
+@SQLITE_ONLY
+async def test_a_locked_sqlite_file_is_waited_for_off_the_loop(
+    engine: AsyncEngine, database: Database
+) -> None:
+    session_id = await a_session(engine)
+    writer = batch_writer(engine)
+    assert isinstance(writer, SqliteBatchWriter)
+    await writer.insert({CanvasOp.__table__: [op_row(session_id, 1)]})  # on the loop
+
+    other = sqlite3.connect(sqlite_path(database), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    insert = asyncio.create_task(writer.insert({CanvasOp.__table__: [op_row(session_id, 2)]}))
+    ticks = [time.monotonic()]
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        ticks.append(time.monotonic())
+    assert not insert.done()  # it waits for the lock...
+    # ...off the loop: no turn of the loop took a busy timeout's wait (the thread's
+    # connection waits up to 30 s; the loop's gives up at once).
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < WAITED_ON_THE_LOOP_S
+    other.execute("COMMIT")
+    await asyncio.wait_for(insert, 10)
+    other.close()
+    await writer.close()
+
+    async with session_factory(engine)() as db:
+        seqs = (await db.scalars(select(CanvasOp.seq).order_by(CanvasOp.seq))).all()
+    assert seqs == [1, 2]
+
+
+@SQLITE_ONLY
+async def test_the_loop_s_commits_are_checkpointed_into_the_file(
+    engine: AsyncEngine, database: Database
+) -> None:
+    session_id = await a_session(engine)
+    await engine.dispose()  # nothing else checkpoints
+    path = sqlite_path(database)
+    checkpoint = sqlite3.connect(path, isolation_level=None)
+    checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint.close()
+    size = file_size(path)
+
+    writer = SqliteBatchWriter(engine.url, checkpoint_every_s=0)
+    rows = [op_row(session_id, seq) for seq in range(1, 2001)]
+    for start in range(0, len(rows), 100):
+        await writer.insert({CanvasOp.__table__: rows[start : start + 100]})
+    for _ in range(200):  # the checkpoint runs on the thread, not awaited by insert
+        if file_size(path) > size:
+            break
+        await asyncio.sleep(0.01)
+    assert file_size(path) > size
+    await writer.close()
