@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import Connection, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from realtime import codec
 
 # Execution option of read-only sessions.
 READ_ONLY = "hub_read_only"
+# How long a read on the event loop may wait for SQLite (in WAL mode only a
+# writer's recovery or a closing connection's checkpoint makes a reader wait).
+INLINE_BUSY_TIMEOUT_MS = 200
+# SQLite engines whose read sessions run on the loop, by the engine they read for.
+_INLINE_READS: weakref.WeakKeyDictionary[AsyncEngine, Engine] = weakref.WeakKeyDictionary()
 
 
 def create_engine(url: str, *, echo: bool = False, schema: str | None = None) -> AsyncEngine:
@@ -97,10 +105,57 @@ class SerializedWrites(async_sessionmaker[AsyncSession]):
 
 
 def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for reads. On SQLite they do not take the write lock up front, so
-    a reconnect storm's joins read side by side (WAL) instead of queueing behind
-    every writer."""
-    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    """Sessions for reads.
+
+    On a SQLite file they read on the event loop itself, through the standard
+    library's driver: in WAL mode a read never waits for a writer, and a query
+    of a few rows is microseconds of SQLite work, while through aiosqlite each
+    statement was several hops to a thread and back (about 400 us of CPU per
+    query against 90 us inline; ``docs/benchmarks.md``). They do not take the
+    write lock, so a reconnect storm's joins read side by side. Elsewhere
+    (Postgres) they are the engine's own sessions.
+    """
+    if not _is_sqlite_file(engine):
+        return async_sessionmaker(
+            engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
+    inline = _INLINE_READS.get(engine)
+    if inline is None:
+        inline = sqlalchemy.create_engine(
+            engine.url.set(drivername="sqlite"),
+            json_serializer=codec.dumps,
+            json_deserializer=codec.loads,
+            # Never make the loop wait for a connection: a session held across an
+            # await elsewhere takes another one.
+            max_overflow=-1,
+        ).execution_options(**{READ_ONLY: True})
+        event.listen(inline, "connect", sqlite_pragmas(busy_timeout_ms=INLINE_BUSY_TIMEOUT_MS))
+        event.listen(inline, "begin", sqlite_begin_immediate)
+        _INLINE_READS[engine] = inline
+    return async_sessionmaker(sync_session_class=_bound_to(inline), expire_on_commit=False)
+
+
+def _is_sqlite_file(engine: AsyncEngine) -> bool:
+    database = engine.url.database
+    return engine.dialect.name == "sqlite" and bool(database) and database != ":memory:"
+
+
+def _bound_to(inline: Engine) -> type[Session]:
+    class InlineSession(Session):
+        """A sync session on ``inline``, whatever bind ``AsyncSession`` passes."""
+
+        def __init__(self, bind: Any = None, **kw: Any) -> None:
+            super().__init__(bind=inline, **kw)
+
+    return InlineSession
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close ``engine``'s connections, and those its inline read sessions opened."""
+    inline = _INLINE_READS.pop(engine, None)
+    if inline is not None:
+        inline.dispose()
+    await engine.dispose()
 
 
 async def ping(engine: AsyncEngine) -> None:

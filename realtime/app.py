@@ -18,7 +18,7 @@ from canvas.store_database import DatabaseCanvasStore
 from canvas.store_redis import RedisCanvasStore
 from persistence import migrate
 from persistence.batch import batch_writer
-from persistence.db import create_engine, read_session_factory, session_factory
+from persistence.db import create_engine, dispose, read_session_factory, session_factory
 from persistence.models import HelpPriority, utcnow
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
@@ -218,7 +218,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await migrate.upgrade(engine)
         log.info("database schema is at %s", await migrate.current_revision(engine))
     yield
-    await engine.dispose()
+    await dispose(engine)
 
 
 async def _canvas_store(app: web.Application) -> AsyncIterator[None]:

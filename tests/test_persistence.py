@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from persistence import migrate
-from persistence.db import session_factory
+from persistence.db import dispose, read_session_factory, session_factory
 from persistence.models import (
     AttendanceInterval,
     Base,
@@ -107,6 +107,37 @@ async def test_timestamps_come_back_aware_and_in_utc(db: async_sessionmaker[Asyn
     assert loaded is not None
     assert loaded.starts_at == T0 and loaded.starts_at.utcoffset() == timedelta(0)
     assert loaded.created_at.tzinfo is not None
+
+
+async def test_read_sessions_read_what_writers_committed(
+    engine: AsyncEngine, db: async_sessionmaker[AsyncSession]
+) -> None:
+    """On SQLite the reads run on the event loop through the standard driver, a
+    connection pool of their own: they must see each commit, read while a writer
+    holds the lock (WAL), and give back aware timestamps and JSON as the ORM does."""
+    reads = read_session_factory(engine)
+    async with db.begin() as s:
+        first = a_session()
+        first.settings = {"idle_after_s": 30}
+        s.add(first)
+    async with reads() as s:
+        loaded = await SessionRepository(s).get(first.id)
+    assert loaded is not None
+    assert (loaded.starts_at, loaded.settings) == (T0, {"idle_after_s": 30})
+
+    async with db.begin() as s:  # a writer holds the lock...
+        second = a_session(tutor="t2")
+        s.add(second)
+        await s.flush()
+        async with reads() as r:  # ...and a read sees the last commit, at once
+            rows = (await r.scalars(select(LiveSession.tutor_id))).all()
+        assert rows == ["t1"]
+    async with reads() as r:
+        rows = (await r.scalars(select(LiveSession.tutor_id).order_by(LiveSession.tutor_id))).all()
+    assert rows == ["t1", "t2"]
+    await dispose(engine)  # closes the read pool too; the engine reconnects on use
+    async with reads() as r:
+        assert await r.get(LiveSession, second.id) is not None
 
 
 async def test_naive_datetimes_are_refused(db: async_sessionmaker[AsyncSession]) -> None:
