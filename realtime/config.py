@@ -73,10 +73,10 @@ class Settings(BaseSettings):
     canvas_log_retention: int = Field(default=1_000, ge=1)
     canvas_snapshot_every: int = Field(default=200, ge=1)
     canvas_snapshot_interval_s: float = Field(default=30.0, gt=0)
-    canvas_flush_interval_s: float = Field(default=0.02, ge=0, le=1.0)
+    canvas_flush_interval_s: float = Field(default=0.0, ge=0, le=1.0)
     # Under load (the last commit ended less than this ago) the committer waits
     # this long for more patches, so one commit carries a batch; idle, it commits at once.
-    canvas_commit_linger_s: float = Field(default=0.005, ge=0, le=0.1)
+    canvas_commit_linger_s: float = Field(default=0.015, ge=0, le=0.1)
 
     # A student with no activity (drawing, progress, pings) this long is idle;
     # a session may set its own (idle_after_s). Checked every presence_sweep_s.
