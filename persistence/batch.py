@@ -44,7 +44,7 @@ from sqlalchemy import Table, event, insert
 from sqlalchemy.engine import URL, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from persistence.db import sqlite_pragmas
+from persistence.db import busy, sqlite_pragmas
 from realtime import codec
 
 Rows = Mapping[Table, list[dict[str, Any]]]
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 COMMITTER_BUSY_TIMEOUT_MS = 30_000
 # How often the thread copies the WAL into the database while the loop commits.
 CHECKPOINT_EVERY_S = 1.0
-BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 
 class BatchWriter(Protocol):
@@ -108,7 +107,7 @@ class SqliteBatchWriter:
         try:
             self._write(self._inline, rows)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF not in BUSY:  # the primary code
+            if not busy(exc):
                 raise
             # Another writer holds the lock: wait for it on the thread.
             await loop.run_in_executor(self._thread, self._write_threaded, rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import Session
@@ -24,8 +26,9 @@ READ_ONLY = "hub_read_only"
 # How long a read on the event loop may wait for SQLite (in WAL mode only a
 # writer's recovery or a closing connection's checkpoint makes a reader wait).
 INLINE_BUSY_TIMEOUT_MS = 200
-# SQLite engines whose read sessions run on the loop, by the engine they read for.
-_INLINE_READS: weakref.WeakKeyDictionary[AsyncEngine, Engine] = weakref.WeakKeyDictionary()
+# The sync engines whose sessions run on the loop, by the engine they stand in for
+# and whether they only read (see _inline_engine).
+_INLINE: weakref.WeakKeyDictionary[AsyncEngine, dict[bool, Engine]] = weakref.WeakKeyDictionary()
 
 
 def create_engine(url: str, *, echo: bool = False, schema: str | None = None) -> AsyncEngine:
@@ -92,16 +95,53 @@ class SerializedWrites(async_sessionmaker[AsyncSession]):
     back to the transaction holding the lock) some gave up after the busy
     timeout: "database is locked", a 500 for a REST call. Queued here they wait
     in order, without a timeout. A write transaction must not open another.
+
+    On a SQLite file a turn's transaction runs on the event loop through the
+    standard driver when it gets the write lock at once (``BEGIN IMMEDIATE``
+    with a busy timeout of 0), as the read sessions do; when another writer
+    holds the lock (the canvas committer's thread, another process) it runs
+    through aiosqlite, whose thread waits for the lock.
     """
 
     def __init__(self, engine: AsyncEngine, **kw: Any) -> None:
         super().__init__(engine, **kw)
         self._turn = asyncio.Lock()
+        self._inline: async_sessionmaker[AsyncSession] | None = (
+            async_sessionmaker(sync_session_class=_bound_to(_inline_engine(engine, False)), **kw)
+            if _is_sqlite_file(engine)
+            else None
+        )
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:  # type: ignore[override]
-        async with self._turn, super().begin() as session:
-            yield session
+        async with self._turn:
+            session = await self._inline_transaction()
+            if session is None:
+                async with super().begin() as session:
+                    yield session
+                return
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+            finally:
+                await session.close()
+
+    async def _inline_transaction(self) -> AsyncSession | None:
+        """A session on the loop that holds the write lock, or None if it is taken."""
+        if self._inline is None:
+            return None
+        session = self._inline()
+        try:
+            session.sync_session.connection()  # BEGIN IMMEDIATE, now (sync: a stdlib driver)
+        except OperationalError as exc:
+            await session.close()
+            if busy(exc.orig):
+                return None
+            raise
+        return session
 
 
 def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -119,7 +159,15 @@ def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
         return async_sessionmaker(
             engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
-    inline = _INLINE_READS.get(engine)
+    inline = _inline_engine(engine, True)
+    return async_sessionmaker(sync_session_class=_bound_to(inline), expire_on_commit=False)
+
+
+def _inline_engine(engine: AsyncEngine, read_only: bool) -> Engine:
+    """The sync engine on ``engine``'s SQLite file whose sessions run on the loop:
+    reads wait at most ``INLINE_BUSY_TIMEOUT_MS``, writes never wait."""
+    engines = _INLINE.setdefault(engine, {})
+    inline = engines.get(read_only)
     if inline is None:
         inline = sqlalchemy.create_engine(
             engine.url.set(drivername="sqlite"),
@@ -128,11 +176,18 @@ def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
             # Never make the loop wait for a connection: a session held across an
             # await elsewhere takes another one.
             max_overflow=-1,
-        ).execution_options(**{READ_ONLY: True})
-        event.listen(inline, "connect", sqlite_pragmas(busy_timeout_ms=INLINE_BUSY_TIMEOUT_MS))
+        ).execution_options(**{READ_ONLY: read_only})
+        timeout = INLINE_BUSY_TIMEOUT_MS if read_only else 0
+        event.listen(inline, "connect", sqlite_pragmas(busy_timeout_ms=timeout))
         event.listen(inline, "begin", sqlite_begin_immediate)
-        _INLINE_READS[engine] = inline
-    return async_sessionmaker(sync_session_class=_bound_to(inline), expire_on_commit=False)
+        engines[read_only] = inline
+    return inline
+
+
+def busy(exc: BaseException | None) -> bool:
+    """Whether a driver error is SQLite's "database is locked" (or "table is locked")."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _is_sqlite_file(engine: AsyncEngine) -> bool:
@@ -151,9 +206,8 @@ def _bound_to(inline: Engine) -> type[Session]:
 
 
 async def dispose(engine: AsyncEngine) -> None:
-    """Close ``engine``'s connections, and those its inline read sessions opened."""
-    inline = _INLINE_READS.pop(engine, None)
-    if inline is not None:
+    """Close ``engine``'s connections, and those its inline sessions opened."""
+    for inline in _INLINE.pop(engine, {}).values():
         inline.dispose()
     await engine.dispose()
 

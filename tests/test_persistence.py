@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -29,6 +33,7 @@ from persistence.repositories import (
     SessionQuery,
     SessionRepository,
 )
+from tests.conftest import Database
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 HEAD = "0006"
@@ -138,6 +143,43 @@ async def test_read_sessions_read_what_writers_committed(
     await dispose(engine)  # closes the read pool too; the engine reconnects on use
     async with reads() as r:
         assert await r.get(LiveSession, second.id) is not None
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_a_write_that_finds_the_sqlite_lock_taken_waits_off_the_loop(
+    engine: AsyncEngine, db: async_sessionmaker[AsyncSession], database: Database
+) -> None:
+    """Write transactions run on the loop when the lock is free; when another
+    connection holds it, they wait on aiosqlite's thread, and the loop runs on."""
+    async with db.begin() as s:  # on the loop
+        s.add(a_session(tutor="t1"))
+    other = sqlite3.connect(database.url.split(":///", 1)[1], isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def write() -> None:
+        async with db.begin() as s:
+            s.add(a_session(tutor="t2"))
+
+    writing = asyncio.create_task(write())
+    ticks = [time.monotonic()]
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        ticks.append(time.monotonic())
+    assert not writing.done()
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.5  # nobody waited on the loop
+    other.execute("ROLLBACK")
+    other.close()
+    await asyncio.wait_for(writing, 10)
+    with pytest.raises(IntegrityError):  # a failed transaction on the loop rolls back whole
+        async with db.begin() as s:
+            s.add(a_session(tutor="t3"))
+            await s.flush()
+            s.add(Enrollment(center_id="c9", session_id="no-such-session", student_id="s1"))
+    async with db() as s:
+        tutors = (
+            await s.scalars(select(LiveSession.tutor_id).order_by(LiveSession.tutor_id))
+        ).all()
+    assert tutors == ["t1", "t2"]
 
 
 async def test_naive_datetimes_are_refused(db: async_sessionmaker[AsyncSession]) -> None:
