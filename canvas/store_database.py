@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 DurableListener = Callable[[Sequence[tuple[CanvasKey, Patch]]], None]
 
 SETTLE_ATTEMPTS = 20
-# The committer lingers when the last commit ended within this many lingers.
-BUSY_AFTER_LINGERS = 10
+# The committer lingers when a write arrives within this many lingers of the last
+# commit: writes come faster than one a linger, so lingering gathers a batch. Slower
+# ones would wait for a batch of one.
+BUSY_AFTER_LINGERS = 1
 OPS: Table = CanvasOp.__table__  # type: ignore[assignment]
 SNAPSHOTS: Table = CanvasSnapshot.__table__  # type: ignore[assignment]
 
