@@ -81,6 +81,7 @@ def serve(args: argparse.Namespace) -> None:
         port=settings.port,
         print=None,
         access_log=None,
+        backlog=settings.listen_backlog,
         # After the clients were told and closed (at most CLOSE_WAIT_S), what is
         # still open is a client that stopped reading: don't wait long for it.
         shutdown_timeout=3,

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     env: Environment = Environment.DEVELOPMENT
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Connections waiting to be accepted. A reconnect storm opens them all at once;
+    # past the queue the kernel drops the SYN and the client waits 1, 3, 7... s to
+    # retry (the kernel caps this at net.core.somaxconn).
+    listen_backlog: int = Field(default=4096, ge=1, le=65535)
     log_level: str = "INFO"
     # uvloop runs the hub's asyncio primitives (tasks, timers, sockets) in C.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
