@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -85,6 +86,20 @@ class Api:
 
     async def delete(self, path: str) -> tuple[int, Any]:
         return await self.call("DELETE", path)
+
+
+# A turn of the event loop this long means something waited on it (a lock, a busy
+# timeout); the turns measured are 10 ms sleeps.
+WAITED_ON_THE_LOOP_S = 0.5
+
+
+async def longest_loop_turn(turns: int = 20, every_s: float = 0.01) -> float:
+    """Sleep ``turns`` times; the longest one took, in seconds (a blocked loop shows)."""
+    ticks = [time.monotonic()]
+    for _ in range(turns):
+        await asyncio.sleep(every_s)
+        ticks.append(time.monotonic())
+    return max(b - a for a, b in itertools.pairwise(ticks))
 
 
 def session_body(tutor_id: str = "tutor-1", **overrides: Any) -> dict[str, Any]:

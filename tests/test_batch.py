@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import sqlite3
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -15,30 +13,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence.batch import SqliteBatchWriter, batch_writer
 from persistence.db import session_factory
-from persistence.models import CanvasOp, CanvasSnapshot, LiveSession
+from persistence.models import CanvasOp, CanvasSnapshot
 from tests.conftest import Database
+from tests.support import WAITED_ON_THE_LOOP_S, longest_loop_turn
+from tests.test_persistence import a_session as live_session
 
 AT = datetime(2026, 11, 30, 9, 0, 0, 123456, tzinfo=UTC)
 # SQLite's single write lock and write-ahead log.
 SQLITE_ONLY = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
-# A turn of the loop this long means a write waited for the lock on it.
-WAITED_ON_THE_LOOP_S = 0.5
 OPS = [{"op": "add", "path": "/elements/e1", "value": {"type": "stroke", "points": [[1, 2]]}}]
 
 
 async def a_session(engine: AsyncEngine) -> str:
     async with session_factory(engine).begin() as db:
-        session = LiveSession(
-            center_id="c1",
-            title="Reading",
-            tutor_id="t1",
-            starts_at=AT,
-            ends_at=AT + timedelta(hours=1),
-            status="LIVE",
-            max_students=5,
-            settings={},
-            created_by="t1",
-        )
+        session = live_session()
         db.add(session)
     return session.id
 
@@ -118,14 +106,10 @@ async def test_a_locked_sqlite_file_is_waited_for_off_the_loop(
     other = sqlite3.connect(sqlite_path(database), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
     insert = asyncio.create_task(writer.insert({CanvasOp.__table__: [op_row(session_id, 2)]}))
-    ticks = [time.monotonic()]
-    for _ in range(20):
-        await asyncio.sleep(0.01)
-        ticks.append(time.monotonic())
-    assert not insert.done()  # it waits for the lock...
-    # ...off the loop: no turn of the loop took a busy timeout's wait (the thread's
-    # connection waits up to 30 s; the loop's gives up at once).
-    assert max(b - a for a, b in itertools.pairwise(ticks)) < WAITED_ON_THE_LOOP_S
+    # It waits for the lock off the loop: the thread's connection waits up to 30 s,
+    # the loop's gives up at once.
+    assert await longest_loop_turn() < WAITED_ON_THE_LOOP_S
+    assert not insert.done()
     other.execute("COMMIT")
     await asyncio.wait_for(insert, 10)
     other.close()
