@@ -150,8 +150,9 @@ def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
     On a SQLite file they read on the event loop itself, through the standard
     library's driver: in WAL mode a read never waits for a writer, and a query
     of a few rows is microseconds of SQLite work, while through aiosqlite each
-    statement was several hops to a thread and back (about 400 us of CPU per
-    query against 90 us inline; ``docs/benchmarks.md``). They do not take the
+    statement was several hops to a thread and back (a read transaction of one
+    query: 640-860 us of CPU against 170-190 us inline, ``python -m
+    loadtest.sql_calls``). They do not take the
     write lock, so a reconnect storm's joins read side by side. Elsewhere
     (Postgres) they are the engine's own sessions.
     """

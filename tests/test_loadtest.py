@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from loadtest import __main__ as cli
+from loadtest import sql_calls
 from loadtest.sessions import SessionPlan, Tokens, create_sessions
 from loadtest.wire import ConnectRefused, WireClient
 from realtime.identity import Role
@@ -147,3 +149,18 @@ def test_fanout_mode_relays_everything_on_node_one_and_reads_both_nodes_cpu() ->
         for key in ("busy_cpu_s", "busy_cpu_s_per_1k", "idle_cpu_s", "idle_cpu_s_per_1k"):
             assert run[key] is not None, key
     assert {r["pair"] for r in out["ratios"]} == {"hub-redis / baseline-redis"}
+
+
+async def test_sql_calls_measures_every_path(tmp_path: Path) -> None:
+    rounds = await sql_calls.measure(tmp_path, 20)
+    assert len(rounds) == 2
+    for figures in rounds:
+        assert set(figures) == {
+            "read via aiosqlite",
+            "read inline",
+            "commit 1 via Connection",
+            "commit 1 via batch writer",
+            "commit 10 via Connection",
+            "commit 10 via batch writer",
+        }
+        assert all(us >= 0 for us in figures.values())
