@@ -23,9 +23,7 @@ import argparse
 import asyncio
 import functools
 import itertools
-import resource
 import tempfile
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ import uvloop
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from loadtest.redis_calls import per_call_us
 from persistence import migrate
 from persistence.batch import SqliteBatchWriter
 from persistence.db import create_engine, dispose, read_session_factory, session_factory
@@ -45,18 +44,6 @@ MAX_CALLS = 20_000
 OPS: Table = CanvasOp.__table__  # type: ignore[assignment]
 STROKE = [[10 + 3 * i, 20 + 2 * i] for i in range(20)]
 AT = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-async def _per_call_us(calls: int, call: Callable[[], Awaitable[object]]) -> float:
-    start = _cpu_s()
-    for _ in range(calls):
-        await call()
-    return (_cpu_s() - start) * 1e6 / calls
 
 
 async def _a_session(engine: AsyncEngine) -> str:
@@ -126,14 +113,14 @@ async def measure(directory: Path, calls: int) -> list[dict[str, float]]:
     try:
         for _ in range(2):
             figures = {
-                "read via aiosqlite": await _per_call_us(calls, lambda: read(threaded)),
-                "read inline": await _per_call_us(calls, lambda: read(inline)),
+                "read via aiosqlite": await per_call_us(calls, lambda: read(threaded)),
+                "read inline": await per_call_us(calls, lambda: read(inline)),
             }
             for n in (1, 10):
-                figures[f"commit {n} via Connection"] = await _per_call_us(
+                figures[f"commit {n} via Connection"] = await per_call_us(
                     calls // 10, functools.partial(asyncio.to_thread, through_connection, n)
                 )
-                figures[f"commit {n} via batch writer"] = await _per_call_us(
+                figures[f"commit {n} via batch writer"] = await per_call_us(
                     calls // 10, functools.partial(batch, n)
                 )
             rounds.append(figures)
