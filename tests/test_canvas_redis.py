@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from canvas.document import Author, replay
-from canvas.store import CanvasKey, Patch
+from canvas.store import CanvasKey, CatchUp, Patch
 from canvas.store_redis import RedisCanvasStore
 from persistence.batch import BatchWriter, Rows, batch_writer
 from persistence.db import session_factory
@@ -457,15 +457,19 @@ async def test_catch_up_never_returns_an_undurable_patch(cluster: Cluster) -> No
     whole_b = await b.store.catch_up(key, None)
     assert whole_b.position.offset == 1 and set(whole_b.doc["elements"]) == {"one"}
     # a's document holds seq 2: a answers with it only once it is stored.
-    committed_when_answered: list[int] = []
-    whole = asyncio.create_task(a.store.catch_up(key, None))
-    whole.add_done_callback(lambda _: committed_when_answered.append(a.writer.committed_upto))
+
+    async def answered() -> tuple[CatchUp, int]:
+        """The catch-up, and what the writer had committed when it came back."""
+        answer = await a.store.catch_up(key, None)
+        return answer, a.writer.committed_upto
+
+    whole = asyncio.create_task(answered())
     await eventually(lambda: a.writer.committed_upto == 1 and not whole.done(), what="waiting")
     a.writer.gate.set()
     await pending.durable
-    answer = await whole
+    answer, committed_when_answered = await whole
     assert answer.position.offset == 2 and set(answer.doc["elements"]) == {"one", "two"}
-    assert committed_when_answered == [2]
+    assert committed_when_answered == 2
     await converged(cluster, 2)
 
 
