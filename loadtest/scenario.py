@@ -178,8 +178,9 @@ class RelayWorker:
             if now - quiet_since >= self.config.drain_s or now - began >= MAX_DRAIN_S:
                 return
             await asyncio.sleep(SETTLE_POLL_S)
-            if self._counts() != progress:
-                quiet_since, progress = time.perf_counter(), self._counts()
+            counts = self._counts()
+            if counts != progress:
+                quiet_since, progress = time.perf_counter(), counts
 
     def _counts(self) -> tuple[int, int, int]:
         return (

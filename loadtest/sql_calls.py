@@ -28,17 +28,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy
 import uvloop
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from loadtest.redis_calls import per_call_us
 from persistence import migrate
 from persistence.batch import SqliteBatchWriter
-from persistence.db import create_engine, dispose, read_session_factory, session_factory
+from persistence.db import (
+    create_engine,
+    dispose,
+    read_session_factory,
+    session_factory,
+    sqlite_begin_immediate,
+    sync_sqlite_engine,
+)
 from persistence.models import CanvasOp, Enrollment, LiveSession
-from realtime import codec
 
 MAX_CALLS = 20_000
 OPS: Table = CanvasOp.__table__  # type: ignore[assignment]
@@ -74,9 +79,9 @@ async def measure(directory: Path, calls: int) -> list[dict[str, float]]:
     query = select(Enrollment).where(
         Enrollment.session_id == session_id, Enrollment.student_id == "s1"
     )
-    sync_engine = sqlalchemy.create_engine(
-        engine.url.set(drivername="sqlite"), json_serializer=codec.dumps
-    )
+    # The committer before: its own engine, BEGIN IMMEDIATE, a Connection per batch.
+    sync_engine = sync_sqlite_engine(engine.url, busy_timeout_ms=30_000)
+    event.listen(sync_engine, "begin", sqlite_begin_immediate)
     writer = SqliteBatchWriter(engine.url)
     seqs = itertools.count(1)
 

@@ -39,13 +39,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import sqlalchemy
-from sqlalchemy import Table, event, insert
+from sqlalchemy import Table, insert
 from sqlalchemy.engine import URL, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from persistence.db import busy, sqlite_pragmas
-from realtime import codec
+from persistence.db import busy, sync_sqlite_engine
 
 Rows = Mapping[Table, list[dict[str, Any]]]
 log = logging.getLogger(__name__)
@@ -78,15 +76,11 @@ class AsyncBatchWriter:
 class SqliteBatchWriter:
     def __init__(self, url: URL, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canvas-writer")
-        self._engine: Engine = sqlalchemy.create_engine(
-            url.set(drivername="sqlite"),
-            json_serializer=codec.dumps,
-            json_deserializer=codec.loads,
+        self._engine: Engine = sync_sqlite_engine(
+            url,
+            busy_timeout_ms=COMMITTER_BUSY_TIMEOUT_MS,
             pool_size=2,  # one connection on the event loop, one on the thread
             max_overflow=0,
-        )
-        event.listen(
-            self._engine, "connect", sqlite_pragmas(busy_timeout_ms=COMMITTER_BUSY_TIMEOUT_MS)
         )
         self._checkpoint_every_s = checkpoint_every_s
         self._inline: Any = None  # DBAPI connections, each made where it is used

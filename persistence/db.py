@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy
 from sqlalchemy import Connection, event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
@@ -151,7 +151,7 @@ def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
     library's driver: in WAL mode a read never waits for a writer, and a query
     of a few rows is microseconds of SQLite work, while through aiosqlite each
     statement was several hops to a thread and back (a read transaction of one
-    query: 640-860 us of CPU against 170-190 us inline, ``python -m
+    query: 550-860 us of CPU against 170-190 us inline, ``python -m
     loadtest.sql_calls``). They do not take the
     write lock, so a reconnect storm's joins read side by side. Elsewhere
     (Postgres) they are the engine's own sessions.
@@ -164,22 +164,32 @@ def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
     return async_sessionmaker(sync_session_class=_bound_to(inline), expire_on_commit=False)
 
 
+def sync_sqlite_engine(url: URL, *, busy_timeout_ms: int, **kw: Any) -> Engine:
+    """A sync engine (the standard library's driver) on the SQLite file of ``url``, set up
+    as every hub connection is (``sqlite_pragmas``, the hub's JSON codec)."""
+    engine = sqlalchemy.create_engine(
+        url.set(drivername="sqlite"),
+        json_serializer=codec.dumps,
+        json_deserializer=codec.loads,
+        **kw,
+    )
+    event.listen(engine, "connect", sqlite_pragmas(busy_timeout_ms=busy_timeout_ms))
+    return engine
+
+
 def _inline_engine(engine: AsyncEngine, read_only: bool) -> Engine:
     """The sync engine on ``engine``'s SQLite file whose sessions run on the loop:
     reads wait at most ``INLINE_BUSY_TIMEOUT_MS``, writes never wait."""
     engines = _INLINE.setdefault(engine, {})
     inline = engines.get(read_only)
     if inline is None:
-        inline = sqlalchemy.create_engine(
-            engine.url.set(drivername="sqlite"),
-            json_serializer=codec.dumps,
-            json_deserializer=codec.loads,
+        inline = sync_sqlite_engine(
+            engine.url,
+            busy_timeout_ms=INLINE_BUSY_TIMEOUT_MS if read_only else 0,
             # Never make the loop wait for a connection: a session held across an
             # await elsewhere takes another one.
             max_overflow=-1,
         ).execution_options(**{READ_ONLY: read_only})
-        timeout = INLINE_BUSY_TIMEOUT_MS if read_only else 0
-        event.listen(inline, "connect", sqlite_pragmas(busy_timeout_ms=timeout))
         event.listen(inline, "begin", sqlite_begin_immediate)
         engines[read_only] = inline
     return inline
