@@ -40,6 +40,10 @@ from realtime.errors import ErrorCode, HubError, validation_error
 
 SECTIONS = ("elements", "annotations", "meta")
 MAX_KEY_LENGTH = 128
+_ABSENT = object()  # an entry's previous value when the patch added it
+# What the last patch changed: the byte count before it; per entry touched, its
+# section, key, size after and before, and value before; the sections it replaced.
+_Undo = tuple[int, list[tuple[str, str, int, int, Any]], dict[str, dict[str, Any]]]
 
 
 class Author(StrEnum):
@@ -180,6 +184,7 @@ class CanvasDocument:
             for key, value in self.doc[section].items()
         }
         self.bytes = sum(self._sizes.values())
+        self._undo: _Undo = (self.bytes, [], {})
 
     @property
     def entries(self) -> int:
@@ -194,24 +199,31 @@ class CanvasDocument:
     def apply(
         self, ops: list[dict[str, Any]], author: Author, limits: CanvasLimits
     ) -> list[dict[str, Any]]:
-        """Apply validated ops (see ``parse_ops``) whole or not at all; the effective ops."""
+        """Apply validated ops (see ``parse_ops``) whole or not at all; the effective ops.
+
+        The cost grows with the patch, not the canvas: every path (and ``from``) lies
+        inside one entry, so the ops run on a working copy of just the entries they
+        touch, and the result is written into the document's sections in place."""
         targets = [
             (_entry(op["path"], author), _entry(op["from"], author) if "from" in op else None)
             for op in ops
         ]
-        touched = {t[:2] for pair in targets for t in pair if t is not None}
-        # Entries are never changed in place once in a document, so the working copy
-        # shares them: it copies the touched sections shallowly, and deeply only the
-        # entries an op changes inside (a path below the entry itself).
-        nested = {t[:2] for pair in targets for t in pair if t is not None and t[2] > 2}
-        working: dict[str, Any] = dict(self.doc)
-        for section in {s for s, _ in touched}:
-            working[section] = dict(self.doc[section])
-        for section, key in nested:
-            if key in working[section]:
-                working[section][key] = copy.deepcopy(working[section][key])
+        touched = {t[:2]: None for pair in targets for t in pair if t is not None}
+        # Entries are never changed in place once in a document: the working copy
+        # shares them, and copies deeply only those an op changes inside (a path below
+        # the entry itself).
+        working: dict[str, dict[str, Any]] = {}
+        for section, key in touched:
+            entries = working.setdefault(section, {})
+            if key in self.doc[section]:
+                entries[key] = self.doc[section][key]
+        for pair in targets:
+            for t in pair:
+                if t is not None and t[2] > 2 and t[1] in working[t[0]]:
+                    working[t[0]][t[1]] = copy.deepcopy(working[t[0]][t[1]])
         effective: list[dict[str, Any]] = []
-        for op, (target, _) in zip(ops, targets, strict=True):
+        moved_out: set[tuple[str, str]] = set()  # entries removed (maybe added back)
+        for op, (target, source) in zip(ops, targets, strict=True):
             section, key, depth = target
             entries = working[section]
             kind = op["op"]
@@ -221,35 +233,78 @@ class CanvasDocument:
                 entries[key] = op["value"]  # what jsonpatch does, without its per-op setup
             elif depth == 2 and kind == "remove":
                 del entries[key]
+                moved_out.add((section, key))
             else:
                 _apply_with_jsonpatch(working, op)
+                if kind == "move" and source is not None and source[2] == 2:
+                    moved_out.add(source[:2])
             effective.append(op)
-        resized = {
-            (section, key): _entry_size(key, working[section][key])
-            if key in working[section]
-            else 0
-            for section, key in touched
-        }
-        total = self.bytes + sum(size - self._sizes.get(k, 0) for k, size in resized.items())
-        entries_count = len(working["elements"]) + len(working["annotations"])
+        total, count = self.bytes, self.entries
+        changes = []  # (section, key, size now, size before, value before)
+        for section, key in touched:
+            value = working[section].get(key, _ABSENT)
+            previous = self.doc[section].get(key, _ABSENT)
+            size = 0 if value is _ABSENT else _entry_size(key, value)
+            before = self._sizes.get((section, key), 0)
+            total += size - before
+            if section != "meta":
+                count += (value is not _ABSENT) - (previous is not _ABSENT)
+            changes.append((section, key, size, before, previous))
         if total > limits.max_canvas_bytes:
             raise HubError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"a canvas holds at most {limits.max_canvas_bytes} bytes; this patch "
                 f"would make it {total}",
             )
-        if entries_count > limits.max_entries and entries_count > self.entries:
+        if count > limits.max_entries and count > self.entries:
             raise HubError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"a canvas holds at most {limits.max_entries} elements and annotations",
             )
-        self.doc, self.bytes = working, total
-        for k, size in resized.items():
-            if size:
-                self._sizes[k] = size
-            else:
-                self._sizes.pop(k, None)
+        replaced = self._write(working, moved_out)
+        for section, key, size, _, _ in changes:
+            self._resize((section, key), size)
+        self._undo = (self.bytes, changes, replaced)
+        self.bytes = total
         return effective
+
+    def _write(
+        self, working: dict[str, dict[str, Any]], moved_out: set[tuple[str, str]]
+    ) -> dict[str, dict[str, Any]]:
+        """Write the touched entries into the sections; the sections it replaced.
+
+        An entry that stays keeps its place in its section, and a new one goes last:
+        the order a plain RFC 6902 replay gives. A section that loses an entry (even
+        one added back, which goes last) is replaced by a changed copy, so that the
+        old one stays whole for ``revert``; the others are changed in place."""
+        replaced = {}
+        for section, after in working.items():
+            entries = self.doc[section]
+            if any(s == section and k in entries for s, k in moved_out):
+                replaced[section] = entries
+                entries = self.doc[section] = {
+                    k: v for k, v in entries.items() if (section, k) not in moved_out
+                }
+            entries.update(after)
+        return replaced
+
+    def _resize(self, entry: tuple[str, str], size: int) -> None:
+        if size:
+            self._sizes[entry] = size
+        else:
+            self._sizes.pop(entry, None)
+
+    def revert(self) -> None:
+        """Undo the last ``apply`` (the document must not have changed since)."""
+        self.bytes, changes, replaced = self._undo
+        self.doc.update(replaced)
+        for section, key, _, before, previous in changes:
+            if section not in replaced and previous is _ABSENT:
+                self.doc[section].pop(key, None)
+            elif section not in replaced:
+                self.doc[section][key] = previous
+            self._resize((section, key), before)
+        self._undo = (self.bytes, [], {})
 
 
 def _apply_with_jsonpatch(doc: dict[str, Any], op: dict[str, Any]) -> None:

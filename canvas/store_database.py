@@ -241,7 +241,7 @@ class DatabaseCanvasStore:
         seq = stored.ops[-1].seq if stored.ops else stored.snapshot_seq
         return self._canvas_type(
             key=key,
-            doc=self._document(doc),
+            doc=CanvasDocument(doc),
             seq=seq,
             epoch=stored.epoch or initial_epoch(key),
             log=deque(patches, maxlen=self.retention),
@@ -249,9 +249,6 @@ class DatabaseCanvasStore:
             snapshot_seq=stored.snapshot_seq,
             snapshot_at=time.monotonic(),
         )
-
-    def _document(self, doc: dict[str, Any]) -> CanvasDocument:
-        return CanvasDocument(doc)
 
     async def _settled(self, key: CanvasKey) -> _Canvas:
         """The canvas once everything appended to it is durable."""

@@ -52,7 +52,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from canvas.document import Author, CanvasDocument, CanvasLimits
+from canvas.document import Author, CanvasLimits
 from canvas.pipelined import Call, ScriptConnection
 from canvas.store import Accepted, CanvasKey, CatchUp, Patch, StreamPosition
 from canvas.store_database import (
@@ -213,19 +213,6 @@ def _entries(reply: Any) -> list[_Received]:
     return [
         _decode(orjson.loads(fields[b"p"]), as_text(fields[b"n"])) for _id, fields in reply or []
     ]
-
-
-class _Document(CanvasDocument):
-    """A replica's document: a patch can be taken back while Redis decides on its seq."""
-
-    def checkpoint(self) -> tuple[dict[str, dict[str, Any]], int, dict[tuple[str, str], int]]:
-        # apply() replaces the sections it changes, so keeping the old ones is enough.
-        return self.doc, self.bytes, dict(self._sizes)
-
-    def rollback(
-        self, saved: tuple[dict[str, dict[str, Any]], int, dict[tuple[str, str], int]]
-    ) -> None:
-        self.doc, self.bytes, self._sizes = saved
 
 
 @dataclass(eq=False, slots=True)
@@ -435,8 +422,6 @@ class RedisCanvasStore(DatabaseCanvasStore):
     ) -> Accepted | list[Any]:
         started = time.perf_counter()
         doc = canvas.doc
-        assert isinstance(doc, _Document)
-        saved = doc.checkpoint()
         effective = doc.apply(ops, author, self.limits)  # raises, changing nothing
         patch = Patch(canvas.seq + 1, canvas.epoch, author, author_id, encoded(effective), utcnow())
         canvas.tentative = True
@@ -447,7 +432,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
                 [canvas.seq, canvas.epoch, self.node_id, _encode(patch), self.retention],
             )
         except BaseException as exc:
-            doc.rollback(saved)
+            doc.revert()
             # Redis may have taken the patch: the reload sorts that out.
             self._drop(canvas)
             if isinstance(exc, RedisError):
@@ -459,7 +444,7 @@ class RedisCanvasStore(DatabaseCanvasStore):
         finally:
             canvas.tentative = False
         if as_text(reply[0]) != "OK":
-            doc.rollback(saved)
+            doc.revert()
             self._take(canvas, [])
             return list(reply)
         canvas.seq = patch.seq
@@ -563,9 +548,6 @@ class RedisCanvasStore(DatabaseCanvasStore):
         return None
 
     # -- loading --------------------------------------------------------------
-
-    def _document(self, doc: dict[str, Any]) -> CanvasDocument:
-        return _Document(doc)
 
     async def _written(self) -> None:
         """Wait until what was queued so far is committed (or failed); unlike ``flush``,
