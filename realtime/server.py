@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 import socketio
 
+from realtime import transport
 from realtime.cluster import EMIT, Cluster, scope_channel
 from realtime.outbox import NAMESPACE, Outbox, packet_text
 from rooms.names import scope_of
@@ -96,6 +97,7 @@ class HubServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *, cluster: Cluster | None = None, **kwargs: Any) -> None:
         manager = HubManager(cluster if cluster is not None else Cluster())
         super().__init__(async_handlers=False, client_manager=manager, **kwargs)
+        transport.install(self.eio)
         self.outbox = Outbox(self)
         manager.outbox = self.outbox
         self.cluster = manager.cluster

@@ -1,0 +1,159 @@
+"""Engine.IO's websocket transport on aiohttp, without a task and a timer per packet.
+
+python-engineio's websocket loop reads each packet through a new task wrapped
+in ``asyncio.wait_for`` (a timer), its writer waits for each batch of packets
+the same way, and its aiohttp driver asks ``inspect`` on every send whether
+``send_str`` is a coroutine function. At the hub's load that per-packet
+machinery cost more than the hub's own validation (``docs/benchmarks.md``,
+fourth pass). This driver runs the same protocol as plain awaits.
+
+The timeouts those waits carried are kept by other means. A peer that stops
+answering pings is closed by Engine.IO's own service task (the ping timeout);
+a timer per connection sees that and ends the writer, which closes the
+websocket, which ends the read. Oversized messages are refused by aiohttp
+(``max_msg_size``) and checked again here, as Engine.IO does.
+
+It is installed per server (``install``) through Engine.IO's driver table, the
+seam Engine.IO gives each async framework, and relies on python-engineio 4
+internals (``AsyncSocket`` fields, ``receive``, ``close``); the socket tests run
+every event through it, so an upgrade that moves them fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from engineio import exceptions, packet
+from engineio.async_socket import AsyncSocket
+
+log = logging.getLogger(__name__)
+
+
+def install(eio: Any) -> None:
+    """Serve ``eio``'s websocket connections with this driver (this server only)."""
+    if eio.async_mode == "aiohttp":
+        eio._async = {**eio._async, "websocket": WebSocket}
+
+
+class WebSocket:
+    """Engine.IO's websocket driver interface: called with the request's environ."""
+
+    def __init__(self, handler: Any, server: Any) -> None:
+        # ``handler`` is the socket's own ``_websocket_handler``: run ours on its socket.
+        self.socket: AsyncSocket = handler.__self__
+        self.server = server
+        self.ws = web.WebSocketResponse(max_msg_size=server.max_http_buffer_size)
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        await self.ws.prepare(environ["aiohttp.request"])
+        socket = self.socket
+        if socket.connected:
+            # An upgrade from long-polling: the handshake, then the same loop.
+            if not await self._upgrade():
+                return self.ws
+        else:
+            socket.connected = True
+            socket.upgraded = True
+        writer = asyncio.create_task(self._write())
+        self._watch()
+        try:
+            await self._read()
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            await socket.queue.put(None)  # the writer sends what is queued, then ends
+            try:
+                await writer
+            finally:
+                # Also when aiohttp cancels this handler because the connection is
+                # gone: the disconnect handlers must still run.
+                await socket.close(
+                    wait=False, abort=True, reason=socket.server.reason.TRANSPORT_CLOSE
+                )
+        return self.ws
+
+    def _watch(self) -> None:
+        """Once Engine.IO has closed the socket (its ping timeout queues no CLOSE
+        packet), end the writer, which closes the websocket and so ends the read.
+        Checked every ping interval + timeout, the longest the stock loop waited for
+        a packet: one timer per connection instead of one per packet."""
+        if self.socket.closed:
+            self.socket.queue.put_nowait(None)
+            return
+        period = self.server.ping_interval + self.server.ping_timeout
+        self._watchdog = asyncio.get_running_loop().call_later(period, self._watch)
+
+    async def _upgrade(self) -> bool:
+        """Engine.IO's probe: PING "probe" answered with PONG "probe", then UPGRADE."""
+        socket = self.socket
+        socket.upgrading = True  # sends wait on the polling side meanwhile
+        try:
+            probe = await self._receive()
+            if probe is None or (probe.packet_type, probe.data) != (packet.PING, "probe"):
+                return False
+            await self._send(packet.Packet(packet.PONG, data="probe").encode())
+            await socket.queue.put(packet.Packet(packet.NOOP))  # ends the pending poll
+            upgrade = await self._receive()
+            if upgrade is None or upgrade.packet_type != packet.UPGRADE:
+                socket.upgraded = False
+                return False
+            socket.upgraded = True
+            return True
+        finally:
+            socket.upgrading = False
+
+    async def _receive(self) -> packet.Packet | None:
+        """The next Engine.IO packet, or None once the websocket closed or failed."""
+        try:
+            message = await self.ws.receive()
+        except Exception:
+            return None
+        if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return None
+        if len(message.data) > self.server.max_http_buffer_size:
+            return None  # aiohttp refuses these first; Engine.IO's own limit too
+        return packet.Packet(encoded_packet=message.data)
+
+    async def _read(self) -> None:
+        socket = self.socket
+        while (received := await self._receive()) is not None:
+            try:
+                await socket.receive(received)
+            except exceptions.UnknownPacketError:
+                pass
+            except exceptions.SocketIsClosedError:
+                return
+            except Exception:
+                log.exception("%s: Engine.IO receive failed", socket.sid)
+
+    async def _write(self) -> None:
+        """Send what the socket queues, a batch per wake-up, until None is queued or
+        the server closed the socket; then close the websocket."""
+        socket, queue = self.socket, self.socket.queue
+        try:
+            while True:
+                batch = [await queue.get()]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                for _ in batch:
+                    queue.task_done()  # ``close(wait=True)`` joins the queue
+                for item in batch:
+                    if item is None:
+                        return
+                    await self._send(item.encode())
+                if socket.closed:  # by the server: ping timeout, disconnect
+                    return
+        except Exception:
+            return  # the peer is gone; the read ends with the websocket
+        finally:
+            await self.ws.close()
+
+    async def _send(self, encoded: str | bytes) -> None:
+        if isinstance(encoded, bytes):
+            await self.ws.send_bytes(encoded)
+        else:
+            await self.ws.send_str(encoded)

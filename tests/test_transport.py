@@ -1,0 +1,107 @@
+"""The hub's Engine.IO websocket driver (``realtime.transport``), from outside: stock
+and raw clients against a real hub on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from tests.conftest import HubFactory
+from tests.support import Client, eventually
+from tests.test_sockets import make_session
+
+
+async def test_a_client_that_starts_on_long_polling_upgrades_and_is_served(
+    make_hub: HubFactory,
+) -> None:
+    hub = await make_hub()
+    session_id = await make_session(hub)
+    tutor = await hub.connect("tutor-1", "TUTOR")
+    await tutor.join(session_id)
+    student = Client()
+    # python-socketio's default: long-polling first, then the websocket upgrade.
+    await student.sio.connect(hub.url, auth={"token": hub.tokens("s1", "STUDENT")}, wait_timeout=5)
+    hub.clients.append(student)
+    await eventually(lambda: student.sio.transport() == "websocket", what="the upgrade")
+    assert (await student.join(session_id))["ok"] is True
+    online = await eventually(lambda: tutor.events("presence:update"), what="online")
+    assert online[0]["student_id"] == "s1"
+    ack = await student.call(
+        "exercise:progress", {"session_id": session_id, "exercise_id": "ex1", "progress_pct": 40}
+    )
+    assert ack == {"ok": True}, ack
+
+
+async def test_a_peer_that_stops_answering_pings_is_closed_and_goes_offline(
+    make_hub: HubFactory,
+) -> None:
+    """Engine.IO's ping timeout closes the socket; the driver then closes the websocket
+    (no read is left waiting on a silent peer) and the disconnect handlers run."""
+    hub = await make_hub(ping_interval_s=1, ping_timeout_s=1, presence_grace_s=0)
+    session_id = await make_session(hub)
+    tutor = await hub.connect("tutor-1", "TUTOR")
+    await tutor.join(session_id)
+    url = hub.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    async with hub.http.ws_connect(url, autoping=True) as ws:
+        assert (await ws.receive_str(timeout=5)).startswith("0")  # Engine.IO open
+        await ws.send_str("40" + json.dumps({"token": hub.tokens("s1", "STUDENT")}))
+        assert (await ws.receive_str(timeout=5)).startswith("40")
+        await ws.send_str("421" + json.dumps(["session:join", {"session_id": session_id}]))
+        ack = await ws.receive_str(timeout=5)
+        assert ack.startswith("431") and json.loads(ack[3:])[0]["ok"] is True, ack
+        await eventually(lambda: tutor.events("presence:update"), what="online")
+        # From here on the peer reads but never answers Engine.IO's pings ("2").
+        started = time.monotonic()
+        seen = []
+        while (message := await ws.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
+            seen.append(message.data)
+        closed_after = time.monotonic() - started
+    assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), message
+    assert seen and set(seen) == {"2"}, seen  # pinged; a ping timeout sends no CLOSE packet
+    assert closed_after < 5, closed_after
+    updates = await eventually(
+        lambda: len(tutor.events("presence:update")) == 2 and tutor.events("presence:update"),
+        what="offline",
+    )
+    assert updates[1]["student_id"] == "s1" and updates[1]["status"] == "offline"
+
+
+async def test_many_events_from_many_sockets_arrive_whole_and_in_order(
+    make_hub: HubFactory,
+) -> None:
+    """Each socket's acks come back in the order its events were sent, with nothing
+    lost, while other sockets send at the same time (one writer batch per wake-up)."""
+    hub = await make_hub(socket_events_per_s=10_000, socket_event_burst=10_000)
+    session_id = await make_session(hub, students=("s1", "s2", "s3"))
+    students = [await hub.connect(s, "STUDENT") for s in ("s1", "s2", "s3")]
+    for student in students:
+        assert (await student.join(session_id))["ok"] is True
+
+    acks: list[Any] = []
+
+    async def send(student: Client) -> list[int]:
+        order: list[int] = []
+        done = asyncio.get_running_loop().create_future()
+
+        def acked(n: int, ack: Any) -> None:
+            order.append(n)
+            acks.append(ack)
+            if len(order) == 200:
+                done.set_result(None)
+
+        for n in range(200):
+            await student.sio.emit(
+                "exercise:progress",
+                {"session_id": session_id, "exercise_id": "ex1", "progress_pct": n % 101},
+                callback=lambda ack, n=n: acked(n, ack),
+            )
+        await asyncio.wait_for(done, 10)
+        return order
+
+    orders = await asyncio.gather(*(send(s) for s in students))
+    assert all(order == list(range(200)) for order in orders)
+    assert all(ack == {"ok": True} for ack in acks), acks[:3]
