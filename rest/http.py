@@ -110,6 +110,10 @@ def parse_query(request: web.Request, model: type[M]) -> M:
         raise validation_error(exc, "invalid query parameters") from None
 
 
+# nginx's status for a request whose client closed the connection first.
+CLIENT_CLOSED = 499
+
+
 def error_middleware(metrics: HubMetrics, verifier: TokenVerifier, limits: KeyedBuckets) -> Any:
     """Bearer identity and per-user rate limits for /api/v1, the error body for every
     failure, and request metrics."""
@@ -132,6 +136,11 @@ def error_middleware(metrics: HubMetrics, verifier: TokenVerifier, limits: Keyed
                 raise
             error_code = _HTTP_ERROR_CODES.get(exc.status, "HTTP_ERROR")
             response = error_response(exc.status, error_code, exc.reason)
+        except ConnectionError as exc:
+            # The client went away mid-request (say, a websocket handshake it gave up
+            # on): nothing failed here, and the answer will most likely not be read.
+            log.info("%s %s: the client went away (%s)", request.method, request.path, exc)
+            response = error_response(CLIENT_CLOSED, "CLIENT_CLOSED", "the client went away")
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             response = error_response(500, ErrorCode.INTERNAL.value, "internal error")

@@ -1,0 +1,68 @@
+"""The REST middleware's failure handling, on a small app served on loopback."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+
+from realtime.config import Settings
+from realtime.identity import TokenVerifier
+from realtime.metrics import HubMetrics
+from realtime.ratelimit import KeyedBuckets
+from rest.http import error_middleware
+
+
+async def serve(handler: web.RequestHandler, metrics: HubMetrics) -> TestServer:
+    middleware = error_middleware(
+        metrics, TokenVerifier(Settings(jwt_secret="x" * 32)), KeyedBuckets(10, 10)
+    )
+    app = web.Application(middlewares=[middleware])
+    app.router.add_get("/thing", handler)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    return server
+
+
+async def test_a_client_gone_mid_request_is_not_logged_as_a_server_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def gone(request: web.Request) -> web.Response:
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    metrics = HubMetrics(CollectorRegistry())
+    server = await serve(gone, metrics)
+    caplog.set_level(logging.INFO)
+    try:
+        async with aiohttp.ClientSession() as http, http.get(server.make_url("/thing")) as resp:
+            # Here the connection is still open, so the answer arrives.
+            assert resp.status == 499
+    finally:
+        await server.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "the client went away" in caplog.text
+    counted = metrics.registry.get_sample_value(
+        "hub_http_requests_total", {"method": "GET", "route": "/thing", "status": "499"}
+    )
+    assert counted == 1
+
+
+async def test_an_unexpected_failure_is_logged_and_answered_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    server = await serve(broken, HubMetrics(CollectorRegistry()))
+    try:
+        async with aiohttp.ClientSession() as http, http.get(server.make_url("/thing")) as resp:
+            assert resp.status == 500
+            body = await resp.json()
+    finally:
+        await server.close()
+    assert body["errorCode"] == "INTERNAL", body
+    assert "GET /thing failed" in caplog.text
