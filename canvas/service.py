@@ -4,6 +4,8 @@ part of ``session:join``. Plugs into ``LiveHub`` as a session extension."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
@@ -17,8 +19,11 @@ from persistence.repositories import EnrollmentRepository
 from realtime.errors import ErrorCode, HubError
 from realtime.events import Id, Payload
 from realtime.sockets import Ack, AfterLock, LiveHub
+from realtime.tasks import stop
 from rooms.access import LiveRole
 from rooms.membership import Connection, Joined
+
+log = logging.getLogger(__name__)
 
 
 class CanvasPatch(Payload):
@@ -50,11 +55,21 @@ class CanvasService:
         hub: LiveHub,
         store: DatabaseCanvasStore,
         relay: CanvasRelay,
+        *,
+        keep_s: float = 0.0,
     ) -> None:
         self.store = store
         self.relay = relay
         self._reads = hub.reads
         self._hub = hub
+        # The canvases of a session nobody here watches any more are stored and freed
+        # ``keep_s`` after (the presence grace period), and a canvas is compacted that
+        # long after its student went offline, unless they come back first: a class
+        # reconnecting after a network blip finds its canvases loaded, and a blip
+        # writes no snapshots.
+        self._keep_s = keep_s
+        self._pending: dict[str | CanvasKey, asyncio.TimerHandle] = {}
+        self._running: set[asyncio.Task[None]] = set()
         hub.on("canvas:patch", CanvasPatch, self._patch)
         hub.on("canvas:sync", CanvasSync, self._sync)
         hub.extensions.append(self)
@@ -120,6 +135,9 @@ class CanvasService:
     async def joined(
         self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
     ) -> dict[str, Any]:
+        self._cancel(joined.session_id)
+        if joined.student_id is not None:
+            self._cancel(CanvasKey(joined.center_id, joined.session_id, joined.student_id))
         canvases = {}
         for student_id in student_ids:
             key = CanvasKey(joined.center_id, joined.session_id, student_id)
@@ -129,14 +147,63 @@ class CanvasService:
         return {"canvases": canvases}
 
     async def left(self, joined: Joined, last_connection: bool) -> None:
-        if not any(True for _ in self._hub.members.in_session(joined.session_id)):
-            # Nobody here watches the session any more: store and free its canvases.
-            await self.store.compact_session(joined.session_id)
-            await self.store.forget(joined.session_id)
+        session_id = joined.session_id
+        if not self._watched(session_id):
+            await self._after_keep(session_id, lambda: self._release(session_id))
         elif last_connection and joined.student_id is not None:
-            key = CanvasKey(joined.center_id, joined.session_id, joined.student_id)
-            await self.store.compact(key)
+            key = CanvasKey(joined.center_id, session_id, joined.student_id)
+            await self._after_keep(key, lambda: self.store.compact(key))
 
     async def ended(self, session_id: str) -> None:
+        for what in list(self._pending):
+            if (what if isinstance(what, str) else what.session_id) == session_id:
+                self._cancel(what)
+        await self._release(session_id)
+
+    async def close(self) -> None:
+        """Drop what is pending (the store stores every loaded canvas as it closes)."""
+        for what in list(self._pending):
+            self._cancel(what)
+        await stop(self._running)
+
+    def _watched(self, session_id: str) -> bool:
+        return any(True for _ in self._hub.members.in_session(session_id))
+
+    async def _release(self, session_id: str) -> None:
+        """Store and free a session's canvases, unless someone here watches it again."""
+        if self._watched(session_id):
+            return
         await self.store.compact_session(session_id)
         await self.store.forget(session_id)
+
+    async def _after_keep(
+        self, what: str | CanvasKey, action: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Run ``action`` after ``keep_s`` unless ``what`` is cancelled first (now if 0)."""
+        if self._keep_s <= 0:
+            await action()
+            return
+        self._cancel(what)
+        self._pending[what] = asyncio.get_running_loop().call_later(
+            self._keep_s, self._start, what, action
+        )
+
+    def _start(
+        self, what: str | CanvasKey, action: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        self._pending.pop(what, None)
+        task = asyncio.create_task(action())
+        self._running.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "storing a canvas after its session emptied failed", exc_info=task.exception()
+            )
+
+    def _cancel(self, what: str | CanvasKey) -> None:
+        pending = self._pending.pop(what, None)
+        if pending is not None:
+            pending.cancel()

@@ -130,7 +130,7 @@ def build_app(
         cluster.on_reconnect(store.resume)
     else:
         store = DatabaseCanvasStore(reads, batch_writer(engine), **store_options)
-    canvases = CanvasService(hub, store, relay)
+    canvases = CanvasService(hub, store, relay, keep_s=settings.presence_grace_s)
     ControlCenter(hub, db)
     help_desk = HelpDesk(
         hub,
@@ -226,6 +226,7 @@ async def _canvas_store(app: web.Application) -> AsyncIterator[None]:
     await canvases.store.start()
     yield
     started = time.perf_counter()
+    await canvases.close()
     await canvases.store.close()
     await canvases.relay.close()
     log.info("stopping: canvases stored in %.2f s", _since(started))

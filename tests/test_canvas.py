@@ -368,3 +368,88 @@ async def relayed_count(hub: Hub, node: str) -> bool:
     return "hub_canvas_relay_batch_size_count 1.0" in body and (
         "hub_canvas_relay_seconds_count 1.0" in body
     )
+
+
+async def test_a_class_back_within_the_grace_period_finds_its_canvases_kept(
+    make_hub: HubFactory,
+) -> None:
+    """A network blip (everyone drops and comes back within the presence grace
+    period) stores nothing; staying away past it stores the canvases."""
+    hub = await make_hub(presence_grace_s=1.0, canvas_snapshot_every=1000)
+
+    async def connect(sub: str, role: str) -> Client:  # all on one hub, also in a cluster
+        client = await Client().connect(hub.url, hub.tokens(sub, role))
+        hub.clients.append(client)
+        assert (await client.join(session_id))["ok"]
+        return client
+
+    api = hub.as_("tutor-1", "TUTOR")
+    status, created = await api.post(SESSIONS, session_body("tutor-1"))
+    assert status == 201
+    session_id = created["data"]["id"]
+    status, _ = await api.post(f"{SESSIONS}/{session_id}/enrollments", {"student_id": "s1"})
+    assert status == 201
+    tutor, student = await connect("tutor-1", "TUTOR"), await connect("s1", "STUDENT")
+    assert (await patch(student, session_id, stroke("a")))["seq"] == 1
+    snapshots = f"{SESSIONS}/{session_id}/canvases/s1/snapshots"
+
+    async def snapshot_seqs() -> list[int]:
+        status, got = await api.get(snapshots)
+        assert status == 200
+        return [s["seq"] for s in got["data"]]
+
+    for client in (tutor, student):
+        await client.sio.disconnect()
+    tutor, student = await connect("tutor-1", "TUTOR"), await connect("s1", "STUDENT")
+    ack = await tutor.call(
+        "canvas:sync", {"session_id": session_id, "student_id": "s1", "since": 0}
+    )
+    assert [p["seq"] for p in ack["ops"]] == [1], ack
+    assert (await patch(student, session_id, stroke("b")))["seq"] == 2
+    await asyncio.sleep(1.5)  # past the grace period, with everyone back: still nothing
+    assert await snapshot_seqs() == []
+
+    for client in (tutor, student):
+        await client.sio.disconnect()
+    await eventually(snapshot_seqs, within=5, what="the canvas stored after the grace period")
+    assert await snapshot_seqs() == [2]
+
+
+async def test_a_hub_that_kept_canvases_serves_what_other_hubs_wrote_meanwhile(
+    make_hub: HubFactory,
+) -> None:
+    """The class leaves hub A (which keeps the canvases through the grace period),
+    the student goes on drawing on hub B, and the tutor comes back to A: A answers
+    with B's patches, and the student's next patch on A follows them."""
+    hub = await make_hub(presence_grace_s=10.0)
+    hub_a, hub_b = hub.url, (hub.urls or [hub.url])[-1]
+
+    async def connect(url: str, sub: str, role: str) -> Client:
+        client = await Client().connect(url, hub.tokens(sub, role))
+        hub.clients.append(client)
+        assert (await client.join(session_id))["ok"]
+        return client
+
+    api = hub.as_("tutor-1", "TUTOR")
+    status, created = await api.post(SESSIONS, session_body("tutor-1"))
+    assert status == 201
+    session_id = created["data"]["id"]
+    status, _ = await api.post(f"{SESSIONS}/{session_id}/enrollments", {"student_id": "s1"})
+    assert status == 201
+    tutor, student = await connect(hub_a, "tutor-1", "TUTOR"), await connect(hub_a, "s1", "STUDENT")
+    assert (await patch(student, session_id, stroke("a")))["seq"] == 1
+    for client in (tutor, student):
+        await client.sio.disconnect()
+
+    elsewhere = await connect(hub_b, "s1", "STUDENT")
+    assert [(await patch(elsewhere, session_id, stroke(e)))["seq"] for e in "bc"] == [2, 3]
+    tutor = await connect(hub_a, "tutor-1", "TUTOR")
+    ack = await tutor.join(session_id, since={"s1": 1})
+    assert [p["seq"] for p in ack["canvases"]["s1"]["ops"]] == [2, 3], ack
+    await elsewhere.sio.disconnect()
+    student = await connect(hub_a, "s1", "STUDENT")
+    assert (await patch(student, session_id, stroke("d")))["seq"] == 4
+    state = await tutor.call(
+        "canvas:sync", {"session_id": session_id, "student_id": "s1", "since": 99}
+    )
+    assert sorted(state["doc"]["elements"]) == ["a", "b", "c", "d"], state
