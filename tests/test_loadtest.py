@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from loadtest import __main__ as cli
-from loadtest import sql_calls
+from loadtest import canvas_apply, sql_calls
 from loadtest.sessions import SessionPlan, Tokens, create_sessions
 from loadtest.wire import ConnectRefused, WireClient
 from realtime.identity import Role
@@ -164,3 +164,8 @@ async def test_sql_calls_measures_every_path(tmp_path: Path) -> None:
             "commit 10 via batch writer",
         }
         assert all(us >= 0 for us in figures.values())
+
+
+def test_canvas_apply_measures_a_checkout_in_a_process_of_its_own() -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert canvas_apply.run_root(root, 10, 50) > 0
