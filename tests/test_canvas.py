@@ -37,19 +37,25 @@ def mark(annotation_id: str) -> list[dict[str, Any]]:
     ]
 
 
-async def live_session(
-    hub: Hub, students: tuple[str, ...] = ("s1", "s2")
-) -> tuple[str, Client, dict[str, Client]]:
-    """A session with its tutor and students joined."""
+async def new_session(hub: Hub, students: tuple[str, ...]) -> str:
+    """A session of tutor-1's with ``students`` enrolled; its id."""
     tutor_api = hub.as_("tutor-1", "TUTOR")
     status, created = await tutor_api.post(SESSIONS, session_body("tutor-1"))
     assert status == 201
-    session_id = created["data"]["id"]
+    session_id: str = created["data"]["id"]
     for student in students:
         status, _ = await tutor_api.post(
             f"{SESSIONS}/{session_id}/enrollments", {"student_id": student}
         )
         assert status == 201
+    return session_id
+
+
+async def live_session(
+    hub: Hub, students: tuple[str, ...] = ("s1", "s2")
+) -> tuple[str, Client, dict[str, Client]]:
+    """A session with its tutor and students joined."""
+    session_id = await new_session(hub, students)
     tutor = await hub.connect("tutor-1", "TUTOR")
     assert (await tutor.join(session_id))["ok"]
     clients = {}
@@ -384,11 +390,7 @@ async def test_a_class_back_within_the_grace_period_finds_its_canvases_kept(
         return client
 
     api = hub.as_("tutor-1", "TUTOR")
-    status, created = await api.post(SESSIONS, session_body("tutor-1"))
-    assert status == 201
-    session_id = created["data"]["id"]
-    status, _ = await api.post(f"{SESSIONS}/{session_id}/enrollments", {"student_id": "s1"})
-    assert status == 201
+    session_id = await new_session(hub, ("s1",))
     tutor, student = await connect("tutor-1", "TUTOR"), await connect("s1", "STUDENT")
     assert (await patch(student, session_id, stroke("a")))["seq"] == 1
     snapshots = f"{SESSIONS}/{session_id}/canvases/s1/snapshots"
@@ -430,12 +432,7 @@ async def test_a_hub_that_kept_canvases_serves_what_other_hubs_wrote_meanwhile(
         assert (await client.join(session_id))["ok"]
         return client
 
-    api = hub.as_("tutor-1", "TUTOR")
-    status, created = await api.post(SESSIONS, session_body("tutor-1"))
-    assert status == 201
-    session_id = created["data"]["id"]
-    status, _ = await api.post(f"{SESSIONS}/{session_id}/enrollments", {"student_id": "s1"})
-    assert status == 201
+    session_id = await new_session(hub, ("s1",))
     tutor, student = await connect(hub_a, "tutor-1", "TUTOR"), await connect(hub_a, "s1", "STUDENT")
     assert (await patch(student, session_id, stroke("a")))["seq"] == 1
     for client in (tutor, student):
