@@ -116,7 +116,15 @@ class WebSocket:
             return None
         if len(message.data) > self.server.max_http_buffer_size:
             return None  # aiohttp refuses these first; Engine.IO's own limit too
-        return packet.Packet(encoded_packet=message.data)
+        try:
+            received = packet.Packet(encoded_packet=message.data)
+        except Exception:  # garbage: no type digit, a bad payload
+            received = None
+        if received is None or not 0 <= received.packet_type < len(packet.packet_names):
+            # The client's fault, not the hub's: close its connection, log no error.
+            log.info("%s: malformed Engine.IO packet; closing", self.socket.sid)
+            return None
+        return received
 
     async def _read(self) -> None:
         socket = self.socket

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.conftest import HubFactory
 from tests.support import Client, eventually
@@ -105,3 +107,24 @@ async def test_many_events_from_many_sockets_arrive_whole_and_in_order(
     orders = await asyncio.gather(*(send(s) for s in students))
     assert all(order == list(range(200)) for order in orders)
     assert all(ack == {"ok": True} for ack in acks), acks[:3]
+
+
+async def test_a_malformed_engineio_packet_drops_only_its_sender(
+    make_hub: HubFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = await make_hub()
+    session_id = await make_session(hub)
+    tutor = await hub.connect("tutor-1", "TUTOR")
+    await tutor.join(session_id)
+    url = hub.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    for garbage in ("x", "", "9nine"):
+        async with hub.http.ws_connect(url) as ws:
+            assert (await ws.receive_str(timeout=5)).startswith("0")
+            await ws.send_str(garbage)
+            message = await ws.receive(timeout=5)
+            while message.type == aiohttp.WSMsgType.TEXT:  # a ping may come first
+                message = await ws.receive(timeout=5)
+            assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), garbage
+    assert tutor.sio.connected
+    assert (await tutor.call("session:leave", {"session_id": session_id})) == {"ok": True}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
