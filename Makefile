@@ -5,13 +5,23 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JS_STAMP := tests/js/node_modules/.package-lock.json
 PYTEST_ARGS ?=
+# The locks: exact versions with hashes, resolved for every platform and
+# Python >= 3.11 (`make lock` refreshes them from the ranges in pyproject.toml).
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	--generate-hashes --no-emit-index-url --quiet
 
-.PHONY: run test lint format migrate token bench clean
+.PHONY: run test lint format migrate token bench lock canary clean
 
-$(STAMP): pyproject.toml
+# Everything comes from the dev lock, hash-checked, nothing resolved here; the hub
+# itself is installed editable, built by the locked setuptools.
+$(STAMP): $(DEV_LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+		--no-deps -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--no-build-isolation -e .
 	touch $(STAMP)
 
 # The stock JavaScript client the tests drive the hub with (skipped where there is no npm).
@@ -40,6 +50,16 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m loadtest relay --sessions 20 --students 5 --rate 10 --seconds 20 \
 		--target hub --target baseline
+
+## lock: resolve the ranges in pyproject.toml again (newest allowed) into the two locks
+lock: $(STAMP)
+	$(COMPILE) --upgrade -o $(LOCK)
+	$(COMPILE) --upgrade --extra dev -c $(LOCK) -o $(DEV_LOCK)
+
+## canary: lint and the whole suite on the newest versions the ranges allow, in a
+## throwaway venv (RESOLUTION=lowest-direct tries the lower bounds instead)
+canary: $(STAMP)
+	.ci/canary $(RESOLUTION)
 
 format: $(STAMP)
 	$(BIN)/ruff format .
