@@ -24,11 +24,18 @@ from typing import Any, cast
 
 import hiredis
 import redis.asyncio
-from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from realtime.internals.redis_connection import (
+    connection_options,
+    is_plain,
+    script_sha,
+    script_source,
+    set_script_sha,
+)
 
 Call = tuple[AsyncScript, Sequence[Any], Sequence[Any]]  # script, keys, args
 # A reply Redis did not give within this long: the connection is dropped.
@@ -97,10 +104,9 @@ class ScriptConnection:
     def __init__(self, client: redis.asyncio.Redis, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self._client = client
         self._timeout_s = timeout_s
-        self._options = client.connection_pool.connection_kwargs
-        kind = client.connection_pool.connection_class
+        self._options = connection_options(client)
         # TLS settings live in redis-py: those connections go through it.
-        self._direct = kind in (Connection, UnixDomainSocketConnection)
+        self._direct = is_plain(client)
         self._replies: _Replies | None = None
         self._connecting = asyncio.Lock()
 
@@ -129,15 +135,15 @@ class ScriptConnection:
         unique = list({id(s): s for s in scripts}.values())
         if not self._direct:
             for script in unique:
-                script.sha = await self._client.script_load(script.script)
+                set_script_sha(script, await self._client.script_load(script_source(script)))
             return
         loaded = await self._send(
-            await self._connected(), [("SCRIPT", "LOAD", s.script) for s in unique]
+            await self._connected(), [("SCRIPT", "LOAD", script_source(s)) for s in unique]
         )
         for script, sha in zip(unique, loaded, strict=True):
             if isinstance(sha, Exception):
                 raise sha
-            script.sha = sha.decode()
+            set_script_sha(script, sha.decode())
 
     async def close(self) -> None:
         if self._replies is not None and self._replies.transport is not None:
@@ -148,9 +154,9 @@ class ScriptConnection:
         if not self._direct:
             async with self._client.pipeline(transaction=False) as pipe:
                 for script, keys, args in calls:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    pipe.evalsha(script_sha(script), len(keys), *keys, *args)
                 return list(await pipe.execute(raise_on_error=False))
-        commands = [("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args in calls]
+        commands = [("EVALSHA", script_sha(s), len(keys), *keys, *args) for s, keys, args in calls]
         return await self._send(await self._connected(), commands)
 
     async def _send(self, replies: _Replies, commands: Sequence[Sequence[Any]]) -> list[Any]:

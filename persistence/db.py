@@ -44,7 +44,7 @@ def create_engine(url: str, *, echo: bool = False, schema: str | None = None) ->
         "echo": echo,
         "pool_pre_ping": True,
         "json_serializer": codec.dumps,
-        "json_deserializer": codec.loads,
+        "json_deserializer": codec.loads_stored,
     }
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -170,7 +170,7 @@ def sync_sqlite_engine(url: URL, *, busy_timeout_ms: int, **kw: Any) -> Engine:
     engine = sqlalchemy.create_engine(
         url.set(drivername="sqlite"),
         json_serializer=codec.dumps,
-        json_deserializer=codec.loads,
+        json_deserializer=codec.loads_stored,
         **kw,
     )
     event.listen(engine, "connect", sqlite_pragmas(busy_timeout_ms=busy_timeout_ms))

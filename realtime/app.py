@@ -27,6 +27,7 @@ from realtime.cluster import CANVAS, Cluster, RedisCluster, redis_client
 from realtime.codec import CODEC
 from realtime.config import Settings
 from realtime.identity import TokenVerifier
+from realtime.internals import check_versions
 from realtime.keys import (
     CANVASES,
     DB,
@@ -67,6 +68,8 @@ def build_app(
     ``clock`` is what time-dependent rules (help escalation) read, so tests
     can move time instead of sleeping.
     """
+    for mismatch in check_versions(allow_untested=settings.allow_untested_libraries):
+        log.warning("HUB_ALLOW_UNTESTED_LIBRARIES: starting with %s", mismatch)
     verifier = TokenVerifier(settings)
     metrics = HubMetrics()
     engine = create_engine(
@@ -79,6 +82,7 @@ def build_app(
     cluster = RedisCluster(redis, metrics) if redis is not None else Cluster()
     sio = HubServer(
         cluster=cluster,
+        metrics=metrics,
         async_mode="aiohttp",
         cors_allowed_origins=_cors(settings.cors_origins),
         max_http_buffer_size=settings.max_message_bytes,

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -57,8 +58,20 @@ def serve(args: argparse.Namespace) -> None:
             "(mint tokens with `python -m realtime token`); never do this in production"
         )
     from realtime.app import build_app
+    from realtime.internals import UntestedLibraryError
 
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except UntestedLibraryError as exc:
+        raise SystemExit(f"hub not started: {exc}") from None
+    # Bound here, not by aiohttp, so a hub started on port 0 can say the port it got.
+    try:
+        listener = listen(settings.host, settings.port, settings.listen_backlog)
+    except OSError as exc:
+        raise SystemExit(
+            f"hub not started: cannot listen on {settings.host}:{settings.port}: {exc}"
+        ) from None
+    host, port = listener.getsockname()[:2]
 
     async def announce(_app: web.Application) -> None:
         # Everything built so far (modules, the ORM's metadata, the app) lives as long
@@ -69,16 +82,15 @@ def serve(args: argparse.Namespace) -> None:
         # Runs after the migrations (registered before it), just before the port opens.
         log.info(
             "hub serving on http://%s:%d (database: %s)",
-            settings.host,
-            settings.port,
+            f"[{host}]" if ":" in host else host,
+            port,
             settings.database_url.split("://", 1)[0],
         )
 
     app.on_startup.append(announce)
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock=listener,
         print=None,
         access_log=None,
         backlog=settings.listen_backlog,
@@ -87,6 +99,22 @@ def serve(args: argparse.Namespace) -> None:
         shutdown_timeout=3,
         loop=new_event_loop(settings.event_loop),
     )
+
+
+def listen(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening TCP socket on ``host``'s first address and ``port`` (0: any free one)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:

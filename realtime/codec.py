@@ -1,11 +1,20 @@
 """JSON for the wire and the database: orjson, with the standard library behind it.
 
 orjson encodes and decodes several times faster than ``json``; the hub
-spends a good part of each patch there (see ``docs/benchmarks.md``). What
-orjson refuses falls back to ``json``, so nothing a client could send before
-is dropped now: ``NaN`` and ``Infinity`` on input, integers beyond 64 bits on
-output. One difference remains, settled in ``docs/protocol.md``: orjson
-reads an integer beyond 64 bits as a float, as JavaScript reads every number.
+spends a good part of each patch there (see ``docs/benchmarks.md``).
+
+Input is strict JSON (RFC 8259): ``loads`` refuses ``NaN``, ``Infinity``, a
+number too large for a double (``1e999``) and a lone surrogate escape
+(``"\ud800"``), which no stock client decodes alike (JavaScript's
+``JSON.parse`` refuses the first three; Postgres refuses the last), so the
+hub never acks a value it could not hand to everyone unchanged. orjson reads an
+integer beyond 64 bits as a float, as JavaScript reads every number
+(``docs/protocol.md``). On output, integers beyond 64 bits, which orjson
+refuses, fall back to ``json``.
+
+``loads_stored`` reads the database's JSON columns: rows written before the
+wire was strict may hold those values; they read as the relay showed them then
+(``null``), so an old session still loads.
 
 ``CODEC`` has the ``dumps``/``loads`` signature python-socketio and
 python-engineio expect of their ``json`` module.
@@ -14,6 +23,7 @@ python-engineio expect of their ``json`` module.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -28,10 +38,27 @@ def dumps(value: Any) -> str:
 
 
 def loads(text: str | bytes) -> Any:
+    """Strict JSON; raises ``ValueError`` (``orjson.JSONDecodeError``) on anything else."""
+    return orjson.loads(text)
+
+
+def loads_stored(text: str | bytes) -> Any:
+    """A stored JSON value; non-finite numbers written before the wire was strict read
+    as ``null``, and lone surrogates as ``?``."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_none, parse_float=_finite_or_none)
+        return orjson.loads(json.dumps(value, ensure_ascii=False).encode("utf-8", "replace"))
+
+
+def _none(_text: str) -> None:
+    return None
+
+
+def _finite_or_none(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None
 
 
 def encoded(value: Any) -> orjson.Fragment:

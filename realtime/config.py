@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # retry (the kernel caps this at net.core.somaxconn).
     listen_backlog: int = Field(default=4096, ge=1, le=65535)
     log_level: str = "INFO"
+    # Start even when python-engineio, python-socketio or redis is outside the versions
+    # the hub's use of their internals was written for (realtime/internals/).
+    allow_untested_libraries: bool = False
     # uvloop runs the hub's asyncio primitives (tasks, timers, sockets) in C.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 

@@ -8,9 +8,9 @@ it straight on each recipient's Engine.IO send queue, the queue
 python-socketio's own sends end in. Order per socket is the queue's order,
 so events and acks to one socket leave in the order they were put.
 
-It relies on python-socketio 5 / python-engineio 4 internals (the manager's
-room registry and ``AsyncSocket.queue``); ``tests/test_outbox.py`` runs it
-against the real server so an upgrade that moves them fails loudly.
+The send queue is an Engine.IO internal, reached only through
+``realtime.internals``; the manager's room registry is python-socketio's
+public manager API. ``tests/test_outbox.py`` runs it against the real server.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import socketio
 from engineio import packet as eio_packet
 
 from realtime.codec import dumps
+from realtime.internals.engineio_websocket import enqueue
+from realtime.internals.socketio_dispatch import NAMESPACE
 
-NAMESPACE = "/"
 # Socket.IO v5 packet types on the default namespace (no "/nsp," prefix).
 _EVENT = "2"
 _ACK = "3"
@@ -76,8 +77,4 @@ class Outbox:
         return self._put(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, text))
 
     def _put(self, eio_sid: str, packet: eio_packet.Packet) -> bool:
-        socket = self._sio.eio.sockets.get(eio_sid)
-        if socket is None or socket.closed:
-            return False
-        socket.queue.put_nowait(packet)
-        return True
+        return enqueue(self._sio.eio, eio_sid, packet)

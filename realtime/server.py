@@ -1,15 +1,11 @@
 """The Socket.IO server: python-socketio's, with one ordered queue per client,
 and room events shared with the other hubs of a cluster.
 
-Stock python-socketio starts a task for every incoming event
-(``async_handlers=True``), so one socket's events race each other and the
-hub had to serialize them again with a per-connection lock. Here handlers
-run inline, in the order Engine.IO reads the socket's packets: no task per
-event, and a socket's events take effect one at a time by construction.
-
-A handler that must not hold up its socket's next event while it waits (a
-canvas patch waits for its commit) returns a ``LaterAck``: the server
-answers the client's ack when that future resolves, through the outbox.
+Handlers run inline, in the order Engine.IO reads the socket's packets
+(``realtime.internals.socketio_dispatch``). A handler that must not hold up
+its socket's next event while it waits (a canvas patch waits for its commit)
+returns a ``LaterAck``: the server answers the client's ack when that future
+resolves, through the outbox.
 Every ack is encoded once with the hub's codec.
 
 ``HubManager`` replaces python-socketio's client manager for ``emit`` to a
@@ -17,23 +13,24 @@ room: the event is encoded once, put on the queues of this process's
 sockets in the room, and, when several hubs share sessions, published once
 on the session's channel for the hubs that have members there (see
 ``realtime.cluster``). Rooms, ``skip_sid`` and acks behave as stock.
-
-The override of ``_handle_event_internal`` follows python-socketio 5's
-private API; the socket tests exercise it on every event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import socketio
 
-from realtime import transport
 from realtime.cluster import EMIT, Cluster, scope_channel
-from realtime.outbox import NAMESPACE, Outbox, packet_text
+from realtime.errors import ErrorCode, HubError
+from realtime.internals.socketio_dispatch import NAMESPACE, InlineDispatchServer
+from realtime.logbudget import LogBudget
+from realtime.metrics import HubMetrics
+from realtime.outbox import Outbox, packet_text
 from rooms.names import scope_of
 
 
@@ -93,37 +90,44 @@ class HubManager(socketio.AsyncManager):  # type: ignore[misc]
         self.outbox.deliver(room, skip_sid, text.decode())
 
 
-class HubServer(socketio.AsyncServer):  # type: ignore[misc]
-    def __init__(self, *, cluster: Cluster | None = None, **kwargs: Any) -> None:
+log = logging.getLogger(__name__)
+# The event label of packets that did not decode, in ``hub_events_total``.
+UNDECODABLE = "<undecodable>"
+
+
+class HubServer(InlineDispatchServer):
+    def __init__(
+        self,
+        *,
+        cluster: Cluster | None = None,
+        metrics: HubMetrics | None = None,
+        **kwargs: Any,
+    ) -> None:
         manager = HubManager(cluster if cluster is not None else Cluster())
-        super().__init__(async_handlers=False, client_manager=manager, **kwargs)
-        transport.install(self.eio)
+        super().__init__(client_manager=manager, **kwargs)
         self.outbox = Outbox(self)
         manager.outbox = self.outbox
         self.cluster = manager.cluster
+        self._metrics = metrics
+        self._undecodable_log = LogBudget(log)
 
-    async def _handle_event_internal(
-        self,
-        server: socketio.AsyncServer,
-        sid: str,
-        eio_sid: str,
-        data: list[Any],
-        namespace: str,
-        id: int | None,
-    ) -> None:
-        if namespace != NAMESPACE:  # the hub serves only "/"; keep stock behaviour elsewhere
-            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
-            return
-        result = await server._trigger_event(data[0], namespace, sid, *data[1:])
-        if id is None or result is self.not_handled:
-            return
+    async def refuse(self, sid: str, eio_sid: str, ack_id: int | None, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.events.labels(UNDECODABLE, ErrorCode.VALIDATION_ERROR.value).inc()
+        self._undecodable_log.log(logging.INFO, "%s: undecodable packet (%s)", sid, reason)
+        if ack_id is not None:
+            error = HubError(ErrorCode.VALIDATION_ERROR, f"undecodable packet: {reason}")
+            self.outbox.ack(sid, ack_id, [error.ack()])
+        else:
+            await self.eio.disconnect(eio_sid)
+
+    def answer(self, sid: str, ack_id: int, result: Any) -> None:
         if isinstance(result, LaterAck):
-            ack_id = id
 
-            def answer(done: asyncio.Future[Any]) -> None:
+            def answer_later(done: asyncio.Future[Any]) -> None:
                 if not done.cancelled():
                     self.outbox.ack(sid, ack_id, [done.result()])
 
-            result.future.add_done_callback(answer)
+            result.future.add_done_callback(answer_later)
             return
-        self.outbox.ack(sid, id, [] if result is None else [result])
+        self.outbox.ack(sid, ack_id, [] if result is None else [result])

@@ -40,6 +40,7 @@ from realtime.codec import dumps, loads
 from realtime.errors import ErrorCode, HubError, validation_error
 from realtime.events import AuthRefresh, PresencePing, SessionJoin, SessionLeave
 from realtime.identity import Identity, Role, TokenVerifier
+from realtime.internals.engineio_websocket import open_sockets
 from realtime.metrics import HubMetrics
 from realtime.ratelimit import TokenBucket
 from realtime.server import LaterAck
@@ -247,10 +248,11 @@ class LiveHub:
                 {"code": SHUTTING_DOWN, "message": "hub is shutting down; reconnect"},
                 to=connection.sid,
             )
-        log.info("stopping: closing %d transports", len(self.sio.eio.sockets))
+        transports = open_sockets(self.sio.eio)
+        log.info("stopping: closing %d transports", transports)
         # Close the Engine.IO transports too: a Socket.IO-level disconnect leaves
         # the websocket open until the web server's shutdown timeout.
-        if self.sio.eio.sockets:
+        if transports:
             try:
                 await asyncio.wait_for(self._close_transports(), CLOSE_WAIT_S)
             except TimeoutError:
@@ -266,7 +268,7 @@ class LiveHub:
 
     async def _close_transports(self) -> None:
         # Engine.IO's disconnect() of all fails on an empty set: sockets may close meanwhile.
-        if self.sio.eio.sockets:
+        if open_sockets(self.sio.eio):
             await self.sio.eio.disconnect()
 
     # -- dispatch ------------------------------------------------------------

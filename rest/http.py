@@ -23,6 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from persistence.repositories import Page
+from realtime.codec import loads
 from realtime.errors import ErrorCode, HubError, refuse_nul, validation_error
 from realtime.identity import Identity, TokenVerifier
 from realtime.metrics import HubMetrics
@@ -97,6 +98,12 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     if not raw:
         raise HubError(ErrorCode.VALIDATION_ERROR, "expected a JSON object body, got nothing")
     refuse_nul(raw)
+    try:
+        loads(raw)  # strict JSON first: pydantic's parser reads NaN and Infinity
+    except ValueError as exc:
+        raise HubError(
+            ErrorCode.VALIDATION_ERROR, f"expected a strict JSON body (RFC 8259): {exc}"
+        ) from None
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

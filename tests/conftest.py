@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +30,9 @@ from persistence.db import create_engine, session_factory
 from realtime.app import build_app
 from realtime.config import Settings
 from realtime.keys import DB, ENGINE
-from tests.processes import HubProcess, settings_env, spawn_hub, start_hub
-from tests.support import TEST_SECRET, Api, Client, Tokens
+from tests.processes import LOG_TAIL_CHARS, HubProcess, settings_env, spawn_hub, start_hub
+from tests.support import KEPT_HUB_VARS as KEPT
+from tests.support import TEST_SECRET, UNLIMITED, Api, Client, Tokens
 
 POSTGRES_URL = os.environ.get(
     "HUB_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -79,7 +82,7 @@ async def redis_problem() -> str | None:
 def _no_hub_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's HUB_* variables must not change what the tests see.
     for name in list(os.environ):
-        if name.startswith("HUB_") and not name.startswith("HUB_TEST_"):
+        if name.startswith("HUB_") and not name.startswith("HUB_TEST_") and name not in KEPT:
             monkeypatch.delenv(name)
 
 
@@ -126,6 +129,7 @@ def settings(database: Database) -> Settings:
         jwt_leeway_s=0,
         # Offline at once unless a test asks for a grace period.
         presence_grace_s=0,
+        **UNLIMITED,  # type: ignore[arg-type]
     )
 
 
@@ -332,6 +336,46 @@ async def make_hub(
 @pytest.fixture
 async def hub(make_hub: HubFactory) -> Hub:
     return await make_hub()
+
+
+# The stock JavaScript client the tests drive the hub with.
+JS_DIR = Path(__file__).resolve().parent / "js"
+NPM_CI_TIMEOUT_S = 180.0
+
+
+def need_tool(name: str, problem: str | None) -> None:
+    need_service(name, problem, hint="install Node.js 18+ and npm")
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The ``node`` executable, with ``tests/js/node_modules`` installed."""
+    node_exe = shutil.which("node")
+    need_tool("node", None if node_exe else "no `node` executable on PATH")
+    assert node_exe is not None
+    if not (JS_DIR / "node_modules" / "socket.io-client").is_dir():
+        npm = shutil.which("npm")
+        need_tool("npm", None if npm else "tests/js/node_modules is missing and there is no `npm`")
+        assert npm is not None
+        try:
+            done = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"],
+                cwd=JS_DIR,
+                capture_output=True,
+                text=True,
+                timeout=NPM_CI_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            need_tool("npm ci", f"did not finish within {NPM_CI_TIMEOUT_S:.0f} s in {JS_DIR}")
+        else:
+            need_tool(
+                "npm ci",
+                None
+                if done.returncode == 0
+                else f"exited {done.returncode} in {JS_DIR}: {done.stderr[-LOG_TAIL_CHARS:]}",
+            )
+    return node_exe
 
 
 @pytest.fixture

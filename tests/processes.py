@@ -1,9 +1,12 @@
-"""Hub processes for tests: ``python -m realtime serve`` on a free loopback port."""
+"""Hub processes for tests: ``python -m realtime serve`` on loopback, on the port the
+hub itself picked (``--port 0``: no race for a free port between tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +25,7 @@ from pydantic import SecretStr
 from loadtest.procs import free_port
 from realtime.config import Settings
 from realtime.identity import Role, mint_token
-from tests.support import eventually
+from tests.support import KEPT_HUB_VARS, UNLIMITED
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB_START_TIMEOUT_S = 20.0
@@ -31,15 +34,29 @@ POLL_INTERVAL_S = 0.05
 LOG_TAIL_CHARS = 4000
 
 
+# What a hub logs once it listens (realtime/cli.py).
+SERVING = re.compile(rb"hub serving on (http://127\.0\.0\.1:\d+) ")
+
+
 @dataclass
 class HubProcess:
     """``python -m realtime serve`` in a subprocess, logging to a file."""
 
-    url: str
     settings: Settings
     process: subprocess.Popen[bytes]
     log_path: Path
     _log: IO[bytes] = field(repr=False)
+    _url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the hub serves, as it logged it (``wait_healthy`` waits for that)."""
+        if self._url is None:
+            found = SERVING.search(self.log_path.read_bytes())
+            if found is None:
+                raise AssertionError(f"the hub has not said where it serves:\n{self.log_tail()}")
+            self._url = found.group(1).decode()
+        return self._url
 
     def log_tail(self) -> str:
         text = self.log_path.read_text(errors="replace")
@@ -57,6 +74,8 @@ class HubProcess:
             if code is not None:
                 pytest.fail(f"the hub exited with {code} while starting:\n{self.log_tail()}")
             try:
+                if self._url is None and not SERVING.search(self.log_path.read_bytes()):
+                    raise ConnectionError("not listening yet")
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
                     if resp.status == 200 and json.load(resp) == {"status": "ok"}:
                         return
@@ -92,9 +111,8 @@ def spawn_hub(
     name: str = "hub",
     root: Path = ROOT,
 ) -> HubProcess:
-    """Start a hub on a free loopback port (``start_hub``, without waiting for it)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    """Start a hub on a loopback port of its choosing (``start_hub``, without waiting)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k in KEPT_HUB_VARS}
     env.update(
         HUB_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/hub.db",
         HUB_JWT_SECRET=secret,
@@ -102,12 +120,14 @@ def spawn_hub(
         HUB_PRESENCE_GRACE_S="0",
         PYTHONUNBUFFERED="1",
     )
+    # Rate limits no test meets by accident, however fast the machine (see conftest).
+    env.update({f"HUB_{name.upper()}": str(value) for name, value in UNLIMITED.items()})
     env.update(settings or {})
     log_path = tmp_path / f"{name}.log"
     log = log_path.open("ab")
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port", "0"],
             cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -118,7 +138,6 @@ def spawn_hub(
         log.close()
         raise
     return HubProcess(
-        url=f"http://127.0.0.1:{port}",
         settings=Settings(jwt_secret=secret),
         process=process,
         log_path=log_path,
@@ -134,7 +153,7 @@ def start_hub(
     name: str = "hub",
     root: Path = ROOT,
 ) -> HubProcess:
-    """Start a hub on a free loopback port and wait until it is healthy.
+    """Start a hub on loopback and wait until it is healthy.
 
     ``settings`` are extra ``HUB_*`` variables (default database: a SQLite
     file in ``tmp_path``); ``name`` tells the log files of several hubs apart;
@@ -174,6 +193,7 @@ class RedisServer:
         self.workdir = workdir
         self.password = password
         self.process: subprocess.Popen[bytes] | None = None
+        self.started = False
 
     @property
     def url(self) -> str:
@@ -192,17 +212,36 @@ class RedisServer:
         )
 
     async def start(self) -> None:
-        self.spawn()
+        """Start redis-server on ``port`` and wait until it answers. The first start
+        moves to another free port if the one picked was taken meanwhile (by another
+        test's server); a restart keeps its port, which its clients know."""
+        for _ in range(5):
+            self.spawn()
+            if await self._answering():
+                self.started = True
+                return
+            assert self.process is not None
+            if self.started or self.process.poll() is None:
+                break
+            self.port = free_port()
+        raise AssertionError(f"redis-server did not start on 127.0.0.1:{self.port}")
+
+    async def _answering(self, within: float = 10.0) -> bool:
         client = redis.asyncio.Redis.from_url(self.url)
-
-        async def up() -> bool:
-            try:
-                return bool(await client.ping())
-            except Exception:
-                return False
-
-        await eventually(up, within=10, what="redis-server")
-        await client.aclose()
+        deadline = time.monotonic() + within
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    if await client.ping():
+                        return True
+                except Exception:
+                    assert self.process is not None
+                    if self.process.poll() is not None:
+                        return False  # it exited: the port was taken
+                await asyncio.sleep(POLL_INTERVAL_S)
+            return False
+        finally:
+            await client.aclose()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

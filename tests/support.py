@@ -17,6 +17,17 @@ from realtime.config import Settings
 from realtime.identity import Role, mint_token
 
 TEST_SECRET = "test-secret-for-the-tutor-hub-suite-0123456789"
+# Rate limits for every hub of the suite: high enough that no test meets them on any
+# machine. The tests of rate limiting set their own.
+UNLIMITED: dict[str, float] = {
+    "socket_events_per_s": 100_000,
+    "socket_event_burst": 100_000,
+    "rest_requests_per_s": 100_000,
+    "rest_request_burst": 100_000,
+}
+# HUB_* variables a developer's or CI's environment passes on to the hubs under
+# test (`make canary` sets it); every other HUB_* variable is dropped.
+KEPT_HUB_VARS = ("HUB_ALLOW_UNTESTED_LIBRARIES",)
 
 
 async def eventually(

@@ -1,4 +1,4 @@
-"""The hub's JSON codec (orjson with the standard library behind it), alone and on the wire."""
+"""The hub's JSON codec (orjson; the standard library for big integers), alone and on the wire."""
 
 from __future__ import annotations
 
@@ -28,11 +28,9 @@ def test_round_trip_matches_the_standard_library(value: object) -> None:
     assert codec.encoded_size(value) == len(codec.dumps(value).encode())
 
 
-def test_what_orjson_refuses_falls_back_to_the_standard_library() -> None:
+def test_an_integer_orjson_cannot_encode_falls_back_to_the_standard_library() -> None:
     assert codec.dumps({"n": HUGE}) == f'{{"n":{HUGE}}}'
     assert codec.encoded_size([HUGE]) == len(str(HUGE)) + 2
-    nan = codec.loads('{"x": NaN}')["x"]
-    assert nan != nan
 
 
 def test_an_integer_beyond_64_bits_is_read_as_javascript_reads_it() -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -24,51 +22,14 @@ import pytest
 
 from realtime.config import Settings
 from realtime.identity import Role, mint_token
-from tests.conftest import need_service
-from tests.processes import HUB_STOP_TIMEOUT_S, LOG_TAIL_CHARS, ROOT, HubProcess
+from tests.conftest import JS_DIR, NPM_CI_TIMEOUT_S
+from tests.processes import HUB_STOP_TIMEOUT_S, ROOT, HubProcess
 from tests.support import session_body
 
-JS_DIR = ROOT / "tests" / "js"
 ROLES_SCRIPT = JS_DIR / "roles.mjs"
 SESSIONS = "/api/v1/sessions"
 
-NPM_CI_TIMEOUT_S = 180.0
 NODE_TIMEOUT_S = 30.0  # the script gives up by itself after 20 s
-
-
-def need_tool(name: str, problem: str | None) -> None:
-    need_service(name, problem, hint="install Node.js 18+ and npm")
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    """The ``node`` executable, with ``tests/js/node_modules`` installed."""
-    node_exe = shutil.which("node")
-    need_tool("node", None if node_exe else "no `node` executable on PATH")
-    assert node_exe is not None
-    if not (JS_DIR / "node_modules" / "socket.io-client").is_dir():
-        npm = shutil.which("npm")
-        need_tool("npm", None if npm else "tests/js/node_modules is missing and there is no `npm`")
-        assert npm is not None
-        try:
-            done = subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=JS_DIR,
-                capture_output=True,
-                text=True,
-                timeout=NPM_CI_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            need_tool("npm ci", f"did not finish within {NPM_CI_TIMEOUT_S:.0f} s in {JS_DIR}")
-        else:
-            need_tool(
-                "npm ci",
-                None
-                if done.returncode == 0
-                else f"exited {done.returncode} in {JS_DIR}: {done.stderr[-LOG_TAIL_CHARS:]}",
-            )
-    return node_exe
 
 
 async def run_node(node: str, script: Path, scenario: dict[str, Any]) -> dict[str, Any]:

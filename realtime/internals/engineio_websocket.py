@@ -15,8 +15,11 @@ websocket, which ends the read. Oversized messages are refused by aiohttp
 
 It is installed per server (``install``) through Engine.IO's driver table, the
 seam Engine.IO gives each async framework, and relies on python-engineio 4
-internals (``AsyncSocket`` fields, ``receive``, ``close``); the socket tests run
-every event through it, so an upgrade that moves them fails loudly.
+internals (``AsyncSocket`` fields, ``receive``, ``close``), pinned by
+``tests/test_internals.py``; the socket tests run every event through it.
+
+``enqueue`` and ``open_sockets`` are the other two places the hub reaches into
+an Engine.IO server: a socket's send queue, and its table of sockets.
 """
 
 from __future__ import annotations
@@ -28,8 +31,24 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
+from engineio.packet import Packet
 
 log = logging.getLogger(__name__)
+
+
+def enqueue(eio: Any, eio_sid: str, packet: Packet) -> bool:
+    """Put ``packet`` on the send queue of ``eio``'s socket ``eio_sid``, where
+    python-socketio's own sends end; False if that socket is gone or closed."""
+    socket = eio.sockets.get(eio_sid)
+    if socket is None or socket.closed:
+        return False
+    socket.queue.put_nowait(packet)
+    return True
+
+
+def open_sockets(eio: Any) -> int:
+    """How many Engine.IO sockets ``eio`` holds (connected or closing)."""
+    return len(eio.sockets)
 
 
 def install(eio: Any) -> None:

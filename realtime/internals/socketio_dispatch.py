@@ -1,0 +1,96 @@
+"""python-socketio's server with event handlers run inline, one socket's events in order.
+
+Stock python-socketio starts a task for every incoming event
+(``async_handlers=True``), so one socket's events race each other. Here the
+handler runs inline, in the order Engine.IO reads the socket's packets: no
+task per event (third pass in ``docs/benchmarks.md``, x1.13), and a socket's
+events take effect one at a time by construction.
+
+This overrides python-socketio 5's private ``_handle_event_internal`` and calls
+its ``_trigger_event`` and ``not_handled``; ``tests/test_internals.py`` pins
+their signatures. What a handler returned is handed to ``answer``, which a
+subclass implements to send the client's ack.
+
+A packet whose payload does not decode (not strict JSON, nested past the
+decoder's depth limit, an event packet without an event list) reaches no
+handler: it is handed to ``refuse`` with its ack id, if it carried one. Stock
+python-socketio raised out of its message handler instead, which Engine.IO
+logged as an error with a traceback and the client never heard of. The packet
+class is python-socketio's public extension point (``serializer=``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+from socketio import packet as sio_packet
+
+from realtime.internals import engineio_websocket
+
+NAMESPACE = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """The payload of a packet that did not decode, and why."""
+
+    reason: str
+
+
+class StrictPacket(sio_packet.Packet):  # type: ignore[misc]
+    """A Socket.IO packet that decodes whatever arrives. An event whose payload fails
+    to decode, or is not a list starting with a name, carries ``[Undecodable]`` as
+    its data (with the ack id, if the packet got that far), for the server to
+    refuse; python-socketio reads ``data[0]`` of every event before dispatching."""
+
+    def decode(self, encoded_packet: Any) -> int:
+        try:
+            attachments = int(super().decode(encoded_packet))
+        except Exception as exc:  # whatever the client sent: its fault, not ours
+            self.packet_type = sio_packet.EVENT
+            self.data = [Undecodable(f"{type(exc).__name__}: {exc}"[:200])]
+            return 0  # no binary attachments to wait for
+        if self.packet_type == sio_packet.EVENT and not (isinstance(self.data, list) and self.data):
+            got = "nothing" if self.data is None else type(self.data).__name__
+            self.data = [Undecodable(f"expected an event list, got {got}")]
+        return attachments
+
+
+class InlineDispatchServer(socketio.AsyncServer):  # type: ignore[misc]
+    """An ``AsyncServer`` that runs handlers inline and serves websockets with
+    ``engineio_websocket``'s driver; subclasses implement ``answer``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(async_handlers=False, serializer=StrictPacket, **kwargs)
+        engineio_websocket.install(self.eio)
+
+    def answer(self, sid: str, ack_id: int, result: Any) -> None:
+        """Send the client the ack ``ack_id`` for what its handler returned."""
+        raise NotImplementedError
+
+    async def refuse(self, sid: str, eio_sid: str, ack_id: int | None, reason: str) -> None:
+        """A packet from ``sid`` did not decode (``reason``): answer its ack, if it
+        asked for one, else end its connection (``eio_sid``): it cannot be told."""
+        raise NotImplementedError
+
+    async def _handle_event_internal(
+        self,
+        server: socketio.AsyncServer,
+        sid: str,
+        eio_sid: str,
+        data: list[Any],
+        namespace: str,
+        id: int | None,
+    ) -> None:
+        if namespace != NAMESPACE:  # the hub serves only "/"; keep stock behaviour elsewhere
+            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+            return
+        if isinstance(data[0], Undecodable):
+            await self.refuse(sid, eio_sid, id, data[0].reason)
+            return
+        result = await server._trigger_event(data[0], namespace, sid, *data[1:])
+        if id is None or result is self.not_handled:
+            return
+        self.answer(sid, id, result)
