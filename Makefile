@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JS_STAMP := tests/js/node_modules/.package-lock.json
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (each with Redis databases of its own).
+PYTEST_WORKERS ?= 3
 # The locks: exact versions with hashes, resolved for every platform and
 # Python >= 3.11 (`make lock` refreshes them from the ranges in pyproject.toml).
 LOCK := requirements.lock
@@ -38,7 +40,7 @@ run: $(STAMP)
 
 ## test: run the whole suite (Postgres and Redis tests skip if those are down, unless CI=true)
 test: $(STAMP) $(JS_STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 ## lint: ruff and mypy --strict
 lint: $(STAMP)

@@ -37,7 +37,23 @@ from tests.support import TEST_SECRET, UNLIMITED, Api, Client, Tokens
 POSTGRES_URL = os.environ.get(
     "HUB_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("HUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# Each pytest-xdist worker (gw0, gw1, ...) gets two Redis databases of its own, counted
+# down from the one HUB_TEST_REDIS_URL names: the suite's, then the load tests'.
+_BASE_REDIS_URL = os.environ.get("HUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+def _worker_redis_url(offset: int) -> str:
+    base, _, db = _BASE_REDIS_URL.rpartition("/")
+    number = int(db or 0) - 2 * WORKER - offset
+    if number < 0:
+        raise pytest.UsageError(f"too many test workers for the Redis databases below {db}")
+    return f"{base}/{number}"
+
+
+REDIS_URL = _worker_redis_url(0)
+BENCH_REDIS_URL = _worker_redis_url(1)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 _reachable: dict[str, str | None] = {}
