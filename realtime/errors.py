@@ -107,11 +107,17 @@ def refuse_nul(encoded_json: str | bytes) -> None:
         raise HubError(ErrorCode.VALIDATION_ERROR, "strings may not contain NUL (\\u0000)")
 
 
+# Deepest nesting a payload may have: orjson encodes no deeper (its limit is 255
+# levels), and every relay and stored copy goes through orjson.
+MAX_DEPTH = 254
+
+
 def contains_nul(value: Any) -> bool:
-    """Whether any string (key or value) inside a decoded JSON value holds a NUL."""
+    """Whether any string (key or value) inside a decoded JSON value holds a NUL.
+    Raises ``ValueError`` for a value nested deeper than ``MAX_DEPTH``."""
     try:
         encoded = orjson.dumps(value)
-    except TypeError:
+    except TypeError:  # nested past orjson's limit, or an integer beyond 64 bits
         return _walk_for_nul(value)
     # JSON text escapes a NUL as \u0000. Encoding in C and searching the bytes is
     # far cheaper than walking a stroke's points in Python; the rare hit (an
@@ -120,10 +126,19 @@ def contains_nul(value: Any) -> bool:
 
 
 def _walk_for_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_walk_for_nul(k) or _walk_for_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_walk_for_nul(v) for v in value)
+    # A loop, not recursion: a client chooses the depth.
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in children:
+                if isinstance(key, str) and "\x00" in key:
+                    return True
+                stack.append((child, depth + 1))
     return False

@@ -148,6 +148,31 @@ async def test_a_stock_python_client_sending_nan_gets_a_validation_error(hub: Hu
     assert (await patch(students["s1"], session_id, stroke("a")))["seq"] == 1
 
 
+def nested(depth: int) -> Any:
+    value: Any = "deep"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_deeply_nested_values_are_a_validation_error_and_log_nothing(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hardening finding 2: a ~1 KB patch nested 500 deep was INTERNAL, with a
+    RecursionError traceback per message in the log."""
+    session_id, _, students = await live_session(hub, ("s1",))
+    raw = await RawSocket.connect(hub.http, hub.url, hub.tokens("s1", "STUDENT"))
+    assert (await raw.call(1, json.dumps(["session:join", {"session_id": session_id}])))["ok"]
+    for n, depth in enumerate([255, 500, 900] * 10, start=2):
+        value = "[" * depth + '"deep"' + "]" * depth
+        ack = await raw.call(n, patch_text(session_id, value))
+        assert ack["ok"] is False and ack["error"]["code"] == "VALIDATION_ERROR", ack
+        assert "nested deeper than 254 levels" in json.dumps(ack["error"]), ack
+    shallow = [{"op": "add", "path": "/elements/ok", "value": {"type": "x", "v": nested(200)}}]
+    assert await patch(students["s1"], session_id, shallow) == {"ok": True, "seq": 1}
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 @pytest.mark.parametrize(
     "frame",
     [
