@@ -316,7 +316,8 @@ async def make_hub(
         n = len(processes)
         own = []
         for i in range(nodes):
-            own.append(spawn_hub(tmp_path, secret, settings=env, name=f"hub-{n + i}"))
+            process = spawn_hub(tmp_path, secret, settings=env, name=f"hub-{n + i}", forked=True)
+            own.append(process)
             processes.append(own[-1])
         for process in own:
             process.wait_healthy()
