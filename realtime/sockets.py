@@ -162,6 +162,8 @@ class LiveHub:
         # get SESSION_ENDED rather than NOT_JOINED.
         self.ended: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()  # expiries, notices from other hubs
+        # Whole presence sweeps run: a test waits for it to pass a value instead of sleeping.
+        self.sweeps_done = 0
 
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
@@ -625,6 +627,7 @@ class LiveHub:
             await self.presence.reap(now, self._grace_s)
             for departure in await self.presence.departures():
                 await self._go_offline(departure.key, departure.left_at)
+        self.sweeps_done += 1
 
     def session_changed(self, session: LiveSession) -> None:
         """A session's settings changed (REST): live rules read the new values now

@@ -183,7 +183,10 @@ async def test_refused_patches_change_nothing(hub: Hub, ops: Any, code: str) -> 
     assert (await patch(s1, session_id, stroke("b")))["seq"] == 2
     after = await canvas_state(tutor, session_id, "s1")
     assert after["ops"][:1] == before["ops"]
-    assert [i["seq"] for i in relayed(tutor, "s1")] in ([1], [1, 2], [])
+    # Patches reach the tutor in seq order: once "b" is there, so is everything before it.
+    await eventually(lambda: any(i["seq"] == 2 for i in relayed(tutor, "s1")), what="b relayed")
+    got = [(i["seq"], [op["path"] for op in i["ops"]]) for i in relayed(tutor, "s1")]
+    assert got == [(1, ["/elements/a"]), (2, ["/elements/b"])]
 
 
 async def test_who_may_patch_what(hub: Hub) -> None:
@@ -275,6 +278,7 @@ async def test_patches_survive_a_hub_restart_on_the_same_database(make_hub: HubF
     for n in range(10):
         assert (await patch(students["s1"], session_id, stroke(f"e{n}")))["ok"]
     await patch(students["s1"], session_id, [{"op": "remove", "path": "/elements/e3"}])
+    await hub.stop()
     restarted = await make_hub()
     tutor = await restarted.connect("tutor-1", "TUTOR")
     ack = await tutor.join(session_id)
@@ -383,19 +387,20 @@ async def test_a_class_back_within_the_grace_period_finds_its_canvases_kept(
     period) stores nothing; staying away past it stores the canvases."""
     hub = await make_hub(presence_grace_s=1.0, canvas_snapshot_every=1000)
 
-    async def connect(sub: str, role: str) -> Client:  # all on one hub, also in a cluster
+    # All on one hub, also in a cluster.
+    async def connect(sub: str, role: str, session: str = "") -> Client:
         client = await Client().connect(hub.url, hub.tokens(sub, role))
         hub.clients.append(client)
-        assert (await client.join(session_id))["ok"]
+        assert (await client.join(session or session_id))["ok"]
         return client
 
     api = hub.as_("tutor-1", "TUTOR")
     session_id = await new_session(hub, ("s1",))
     tutor, student = await connect("tutor-1", "TUTOR"), await connect("s1", "STUDENT")
     assert (await patch(student, session_id, stroke("a")))["seq"] == 1
-    snapshots = f"{SESSIONS}/{session_id}/canvases/s1/snapshots"
 
-    async def snapshot_seqs() -> list[int]:
+    async def snapshot_seqs(session: str = "", student_id: str = "s1") -> list[int]:
+        snapshots = f"{SESSIONS}/{session or session_id}/canvases/{student_id}/snapshots"
         status, got = await api.get(snapshots)
         assert status == 200
         return [s["seq"] for s in got["data"]]
@@ -408,8 +413,20 @@ async def test_a_class_back_within_the_grace_period_finds_its_canvases_kept(
     )
     assert [p["seq"] for p in ack["ops"]] == [1], ack
     assert (await patch(student, session_id, stroke("b")))["seq"] == 2
-    await asyncio.sleep(1.5)  # past the grace period, with everyone back: still nothing
-    assert await snapshot_seqs() == []
+    # Another class leaves for good after this one came back: the hub stores its
+    # canvas once the grace period after it left is over. Had this class's rejoin
+    # not kept its canvases, the hub's wait for this class (begun earlier) would have
+    # ended first and queued its snapshot ahead, in the same commit or an earlier one.
+    other_id = await new_session(hub, ("s2",))
+    other = await connect("s2", "STUDENT", other_id)
+    assert (await patch(other, other_id, stroke("c")))["seq"] == 1
+    await other.sio.disconnect()
+
+    async def other_stored() -> bool:
+        return await snapshot_seqs(other_id, "s2") == [1]
+
+    await eventually(other_stored, within=5, what="the other class's canvas stored")
+    assert await snapshot_seqs() == []  # past the grace period, with everyone back: nothing
 
     for client in (tutor, student):
         await client.sio.disconnect()

@@ -426,13 +426,24 @@ async def test_refused_ops_change_nothing_on_any_node(cluster: Cluster) -> None:
     assert await acked(a, key, Author.STUDENT, stroke("x")) == 1
     await converged(cluster, 1)
     refused = [
-        (a, Author.TUTOR, stroke("tutor-may-not")),
-        (b, Author.STUDENT, [{"op": "replace", "path": "/elements/missing", "value": 1}]),
-        (b, Author.STUDENT, [*stroke("half"), {"op": "test", "path": "/elements/x", "value": 0}]),
+        (a, Author.TUTOR, stroke("tutor-may-not"), ErrorCode.FORBIDDEN),
+        (
+            b,
+            Author.STUDENT,
+            [{"op": "replace", "path": "/elements/missing", "value": 1}],
+            ErrorCode.CONFLICT,
+        ),
+        (
+            b,
+            Author.STUDENT,
+            [*stroke("half"), {"op": "test", "path": "/elements/x", "value": 0}],
+            ErrorCode.CONFLICT,
+        ),
     ]
-    for node, author, ops in refused:
-        with pytest.raises(HubError):
+    for node, author, ops, code in refused:
+        with pytest.raises(HubError) as refusal:
             await node.store.append(key, author, "someone", ops)
+        assert refusal.value.code is code, (ops, refusal.value)
     assert await cluster.redis_seqs() == (1, 1)
     await converged(cluster, 1)
     assert await acked(b, key, Author.TUTOR, mark("next")) == 2

@@ -7,7 +7,10 @@ client recovered; the summary's fields present), never a timing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +18,13 @@ import aiohttp
 import pytest
 
 from loadtest import __main__ as cli
-from loadtest import canvas_apply, sql_calls
+from loadtest import canvas_apply, report, sql_calls
+from loadtest.procs import TargetProcess, cpu_seconds
+from loadtest.runner import Window
 from loadtest.sessions import SessionPlan, Tokens, create_sessions
 from loadtest.wire import ConnectRefused, WireClient
 from realtime.identity import Role
-from tests.conftest import REDIS_URL, need_service, redis_problem
+from tests.conftest import BENCH_REDIS_URL, need_service, redis_problem
 from tests.processes import HubProcess
 from tests.support import eventually
 
@@ -129,7 +134,6 @@ def test_storm_mode_recovers_everyone_without_missing_a_patch() -> None:
 
 
 # The benchmarks' database on the tests' Redis server (the fanout mode flushes it; never db 15).
-BENCH_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/14"
 
 
 @pytest.mark.timeout(120)
@@ -169,3 +173,104 @@ async def test_sql_calls_measures_every_path(tmp_path: Path) -> None:
 def test_canvas_apply_measures_a_checkout_in_a_process_of_its_own() -> None:
     root = Path(__file__).resolve().parent.parent
     assert canvas_apply.run_root(root, 10, 50) > 0
+
+
+# A child that reports its own CPU seconds (all, system) and, told to, idles for a
+# while, then burns about BURN_S of CPU, a good part of it in the kernel (reading
+# /dev/zero), and reports again. Its name holds ") ": /proc/<pid>/stat shows the
+# name in parentheses, before the fields that count.
+BURN_S = 0.6
+BURNER = textwrap.dedent(
+    f"""
+    import ctypes, os, sys, time
+
+    ctypes.CDLL(None).prctl(15, b"burn) 1 2 (x", 0, 0, 0)  # PR_SET_NAME
+
+    def report():
+        t = os.times()
+        print(time.process_time(), t.system, flush=True)
+
+    report()
+    sys.stdin.readline()
+    time.sleep(0.3)  # time passes, CPU does not
+    start = time.process_time()
+    with open("/dev/zero", "rb", buffering=0) as zero:
+        while time.process_time() - start < {BURN_S}:
+            zero.read(1 << 20)
+    report()
+    sys.stdin.readline()
+    """
+)
+# /proc counts CPU in clock ticks (1/100 s), user and system each rounded down.
+CPU_TOLERANCE_S = 0.05
+
+
+@pytest.fixture
+def burner(tmp_path: Path) -> Iterator[TargetProcess]:
+    """The burner as a load target (the shape the runner measures)."""
+    log_path = tmp_path / "burner.log"
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-c", BURNER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    target = TargetProcess("burner", "burner", "", "", process, log_path, log)
+    try:
+        yield target
+    finally:
+        process.kill()
+        target.stop()
+        for pipe in (process.stdin, process.stdout):
+            assert pipe is not None
+            pipe.close()
+
+
+def told(process: subprocess.Popen[str]) -> tuple[float, float]:
+    """The CPU seconds the process reports next: all of them (to the nanosecond), and
+    those in the kernel (to the clock tick)."""
+    assert process.stdout is not None
+    cpu, system = (float(x) for x in process.stdout.readline().split())
+    return cpu, system
+
+
+def go_on(process: subprocess.Popen[str]) -> None:
+    assert process.stdin is not None
+    process.stdin.write("\n")
+    process.stdin.flush()
+
+
+def test_cpu_seconds_and_the_window_count_the_cpu_a_process_burned(
+    burner: TargetProcess,
+) -> None:
+    cpu_before, system_before = told(burner.process)
+    assert abs(cpu_seconds(burner.pid) - cpu_before) <= CPU_TOLERANCE_S
+    window = Window(burner)
+    window.begin(0.0)  # a start instant already passed: measure from now
+    go_on(burner.process)
+    cpu_after, system_after = told(burner.process)
+    measured = window.end()
+    burned = cpu_after - cpu_before
+    assert burned >= BURN_S
+    assert system_after - system_before >= 0.1, "the burn was meant to be partly system time"
+    assert abs(cpu_seconds(burner.pid) - cpu_after) <= CPU_TOLERANCE_S
+    assert abs(measured["hub_cpu_s"] - burned) <= CPU_TOLERANCE_S, (measured, burned)
+    # The window also slept 0.3 s: CPU seconds, not wall-clock ones.
+    assert measured["window_s"] >= burned + 0.3
+    go_on(burner.process)
+
+
+@pytest.mark.timeout(120)
+def test_relay_mode_reports_delivered_patches_per_hub_cpu_second() -> None:
+    argv = ["relay", "--sessions", "1", "--students", "2", "--rate", "10", "--seconds", "2"]
+    [run] = cli.main([*argv, "--target", "hub"])["runs"]
+    assert run["delivered"] > 0 and run["hub_cpu_s"] > 0, run
+    assert run["patches_per_hub_cpu_s"] == round(run["delivered"] / run["hub_cpu_s"], 1)
+    # The hub-against-baseline ratio of that figure, for records of known figures.
+    hub = {**run, "delivered": 900, "hub_cpu_s": 1.5, "patches_per_hub_cpu_s": 600.0}
+    baseline = {**hub, "target": "baseline", "kind": "baseline", "patches_per_hub_cpu_s": 300.0}
+    [ratios] = report.relay_ratios([hub, baseline])
+    assert ratios["pair"] == "hub / baseline"
+    assert ratios["patches_per_hub_cpu_s"] == 2.0

@@ -330,6 +330,8 @@ async def test_socket_is_disconnected_when_its_token_expires(hub: Hub) -> None:
 
 async def test_refreshing_the_token_keeps_the_socket(hub: Hub) -> None:
     student = await hub.connect("s1", "STUDENT", ttl_s=2)
+    # Its token expires (whole seconds) at least a second after the student's first one.
+    witness = await hub.connect("s2", "STUDENT", ttl_s=3)
     fresh = hub.tokens("s1", "STUDENT", ttl_s=600)
     ack = await student.call("auth:refresh", {"token": fresh})
     assert ack["ok"] is True and ack["expires_at"] > 0
@@ -341,9 +343,15 @@ async def test_refreshing_the_token_keeps_the_socket(hub: Hub) -> None:
     ):
         ack = await student.call("auth:refresh", {"token": token})
         assert ack["error"]["code"] == code
-    await asyncio.sleep(2.5)
-    assert student.sio.connected
+    # The hub closes the witness when its token expires: by then the student's first
+    # token had expired too, and had the refresh not counted it would have been closed.
+    await asyncio.wait_for(witness.disconnected.wait(), timeout=10)
+    assert witness.events("hub:closing") == [
+        {"code": "TOKEN_EXPIRED", "message": "token has expired"}
+    ]
     assert student.events("hub:closing") == []
+    assert student.sio.connected
+    assert (await student.call("auth:refresh", {"token": fresh}))["ok"] is True
 
 
 async def test_event_rate_limit_refuses_a_flood_without_side_effects(make_hub: HubFactory) -> None:
