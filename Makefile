@@ -42,21 +42,23 @@ run: $(STAMP)
 test: $(STAMP) $(JS_STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-## lint: ruff and mypy --strict
+## lint: ruff, mypy --strict and the layers contract (lint-imports)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## bench: the hub against a bare python-socketio relay, 20 sessions x 5 students x 10 Hz
 bench: $(STAMP)
 	$(BIN)/python -m loadtest relay --sessions 20 --students 5 --rate 10 --seconds 20 \
 		--target hub --target baseline
 
-## lock: resolve the ranges in pyproject.toml again (newest allowed) into the two locks
+## lock: the two locks again from pyproject.toml, keeping every pin that still fits
+## (a new dependency, a changed range); UPGRADE=--upgrade takes the newest allowed
 lock: $(STAMP)
-	$(COMPILE) --upgrade -o $(LOCK)
-	$(COMPILE) --upgrade --extra dev -c $(LOCK) -o $(DEV_LOCK)
+	$(COMPILE) $(UPGRADE) -o $(LOCK)
+	$(COMPILE) $(UPGRADE) --extra dev -c $(LOCK) -o $(DEV_LOCK)
 
 ## canary: lint and the whole suite on the newest versions the ranges allow, in a
 ## throwaway venv (RESOLUTION=lowest-direct tries the lower bounds instead)

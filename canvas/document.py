@@ -35,8 +35,8 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from realtime.codec import encoded_size
-from realtime.errors import ErrorCode, HubError, validation_error
+from realtime.base.codec import encoded_size
+from realtime.base.errors import ErrorCode, HubError, validation_error
 
 SECTIONS = ("elements", "annotations", "meta")
 MAX_KEY_LENGTH = 128

@@ -21,7 +21,7 @@ from typing import Any
 
 from canvas.document import Author
 from canvas.store import CanvasKey, Patch
-from realtime.metrics import HubMetrics
+from realtime.base.metrics import HubMetrics
 from realtime.outbox import Outbox
 from rooms.names import staff_room, student_room
 

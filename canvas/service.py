@@ -16,10 +16,10 @@ from canvas.relay import CanvasRelay
 from canvas.store import CanvasKey, CatchUp
 from canvas.store_database import DatabaseCanvasStore
 from persistence.repositories import EnrollmentRepository
-from realtime.errors import ErrorCode, HubError
-from realtime.events import Id, Payload
+from realtime.base.errors import ErrorCode, HubError
+from realtime.base.events import Id, Payload
+from realtime.base.tasks import stop
 from realtime.sockets import Ack, AfterLock, LiveHub
-from realtime.tasks import stop
 from rooms.access import LiveRole
 from rooms.membership import Connection, Joined
 

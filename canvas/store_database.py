@@ -26,10 +26,10 @@ from canvas.store import Accepted, CanvasKey, CatchUp, Patch, StreamPosition
 from persistence.batch import BatchWriter
 from persistence.models import CanvasOp, CanvasSnapshot, utcnow
 from persistence.repositories import CanvasRepository
-from realtime.codec import encoded
-from realtime.errors import ErrorCode, HubError
-from realtime.metrics import HubMetrics
-from realtime.tasks import stop
+from realtime.base.codec import encoded
+from realtime.base.errors import ErrorCode, HubError
+from realtime.base.metrics import HubMetrics
+from realtime.base.tasks import stop
 
 log = logging.getLogger(__name__)
 

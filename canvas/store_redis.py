@@ -64,9 +64,9 @@ from canvas.store_database import (
     op_row,
 )
 from persistence.models import CanvasOp, utcnow
+from realtime.base.codec import encoded
+from realtime.base.errors import ErrorCode, HubError
 from realtime.cluster import CANVAS, as_text, frame, session_channel
-from realtime.codec import encoded
-from realtime.errors import ErrorCode, HubError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import aiohttp
 from loadtest.members import JOIN_FAILURES, connect_joined
 from loadtest.sessions import SessionPlan, Tokens
 from loadtest.wire import WireClient
-from realtime.identity import Role
+from realtime.base.identity import Role
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from loadtest.scenario import RelayConfig, RelayWorker
 from loadtest.sessions import Tokens
 from loadtest.wire import WireClient
 from loadtest.workers import WorkerPool, split
-from realtime.identity import Role
+from realtime.base.identity import Role
 
 TARGETS = ("baseline", "baseline-redis", "hub", "hub-redis")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"

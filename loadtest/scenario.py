@@ -32,7 +32,7 @@ import aiohttp
 from loadtest.members import Tally, connect_joined
 from loadtest.sessions import SessionPlan, Tokens
 from loadtest.wire import WireClient
-from realtime.identity import Role
+from realtime.base.identity import Role
 
 MAX_IN_FLIGHT = 100
 PING_EVERY_S = 5.0

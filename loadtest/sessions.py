@@ -1,6 +1,6 @@
 """Who takes part: S sessions of one tutor and K students, set up through the hub's REST API.
 
-Tokens are minted here with the target's secret (``realtime.identity.mint_token``).
+Tokens are minted here with the target's secret (``realtime.base.identity.mint_token``).
 The baseline relay serves no REST, so for it the sessions are only generated ids.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import aiohttp
 
-from realtime.config import Settings
-from realtime.identity import Role, mint_token
+from realtime.base.config import Settings
+from realtime.base.identity import Role, mint_token
 
 CENTER = "bench"
 REST_CONCURRENCY = 32

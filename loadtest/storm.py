@@ -30,7 +30,7 @@ from loadtest.members import JOIN_FAILURES, Tally, connect_joined
 from loadtest.scenario import STROKE
 from loadtest.sessions import SessionPlan, Tokens
 from loadtest.wire import WireClient
-from realtime.identity import Role
+from realtime.base.identity import Role
 
 DROP_KINDS = ("all", "students", "tutors")
 SETTLE_POLL_S = 0.05

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from realtime import codec
+from realtime.base import codec
 
 # Execution option of read-only sessions.
 READ_ONLY = "hub_read_only"

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from presence.activity import StudentKey
 from presence.tracker import Arrival, Departure
-from realtime.tasks import stop
+from realtime.base.tasks import stop
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,13 @@ from persistence.models import HelpPriority, utcnow
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
 from presence.tracker_redis import RedisPresenceTracker
+from realtime.base.codec import CODEC
+from realtime.base.config import Settings
+from realtime.base.identity import TokenVerifier
+from realtime.base.metrics import HubMetrics
+from realtime.base.ratelimit import KeyedBuckets
+from realtime.base.tasks import stop
 from realtime.cluster import CANVAS, Cluster, RedisCluster, redis_client
-from realtime.codec import CODEC
-from realtime.config import Settings
-from realtime.identity import TokenVerifier
 from realtime.internals import check_versions
 from realtime.keys import (
     CANVASES,
@@ -40,11 +43,8 @@ from realtime.keys import (
     TIMERS,
     VERIFIER,
 )
-from realtime.metrics import HubMetrics
-from realtime.ratelimit import KeyedBuckets
 from realtime.server import HubServer
 from realtime.sockets import LiveHub
-from realtime.tasks import stop
 from rest import attendance, day, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
 from rest import help as help_routes

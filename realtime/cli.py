@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from persistence import migrate
 from persistence.db import create_engine
-from realtime.config import Settings
-from realtime.identity import Role, mint_token
+from realtime.base.config import Settings
+from realtime.base.identity import Role, mint_token
 
 log = logging.getLogger("realtime")
 

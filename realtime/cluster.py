@@ -35,8 +35,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from realtime.metrics import HubMetrics
-from realtime.tasks import stop
+from realtime.base.metrics import HubMetrics
+from realtime.base.tasks import stop
 from rooms.names import session_scope
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from canvas.service import CanvasService
-from realtime.config import Settings
-from realtime.identity import TokenVerifier
-from realtime.metrics import HubMetrics
+from realtime.base.config import Settings
+from realtime.base.identity import TokenVerifier
+from realtime.base.metrics import HubMetrics
 from realtime.sockets import LiveHub
 from rooms.help import HelpDesk
 from rooms.timers import Timers

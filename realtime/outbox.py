@@ -20,7 +20,7 @@ from typing import Any
 import socketio
 from engineio import packet as eio_packet
 
-from realtime.codec import dumps
+from realtime.base.codec import dumps
 from realtime.internals.engineio_websocket import enqueue
 from realtime.internals.socketio_dispatch import NAMESPACE
 

@@ -25,11 +25,11 @@ from typing import Any
 import orjson
 import socketio
 
+from realtime.base.errors import ErrorCode, HubError
+from realtime.base.logbudget import LogBudget
+from realtime.base.metrics import HubMetrics
 from realtime.cluster import EMIT, Cluster, scope_channel
-from realtime.errors import ErrorCode, HubError
 from realtime.internals.socketio_dispatch import NAMESPACE, InlineDispatchServer
-from realtime.logbudget import LogBudget
-from realtime.metrics import HubMetrics
 from realtime.outbox import Outbox, packet_text
 from rooms.names import scope_of
 

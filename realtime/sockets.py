@@ -35,16 +35,16 @@ from persistence.repositories import (
 from persistence.views import attendance_view, enrollment_view, iso, session_view
 from presence.activity import ActivityTracker, Status, StudentKey
 from presence.tracker import Arrival, PresenceTracker
+from realtime.base.codec import dumps, loads
+from realtime.base.errors import ErrorCode, HubError, validation_error
+from realtime.base.events import AuthRefresh, PresencePing, SessionJoin, SessionLeave
+from realtime.base.identity import Identity, Role, TokenVerifier
+from realtime.base.metrics import HubMetrics
+from realtime.base.ratelimit import TokenBucket
+from realtime.base.tasks import every
 from realtime.cluster import CONTROL, SWEEPS, Cluster, session_channel, sweeps_lease_s
-from realtime.codec import dumps, loads
-from realtime.errors import ErrorCode, HubError, validation_error
-from realtime.events import AuthRefresh, PresencePing, SessionJoin, SessionLeave
-from realtime.identity import Identity, Role, TokenVerifier
 from realtime.internals.engineio_websocket import open_sockets
-from realtime.metrics import HubMetrics
-from realtime.ratelimit import TokenBucket
 from realtime.server import LaterAck
-from realtime.tasks import every
 from rooms.access import LiveRole, live_role, visible_session
 from rooms.membership import Connection, Joined, Membership
 from rooms.names import staff_room, student_room, students_room

@@ -24,7 +24,7 @@ from persistence.repositories import (
     SessionRepository,
 )
 from persistence.views import attendance_view, iso
-from realtime.errors import ErrorCode, HubError, not_found
+from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.keys import DB, HUB
 from rest.http import client_ip, identity, ok, parse_body
 from rest.schemas import Body, Id

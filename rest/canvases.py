@@ -13,7 +13,7 @@ from canvas.svg import render_svg
 from persistence.models import LiveSession
 from persistence.repositories import CanvasRepository, EnrollmentRepository, Page, SessionRepository
 from persistence.views import iso
-from realtime.errors import not_found
+from realtime.base.errors import not_found
 from realtime.keys import CANVASES, DB
 from rest.http import identity, listing, ok, parse_query
 from rest.schemas import Body, PageQuery

@@ -27,8 +27,8 @@ from persistence.repositories import (
     SessionRepository,
 )
 from persistence.views import session_view
-from realtime.errors import ErrorCode, HubError
-from realtime.identity import Role
+from realtime.base.errors import ErrorCode, HubError
+from realtime.base.identity import Role
 from realtime.keys import DB, HELP
 from rest.http import identity, ok, parse_query
 from rest.schemas import Body, TimeZoneName

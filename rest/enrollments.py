@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from persistence.models import Enrollment
 from persistence.repositories import AuditLog, EnrollmentRepository, Page, SessionRepository
 from persistence.views import enrollment_view
-from realtime.errors import ErrorCode, HubError, not_found
+from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.keys import DB, HUB
 from rest.http import identity, listing, ok, parse_body, parse_query
 from rest.schemas import EnrollmentCreate, EnrollmentUpdate, PageQuery

@@ -23,11 +23,11 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from persistence.repositories import Page
-from realtime.codec import loads
-from realtime.errors import ErrorCode, HubError, refuse_nul, validation_error
-from realtime.identity import Identity, TokenVerifier
-from realtime.metrics import HubMetrics
-from realtime.ratelimit import KeyedBuckets
+from realtime.base.codec import loads
+from realtime.base.errors import ErrorCode, HubError, refuse_nul, validation_error
+from realtime.base.identity import Identity, TokenVerifier
+from realtime.base.metrics import HubMetrics
+from realtime.base.ratelimit import KeyedBuckets
 
 log = logging.getLogger(__name__)
 

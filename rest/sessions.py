@@ -17,8 +17,8 @@ from persistence.repositories import (
     SessionRepository,
 )
 from persistence.views import session_view
-from realtime.errors import ErrorCode, HubError
-from realtime.identity import Identity, Role
+from realtime.base.errors import ErrorCode, HubError
+from realtime.base.identity import Identity, Role
 from realtime.keys import DB, HUB
 from rest.http import client_ip, identity, listing, ok, parse_body, parse_query
 from rest.schemas import SessionCreate, SessionListQuery, SessionUpdate

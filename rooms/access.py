@@ -10,8 +10,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 from persistence.models import LiveSession
-from realtime.errors import ErrorCode, HubError, not_found
-from realtime.identity import Identity, Role
+from realtime.base.errors import ErrorCode, HubError, not_found
+from realtime.base.identity import Identity, Role
 
 OBSERVER_ROLES = frozenset({Role.SUPERVISOR, Role.CENTER_ADMIN, Role.SUPER_ADMIN})
 SESSION_CREATOR_ROLES = frozenset({Role.TUTOR, Role.CENTER_ADMIN, Role.SUPER_ADMIN})

@@ -21,8 +21,8 @@ from persistence.models import (
 )
 from persistence.repositories import AuditLog, EnrollmentRepository, SessionRepository
 from persistence.views import iso, note_view
-from realtime.errors import ErrorCode, HubError, not_found
-from realtime.events import Id, Payload
+from realtime.base.errors import ErrorCode, HubError, not_found
+from realtime.base.events import Id, Payload
 from realtime.sockets import Ack, AfterLock, LiveHub
 from rooms.access import LiveRole
 from rooms.membership import Connection, Joined

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from persistence.models import HELP_ACTIVE, HelpPriority, HelpRequest, HelpStatus, utcnow
 from persistence.views import iso
-from realtime.errors import ErrorCode, HubError, not_found
-from realtime.events import Id, Payload
+from realtime.base.errors import ErrorCode, HubError, not_found
+from realtime.base.events import Id, Payload
 from realtime.sockets import Ack, LiveHub
 from rooms.access import LiveRole
 from rooms.membership import Connection, Joined

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from realtime.identity import Identity
-from realtime.ratelimit import TokenBucket
+from realtime.base.identity import Identity
+from realtime.base.ratelimit import TokenBucket
 from rooms.access import LiveRole
 
 

@@ -32,11 +32,11 @@ from persistence.models import (
 )
 from persistence.repositories import EnrollmentRepository
 from persistence.views import iso
+from realtime.base.errors import ErrorCode, HubError, not_found
+from realtime.base.events import Id, Payload
+from realtime.base.tasks import every
 from realtime.cluster import SWEEPS, sweeps_lease_s
-from realtime.errors import ErrorCode, HubError, not_found
-from realtime.events import Id, Payload
 from realtime.sockets import Ack, LiveHub
-from realtime.tasks import every
 from rooms.access import LiveRole
 from rooms.help import HelpDesk
 from rooms.membership import Connection, Joined

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from persistence import migrate
 from persistence.db import create_engine, session_factory
 from realtime.app import build_app
-from realtime.config import Settings
+from realtime.base.config import Settings
 from realtime.keys import DB, ENGINE
 from tests.processes import LOG_TAIL_CHARS, HubProcess, settings_env, spawn_hub, start_hub
 from tests.support import KEPT_HUB_VARS as KEPT

@@ -32,8 +32,8 @@ import redis.asyncio
 from pydantic import SecretStr
 
 from loadtest.procs import free_port
-from realtime.config import Settings
-from realtime.identity import Role, mint_token
+from realtime.base.config import Settings
+from realtime.base.identity import Role, mint_token
 from tests import forked
 from tests.support import KEPT_HUB_VARS, UNLIMITED
 

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import socketio
 
-from realtime.config import Settings
-from realtime.identity import Role, mint_token
+from realtime.base.config import Settings
+from realtime.base.identity import Role, mint_token
 
 TEST_SECRET = "test-secret-for-the-tutor-hub-suite-0123456789"
 # Rate limits for every hub of the suite: high enough that no test meets them on any

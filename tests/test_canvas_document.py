@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from canvas.document import Author, CanvasDocument, CanvasLimits, parse_ops, replay
-from realtime.errors import ErrorCode, HubError
+from realtime.base.errors import ErrorCode, HubError
 
 LIMITS = CanvasLimits()
 

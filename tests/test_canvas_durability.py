@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from realtime.identity import Role
+from realtime.base.identity import Role
 from tests.conftest import Database
 from tests.processes import HubProcess, start_hub
 from tests.support import Client, eventually, session_body

@@ -49,7 +49,7 @@ from hypothesis import strategies as st
 
 from canvas.document import Author, replay
 from canvas.store import CanvasKey
-from realtime.errors import ErrorCode, HubError
+from realtime.base.errors import ErrorCode, HubError
 from realtime.keys import CANVASES
 from tests.conftest import Database, Hub, HubFactory
 from tests.support import Client, eventually, session_body
@@ -554,7 +554,7 @@ async def test_random_interleavings_converge(hubs: Hubs, actions: list[tuple[Any
 #
 # Each failed against the hub as it was when this file was written (canvas/
 # store_database.py before initial_epoch, recent_ops, the per-canvas retry of a
-# failed group commit, and the NUL check of realtime/events.py); they stay as
+# failed group commit, and the NUL check of realtime/base/events.py); they stay as
 # regression tests.
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from realtime.identity import Role
+from realtime.base.identity import Role
 from tests.conftest import POSTGRES_URL, Database, need_service
 from tests.processes import HubProcess, RedisServer, start_hub
 from tests.support import Client, eventually, session_body

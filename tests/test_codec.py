@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from realtime import codec
-from realtime.errors import contains_nul
+from realtime.base import codec
+from realtime.base.errors import contains_nul
 from tests.conftest import HubFactory
 from tests.support import eventually
 from tests.test_canvas import live_session, patch, relayed

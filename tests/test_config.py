@@ -12,9 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from realtime.base.config import DEFAULT_DATABASE_URL, DEV_JWT_SECRET, Environment, Settings
+from realtime.base.identity import Role, TokenVerifier
 from realtime.cli import load_settings
-from realtime.config import DEFAULT_DATABASE_URL, DEV_JWT_SECRET, Environment, Settings
-from realtime.identity import Role, TokenVerifier
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "config-test-secret-0123456789-abcdefghijkl"

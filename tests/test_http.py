@@ -10,10 +10,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from realtime.config import Settings
-from realtime.identity import TokenVerifier
-from realtime.metrics import HubMetrics
-from realtime.ratelimit import KeyedBuckets
+from realtime.base.config import Settings
+from realtime.base.identity import TokenVerifier
+from realtime.base.metrics import HubMetrics
+from realtime.base.ratelimit import KeyedBuckets
 from rest.http import error_middleware
 
 

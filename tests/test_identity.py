@@ -15,9 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from realtime.config import DEV_JWT_SECRET, Settings
-from realtime.errors import ErrorCode, HubError
-from realtime.identity import MAX_CLAIM_LENGTH, Identity, Role, TokenVerifier, mint_token
+from realtime.base.config import DEV_JWT_SECRET, Settings
+from realtime.base.errors import ErrorCode, HubError
+from realtime.base.identity import MAX_CLAIM_LENGTH, Identity, Role, TokenVerifier, mint_token
 
 SECRET = "identity-test-secret-0123456789-abcdefghij"
 OTHER_SECRET = "a-different-secret-of-enough-length-9876543210"

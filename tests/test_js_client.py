@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from realtime.config import Settings
-from realtime.identity import Role, mint_token
+from realtime.base.config import Settings
+from realtime.base.identity import Role, mint_token
 from tests.conftest import JS_DIR, NPM_CI_TIMEOUT_S
 from tests.processes import HUB_STOP_TIMEOUT_S, ROOT, HubProcess
 from tests.support import session_body

@@ -23,7 +23,7 @@ from loadtest.procs import TargetProcess, cpu_seconds
 from loadtest.runner import Window
 from loadtest.sessions import SessionPlan, Tokens, create_sessions
 from loadtest.wire import ConnectRefused, WireClient
-from realtime.identity import Role
+from realtime.base.identity import Role
 from tests.conftest import BENCH_REDIS_URL, need_service, redis_problem
 from tests.processes import HubProcess
 from tests.support import eventually

@@ -8,7 +8,7 @@ import time
 import aiohttp
 import pytest
 
-from realtime.identity import Role
+from realtime.base.identity import Role
 from tests.processes import HubProcess
 from tests.support import Client, eventually, session_body
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import socketio
 
-from realtime.config import Settings
-from realtime.identity import Role, mint_token
+from realtime.base.config import Settings
+from realtime.base.identity import Role, mint_token
 from tests.conftest import Hub, HubFactory
 from tests.support import Client, eventually, session_body
 

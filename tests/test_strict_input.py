@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from realtime import codec
-from realtime.identity import Role
+from realtime.base import codec
+from realtime.base.identity import Role
 from tests.conftest import Hub
 from tests.processes import HubProcess
 from tests.support import eventually, session_body

@@ -13,9 +13,9 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from realtime.base.metrics import HubMetrics
+from realtime.base.tasks import every
 from realtime.cluster import Cluster, RedisCluster
-from realtime.metrics import HubMetrics
-from realtime.tasks import every
 from tests.conftest import REDIS_URL, need_service, redis_problem
 
 
@@ -93,7 +93,7 @@ async def test_a_failing_job_is_reported_once_and_again_when_it_recovers(
         if not outcomes[min(runs, len(outcomes)) - 1]:
             raise ConnectionError("Redis is away")
 
-    caplog.set_level(logging.WARNING, logger="realtime.tasks")
+    caplog.set_level(logging.WARNING, logger="realtime.base.tasks")
     task = asyncio.create_task(every(0.01, job, "the test job"))
     await asyncio.wait_for(done.wait(), 5)
     task.cancel()

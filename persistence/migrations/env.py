@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 
 from persistence.db import create_engine
 from persistence.models import Base
-from realtime.config import DEFAULT_DATABASE_URL
+from realtime.base.config import DEFAULT_DATABASE_URL
 
 target_metadata = Base.metadata
 

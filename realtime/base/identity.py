@@ -11,8 +11,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from realtime.config import Settings
-from realtime.errors import ErrorCode, HubError
+from realtime.base.config import Settings
+from realtime.base.errors import ErrorCode, HubError
 
 MAX_CLAIM_LENGTH = 128
 # Later than any real token's expiry (year ~318,000); keeps exp a sane float.
