@@ -22,8 +22,8 @@ from typing import Any
 from canvas.document import Author
 from canvas.store import CanvasKey, Patch
 from realtime.base.metrics import HubMetrics
+from realtime.base.names import staff_room, student_room
 from realtime.outbox import Outbox
-from rooms.names import staff_room, student_room
 
 log = logging.getLogger(__name__)
 

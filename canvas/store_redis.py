@@ -23,7 +23,7 @@ Contract, on top of ``canvas.store``'s:
   from the database with a new epoch (no state: Redis restarted or was
   flushed), and tries again, a bounded number of times.
 - After each commit one script per canvas advances ``dseq`` and publishes
-  the newly durable patches on the session's channel (``realtime.cluster``,
+  the newly durable patches on the session's channel (``realtime.bus``,
   kind ``CANVAS``), so every hub relays them in seq order, once each.
   ``receive`` takes those frames from the other hubs.
 - A hub that holds undurable patches and makes no progress for ``takeover_s``
@@ -66,7 +66,8 @@ from canvas.store_database import (
 from persistence.models import CanvasOp, utcnow
 from realtime.base.codec import encoded
 from realtime.base.errors import ErrorCode, HubError
-from realtime.cluster import CANVAS, as_text, frame, session_channel
+from realtime.bus.bus import CANVAS, frame, session_channel
+from realtime.bus.bus_redis import as_text
 
 log = logging.getLogger(__name__)
 

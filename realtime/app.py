@@ -29,7 +29,9 @@ from realtime.base.identity import TokenVerifier
 from realtime.base.metrics import HubMetrics
 from realtime.base.ratelimit import KeyedBuckets
 from realtime.base.tasks import stop
-from realtime.cluster import CANVAS, Cluster, RedisCluster, redis_client
+from realtime.bus.bus import CANVAS, Bus
+from realtime.bus.bus_memory import Cluster
+from realtime.bus.bus_redis import RedisCluster, redis_client
 from realtime.internals import check_versions
 from realtime.keys import (
     CANVASES,
@@ -195,7 +197,7 @@ def build_app(
     return app
 
 
-def _presence(redis: Redis | None, cluster: Cluster) -> PresenceTracker:
+def _presence(redis: Redis | None, cluster: Bus) -> PresenceTracker:
     if redis is None:
         return MemoryPresenceTracker()
     return RedisPresenceTracker(redis, cluster.node_id)

@@ -12,7 +12,7 @@ Every ack is encoded once with the hub's codec.
 room: the event is encoded once, put on the queues of this process's
 sockets in the room, and, when several hubs share sessions, published once
 on the session's channel for the hubs that have members there (see
-``realtime.cluster``). Rooms, ``skip_sid`` and acks behave as stock.
+``realtime.bus``). Rooms, ``skip_sid`` and acks behave as stock.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import socketio
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.logbudget import LogBudget
 from realtime.base.metrics import HubMetrics
-from realtime.cluster import EMIT, Cluster, scope_channel
+from realtime.base.names import scope_of
+from realtime.bus.bus import EMIT, Bus, scope_channel
+from realtime.bus.bus_memory import Cluster
 from realtime.internals.socketio_dispatch import NAMESPACE, InlineDispatchServer
 from realtime.outbox import Outbox, packet_text
-from rooms.names import scope_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,7 @@ class LaterAck:
 class HubManager(socketio.AsyncManager):  # type: ignore[misc]
     """python-socketio's manager, with room events shared through the cluster."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Bus) -> None:
         super().__init__()
         self.cluster = cluster
         self.outbox: Outbox | None = None
@@ -99,7 +100,7 @@ class HubServer(InlineDispatchServer):
     def __init__(
         self,
         *,
-        cluster: Cluster | None = None,
+        cluster: Bus | None = None,
         metrics: HubMetrics | None = None,
         **kwargs: Any,
     ) -> None:

@@ -40,14 +40,15 @@ from realtime.base.errors import ErrorCode, HubError, validation_error
 from realtime.base.events import AuthRefresh, PresencePing, SessionJoin, SessionLeave
 from realtime.base.identity import Identity, Role, TokenVerifier
 from realtime.base.metrics import HubMetrics
+from realtime.base.names import staff_room, student_room, students_room
 from realtime.base.ratelimit import TokenBucket
 from realtime.base.tasks import every
-from realtime.cluster import CONTROL, SWEEPS, Cluster, session_channel, sweeps_lease_s
+from realtime.bus.bus import CONTROL, SWEEPS, Bus, session_channel, sweeps_lease_s
+from realtime.bus.bus_memory import Cluster
 from realtime.internals.engineio_websocket import open_sockets
 from realtime.server import LaterAck
 from rooms.access import LiveRole, live_role, visible_session
 from rooms.membership import Connection, Joined, Membership
-from rooms.names import staff_room, student_room, students_room
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class LiveHub:
     ) -> None:
         self.sio = sio
         # The other hubs sharing sessions (a lone hub's does nothing).
-        self.cluster: Cluster = getattr(sio, "cluster", None) or Cluster()
+        self.cluster: Bus = getattr(sio, "cluster", None) or Cluster()
         self.cluster.on(CONTROL, self._notice_from_elsewhere)
         self.cluster.on_reconnect(self._present_again)
         self._db = db

@@ -23,10 +23,10 @@ from persistence.repositories import AuditLog, EnrollmentRepository, SessionRepo
 from persistence.views import iso, note_view
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.events import Id, Payload
+from realtime.base.names import staff_room, student_room, students_room
 from realtime.sockets import Ack, AfterLock, LiveHub
 from rooms.access import LiveRole
 from rooms.membership import Connection, Joined
-from rooms.names import staff_room, student_room, students_room
 
 NoteText = Annotated[str, StringConstraints(min_length=1, max_length=5_000)]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=200)]

@@ -22,10 +22,10 @@ from persistence.models import HELP_ACTIVE, HelpPriority, HelpRequest, HelpStatu
 from persistence.views import iso
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.events import Id, Payload
+from realtime.base.names import staff_room, student_room
 from realtime.sockets import Ack, LiveHub
 from rooms.access import LiveRole
 from rooms.membership import Connection, Joined
-from rooms.names import staff_room, student_room
 
 Clock = Callable[[], datetime]
 Message = Annotated[str, StringConstraints(min_length=1, max_length=1_000)]

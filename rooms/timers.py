@@ -34,13 +34,13 @@ from persistence.repositories import EnrollmentRepository
 from persistence.views import iso
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.events import Id, Payload
+from realtime.base.names import staff_room, student_room, students_room
 from realtime.base.tasks import every
-from realtime.cluster import SWEEPS, sweeps_lease_s
+from realtime.bus.bus import SWEEPS, sweeps_lease_s
 from realtime.sockets import Ack, LiveHub
 from rooms.access import LiveRole
 from rooms.help import HelpDesk
 from rooms.membership import Connection, Joined
-from rooms.names import staff_room, student_room, students_room
 
 log = logging.getLogger(__name__)
 

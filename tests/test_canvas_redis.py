@@ -31,7 +31,8 @@ from persistence.batch import BatchWriter, Rows, batch_writer
 from persistence.db import session_factory
 from persistence.models import CanvasOp, LiveSession
 from realtime.base.errors import ErrorCode, HubError
-from realtime.cluster import CANVAS, redis_client, session_channel, unframe
+from realtime.bus.bus import CANVAS, session_channel, unframe
+from realtime.bus.bus_redis import redis_client
 from tests.conftest import REDIS_URL, need_service, redis_problem
 from tests.support import eventually
 

@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from canvas.pipelined import ScriptConnection
-from realtime.cluster import redis_client
+from realtime.bus.bus_redis import redis_client
 from tests.conftest import REDIS_URL, need_service, redis_problem
 from tests.processes import RedisServer
 
@@ -153,7 +153,7 @@ def test_the_hubs_client_sends_again_on_a_connection_redis_dropped(
     redis_server_binary: None, tmp_path: Path, run: Runner
 ) -> None:
     """After a Redis restart every pooled connection is dead: the hub's client
-    (``realtime.cluster.redis_client``) sends the command again on a new one."""
+    (``realtime.bus.bus_redis.redis_client``) sends the command again on a new one."""
     run(pooled_connections_after_a_restart(tmp_path))
 
 

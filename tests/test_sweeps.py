@@ -15,7 +15,8 @@ from redis.backoff import NoBackoff
 
 from realtime.base.metrics import HubMetrics
 from realtime.base.tasks import every
-from realtime.cluster import Cluster, RedisCluster
+from realtime.bus.bus_memory import Cluster
+from realtime.bus.bus_redis import RedisCluster
 from tests.conftest import REDIS_URL, need_service, redis_problem
 
 

@@ -1,31 +1,12 @@
-"""Several hub processes sharing live sessions through Redis.
-
-Every message between hubs goes on the channel of one session, and a hub
-subscribes to a session's channel only while it has members of that session
-(python-socketio's stock Redis manager puts every emit of the cluster on one
-channel that every hub reads and decodes: each hub then pays for all the
-cluster's traffic). A hub with no member of a session never hears of it.
-
-A message is framed as ``<node id> NUL <kind> <sent at> <payload>``: a hub
-drops its own echoes and routes the others by kind without decoding the
-payload. Pub/sub is not durable: what a hub misses while its subscription is
-down is lost, which the hooks registered with ``on_reconnect`` repair (the
-canvas stream positions tell clients to resync).
-
-``Cluster`` is the single-process default (nothing to share);
-``RedisCluster`` is used when ``HUB_REDIS_URL`` is set.
-"""
+"""The bus through one Redis: per-session pub/sub channels, subscribed on demand, and
+leases as a Lua script (see the package's docstring)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-import os
-import secrets
-import struct
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -37,19 +18,19 @@ from redis.exceptions import RedisError
 
 from realtime.base.metrics import HubMetrics
 from realtime.base.tasks import stop
-from rooms.names import session_scope
+from realtime.bus.bus import (
+    FRAME_SEP,
+    KIND_NAMES,
+    frame,
+    new_node_id,
+    sent_at,
+    session_channel,
+    unframe,
+)
+from realtime.bus.bus_memory import Cluster
 
 log = logging.getLogger(__name__)
 
-# Kinds of frames.
-EMIT = b"E"  # a Socket.IO event for a room: payload is "<room>\n<skip sid>\n<packet text>"
-CANVAS = b"P"  # durable canvas patches (the canvas store's format)
-CONTROL = b"C"  # a JSON notice between hubs (a session ended, a student was removed)
-KIND_NAMES = {EMIT: "emit", CANVAS: "canvas", CONTROL: "control"}
-
-_SEP = b"\x00"
-_SENT_AT = struct.Struct("<d")
-CHANNEL_PREFIX = "hub:s:"
 # Frames queued for publishing while Redis is unreachable; beyond it the oldest go.
 MAX_OUTGOING = 50_000
 SUBSCRIBE_WAIT_S = 2.0
@@ -59,7 +40,6 @@ RECONNECT_MAX_S = 2.0
 # Sends of one command on new connections after its connection was found dead.
 RETRIES = 2
 
-# Cluster-wide jobs: one hub at a time holds a job's lease and runs it.
 LEASE_PREFIX = "hub:lease:"
 # KEYS: the lease. ARGV: node, ms. Taken if free, renewed if held by the node.
 LEASE = """
@@ -68,43 +48,6 @@ if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-# The sweeps (presence departures, timers, alerts): lease name, and how many sweep
-# intervals a leader that stopped sweeping keeps it before another hub takes over.
-SWEEPS = "sweeps"
-SWEEPS_LEASE_INTERVALS = 3
-
-FrameHandler = Callable[[bytes], None]
-ReconnectHook = Callable[[], Awaitable[None]]
-
-
-def session_channel(center_id: str, session_id: str) -> str:
-    """The channel of one session; every frame about the session goes on it."""
-    return CHANNEL_PREFIX + session_scope(center_id, session_id)
-
-
-def scope_channel(scope: str) -> str:
-    """The channel of a session scope (``rooms.names.scope_of``)."""
-    return CHANNEL_PREFIX + scope
-
-
-def frame(node_id: str, kind: bytes, payload: bytes) -> bytes:
-    return node_id.encode() + _SEP + kind + _SENT_AT.pack(time.time()) + payload
-
-
-def unframe(message: bytes) -> tuple[str, bytes, bytes]:
-    """``(node id, kind, payload)`` of a frame."""
-    node, _, rest = message.partition(_SEP)
-    return node.decode(), rest[:1], rest[1 + _SENT_AT.size :]
-
-
-def sent_at(message: bytes) -> float:
-    """When a frame was published (wall clock of the sending hub)."""
-    _, _, rest = message.partition(_SEP)
-    return float(_SENT_AT.unpack_from(rest, 1)[0])
-
-
-def sweeps_lease_s(every_s: float) -> float:
-    return SWEEPS_LEASE_INTERVALS * every_s
 
 
 def lease_ms(lease_s: float) -> int:
@@ -126,52 +69,9 @@ def redis_client(url: str, **options: Any) -> Redis:
     return Redis.from_url(url, retry=retry, **options)
 
 
-def new_node_id() -> str:
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
-
-
 def as_text(value: object) -> str:
     """A Redis reply's string (bytes from the wire, or already text)."""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class Cluster:
-    """One hub process alone: nothing is shared, nothing is published."""
-
-    shared = False
-
-    def __init__(self, node_id: str = "local") -> None:
-        self.node_id = node_id
-        self._handlers: dict[bytes, FrameHandler] = {}
-        self._reconnect_hooks: list[ReconnectHook] = []
-
-    def on(self, kind: bytes, handler: FrameHandler) -> None:
-        """Handle frames of ``kind`` that other hubs publish on watched channels."""
-        self._handlers[kind] = handler
-
-    def on_reconnect(self, hook: ReconnectHook) -> None:
-        """Run ``hook`` after the subscription was down and is back: frames were lost."""
-        self._reconnect_hooks.append(hook)
-
-    async def watch(self, center_id: str, session_id: str) -> None:
-        """Hear the session's frames from now on (a member of it is here)."""
-
-    def unwatch(self, center_id: str, session_id: str) -> None:
-        """Stop hearing the session (no member of it is here any more)."""
-
-    def publish(self, channel: str, kind: bytes, payload: bytes) -> None:
-        """Send a frame to the other hubs watching ``channel`` (in order, best effort)."""
-
-    async def lead(self, name: str, lease_s: float) -> bool:
-        """Whether this hub is the one to run the cluster-wide job ``name`` now: it holds
-        the lease (taken if free, renewed if held, for ``lease_s``). Alone, always."""
-        return True
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
 
 class RedisCluster(Cluster):
@@ -189,7 +89,7 @@ class RedisCluster(Cluster):
         super().__init__(node_id or new_node_id())
         self.redis = redis
         self._metrics = metrics
-        self._node_prefix = self.node_id.encode() + _SEP
+        self._node_prefix = self.node_id.encode() + FRAME_SEP
         self._channels: set[str] = set()
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._pubsub: PubSub | None = None
