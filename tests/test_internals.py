@@ -167,7 +167,7 @@ def test_versions_inside_every_range_pass() -> None:
 def test_versions_outside_a_range_are_named() -> None:
     found = mismatches({"python-engineio": "4.10.0", "python-socketio": "5.18.1", "redis": None})
     assert [str(m) for m in found] == [
-        "python-engineio <4.16,>=4.11 expected, 4.10.0 is installed",
+        "python-engineio <4.16,>=4.13 expected, 4.10.0 is installed",
         "redis <8.3,>=5.0.1 expected, not installed",
     ]
 
@@ -187,7 +187,7 @@ def test_a_hub_refuses_to_start_on_an_untested_engineio(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr.decode()
     assert (
         "hub not started: the hub relies on internals of libraries outside the versions it "
-        "was written for: python-engineio <4.16,>=4.11 expected, 4.9.0 is installed"
+        "was written for: python-engineio <4.16,>=4.13 expected, 4.9.0 is installed"
     ) in done.stderr.decode()
     assert "hub serving" not in done.stderr.decode()
 
