@@ -44,6 +44,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib.resources import files
 from typing import Any
 
 import orjson
@@ -79,83 +80,23 @@ BUSY_POLL_S = (0.002, 0.05)
 NO_LIMITS = CanvasLimits(2**62, 2**62, 2**62, 2**62)
 NO_BOUND = 2**53
 
-_NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+# The canvas scripts, in canvas/lua/ (one file each, its keys and arguments at its top).
+OTHER_EPOCH, GAP = -1, -2  # what ADVANCE answers when it publishes nothing
 
-# KEYS: m, log. ARGV: expected seq, epoch, node, patch JSON, maxlen.
-APPEND = (
-    _NOW_MS
-    + """
-local m = redis.call('HMGET', KEYS[1], 'seq', 'dseq', 'epoch', 'pnode', 'pat')
-if not m[1] then return {'NOSTATE'} end
-if m[3] ~= ARGV[2] then return {'EPOCH'} end
-local seq, dseq = tonumber(m[1]), tonumber(m[2])
-if dseq < seq and m[4] ~= ARGV[3] then return {'BUSY', seq, now - tonumber(m[5])} end
-if seq ~= tonumber(ARGV[1]) then return {'BEHIND', seq} end
-seq = seq + 1
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '0-' .. seq, 'p', ARGV[4], 'n', ARGV[3])
-if dseq == seq - 1 then
-  redis.call('HSET', KEYS[1], 'seq', seq, 'pnode', ARGV[3], 'pat', now)
-else
-  redis.call('HSET', KEYS[1], 'seq', seq)
-end
-return {'OK', seq}
-"""
-)
 
-# KEYS: m, log. ARGV: epoch, channel, frame head, frame tail, last seq.
-# Moves dseq to the last seq and publishes, in the same script (so in dseq order), the
-# patches it passes, read from the stream: a hub sends each patch to Redis once. Answers
-# {patches published, bytes published}, or {OTHER_EPOCH, 0} when Redis's state is in
-# another epoch (it was lost and rebuilt from the database), or {GAP, 0} when the stream
-# no longer holds every patch it would pass.
-OTHER_EPOCH, GAP = -1, -2
-ADVANCE = (
-    _NOW_MS
-    + """
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'dseq')
-if m[1] ~= ARGV[1] then return {-1, 0} end
-local dseq, last = tonumber(m[2]), tonumber(ARGV[5])
-if last <= dseq then return {0, 0} end
-local entries = redis.call('XRANGE', KEYS[2], '0-' .. (dseq + 1), '0-' .. last)
-if #entries ~= last - dseq then return {-2, 0} end
-local parts = {}
-for i, entry in ipairs(entries) do parts[i] = entry[2][2] end
-local message = ARGV[3] .. table.concat(parts, ',') .. ARGV[4]
-redis.call('HSET', KEYS[1], 'dseq', last, 'pat', now)
-redis.call('PUBLISH', ARGV[2], message)
-return {#parts, #message}
-"""
-)
+def _lua(name: str, *, clock: bool = True) -> str:
+    """The script ``canvas/lua/<name>.lua``; ``clock``: after the prelude that sets
+    ``now`` (Redis's time, in milliseconds)."""
+    folder = files("canvas") / "lua"
+    script = (folder / f"{name}.lua").read_text()
+    return (folder / "now_ms.lua").read_text() + script if clock else script
 
-# KEYS: m, log. ARGV: seq, epoch. Set-if-absent: a racing hub's state wins.
-INIT = (
-    _NOW_MS
-    + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'dseq', ARGV[1], 'epoch', ARGV[2], 'pnode', '',
-  'pat', now)
-return 1
-"""
-)
 
-# KEYS: m, log. ARGV: epoch, bound. Drops the state if still in that epoch and dseq < bound.
-DROP = """
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'dseq')
-if m[1] ~= ARGV[1] or tonumber(m[2]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-return 1
-"""
-
-# KEYS: m. {seq, dseq, epoch, pnode, ms since pat} or nil.
-STATE = (
-    _NOW_MS
-    + """
-local m = redis.call('HMGET', KEYS[1], 'seq', 'dseq', 'epoch', 'pnode', 'pat')
-if not m[1] then return false end
-return {m[1], m[2], m[3], m[4], now - tonumber(m[5])}
-"""
-)
+APPEND = _lua("append")
+ADVANCE = _lua("advance")
+INIT = _lua("init")
+DROP = _lua("drop", clock=False)
+STATE = _lua("state")
 
 
 @dataclass(frozen=True, slots=True)
