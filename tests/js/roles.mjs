@@ -153,6 +153,12 @@ async function run(observed) {
   await waitFor("presence:update (offline) at the supervisor", () =>
     heard(supervisor, "presence:update").length >= 2,
   );
+  // The attendance mark with left_at is written after the offline is announced.
+  for (const [name, socket] of [["tutor", tutor], ["supervisor", supervisor]]) {
+    await waitFor(`attendance:update (left) at the ${name}`, () =>
+      heard(socket, "attendance:update").length >= 2,
+    );
+  }
 
   observed.presence = {
     tutor: heard(tutor, "presence:update"),
