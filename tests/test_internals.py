@@ -21,6 +21,7 @@ from engineio.async_socket import AsyncSocket
 from packaging.version import Version
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.commands.core import AsyncScript
+from socketio import packet as sio_packet
 
 from realtime.internals import LIBRARIES, check_versions, mismatches
 from realtime.internals import engineio_websocket as driver
@@ -31,7 +32,7 @@ from realtime.internals.redis_connection import (
     script_source,
     set_script_sha,
 )
-from realtime.internals.socketio_dispatch import InlineDispatchServer
+from realtime.internals.socketio_dispatch import InlineDispatchServer, StrictPacket, Undecodable
 from tests.processes import ROOT
 
 
@@ -122,10 +123,20 @@ async def test_socketio_manager_room_registry() -> None:
     assert manager.eio_sid_from_sid(sid, "/") == "eio-1"
 
 
-def test_inline_dispatch_server_installs_the_driver() -> None:
+def test_inline_dispatch_server_installs_the_driver_and_the_strict_packet() -> None:
     server = InlineDispatchServer(async_mode="aiohttp")
     assert server.async_handlers is False
     assert server.eio._async["websocket"] is driver.WebSocket
+    assert server.packet_class is StrictPacket  # python-socketio's serializer= hook
+
+
+def test_socketio_packet_decode_is_what_the_strict_packet_wraps() -> None:
+    assert parameters(sio_packet.Packet.decode) == ["self", "encoded_packet"]
+    assert "self.data = self.json.loads(" in source(sio_packet.Packet.decode)
+    event = StrictPacket(encoded_packet='21["e",{"n":1}]')
+    assert (event.packet_type, event.id, event.data) == (sio_packet.EVENT, 1, ["e", {"n": 1}])
+    broken = StrictPacket(encoded_packet="27[NaN]")
+    assert broken.id == 7 and isinstance(broken.data[0], Undecodable), broken.data
 
 
 # -- redis-py -------------------------------------------------------------------

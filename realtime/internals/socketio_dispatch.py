@@ -27,6 +27,7 @@ from typing import Any
 import socketio
 from socketio import packet as sio_packet
 
+from realtime.base.codec import CODEC
 from realtime.internals import engineio_websocket
 
 NAMESPACE = "/"
@@ -43,7 +44,10 @@ class StrictPacket(sio_packet.Packet):  # type: ignore[misc]
     """A Socket.IO packet that decodes whatever arrives. An event whose payload fails
     to decode, or is not a list starting with a name, carries ``[Undecodable]`` as
     its data (with the ack id, if the packet got that far), for the server to
-    refuse; python-socketio reads ``data[0]`` of every event before dispatching."""
+    refuse; python-socketio reads ``data[0]`` of every event before dispatching.
+    It decodes with the hub's strict codec unless the server is given another."""
+
+    json = CODEC
 
     def decode(self, encoded_packet: Any) -> int:
         try:
