@@ -23,7 +23,7 @@ from canvas.document import Author
 from canvas.store import CanvasKey, Patch
 from realtime.base.metrics import HubMetrics
 from realtime.base.names import staff_room, student_room
-from realtime.outbox import Outbox
+from realtime.gateway.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Canvas events on the socket: ``canvas:patch`` and ``canvas:sync``, and the canvases
-part of ``session:join``. Plugs into ``LiveHub`` as a session extension."""
+part of ``session:join``: routes, and a session extension of the session rooms."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from canvas.document import Author, parse_ops
 from canvas.relay import CanvasRelay
@@ -19,9 +19,8 @@ from persistence.repositories import EnrollmentRepository
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.events import Id, Payload
 from realtime.base.tasks import stop
-from realtime.sockets import Ack, AfterLock, LiveHub
-from rooms.access import LiveRole
-from rooms.membership import Connection, Joined
+from realtime.gateway.membership import Connection, Joined, LiveRole, Membership
+from realtime.gateway.ports import Ack, AfterLock, Route, StudentActivity
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +51,19 @@ def catch_up_view(catch: CatchUp) -> dict[str, Any]:
 class CanvasService:
     def __init__(
         self,
-        hub: LiveHub,
         store: DatabaseCanvasStore,
         relay: CanvasRelay,
         *,
+        reads: async_sessionmaker[AsyncSession],
+        members: Membership,
+        activity: StudentActivity,
         keep_s: float = 0.0,
     ) -> None:
         self.store = store
         self.relay = relay
-        self._reads = hub.reads
-        self._hub = hub
+        self._reads = reads
+        self._members = members
+        self._activity = activity
         # The canvases of a session nobody here watches any more are stored and freed
         # ``keep_s`` after (the presence grace period), and a canvas is compacted that
         # long after its student went offline, unless they come back first: a class
@@ -70,12 +72,15 @@ class CanvasService:
         self._keep_s = keep_s
         self._pending: dict[str | CanvasKey, asyncio.TimerHandle] = {}
         self._running: set[asyncio.Task[None]] = set()
-        hub.on("canvas:patch", CanvasPatch, self._patch)
-        hub.on("canvas:sync", CanvasSync, self._sync)
-        hub.extensions.append(self)
+
+    def routes(self) -> list[Route[Any]]:
+        return [
+            Route("canvas:patch", CanvasPatch, self._patch),
+            Route("canvas:sync", CanvasSync, self._sync),
+        ]
 
     async def _patch(self, connection: Connection, payload: CanvasPatch) -> AfterLock:
-        joined = self._hub.joined(connection, payload.session_id)
+        joined = self._members.joined(connection, payload.session_id)
         if joined.role is LiveRole.OBSERVER:
             raise HubError(ErrorCode.FORBIDDEN, "observers are read-only")
         if joined.role is LiveRole.STUDENT:
@@ -93,7 +98,7 @@ class CanvasService:
         accepted = await self.store.append(key, author, connection.identity.user_id, ops)
         self.relay.authored(key, accepted.patch.seq, connection.sid)
         if author is Author.STUDENT:
-            await self._hub.student_activity(joined)
+            await self._activity.student_activity(joined)
         ref = {} if payload.client_ref is None else {"client_ref": payload.client_ref}
         seq = accepted.patch.seq
 
@@ -105,7 +110,7 @@ class CanvasService:
         return AfterLock(accepted.durable, {"seq": seq, **ref})
 
     async def _sync(self, connection: Connection, payload: CanvasSync) -> Ack:
-        joined = self._hub.joined(connection, payload.session_id)
+        joined = self._members.joined(connection, payload.session_id)
         await self._require_readable(joined, payload.student_id)
         key = CanvasKey(joined.center_id, joined.session_id, payload.student_id)
         return catch_up_view(await self.store.catch_up(key, payload.since))
@@ -148,7 +153,7 @@ class CanvasService:
 
     async def left(self, joined: Joined, last_connection: bool) -> None:
         session_id = joined.session_id
-        if not self._watched(session_id):
+        if not self._members.watched(session_id):
             await self._after_keep(session_id, lambda: self._release(session_id))
         elif last_connection and joined.student_id is not None:
             key = CanvasKey(joined.center_id, session_id, joined.student_id)
@@ -166,12 +171,9 @@ class CanvasService:
             self._cancel(what)
         await stop(self._running)
 
-    def _watched(self, session_id: str) -> bool:
-        return any(True for _ in self._hub.members.in_session(session_id))
-
     async def _release(self, session_id: str) -> None:
         """Store and free a session's canvases, unless someone here watches it again."""
-        if self._watched(session_id):
+        if self._members.watched(session_id):
             return
         await self.store.compact_session(session_id)
         await self.store.forget(session_id)

@@ -20,6 +20,7 @@ from persistence import migrate
 from persistence.batch import batch_writer
 from persistence.db import create_engine, dispose, read_session_factory, session_factory
 from persistence.models import HelpPriority, utcnow
+from presence.live import LivePresence
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
 from presence.tracker_redis import RedisPresenceTracker
@@ -32,27 +33,31 @@ from realtime.base.tasks import stop
 from realtime.bus.bus import CANVAS, Bus
 from realtime.bus.bus_memory import Cluster
 from realtime.bus.bus_redis import RedisCluster, redis_client
+from realtime.gateway.gateway import Gateway
+from realtime.gateway.server import HubServer
 from realtime.internals import check_versions
-from realtime.keys import (
-    CANVASES,
-    DB,
-    ENGINE,
-    HELP,
-    HUB,
-    METRICS,
-    REDIS,
-    SETTINGS,
-    TIMERS,
-    VERIFIER,
-)
-from realtime.server import HubServer
-from realtime.sockets import LiveHub
 from rest import attendance, day, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
 from rest import help as help_routes
 from rest.http import error_middleware
+from rest.keys import (
+    BUS,
+    CANVASES,
+    DB,
+    ENGINE,
+    GATEWAY,
+    HELP,
+    METRICS,
+    PRESENCE,
+    REDIS,
+    SESSIONS,
+    SETTINGS,
+    TIMERS,
+    VERIFIER,
+)
 from rooms.control import ControlCenter
 from rooms.help import Clock, HelpDesk
+from rooms.sessions import SessionRooms
 from rooms.timers import Timers
 
 log = logging.getLogger(__name__)
@@ -95,20 +100,37 @@ def build_app(
         json=CODEC,
     )
     outbox = sio.outbox
-    hub = LiveHub(
+    gateway = Gateway(
         sio,
-        db=db,
-        reads=reads,
         verifier=verifier,
-        presence=presence or _presence(redis, cluster),
         metrics=metrics,
         events_per_s=settings.socket_events_per_s,
         event_burst=settings.socket_event_burst,
+    )
+    members = gateway.members
+    live_presence = LivePresence(
+        presence or _presence(redis, cluster),
+        db=db,
+        reads=reads,
+        rooms=gateway,
+        members=members,
+        bus=cluster,
         clock=clock,
         idle_after_s=settings.idle_after_s,
         late_after_s=settings.late_after_s,
         grace_s=settings.presence_grace_s,
     )
+    session_rooms = SessionRooms(
+        members=members,
+        rooms=gateway,
+        presence=live_presence,
+        bus=cluster,
+        db=db,
+        reads=reads,
+        metrics=metrics,
+        clock=clock,
+    )
+    gateway.on_disconnect(session_rooms.disconnected)
 
     relay = CanvasRelay(outbox, interval_s=settings.canvas_flush_interval_s, metrics=metrics)
     store_options: dict[str, Any] = dict(
@@ -136,11 +158,22 @@ def build_app(
         cluster.on_reconnect(store.resume)
     else:
         store = DatabaseCanvasStore(reads, batch_writer(engine), **store_options)
-    canvases = CanvasService(hub, store, relay, keep_s=settings.presence_grace_s)
-    ControlCenter(hub, db)
+    canvases = CanvasService(
+        store,
+        relay,
+        reads=reads,
+        members=members,
+        activity=live_presence,
+        keep_s=settings.presence_grace_s,
+    )
+    control = ControlCenter(
+        db, members=members, rooms=gateway, activity=live_presence, ending=session_rooms
+    )
     help_desk = HelpDesk(
-        hub,
         db,
+        reads=reads,
+        members=members,
+        rooms=gateway,
         clock=clock,
         targets_s={
             HelpPriority.URGENT: settings.help_target_urgent_s,
@@ -152,12 +185,23 @@ def build_app(
     metrics.canvas_log_patches.set_function(store.logged_patches)
 
     timers = Timers(
-        hub,
         db,
         help_desk,
+        reads=reads,
+        members=members,
+        rooms=gateway,
+        idle=live_presence.activity,
+        lease=cluster,
+        clock=clock,
         session_ending_warn_s=settings.session_ending_warn_s,
         idle_alert_s=settings.idle_alert_s,
     )
+    # The features' events, and their parts of every join, leave and ending (in this
+    # order: the join ack's fields and the leave hooks run as listed).
+    for feature in (live_presence, session_rooms, canvases, control, help_desk, timers):
+        gateway.add_routes(feature.routes())
+    for extension in (canvases, help_desk, timers):
+        session_rooms.extend(extension)
 
     app = web.Application(
         client_max_size=settings.max_request_bytes,
@@ -174,7 +218,10 @@ def build_app(
     app[DB] = db
     app[VERIFIER] = verifier
     app[METRICS] = metrics
-    app[HUB] = hub
+    app[GATEWAY] = gateway
+    app[BUS] = cluster
+    app[SESSIONS] = session_rooms
+    app[PRESENCE] = live_presence
     app[CANVASES] = canvases
     app[HELP] = help_desk
     app[TIMERS] = timers
@@ -206,8 +253,15 @@ def _presence(redis: Redis | None, cluster: Bus) -> PresenceTracker:
 async def _disconnect_clients(app: web.Application) -> None:
     started = time.perf_counter()
     log.info("stopping: SIGTERM or shutdown")
-    clients = len(app[HUB].members)
-    await app[HUB].shutdown()
+    gateway = app[GATEWAY]
+    clients = len(gateway.members)
+    await gateway.disconnect_all()
+    if not app[BUS].shared:
+        # Nobody else will mark them offline. In a cluster the other hubs do, unless
+        # the students come back to one of them within their grace period.
+        offline = await app[PRESENCE].stop_grace_timers()
+        log.info("stopping: %d students in their grace period went offline", offline)
+    await gateway.shutdown()
     log.info("stopping: %d clients told and disconnected in %.2f s", clients, _since(started))
 
 
@@ -245,7 +299,7 @@ def _since(started: float) -> float:
 async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
     every_s = app[SETTINGS].presence_sweep_s
     tasks = [
-        asyncio.create_task(app[HUB].watch_idle(every_s)),
+        asyncio.create_task(app[PRESENCE].watch_idle(every_s)),
         asyncio.create_task(app[TIMERS].watch(every_s)),
     ]
     yield
@@ -254,11 +308,12 @@ async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     """The cluster's publisher and subscriber run from start to stop (a lone hub has none)."""
-    cluster = app[HUB].cluster
+    cluster = app[BUS]
+    tracker = app[PRESENCE].tracker
     await cluster.start()
-    await app[HUB].presence.start()
+    await tracker.start()
     yield
-    await app[HUB].presence.close()
+    await tracker.close()
     await cluster.close()
     client = app[REDIS]
     if client is not None:

@@ -25,8 +25,8 @@ from persistence.repositories import (
 )
 from persistence.views import attendance_view, iso
 from realtime.base.errors import ErrorCode, HubError, not_found
-from realtime.keys import DB, HUB
 from rest.http import client_ip, identity, ok, parse_body
+from rest.keys import DB, PRESENCE
 from rest.schemas import Body, Id
 from rest.sessions import readable_session
 from rooms.access import can_read_roster, require_manager, visible_session
@@ -121,9 +121,9 @@ async def mark_attendance(request: web.Request) -> web.Response:
             if attempt:
                 raise HubError(ErrorCode.CONFLICT, "attendance changed meanwhile; retry") from None
     session, records, created = result
-    hub = request.app[HUB]
+    presence = request.app[PRESENCE]
     for record in records:
-        await hub.announce_attendance(session.center_id, session.id, record)
+        await presence.announce_attendance(session.center_id, session.id, record)
     return ok(
         {
             "session_id": session.id,

@@ -14,8 +14,8 @@ from persistence.models import LiveSession
 from persistence.repositories import CanvasRepository, EnrollmentRepository, Page, SessionRepository
 from persistence.views import iso
 from realtime.base.errors import not_found
-from realtime.keys import CANVASES, DB
 from rest.http import identity, listing, ok, parse_query
+from rest.keys import CANVASES, DB
 from rest.schemas import Body, PageQuery
 from rest.sessions import readable_session
 from rooms.access import require_student_reader

@@ -29,8 +29,8 @@ from persistence.repositories import (
 from persistence.views import session_view
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.identity import Role
-from realtime.keys import DB, HELP
 from rest.http import identity, ok, parse_query
+from rest.keys import DB, HELP
 from rest.schemas import Body, TimeZoneName
 from rooms.help import help_view, serving_order
 

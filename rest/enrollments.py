@@ -9,8 +9,8 @@ from persistence.models import Enrollment
 from persistence.repositories import AuditLog, EnrollmentRepository, Page, SessionRepository
 from persistence.views import enrollment_view
 from realtime.base.errors import ErrorCode, HubError, not_found
-from realtime.keys import DB, HUB
 from rest.http import identity, listing, ok, parse_body, parse_query
+from rest.keys import DB, SESSIONS
 from rest.schemas import EnrollmentCreate, EnrollmentUpdate, PageQuery
 from rest.sessions import audit, readable_session, require_open
 from rooms.access import can_read_roster, require_manager, require_student_reader
@@ -150,5 +150,5 @@ async def remove_enrollment(request: web.Request) -> web.Response:
             target_type="enrollment",
             target_id=enrollment.id,
         )
-    await request.app[HUB].student_removed(session, student_id)
+    await request.app[SESSIONS].student_removed(session, student_id)
     return ok(enrollment_view(enrollment))

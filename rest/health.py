@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from persistence.db import ping
-from realtime.keys import ENGINE, METRICS, REDIS
+from rest.keys import ENGINE, METRICS, REDIS
 
 log = logging.getLogger(__name__)
 

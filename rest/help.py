@@ -6,8 +6,8 @@ from aiohttp import web
 
 from persistence.models import HelpRequest, HelpStatus
 from persistence.repositories import Page, SessionRepository, page_of
-from realtime.keys import DB, HELP
 from rest.http import identity, listing, parse_query
+from rest.keys import DB, HELP
 from rest.schemas import PageQuery
 from rest.sessions import readable_session
 from rooms.access import student_scope

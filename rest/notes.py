@@ -12,8 +12,8 @@ from aiohttp import web
 from persistence.models import NoteVisibility, TutorNote
 from persistence.repositories import Page, SessionRepository, page_of
 from persistence.views import note_view
-from realtime.keys import DB
 from rest.http import identity, listing, parse_query
+from rest.keys import DB
 from rest.schemas import Id, PageQuery
 from rest.sessions import readable_session
 from rooms.access import student_scope

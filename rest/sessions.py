@@ -19,8 +19,8 @@ from persistence.repositories import (
 from persistence.views import session_view
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.identity import Identity, Role
-from realtime.keys import DB, HUB
 from rest.http import client_ip, identity, listing, ok, parse_body, parse_query
+from rest.keys import DB, SESSIONS
 from rest.schemas import SessionCreate, SessionListQuery, SessionUpdate
 from rooms.access import (
     SESSION_CREATOR_ROLES,
@@ -182,7 +182,7 @@ async def update_session(request: web.Request) -> web.Response:
         for name, value in changes.items():
             setattr(session, name, value)
         audit(request, AuditLog(db), who, "session.update", session, details)
-    request.app[HUB].session_changed(session)
+    request.app[SESSIONS].session_changed(session)
     return ok(session_view(session))
 
 
@@ -196,7 +196,7 @@ async def end_session(request: web.Request) -> web.Response:
             db, session, actor_id=who.user_id, actor_role=who.role.value, ip=client_ip(request)
         )
     if newly_ended:
-        await request.app[HUB].session_ended(session)
+        await request.app[SESSIONS].session_ended(session)
     return ok(session_view(session))
 
 

@@ -7,26 +7,13 @@ does not leak across tenants.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from persistence.models import LiveSession
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.identity import Identity, Role
+from realtime.gateway.membership import LiveRole
 
 OBSERVER_ROLES = frozenset({Role.SUPERVISOR, Role.CENTER_ADMIN, Role.SUPER_ADMIN})
 SESSION_CREATOR_ROLES = frozenset({Role.TUTOR, Role.CENTER_ADMIN, Role.SUPER_ADMIN})
-
-
-class LiveRole(StrEnum):
-    """The part a socket plays in a session it joined."""
-
-    TUTOR = "TUTOR"
-    OBSERVER = "OBSERVER"
-    STUDENT = "STUDENT"
-
-    @property
-    def is_staff(self) -> bool:
-        return self is not LiveRole.STUDENT
 
 
 def in_tenant(identity: Identity, center_id: str) -> bool:

@@ -1,5 +1,5 @@
 """The tutor's control over a live session: Teach/Observe per student, assignments,
-progress, notes, and ending the session. Plugs into ``LiveHub`` as events."""
+progress, notes, and ending the session: routes for the gateway."""
 
 from __future__ import annotations
 
@@ -24,9 +24,15 @@ from persistence.views import iso, note_view
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.events import Id, Payload
 from realtime.base.names import staff_room, student_room, students_room
-from realtime.sockets import Ack, AfterLock, LiveHub
-from rooms.access import LiveRole
-from rooms.membership import Connection, Joined
+from realtime.gateway.membership import Connection, Joined, LiveRole, Membership
+from realtime.gateway.ports import (
+    Ack,
+    AfterLock,
+    Rooms,
+    Route,
+    SessionEnding,
+    StudentActivity,
+)
 
 NoteText = Annotated[str, StringConstraints(min_length=1, max_length=5_000)]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -76,18 +82,33 @@ class AnnouncementSend(Payload):
 
 
 class ControlCenter:
-    def __init__(self, hub: LiveHub, db: async_sessionmaker[AsyncSession]) -> None:
-        self._hub = hub
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        *,
+        members: Membership,
+        rooms: Rooms,
+        activity: StudentActivity,
+        ending: SessionEnding,
+    ) -> None:
         self._db = db
-        hub.on("mode:set", ModeSet, self._set_mode)
-        hub.on("session:end", SessionEnd, self._end)
-        hub.on("note:add", NoteAdd, self._add_note)
-        hub.on("exercise:assign", ExerciseAssign, self._assign)
-        hub.on("exercise:progress", ExerciseProgress, self._progress)
-        hub.on("announcement:send", AnnouncementSend, self._announce)
+        self._members = members
+        self._rooms = rooms
+        self._activity = activity
+        self._ending = ending
+
+    def routes(self) -> list[Route[Any]]:
+        return [
+            Route("mode:set", ModeSet, self._set_mode),
+            Route("session:end", SessionEnd, self._end),
+            Route("note:add", NoteAdd, self._add_note),
+            Route("exercise:assign", ExerciseAssign, self._assign),
+            Route("exercise:progress", ExerciseProgress, self._progress),
+            Route("announcement:send", AnnouncementSend, self._announce),
+        ]
 
     def _as_tutor(self, connection: Connection, session_id: str) -> Joined:
-        joined = self._hub.joined(connection, session_id)
+        joined = self._members.joined(connection, session_id)
         if joined.role is not LiveRole.TUTOR:
             raise HubError(
                 ErrorCode.FORBIDDEN, f"only the session's tutor may do this, not a {joined.role}"
@@ -103,8 +124,8 @@ class ControlCenter:
     async def _to_student_and_staff(
         self, joined: Joined, student_id: str, event: str, data: dict[str, Any]
     ) -> None:
-        await self._hub.sio.emit(event, data, room=staff_room(joined.center_id, joined.session_id))
-        await self._hub.sio.emit(
+        await self._rooms.emit(event, data, room=staff_room(joined.center_id, joined.session_id))
+        await self._rooms.emit(
             event, data, room=student_room(joined.center_id, joined.session_id, student_id)
         )
 
@@ -154,10 +175,10 @@ class ControlCenter:
         return {"assignment": assignment}
 
     async def _progress(self, connection: Connection, payload: ExerciseProgress) -> Ack:
-        joined = self._hub.joined(connection, payload.session_id)
+        joined = self._members.joined(connection, payload.session_id)
         if joined.role is not LiveRole.STUDENT or joined.student_id is None:
             raise HubError(ErrorCode.FORBIDDEN, "only a student reports their own progress")
-        await self._hub.student_activity(joined)
+        await self._activity.student_activity(joined)
         now = utcnow()
         async with self._db.begin() as db:
             attempt = (
@@ -185,7 +206,7 @@ class ControlCenter:
             attempt.progress_pct = payload.progress_pct
             if payload.completed:
                 attempt.completed_at = now
-        await self._hub.sio.emit(
+        await self._rooms.emit(
             "progress:update",
             {
                 "session_id": joined.session_id,
@@ -238,11 +259,10 @@ class ControlCenter:
                 await self._enrollment(db, joined, payload.student_id)
             await self._to_student_and_staff(joined, payload.student_id, "announcement", data)
         else:
-            sio = self._hub.sio
-            await sio.emit(
+            await self._rooms.emit(
                 "announcement", data, room=staff_room(joined.center_id, joined.session_id)
             )
-            await sio.emit(
+            await self._rooms.emit(
                 "announcement", data, room=students_room(joined.center_id, joined.session_id)
             )
         return {}
@@ -264,7 +284,7 @@ class ControlCenter:
         async def tell_everyone() -> None:
             # After the lock: ending takes every socket, this one too, out of the session.
             if newly_ended:
-                await self._hub.session_ended(session)
+                await self._ending.session_ended(session)
 
         return AfterLock(tell_everyone())
 

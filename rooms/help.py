@@ -23,9 +23,8 @@ from persistence.views import iso
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.events import Id, Payload
 from realtime.base.names import staff_room, student_room
-from realtime.sockets import Ack, LiveHub
-from rooms.access import LiveRole
-from rooms.membership import Connection, Joined
+from realtime.gateway.membership import Connection, Joined, LiveRole, Membership
+from realtime.gateway.ports import Ack, Rooms, Route
 
 Clock = Callable[[], datetime]
 Message = Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
@@ -123,23 +122,29 @@ class HelpDesk:
 
     def __init__(
         self,
-        hub: LiveHub,
         db: async_sessionmaker[AsyncSession],
         *,
+        reads: async_sessionmaker[AsyncSession],
+        members: Membership,
+        rooms: Rooms,
         clock: Clock = utcnow,
         targets_s: Mapping[HelpPriority, float] | None = None,
     ) -> None:
-        self._hub = hub
         self._db = db
-        self._reads = hub.reads
+        self._reads = reads
+        self._members = members
+        self._rooms = rooms
         self.clock = clock
         self.targets = dict(targets_s or DEFAULT_TARGETS_S)
-        hub.on("help:request", HelpAsk, self._ask)
-        hub.on("help:update", HelpUpdate, self._update)
-        hub.extensions.append(self)
+
+    def routes(self) -> list[Route[Any]]:
+        return [
+            Route("help:request", HelpAsk, self._ask),
+            Route("help:update", HelpUpdate, self._update),
+        ]
 
     async def _ask(self, connection: Connection, payload: HelpAsk) -> Ack:
-        joined = self._hub.joined(connection, payload.session_id)
+        joined = self._members.joined(connection, payload.session_id)
         if joined.role is not LiveRole.STUDENT or joined.student_id is None:
             raise HubError(ErrorCode.FORBIDDEN, "only a student asks for help")
         now = self.clock()
@@ -167,7 +172,7 @@ class HelpDesk:
         return {"help_request": help_view(request, now, self.targets)}
 
     async def _update(self, connection: Connection, payload: HelpUpdate) -> Ack:
-        joined = self._hub.joined(connection, payload.session_id)
+        joined = self._members.joined(connection, payload.session_id)
         if joined.role is LiveRole.OBSERVER:
             raise HubError(ErrorCode.FORBIDDEN, "observers are read-only")
         now = self.clock()
@@ -206,7 +211,7 @@ class HelpDesk:
         async with self._reads() as db:
             order = serving_order(await active_requests(db, joined.session_id), now, self.targets)
         view = help_view(changed, now, self.targets)
-        await self._hub.sio.emit(
+        await self._rooms.emit(
             "help:updated",
             {"session_id": joined.session_id, "help_request": view, "queue": [r.id for r in order]},
             room=staff_room(joined.center_id, joined.session_id),
@@ -215,7 +220,7 @@ class HelpDesk:
         position = next(
             (i + 1 for i, r in enumerate(order) if r.student_id == changed.student_id), None
         )
-        await self._hub.sio.emit(
+        await self._rooms.emit(
             "help:updated",
             {
                 "session_id": joined.session_id,

@@ -11,6 +11,7 @@ clock, checked every ``every_s`` seconds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
@@ -29,6 +30,7 @@ from persistence.models import (
     LiveSession,
     SessionStatus,
     Timer,
+    utcnow,
 )
 from persistence.repositories import EnrollmentRepository
 from persistence.views import iso
@@ -37,10 +39,9 @@ from realtime.base.events import Id, Payload
 from realtime.base.names import staff_room, student_room, students_room
 from realtime.base.tasks import every
 from realtime.bus.bus import SWEEPS, sweeps_lease_s
-from realtime.sockets import Ack, LiveHub
-from rooms.access import LiveRole
+from realtime.gateway.membership import Connection, Joined, LiveRole, Membership
+from realtime.gateway.ports import Ack, IdleStudents, Lease, Rooms, Route
 from rooms.help import HelpDesk
-from rooms.membership import Connection, Joined
 
 log = logging.getLogger(__name__)
 
@@ -92,36 +93,48 @@ def timer_view(timer: Timer) -> dict[str, Any]:
 class Timers:
     def __init__(
         self,
-        hub: LiveHub,
         db: async_sessionmaker[AsyncSession],
         help_desk: HelpDesk,
         *,
+        reads: async_sessionmaker[AsyncSession],
+        members: Membership,
+        rooms: Rooms,
+        idle: IdleStudents,
+        lease: Lease,
+        clock: Callable[[], datetime] = utcnow,
         session_ending_warn_s: float = 300.0,
         idle_alert_s: float = 300.0,
     ) -> None:
-        self._hub = hub
         self._db = db
-        self._reads = hub.reads
+        self._reads = reads
+        self._members = members
+        self._rooms = rooms
+        self._idle = idle
+        self._lease = lease
+        self._clock = clock
         self._help = help_desk
         self._ending_warn = timedelta(seconds=session_ending_warn_s)
         self._idle_alert_s = idle_alert_s
         # Alert keys known to have fired, so each tick does not ask the database again.
         self._fired: set[tuple[str, str, str]] = set()
-        hub.on("timer:start", TimerStart, self._start)
-        hub.on("timer:cancel", TimerCancel, self._cancel)
-        hub.extensions.append(self)
+
+    def routes(self) -> list[Route[Any]]:
+        return [
+            Route("timer:start", TimerStart, self._start),
+            Route("timer:cancel", TimerCancel, self._cancel),
+        ]
 
     # -- events -------------------------------------------------------------
 
     def _as_tutor(self, connection: Connection, session_id: str) -> Joined:
-        joined = self._hub.joined(connection, session_id)
+        joined = self._members.joined(connection, session_id)
         if joined.role is not LiveRole.TUTOR:
             raise HubError(ErrorCode.FORBIDDEN, "only the session's tutor runs timers")
         return joined
 
     async def _start(self, connection: Connection, payload: TimerStart) -> Ack:
         joined = self._as_tutor(connection, payload.session_id)
-        now = self._hub.clock()
+        now = self._clock()
         ends_at = now + timedelta(seconds=payload.duration_s)
         async with self._db.begin() as db:
             if payload.student_id is not None:
@@ -157,7 +170,7 @@ class Timers:
                 raise not_found("timer", payload.timer_id)
             if timer.fired_at is not None or timer.cancelled_at is not None:
                 raise HubError(ErrorCode.CONFLICT, "the timer has already ended or been cancelled")
-            timer.cancelled_at = self._hub.clock()
+            timer.cancelled_at = self._clock()
         await self._tell(
             timer, "timer:cancelled", {"session_id": joined.session_id, "timer": timer_view(timer)}
         )
@@ -165,13 +178,13 @@ class Timers:
 
     async def _tell(self, timer: Timer, event: str, data: dict[str, Any]) -> None:
         """Staff, and the timer's student (or every student for a session-wide timer)."""
-        await self._hub.sio.emit(event, data, room=staff_room(timer.center_id, timer.session_id))
+        await self._rooms.emit(event, data, room=staff_room(timer.center_id, timer.session_id))
         room = (
             student_room(timer.center_id, timer.session_id, timer.student_id)
             if timer.student_id is not None
             else students_room(timer.center_id, timer.session_id)
         )
-        await self._hub.sio.emit(event, data, room=room)
+        await self._rooms.emit(event, data, room=room)
 
     # -- session extension ---------------------------------------------------
 
@@ -215,8 +228,8 @@ class Timers:
         ends, help waiting) only the hub leading the sweeps reads; each is claimed in
         the database besides, so it fires once whichever hub reads it. Idle alerts come
         from this hub's own students."""
-        now = self._hub.clock()
-        if await self._hub.cluster.lead(SWEEPS, lease_s):
+        now = self._clock()
+        if await self._lease.lead(SWEEPS, lease_s):
             await self._fire_timers(now)
             await self._session_alerts(now)
             await self._help_alerts(now)
@@ -282,7 +295,7 @@ class Timers:
                 now,
             )
             if ending is not None:
-                await self._hub.sio.emit(
+                await self._rooms.emit(
                     "timer:alert", ending, room=students_room(session.center_id, session.id)
                 )
             if session.ends_at <= now:
@@ -297,7 +310,7 @@ class Timers:
                 )
 
     async def _idle_alerts(self, now: datetime) -> None:
-        for (center_id, session_id, student_id), last in self._hub.activity.idle_for(
+        for (center_id, session_id, student_id), last in self._idle.idle_for(
             now, self._idle_alert_s
         ):
             # One alert per idle stretch: the stretch is named by its last activity.
@@ -378,5 +391,5 @@ class Timers:
             "student_id": student_id,
             "at": iso(now),
         }
-        await self._hub.sio.emit("timer:alert", data, room=staff_room(center_id, session_id))
+        await self._rooms.emit("timer:alert", data, room=staff_room(center_id, session_id))
         return data

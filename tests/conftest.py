@@ -29,7 +29,7 @@ from persistence import migrate
 from persistence.db import create_engine, session_factory
 from realtime.app import build_app
 from realtime.base.config import Settings
-from realtime.keys import DB, ENGINE
+from rest.keys import DB, ENGINE
 from tests.processes import LOG_TAIL_CHARS, HubProcess, settings_env, spawn_hub, start_hub
 from tests.support import KEPT_HUB_VARS as KEPT
 from tests.support import TEST_SECRET, UNLIMITED, Api, Client, Tokens

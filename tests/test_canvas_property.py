@@ -50,7 +50,7 @@ from hypothesis import strategies as st
 from canvas.document import Author, replay
 from canvas.store import CanvasKey
 from realtime.base.errors import ErrorCode, HubError
-from realtime.keys import CANVASES
+from rest.keys import CANVASES
 from tests.conftest import Database, Hub, HubFactory
 from tests.support import Client, eventually, session_body
 

@@ -6,7 +6,7 @@ import itertools
 import time
 from typing import Any
 
-from realtime.keys import HUB
+from rest.keys import PRESENCE
 from tests.conftest import Hub, HubFactory
 from tests.support import Client, eventually, session_body
 from tests.test_canvas import live_session, patch, stroke
@@ -43,7 +43,7 @@ async def swept(hub: Hub, tutor: Client, on_each_hub: list[Client], session_id: 
     leaves that hub the way its presence updates do (in a cluster, in order through
     its one Redis publisher) and so arrives after them.
     """
-    hubs = [app[HUB] for app in hub.apps]
+    hubs = [app[PRESENCE] for app in hub.apps]
     start = [h.sweeps_done for h in hubs]
     await eventually(
         lambda: all(h.sweeps_done >= n + 2 for h, n in zip(hubs, start, strict=True)),
@@ -200,7 +200,7 @@ async def test_stopping_closes_the_stretches_of_students_in_their_grace_period(
     attendance = f"/api/v1/sessions/{session_id}/attendance"
     status, got = await hub.as_("tutor-1", "TUTOR").get(attendance)
     assert [row["left_at"] for row in got["data"]] == [None, None]  # still in grace
-    await hub.app[HUB].stop_grace_timers()
+    await hub.app[PRESENCE].stop_grace_timers()
     status, got = await hub.as_("tutor-1", "TUTOR").get(attendance)
     assert status == 200
     stopped_at = clock.now.isoformat().replace("+00:00", "Z")

@@ -31,8 +31,8 @@ from realtime.base.metrics import HubMetrics
 from realtime.base.names import scope_of
 from realtime.bus.bus import EMIT, Bus, scope_channel
 from realtime.bus.bus_memory import Cluster
+from realtime.gateway.outbox import Outbox, packet_text
 from realtime.internals.socketio_dispatch import NAMESPACE, InlineDispatchServer
-from realtime.outbox import Outbox, packet_text
 
 
 @dataclass(frozen=True, slots=True)

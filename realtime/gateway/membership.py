@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 
+from realtime.base.errors import ErrorCode, HubError
 from realtime.base.identity import Identity
 from realtime.base.ratelimit import TokenBucket
-from rooms.access import LiveRole
+
+# Sessions whose end this process remembers (the latest ones).
+REMEMBERED_ENDINGS = 10_000
+
+
+class LiveRole(StrEnum):
+    """The part a socket plays in a session it joined."""
+
+    TUTOR = "TUTOR"
+    OBSERVER = "OBSERVER"
+    STUDENT = "STUDENT"
+
+    @property
+    def is_staff(self) -> bool:
+        return self is not LiveRole.STUDENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +53,14 @@ class Connection:
 
 
 class Membership:
-    """The process-local registry of connections. Not shared between hub processes."""
+    """The process-local registry of connections and their sessions. Not shared
+    between hub processes."""
 
     def __init__(self) -> None:
         self._connections: dict[str, Connection] = {}
+        # Sessions ended while this process ran: their live events get SESSION_ENDED
+        # rather than NOT_JOINED.
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -58,3 +79,22 @@ class Membership:
 
     def in_session(self, session_id: str) -> Iterator[Connection]:
         return (c for c in list(self._connections.values()) if session_id in c.sessions)
+
+    def watched(self, session_id: str) -> bool:
+        """Whether any socket on this hub is in the session."""
+        return any(session_id in c.sessions for c in self._connections.values())
+
+    def joined(self, connection: Connection, session_id: str) -> Joined:
+        """The socket's place in a session it joined, or SESSION_ENDED / NOT_JOINED."""
+        joined = connection.sessions.get(session_id)
+        if joined is not None:
+            return joined
+        if session_id in self._ended:
+            raise HubError(ErrorCode.SESSION_ENDED, f"session {session_id!r} has ended")
+        raise HubError(ErrorCode.NOT_JOINED, f"not joined to session {session_id!r}")
+
+    def ended(self, session_id: str) -> None:
+        """Remember that a session ended (live events for it get SESSION_ENDED)."""
+        self._ended[session_id] = None
+        if len(self._ended) > REMEMBERED_ENDINGS:
+            self._ended.popitem(last=False)

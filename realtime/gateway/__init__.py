@@ -1,0 +1,1 @@
+"""The gateway: connections, dispatch of client events, sending to rooms."""

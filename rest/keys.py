@@ -1,0 +1,36 @@
+"""Typed keys for the state the aiohttp app shares with its handlers.
+
+The assembly (``realtime.app``) sets them; REST handlers and the app's own
+start and stop hooks read them. REST sits above the features it calls.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from canvas.service import CanvasService
+from presence.live import LivePresence
+from realtime.base.config import Settings
+from realtime.base.identity import TokenVerifier
+from realtime.base.metrics import HubMetrics
+from realtime.bus.bus import Bus
+from realtime.gateway.gateway import Gateway
+from rooms.help import HelpDesk
+from rooms.sessions import SessionRooms
+from rooms.timers import Timers
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+ENGINE: web.AppKey[AsyncEngine] = web.AppKey("engine")
+DB: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("db")
+VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("verifier")
+METRICS: web.AppKey[HubMetrics] = web.AppKey("metrics")
+GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
+BUS: web.AppKey[Bus] = web.AppKey("bus")
+SESSIONS: web.AppKey[SessionRooms] = web.AppKey("sessions")
+PRESENCE: web.AppKey[LivePresence] = web.AppKey("presence")
+CANVASES: web.AppKey[CanvasService] = web.AppKey("canvases")
+HELP: web.AppKey[HelpDesk] = web.AppKey("help")
+TIMERS: web.AppKey[Timers] = web.AppKey("timers")
+REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
