@@ -9,6 +9,8 @@ Modes (each target runs alone, in a fresh process, one after another):
                  the target's RSS before and after, per connection.
     storm        N students (sessions of K, plus tutors) drawing slowly all drop
                  at once and re-join with ``since``; recovery time, missed patches.
+    hops         one canvas patch traced through the hub (in process): function hops
+                 and package crossings from the student's emit to the tutor and the ack.
     fanout       the relay mix on node 1 of two processes sharing a Redis, node 2 idle:
                  each node's CPU per 1,000 patches, for the stock AsyncRedisManager
                  and the hub, against one process alone (issue 5).
@@ -17,6 +19,7 @@ Modes (each target runs alone, in a fresh process, one after another):
         --target hub --target baseline --plot relay.png --json relay.json
     python -m loadtest connections --connections 5000
     python -m loadtest storm --students 1000
+    python -m loadtest hops --root /tmp/before --root .
     python -m loadtest fanout --sessions 20 --students 5 --rate 10 --seconds 15
 
 The JSON summary goes to stdout (and ``--json FILE``), a readable table to
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from dataclasses import replace
@@ -41,6 +45,7 @@ from loadtest.runner import run_connections, run_relay, run_storm, target_specs
 from loadtest.storm import DROP_KINDS
 
 MAX_SECONDS = 300.0
+HOPS_TIMEOUT_S = 120.0
 MAX_CLIENTS = 20_000
 CONNECTIONS_COLUMNS = [
     "target", "clients", "joined", "connect_s", "hub_rss_mib_before", "hub_rss_mib_after",
@@ -85,11 +90,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="node 2's CPU at rest is read this long first (0: not)")  # fmt: skip
     fan.add_argument("--redis-url", default=fanout.DEFAULT_REDIS_URL,
                      help="flushed before every target; never the tests' db 15")  # fmt: skip
+    hops = modes.add_parser("hops", help="one patch's function hops and package crossings")
+    hops.add_argument("--root", type=Path, action="append",
+                      help="checkout to trace (repeat for before/after)")  # fmt: skip
+    hops.add_argument("--json", type=Path, help="also write the JSON summary here")
     for mode in (relay, conns, storm, fan):
         _common_options(mode)
     args = parser.parse_args(argv)
     _check(parser, args)
     return args
+
+
+def _hops(roots: list[Path], json_path: Path | None) -> dict[str, Any]:
+    """``loadtest/hops.py`` run in each checkout, with that checkout first on the path."""
+    script = Path(__file__).with_name("hops.py")
+    runs = []
+    for root in roots:
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=HOPS_TIMEOUT_S,
+            check=True,
+        )
+        run = json.loads(done.stdout)
+        runs.append(run)
+        print(
+            f"{root}: {run['hops']} hops, {run['crossings']} crossings of a package "
+            f"({run['crossings_top_level']} of a top-level folder), "
+            f"calls up the layers: {run['upward_calls']}, "
+            f"{run['entries_from_loop']} entries from the event loop",
+            file=sys.stderr,
+        )
+    out = {"mode": "hops", "runs": runs}
+    print(json.dumps(out, indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(out, indent=2))
+    return out
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +144,8 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.mode == "hops":
+        return
     if getattr(args, "seconds", 1.0) <= 0 or getattr(args, "seconds", 1.0) > MAX_SECONDS:
         parser.error(f"--seconds must be in (0, {MAX_SECONDS:g}]")
     if getattr(args, "rate", 1.0) <= 0:
@@ -130,6 +172,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the mode; the JSON summary (also printed)."""
     args = parse_args(argv)
+    if args.mode == "hops":
+        return _hops([r.resolve() for r in args.root or [ROOT]], args.json)
     raise_nofile_limit()
     hub_env = dict(item.split("=", 1) for item in args.hub_env)
     roots = [r.resolve() for r in args.root or [ROOT]]

@@ -175,6 +175,32 @@ def test_canvas_apply_measures_a_checkout_in_a_process_of_its_own() -> None:
     assert canvas_apply.run_root(root, 10, 50) > 0
 
 
+# The only places a patch's path may call up the layers: the callbacks the higher layer
+# registered (the route table's handler, and the server hook that answers an ack).
+CALLBACKS_UP = {
+    "realtime.gateway/gateway.Gateway._handler_of.<locals>.on_event",
+    "realtime.gateway/server.HubServer.answer",
+    "canvas/service.CanvasService._patch",
+}
+
+
+def test_hops_traces_a_patch_that_calls_up_the_layers_only_through_callbacks(
+    tmp_path: Path,
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    out = cli.main(["hops", "--root", str(root), "--json", str(tmp_path / "hops.json")])
+    (run,) = out["runs"]
+    path = run["typical"]["path"]
+    # The path runs from the frame's decode through the store and the database to the
+    # tutor's queue and the student's ack, in order.
+    stages = ["StrictPacket.decode", "CanvasService._patch", "batch.", "Outbox.emit", "Outbox.ack"]
+    found = [next(i for i, name in enumerate(path) if stage in name) for stage in stages]
+    assert found == sorted(found), list(zip(stages, found, strict=True))
+    assert len(path) in run["hops"]
+    assert run["upward_calls"] is not None
+    assert set(run["upward_calls"]) <= CALLBACKS_UP, run["upward_calls"]
+
+
 # A child that reports its own CPU seconds (all, system) and, told to, idles for a
 # while, then burns about BURN_S of CPU, a good part of it in the kernel (reading
 # /dev/zero), and reports again. Its name holds ") ": /proc/<pid>/stat shows the

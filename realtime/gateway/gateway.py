@@ -247,7 +247,8 @@ class Gateway:
     async def _run(
         self, route: Route[Any], sid: str, data: Any, extra: tuple[Any, ...]
     ) -> Ack | AfterLock:
-        self._rate_limit(sid)
+        connection = self.members.get(sid)
+        self._rate_limit(connection)
         if extra:
             raise HubError(
                 ErrorCode.VALIDATION_ERROR,
@@ -257,7 +258,6 @@ class Gateway:
             payload = route.model.model_validate(data)
         except ValidationError as exc:
             raise validation_error(exc, f"invalid {route.event} payload") from None
-        connection = self.members.get(sid)
         if connection is None:
             raise HubError(ErrorCode.UNAUTHORIZED, "not connected")
         async with connection.lock:
@@ -267,8 +267,7 @@ class Gateway:
                 raise HubError(ErrorCode.TOKEN_EXPIRED, "token has expired")
             return await route.handler(connection, payload)
 
-    def _rate_limit(self, sid: str) -> None:
-        connection = self.members.get(sid)
+    def _rate_limit(self, connection: Connection | None) -> None:
         if connection is not None and not connection.events.take():
             raise HubError(
                 ErrorCode.RATE_LIMITED,
@@ -279,7 +278,7 @@ class Gateway:
     async def _on_unknown(self, event: str, sid: str, *args: Any) -> Ack:
         shown = event[:64] if isinstance(event, str) else repr(event)[:64]
         try:
-            self._rate_limit(sid)
+            self._rate_limit(self.members.get(sid))
             error = HubError(
                 ErrorCode.VALIDATION_ERROR,
                 f"unknown event {shown!r}",
