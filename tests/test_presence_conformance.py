@@ -414,16 +414,23 @@ async def test_the_connections_of_a_hub_that_died_are_reaped_once(backend: Backe
     assert await dead.connect(only_there, "tab-1") is Arrival.ONLINE
     assert await dead.connect(also_here, "tab-2") is Arrival.ONLINE
     assert await alive.connect(also_here, "tab-3") is Arrival.ALREADY
+    # Enough more that two hubs sweeping together would overlap while reaping them.
+    crowd = [student(n, session="s2") for n in range(40)]
+    for key in crowd:
+        assert await dead.connect(key, "tab") is Arrival.ONLINE
     # Stops beating without taking its connections out (as a killed hub's heartbeat
     # runs out: close() ends it at once, and keeps what it still holds to be reaped).
     await dead.close()
     now = at(30)
     reaped = await asyncio.gather(alive.reap(now, LONG_GRACE_S), third.reap(now, LONG_GRACE_S))
-    assert sorted(reaped) == [0, 2]
+    assert sorted(reaped) == [0, 2 + len(crowd)]
     assert await alive.reap(now, LONG_GRACE_S) == 0
     assert await third.reap(now, LONG_GRACE_S) == 0
     # Leaving since ``now``; the other still online through their tab on ``alive``.
-    assert await third.departures(everyone=True) == [Departure(only_there, now)]
+    leaving = await third.departures(everyone=True)
+    assert sorted(leaving, key=lambda d: d.key) == [
+        Departure(key, now) for key in sorted([only_there, *crowd])
+    ]
     assert await alive.connect(also_here, "tab-3") is Arrival.ALREADY
     assert await alive.disconnect(also_here, "tab-3", at(31), 0) is True
 
