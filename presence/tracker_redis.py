@@ -135,9 +135,15 @@ class RedisPresenceTracker:
 
     async def departures(self, everyone: bool = False) -> list[Departure]:
         until = "+inf" if everyone else repr(time.time())
-        claimed = await self._departures(
-            keys=[self._leaving_key], args=[until, CLAIM_LIMIT, PREFIX + "mark:"]
-        )
+        claimed: list[bytes | str] = []
+        while True:
+            # At most CLAIM_LIMIT a script; ``everyone`` is all of them, however many.
+            batch = await self._departures(
+                keys=[self._leaving_key], args=[until, CLAIM_LIMIT, PREFIX + "mark:"]
+            )
+            claimed.extend(batch)
+            if not everyone or len(batch) < CLAIM_LIMIT:
+                break
         departures = []
         for raw in claimed:
             center_id, session_id, student_id, left_at, _ = orjson.loads(raw)
