@@ -1,19 +1,20 @@
 """One contract suite for ``realtime.bus.bus.Bus``, run against every backend.
 
 Every test asserts what the Protocol's docstrings promise (``realtime/bus/bus.py``
-and the package's docstring), as ``realtime/sockets.py`` and the canvas store rely
-on it: frames go to the *other* hubs watching a session's channel, in order per
-publishing hub, best effort; a hub never hears its own frames; ``watch`` hears
-from the moment it returns; ``on_reconnect`` hooks run after an outage of the
-subscription; one hub at a time holds a job's lease, and another takes it once
-it runs out.
+and the package's docstring), as ``rooms/sessions.py``, ``presence/live.py`` and
+the canvas store rely on it: frames go to the *other* hubs watching a session's
+channel, in order per publishing hub, best effort; a hub never hears its own
+frames; ``watch`` hears from the moment it returns; ``on_reconnect`` hooks run
+after an outage of the subscription; one hub at a time holds a job's lease, and
+another takes it once it runs out.
 
 The capability flag is the bus's own ``shared``. The memory backend
 (``bus_memory.Cluster``) is one hub process alone by design: nothing is
 published, there is no subscription to lose, and it leads every job. For it,
 the contract's items reduce to: it never hears its own frames (nor anything
 else), its hooks never run, and it always leads; the tests of frames between
-hubs are marked for it from the flag (``params(shared_only=True)``).
+hubs are generated only for shared buses, from the flag
+(``params(shared_only=True)``).
 
 Redis is real: the worker's own database (``tests.conftest.REDIS_URL``), flushed
 before and after each test; channels are server-wide, so each test's sessions
@@ -46,24 +47,13 @@ LEASE_S = 0.3
 SHARED = {"memory": False, "redis": True}
 
 
-def params(*, shared_only: bool = False, xfail: dict[str, str] | None = None) -> list[Any]:
+def params(*, shared_only: bool = False) -> list[Any]:
     """The backends, as parameters of the ``backend`` fixture; with ``shared_only``,
-    the buses that are one process alone are marked (skipped, with the reason);
-    ``xfail``: backends known to break the contract item, with why (strict)."""
-    found = []
-    for name, shared in SHARED.items():
-        marks: list[pytest.MarkDecorator] = []
-        if xfail and name in xfail:
-            marks.append(pytest.mark.xfail(strict=True, reason=xfail[name]))
-        if shared_only and not shared:
-            marks.append(
-                pytest.mark.skip(
-                    reason=f"{name}: shared=False, one hub process alone by design; "
-                    "no other hub to exchange frames or leases with"
-                )
-            )
-        found.append(pytest.param(name, marks=marks, id=name))
-    return found
+    only the buses that connect hubs (a bus that is one process alone by design has
+    no other hub to exchange frames or leases with: those items are not its contract)."""
+    return [
+        pytest.param(name, id=name) for name, shared in SHARED.items() if shared or not shared_only
+    ]
 
 
 @dataclass
@@ -350,19 +340,7 @@ async def cut_subscription(backend: Backend, node: Node) -> None:
     assert await backend.admin.client_kill_filter(_id=ids[0]) == 1
 
 
-# redis-py (8.x) PubSub reads through the client's Retry (``redis_client`` retries
-# ConnectionError): a dropped subscriber connection is reconnected and subscribed
-# again inside redis-py, so RedisCluster._read_loop never sees the error and never
-# runs the hooks, while the frames published in between are lost. Only an outage
-# longer than the retries (tests/test_cluster.py's Redis restart) reaches the hooks.
-SILENT_RESUBSCRIBE = (
-    "RedisCluster: redis-py's PubSub reconnects and resubscribes by itself on a dropped "
-    "connection (the client's Retry), so on_reconnect hooks never run and frames "
-    "published meanwhile are lost silently"
-)
-
-
-@pytest.mark.parametrize("backend", params(xfail={"redis": SILENT_RESUBSCRIBE}), indirect=True)
+@pytest.mark.parametrize("backend", params(), indirect=True)
 async def test_reconnect_hooks_run_after_the_subscription_was_down(backend: Backend) -> None:
     """And once they run, every frame published reaches the hub again. Alone (memory),
     there is no subscription to lose: its hooks never run."""

@@ -23,6 +23,7 @@ from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.commands.core import AsyncScript
 from socketio import packet as sio_packet
 
+from realtime.bus.bus_redis import redis_client
 from realtime.internals import LIBRARIES, check_versions, mismatches
 from realtime.internals import engineio_websocket as driver
 from realtime.internals.redis_connection import (
@@ -31,6 +32,7 @@ from realtime.internals.redis_connection import (
     script_sha,
     script_source,
     set_script_sha,
+    without_retries,
 )
 from realtime.internals.socketio_dispatch import InlineDispatchServer, StrictPacket, Undecodable
 from tests.processes import ROOT
@@ -153,6 +155,22 @@ def test_redis_connection_settings() -> None:
     assert connection_options(unix)["path"] == "/tmp/redis.sock" and is_plain(unix)
     tls = redis.asyncio.Redis.from_url("rediss://127.0.0.1:6390/0")
     assert not is_plain(tls)
+
+
+async def test_redis_client_without_retries_keeps_the_settings_and_retries_nothing() -> None:
+    hub = redis_client("rediss://user:pw@127.0.0.1:6390/3", client_name="hub-a")
+    plain = without_retries(hub)
+    options = connection_options(plain)
+    for name in ("host", "port", "db", "username", "password", "client_name", "socket_timeout"):
+        assert options[name] == connection_options(hub)[name], name
+    assert (options["db"], options["client_name"]) == (3, "hub-a")
+    assert plain.connection_pool.connection_class is hub.connection_pool.connection_class
+    # What redis-py's PubSub reads through: the connection's Retry (none left to make).
+    connection = plain.connection_pool.make_connection()
+    assert connection.retry.get_retries() == 0
+    assert hub.connection_pool.make_connection().retry.get_retries() > 0
+    await plain.aclose()
+    await hub.aclose()
 
 
 def test_redis_script_sha_and_source() -> None:

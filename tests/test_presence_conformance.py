@@ -1,14 +1,14 @@
 """One contract suite for ``presence.tracker.PresenceTracker``, run against every backend.
 
 Every test asserts what the Protocol's docstrings promise (``presence/tracker.py``),
-as ``realtime/sockets.py`` relies on it. The ``backend`` fixture yields each backend
+as ``presence/live.py`` relies on it. The ``backend`` fixture yields each backend
 in turn; ``Backend.new_hub`` gives a tracker as one hub process would have it.
 
 Which contract items apply to which backend is said by a capability flag,
 ``Backend.shared`` (several hubs share the students' presence). The memory backend
-is one process by design: the tests of two hubs sharing state are marked for it,
-with that reason, from the flag (``params(shared_only=True)``), never skipped
-from inside a test. Everything else applies to both backends.
+is one process by design: the tests of two hubs sharing state are not its
+contract and are generated only for shared backends, from the flag
+(``params(shared_only=True)``). Everything else runs on both backends.
 
 Redis is real, on the worker's own database (``tests.conftest.REDIS_URL``), flushed
 before and after each test; under ``CI=true`` a missing Redis fails the test.
@@ -54,19 +54,13 @@ CAPABILITIES = {
 
 def params(*, shared_only: bool = False) -> list[Any]:
     """The backends, as parameters of the ``backend`` fixture; with ``shared_only``,
-    those without the capability are marked (skipped, with the reason) by it."""
-    found = []
-    for name, caps in CAPABILITIES.items():
-        marks: list[pytest.MarkDecorator] = []
-        if shared_only and not caps.shared:
-            marks.append(
-                pytest.mark.skip(
-                    reason=f"{name}: shared=False, one process by design; "
-                    "the contract's 'across hubs' items do not apply"
-                )
-            )
-        found.append(pytest.param(name, marks=marks, id=name))
-    return found
+    only those shared between hubs (the contract's 'across hubs' items are not the
+    contract of a tracker that is one process alone by design)."""
+    return [
+        pytest.param(name, id=name)
+        for name, caps in CAPABILITIES.items()
+        if caps.shared or not shared_only
+    ]
 
 
 @dataclass

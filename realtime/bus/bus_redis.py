@@ -28,6 +28,7 @@ from realtime.bus.bus import (
     unframe,
 )
 from realtime.bus.bus_memory import Cluster
+from realtime.internals.redis_connection import without_retries
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ class RedisCluster(Cluster):
         self._channels: set[str] = set()
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._pubsub: PubSub | None = None
+        # Subscribes without retries: a dropped subscription must reach _read_loop,
+        # which subscribes again and runs the reconnect hooks (frames were missed).
+        self._subscriber = without_retries(redis)
         self._has_channels = asyncio.Event()
         self._outgoing: list[tuple[str, bytes]] = []
         self._wake = asyncio.Event()
@@ -115,6 +119,7 @@ class RedisCluster(Cluster):
         self._tasks = []
         if self._pubsub is not None:
             await self._close_pubsub()
+        await self._subscriber.aclose()
 
     async def lead(self, name: str, lease_s: float) -> bool:
         # Jobs sharing a lease ask within moments of each other: one answer serves
@@ -181,7 +186,7 @@ class RedisCluster(Cluster):
 
     async def _connected(self) -> PubSub:
         if self._pubsub is None:
-            self._pubsub = self.redis.pubsub()
+            self._pubsub = self._subscriber.pubsub()
         return self._pubsub
 
     async def _close_pubsub(self) -> None:
