@@ -407,3 +407,17 @@ async def test_the_lease_passes_on_when_its_holder_stops_renewing(backend: Backe
     # a stops asking: once its lease runs out, b takes it, and a no longer leads.
     await eventually(lambda: b.bus.lead(job, LEASE_S), within=5, what="b to lead")
     assert not await a.bus.lead(job, LEASE_S)
+
+
+@pytest.mark.parametrize("backend", params(shared_only=True), indirect=True)
+async def test_a_hub_that_stops_hands_its_lease_on_at_once(backend: Backend) -> None:
+    """A rolling restart does not leave the sweeps unled for a whole lease."""
+    a, b = await backend.new_node(), await backend.new_node()
+    job, other = f"job-{uuid.uuid4().hex[:8]}", f"job-{uuid.uuid4().hex[:8]}"
+    assert await a.bus.lead(job, 60)
+    assert await b.bus.lead(other, 60)
+    await a.bus.close()
+    assert await b.bus.lead(job, 60)
+    # Closing releases only its own: b's lease of the other job stays b's.
+    c = await backend.new_node()
+    assert not await c.bus.lead(other, 60)

@@ -65,7 +65,9 @@ class Bus(Protocol):
 
     async def start(self) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Stop; publish what is queued first, and hand the leases held on to the others."""
+        ...
 
 
 def session_channel(center_id: str, session_id: str) -> str:

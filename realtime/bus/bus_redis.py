@@ -49,6 +49,10 @@ if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def lease_ms(lease_s: float) -> int:
@@ -104,6 +108,7 @@ class RedisCluster(Cluster):
         self._drained.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._lease = redis.register_script(LEASE)
+        self._release = redis.register_script(RELEASE)
         self._leases: dict[str, tuple[float, bool]] = {}  # name: (asked at, held)
 
     async def start(self) -> None:
@@ -117,6 +122,7 @@ class RedisCluster(Cluster):
         await self._drain()
         await stop(self._tasks)
         self._tasks = []
+        await self._release_leases()
         if self._pubsub is not None:
             await self._close_pubsub()
         await self._subscriber.aclose()
@@ -138,6 +144,16 @@ class RedisCluster(Cluster):
             return True
         self._leases[name] = (now, bool(held))
         return bool(held)
+
+    async def _release_leases(self) -> None:
+        """A hub that stops hands its leases on now, not once they run out."""
+        held = [name for name, (_, holds) in self._leases.items() if holds]
+        self._leases.clear()
+        for name in held:
+            try:
+                await self._release(keys=[LEASE_PREFIX + name], args=[self.node_id])
+            except RedisError as exc:
+                log.info("releasing the %s lease failed (%r); it runs out instead", name, exc)
 
     # -- subscriptions --------------------------------------------------------
 
