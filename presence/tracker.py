@@ -70,7 +70,9 @@ class PresenceTracker(Protocol):
         ...
 
     async def reap(self, now: datetime, grace_s: float) -> int:
-        """Take out the connections of hubs that died (a shared backend); how many."""
+        """Take out the connections of hubs that died (a shared backend); how many.
+        Their students are leaving from ``now``, for ``grace_s`` (0: due at once);
+        ``departures`` hands them out."""
         ...
 
     async def start(self) -> None: ...

@@ -120,16 +120,27 @@ class RedisPresenceTracker:
     async def disconnect(
         self, key: StudentKey, connection_id: str, left_at: datetime, grace_s: float
     ) -> bool:
-        return await self._leave(self.node_id, key, connection_id, left_at, grace_s)
+        return await self._leave(
+            self.node_id, key, connection_id, left_at, grace_s, leaving=grace_s > 0
+        )
 
     async def _leave(
-        self, node_id: str, key: StudentKey, connection_id: str, left_at: datetime, grace_s: float
+        self,
+        node_id: str,
+        key: StudentKey,
+        connection_id: str,
+        left_at: datetime,
+        grace_s: float,
+        *,
+        leaving: bool,
     ) -> bool:
+        """Take a connection out; ``leaving``: a student whose last one it was is leaving
+        until ``grace_s`` from now (else the caller marks them offline)."""
         entry = orjson.dumps([*key, connection_id]).decode()
         departure = orjson.dumps([*key, left_at.isoformat(), connection_id]).decode()
         went = await self._disconnect(
             keys=self._keys(key, node_id),
-            args=[connection_id, entry, departure, time.time() + grace_s, int(grace_s > 0)],
+            args=[connection_id, entry, departure, time.time() + grace_s, int(leaving)],
         )
         return bool(went)
 
@@ -170,7 +181,8 @@ class RedisPresenceTracker:
 
     async def reap(self, now: datetime, grace_s: float) -> int:
         """Take out the connections of hubs whose heartbeat is gone (they died); how
-        many. Their students are then leaving, as if they had just disconnected."""
+        many. Their students are then leaving, as if they had just disconnected (with no
+        grace period, due at once: ``departures`` hands them out)."""
         reaped = 0
         for raw in await self._redis.smembers(self._nodes_key):
             node_id = _text(raw)
@@ -183,7 +195,9 @@ class RedisPresenceTracker:
             for entry in await self._redis.smembers(conns_key):
                 center_id, session_id, student_id, connection_id = orjson.loads(entry)
                 key = (center_id, session_id, student_id)
-                await self._leave(node_id, key, connection_id, now, grace_s)
+                # Leaving even with no grace period (due at once): the departures
+                # of the same sweep hand them out, as nobody else will.
+                await self._leave(node_id, key, connection_id, now, grace_s, leaving=True)
                 reaped += 1
             await self._redis.delete(conns_key)
             await self._redis.srem(self._nodes_key, node_id)

@@ -430,6 +430,21 @@ async def test_the_connections_of_a_hub_that_died_are_reaped_once(backend: Backe
 
 
 @pytest.mark.parametrize("backend", params(shared_only=True), indirect=True)
+async def test_with_no_grace_period_a_dead_hubs_students_depart_at_once(
+    backend: Backend,
+) -> None:
+    """Nobody else will mark them offline: the sweep that reaps them hands them out."""
+    dead, alive = await backend.new_hub(), await backend.new_hub()
+    key = student()
+    await dead.connect(key, "tab-on-dead")
+    await dead.close()
+    now = at()
+    assert await alive.reap(now, 0) == 1
+    assert await alive.departures() == [Departure(key, now)]
+    assert await alive.departures(everyone=True) == []
+
+
+@pytest.mark.parametrize("backend", params(shared_only=True), indirect=True)
 async def test_a_student_reaped_with_a_grace_period_can_resume(backend: Backend) -> None:
     dead, alive = await backend.new_hub(), await backend.new_hub()
     key = student()
