@@ -13,8 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from canvas.document import Author, parse_ops
 from canvas.relay import CanvasRelay
-from canvas.store import CanvasKey, CatchUp
-from canvas.store_database import DatabaseCanvasStore
+from canvas.store import CanvasKey, CanvasStore, CatchUp
 from persistence.repositories import EnrollmentRepository
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.events import Id, Payload
@@ -53,7 +52,7 @@ class CanvasService:
     def __init__(
         self,
         hub: LiveHub,
-        store: DatabaseCanvasStore,
+        store: CanvasStore,
         relay: CanvasRelay,
         *,
         keep_s: float = 0.0,
