@@ -39,6 +39,19 @@ class Handoff:
         replica.relayed = fresh[-1].seq
         return [(replica.key, p) for p in (*gap, *fresh)]
 
+    def next_in_order(
+        self, durable: Sequence[tuple[Replica, Patch]]
+    ) -> list[tuple[CanvasKey, Patch]]:
+        """``next_of`` each (replica, patch), in the order given (commit order)."""
+        out: list[tuple[CanvasKey, Patch]] = []
+        for replica, patch in durable:
+            if patch.seq == replica.relayed + 1:  # the common case, without a gap
+                replica.relayed = patch.seq
+                out.append((replica.key, patch))
+            elif patch.seq > replica.relayed:
+                out += self.next_of(replica, (patch,))
+        return out
+
     def relay(self, replica: Replica, patches: Sequence[Patch]) -> None:
         self.hand_on(self.next_of(replica, patches))
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from canvas.store import CanvasKey, Patch
 from realtime.base.errors import ErrorCode, HubError
@@ -63,10 +63,10 @@ class SeqState:
     idle_ms: int  # since the holder of undurable patches last made progress
 
 
-@dataclass(frozen=True, slots=True)
-class Appended:
+class Appended(NamedTuple):
     """``append``'s answer: ``OK`` with the new ``seq``; ``BEHIND`` with the current
-    ``seq``; ``BUSY`` with the current ``seq`` and the holder's ``idle_ms``."""
+    ``seq``; ``BUSY`` with the current ``seq`` and the holder's ``idle_ms``. (A tuple:
+    one is made per patch.)"""
 
     outcome: Outcome
     seq: int = 0

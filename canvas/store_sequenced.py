@@ -123,12 +123,16 @@ class SequencedCanvasStore:
         pause = BUSY_POLL_S[0]
         for _ in range(APPEND_ATTEMPTS):
             canvas = await self.replicas.get(key)
+            # The lock without its context manager: this is the hot path.
+            await canvas.lock.acquire()
             try:
-                async with canvas.lock:
+                if canvas.stale or self.replicas.loaded.get(key) is not canvas:
                     await self._current(canvas)
-                    reply = await self._try_append(canvas, author, author_id, ops)
+                reply = await self._try_append(canvas, author, author_id, ops)
             except _Retry:
                 continue
+            finally:
+                canvas.lock.release()
             if isinstance(reply, Accepted):
                 return reply
             if time.monotonic() > deadline:
@@ -378,14 +382,14 @@ class SequencedCanvasStore:
                         await self.sequencer.publish(canvas.key, patches)
             except Unavailable:
                 pass  # stored all the same; another hub takes them over after takeover_s
-        durable: list[tuple[CanvasKey, Patch]] = []
+        durable: list[tuple[Replica, Patch]] = []
         for write in writes:
             if write.patch is not None:
                 write.canvas.durable_seq = max(write.canvas.durable_seq, write.patch.seq)
-                durable += self.handoff.next_of(write.canvas, (write.patch,))
+                durable.append((write.canvas, write.patch))
             if not write.future.done():
                 write.future.set_result(None)
-        self.handoff.hand_on(durable)
+        self.handoff.hand_on(self.handoff.next_in_order(durable))
 
     def receive(self, payload: bytes) -> None:
         """Durable patches another hub published (a ``CANVAS`` frame's payload): see
