@@ -13,8 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from canvas.document import Author, parse_ops
 from canvas.relay import CanvasRelay
-from canvas.store import CanvasKey, CatchUp
-from canvas.store_database import DatabaseCanvasStore
+from canvas.store import CanvasKey, CanvasStore, CatchUp
 from persistence.repositories import EnrollmentRepository
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.events import Id, Payload
@@ -51,7 +50,7 @@ def catch_up_view(catch: CatchUp) -> dict[str, Any]:
 class CanvasService:
     def __init__(
         self,
-        store: DatabaseCanvasStore,
+        store: CanvasStore,
         relay: CanvasRelay,
         *,
         reads: async_sessionmaker[AsyncSession],

@@ -1,9 +1,8 @@
 """The canvas store interface: sequenced, durable patch streams, one per student canvas.
 
-Backends: ``store_database.DatabaseCanvasStore`` (documents in this process,
-op log and snapshots in the database; the default) and
-``store_redis.RedisCanvasStore`` (the same, with seqs, the recent log and
-relays shared through Redis, so several hubs can write one canvas).
+The implementation is ``store_sequenced.SequencedCanvasStore``, built from parts
+(see its module), with a local sequencer (this hub alone; the default) or one
+in Redis (several hubs write one canvas); ``build.build_store`` builds it.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from canvas.document import Author
+from canvas.document import Author, CanvasLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +95,49 @@ class CanvasStore(Protocol):
       op log; seq and epoch carry on.
     """
 
+    limits: CanvasLimits
+
+    async def start(self) -> None: ...
+
     async def append(
         self, key: CanvasKey, author: Author, author_id: str, ops: list[dict[str, Any]]
     ) -> Accepted: ...
 
     async def catch_up(self, key: CanvasKey, since: int | None) -> CatchUp: ...
 
+    async def read(self, key: CanvasKey, at_seq: int | None = None) -> CatchUp:
+        """The document now (``at_seq`` None) or as it was at ``at_seq`` (``NOT_FOUND``
+        if the canvas never was at that seq); a canvas not in memory stays out of it."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is stored (or failed)."""
+        ...
+
     async def compact(self, key: CanvasKey) -> None:
         """Write a snapshot now if there are patches since the last one."""
+        ...
+
+    async def compact_session(self, session_id: str) -> None:
+        """``compact`` each canvas of the session held in memory."""
+        ...
+
+    async def forget(self, session_id: str) -> None:
+        """Drop a session's canvases from memory once what is queued is stored (they
+        load again on use)."""
+        ...
+
+    def logged_patches(self) -> int:
+        """How many patches the catch-up logs in memory hold."""
+        ...
+
+    def receive(self, payload: bytes) -> None:
+        """Durable patches another hub published (a ``CANVAS`` frame's payload)."""
+        ...
+
+    async def resume(self) -> None:
+        """The hub's subscription is back after Redis was away: hand on the durable
+        patches published meanwhile."""
         ...
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.models import (
@@ -344,6 +345,27 @@ class CanvasRepository:
             )
         ).all()
         return rows[::-1]
+
+    async def ops_between(
+        self, session_id: str, student_id: str, first: int, last: int
+    ) -> Sequence[CanvasOp]:
+        """The ops of a canvas from seq ``first`` to ``last``, in seq order."""
+        query = select(CanvasOp).where(
+            CanvasOp.session_id == session_id,
+            CanvasOp.student_id == student_id,
+            CanvasOp.seq.between(first, last),
+        )
+        return (await self._db.scalars(query.order_by(CanvasOp.seq))).all()
+
+    async def add_ops_keeping_stored(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert ``canvas_ops`` rows; a row already stored at the same seq of the same
+        canvas is kept (the insert skips it, on Postgres and SQLite alike)."""
+        bind = self._db.get_bind()
+        dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(CanvasOp).on_conflict_do_nothing(
+            index_elements=["session_id", "student_id", "seq"]
+        )
+        await self._db.execute(insert, list(rows))
 
     async def snapshots(
         self, session_id: str, student_id: str, page: Page

@@ -11,11 +11,10 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from canvas.build import build_store
 from canvas.document import CanvasLimits
 from canvas.relay import CanvasRelay
 from canvas.service import CanvasService
-from canvas.store_database import DatabaseCanvasStore
-from canvas.store_redis import RedisCanvasStore
 from persistence import migrate
 from persistence.batch import batch_writer
 from persistence.db import create_engine, dispose, read_session_factory, session_factory
@@ -147,17 +146,14 @@ def build_app(
         metrics=metrics,
         on_durable=relay.durable,
     )
-    store: DatabaseCanvasStore
+    store = build_store(
+        reads, batch_writer(engine), **store_options, redis=redis, node_id=cluster.node_id
+    )
     if redis is not None:
         # Seqs and the recent log shared by every hub; patches other hubs made durable
         # arrive on the session's channel.
-        store = RedisCanvasStore(
-            reads, batch_writer(engine), **store_options, redis=redis, node_id=cluster.node_id
-        )
         cluster.on(CANVAS, store.receive)
         cluster.on_reconnect(store.resume)
-    else:
-        store = DatabaseCanvasStore(reads, batch_writer(engine), **store_options)
     canvases = CanvasService(
         store,
         relay,

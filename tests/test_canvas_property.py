@@ -553,7 +553,7 @@ async def test_random_interleavings_converge(hubs: Hubs, actions: list[tuple[Any
 # -- hub bugs the property test found, reduced ---------------------------------------
 #
 # Each failed against the hub as it was when this file was written (canvas/
-# store_database.py before initial_epoch, recent_ops, the per-canvas retry of a
+# store_database.py, the store then, before initial_epoch, recent_ops, the per-canvas retry of a
 # failed group commit, and the NUL check of realtime/base/events.py); they stay as
 # regression tests.
 
@@ -571,7 +571,9 @@ async def test_the_epoch_of_an_empty_canvas_survives_the_session_emptying(hub: H
     await tutor.sio.disconnect()
     store = hub.app[CANVASES].store
     key = CanvasKey("c1", session_id, "s1")
-    await eventually(lambda: key not in store._canvases, what="the canvas dropped from memory")
+    await eventually(
+        lambda: key not in store.replicas.loaded, what="the canvas dropped from memory"
+    )
     again = await hub.connect(TUTOR, "TUTOR")
     second = (await again.join(session_id, since={"s1": 0}))["canvases"]["s1"]
     assert (second["seq"], second["epoch"]) == (0, first["epoch"]), (first, second)
@@ -596,7 +598,9 @@ async def test_a_catch_up_after_the_session_emptied_is_still_the_patches(hub: Hu
     await student.sio.disconnect()
     store = hub.app[CANVASES].store
     key = CanvasKey("c1", session_id, "s1")
-    await eventually(lambda: key not in store._canvases, what="the canvas dropped from memory")
+    await eventually(
+        lambda: key not in store.replicas.loaded, what="the canvas dropped from memory"
+    )
     tutor = await hub.connect(TUTOR, "TUTOR")
     view = (await tutor.join(session_id, since={"s1": 1}))["canvases"]["s1"]
     assert [p["seq"] for p in view.get("ops", [])] == [2, 3], view

@@ -1,4 +1,5 @@
-"""Several hubs ("nodes") writing the same canvases through ``RedisCanvasStore``.
+"""Several hubs ("nodes") writing the same canvases through the store with a
+``RedisSequencer``.
 
 Each node is a store instance of its own (its own node id, committer and
 replicas) in this process, all on one real Redis (db 15, a key prefix per
@@ -25,8 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from canvas.document import Author, replay
+from canvas.sequencer_redis import RedisSequencer
 from canvas.store import CanvasKey, CatchUp, Patch
-from canvas.store_redis import RedisCanvasStore
+from canvas.store_sequenced import SequencedCanvasStore
 from persistence.batch import BatchWriter, Rows, batch_writer
 from persistence.db import session_factory
 from persistence.models import CanvasOp, LiveSession
@@ -115,7 +117,7 @@ class RedisProxy:
 
 @dataclass
 class Node:
-    store: RedisCanvasStore
+    store: SequencedCanvasStore
     writer: GatedWriter
     relayed: list[tuple[CanvasKey, Patch]] = field(default_factory=list)
     dead: bool = False
@@ -126,10 +128,12 @@ class Node:
 
     def kill(self) -> None:
         """The process dies: its committer stops, whatever it had queued is gone."""
-        for task in self.store._tasks:
+        committer = self.store.committer
+        for task in [*self.store._tasks, committer._task]:
+            assert task is not None
             task.cancel()
-        self.store._queue.clear()
-        self.store._idle.set()
+        committer._queue.clear()
+        committer._idle.set()
         self.dead = True
 
 
@@ -189,12 +193,10 @@ async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
     ) -> Node:
         writer = GatedWriter(batch_writer(engine))
         node = Node(None, writer)  # type: ignore[arg-type]
-        node.store = RedisCanvasStore(
+        node.store = SequencedCanvasStore(
             db=db,
             writer=writer,
-            redis=through or client,
-            node_id=name,
-            prefix=prefix,
+            sequencer=RedisSequencer(through or client, node_id=name, prefix=prefix),
             takeover_s=takeover_s,
             on_durable=node.relayed.extend,
         )
@@ -227,7 +229,7 @@ async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
             with contextlib.suppress(Exception):
                 if node.dead:  # what the OS closes of a dead process
                     await node.writer.close()
-                    await node.store._scripts.close()
+                    await node.store.sequencer.close()
                 else:
                     await asyncio.wait_for(node.store.close(), 10)
         delivering.cancel()
@@ -271,7 +273,7 @@ async def converged(cluster: Cluster, count: int) -> None:
         assert log.patches is not None
         assert [p.seq for p in log.patches] == list(range(1, count + 1))
         assert replay(None, [orjson.loads(orjson.dumps(p.ops)) for p in log.patches]) == expected
-        assert node.store._canvases[key].doc.snapshot() == expected
+        assert node.store.replicas.loaded[key].doc.snapshot() == expected
 
 
 async def test_interleaved_appends_from_two_nodes_get_gap_free_seqs_and_converge(
@@ -311,7 +313,10 @@ async def test_a_node_that_dies_before_committing_is_taken_over(cluster: Cluster
     a.writer.gate.clear()  # a's next commit never finishes
     pending = await a.store.append(key, Author.STUDENT, "student-1", stroke("assigned-on-a"))
     assert pending.patch.seq == 3
-    await eventually(lambda: a.store._queue == [] and not a.store._idle.is_set(), what="a commits")
+    await eventually(
+        lambda: a.store.committer._queue == [] and not a.store.committer._idle.is_set(),
+        what="a commits",
+    )
     a.kill()
 
     # b waits for a's patch, then (a silent for TAKEOVER_S) stores it itself.
