@@ -1,84 +1,33 @@
-"""SQLAlchemy models. Every row carries its center; every foreign key is indexed.
-
-A foreign key is covered by a composite index or unique constraint that leads
-with it (``session_id, student_id``) rather than by an index of its own.
-"""
+"""Live sessions: enrollments, notes, exercise attempts, help, attendance, timers, alerts."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
-    DateTime,
-    Dialect,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-ID_LENGTH = 36
-EXTERNAL_ID_LENGTH = 128
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC timestamp on every backend.
-
-    Postgres stores ``timestamptz``; SQLite has no time zones, so values are
-    stored as naive UTC and given their zone back on the way out.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"expected a timezone-aware datetime, got naive {value!r}")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-JSONDocument = JSON().with_variant(JSONB(), "postgresql")
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+from persistence.models.base import (
+    EXTERNAL_ID_LENGTH,
+    ID_LENGTH,
+    Base,
+    JSONDocument,
+    UTCDateTime,
+    new_id,
+    utcnow,
+)
 
 
 class Mode(StrEnum):
@@ -344,65 +293,3 @@ class AttendanceInterval(Base):
     student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime())
     left_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-
-class CanvasSnapshot(Base):
-    """A student's canvas document as of ``seq`` (compaction point of the op log)."""
-
-    __tablename__ = "canvas_snapshots"
-    __table_args__ = (
-        Index("ix_canvas_snapshots_session_student_seq", "session_id", "student_id", "seq"),
-    )
-
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
-    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
-    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
-    student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
-    seq: Mapped[int] = mapped_column(BigInteger)
-    epoch: Mapped[str] = mapped_column(String(64))
-    doc: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-class CanvasOp(Base):
-    """One accepted canvas patch: the durable op log, written before the patch is acked."""
-
-    __tablename__ = "canvas_ops"
-    __table_args__ = (
-        UniqueConstraint("session_id", "student_id", "seq", name="uq_canvas_ops_stream_seq"),
-    )
-
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
-    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
-    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
-    student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
-    seq: Mapped[int] = mapped_column(BigInteger)
-    epoch: Mapped[str] = mapped_column(String(64))
-    author: Mapped[str] = mapped_column(String(16))
-    author_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
-    ops: Mapped[list[Any]] = mapped_column(JSONDocument)
-    at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class AuditEntry(Base):
-    """Who changed what, from where, when. Written in the same transaction as the change."""
-
-    __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_center_at", "center_id", "at"),)
-
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
-    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
-    actor_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
-    actor_role: Mapped[str] = mapped_column(String(32))
-    action: Mapped[str] = mapped_column(String(64))
-    target_type: Mapped[str] = mapped_column(String(32))
-    target_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
-    ip: Mapped[str | None] = mapped_column(String(64))
-    details: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
-    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,74 @@
+"""SQLAlchemy models. Every row carries its center; every foreign key is indexed.
+
+A foreign key is covered by a composite index or unique constraint that leads
+with it (``session_id, student_id``) rather than by an index of its own. One
+module per area; importing this package registers every table on ``Base.metadata``.
+"""
+
+from persistence.models.audit import (
+    AuditEntry,
+)
+from persistence.models.base import (
+    EXTERNAL_ID_LENGTH,
+    ID_LENGTH,
+    NAMING_CONVENTION,
+    Base,
+    JSONDocument,
+    UTCDateTime,
+    new_id,
+    utcnow,
+)
+from persistence.models.canvas import (
+    CanvasOp,
+    CanvasSnapshot,
+)
+from persistence.models.live import (
+    HELP_ACTIVE,
+    Alert,
+    AttendanceInterval,
+    AttendanceRecord,
+    AttendanceStatus,
+    CatchUpPackage,
+    Enrollment,
+    ExerciseAttempt,
+    HelpPriority,
+    HelpRequest,
+    HelpStatus,
+    LiveSession,
+    Mode,
+    NoteVisibility,
+    SessionStatus,
+    Timer,
+    TutorNote,
+)
+
+__all__ = [
+    "EXTERNAL_ID_LENGTH",
+    "HELP_ACTIVE",
+    "ID_LENGTH",
+    "NAMING_CONVENTION",
+    "Alert",
+    "AttendanceInterval",
+    "AttendanceRecord",
+    "AttendanceStatus",
+    "AuditEntry",
+    "Base",
+    "CanvasOp",
+    "CanvasSnapshot",
+    "CatchUpPackage",
+    "Enrollment",
+    "ExerciseAttempt",
+    "HelpPriority",
+    "HelpRequest",
+    "HelpStatus",
+    "JSONDocument",
+    "LiveSession",
+    "Mode",
+    "NoteVisibility",
+    "SessionStatus",
+    "Timer",
+    "TutorNote",
+    "UTCDateTime",
+    "new_id",
+    "utcnow",
+]
