@@ -41,8 +41,15 @@ from persistence.models.live import (
     Timer,
     TutorNote,
 )
+from persistence.models.people import (
+    EMAIL_LENGTH,
+    ParentLink,
+    Person,
+    PersonSource,
+)
 
 __all__ = [
+    "EMAIL_LENGTH",
     "EXTERNAL_ID_LENGTH",
     "HELP_ACTIVE",
     "ID_LENGTH",
@@ -65,6 +72,9 @@ __all__ = [
     "LiveSession",
     "Mode",
     "NoteVisibility",
+    "ParentLink",
+    "Person",
+    "PersonSource",
     "SessionStatus",
     "Timer",
     "TutorNote",

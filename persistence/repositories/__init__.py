@@ -12,6 +12,7 @@ from persistence.repositories.attendance import (
 from persistence.repositories.audit import AuditLog
 from persistence.repositories.canvas import CanvasRepository, StoredCanvas
 from persistence.repositories.paging import Page, page_of
+from persistence.repositories.people import Imported, ParentLinks, PeopleRepository, Seen
 from persistence.repositories.sessions import (
     EnrollmentRepository,
     SessionQuery,
@@ -25,7 +26,11 @@ __all__ = [
     "AuditLog",
     "CanvasRepository",
     "EnrollmentRepository",
+    "Imported",
     "Page",
+    "ParentLinks",
+    "PeopleRepository",
+    "Seen",
     "SessionQuery",
     "SessionRepository",
     "StoredCanvas",

@@ -15,6 +15,8 @@ from realtime.base.config import Settings
 from realtime.base.errors import ErrorCode, HubError
 
 MAX_CLAIM_LENGTH = 128
+# An email address is at most 254 characters (RFC 5321's path limit, less the brackets).
+MAX_EMAIL_LENGTH = 254
 # Later than any real token's expiry (year ~318,000); keeps exp a sane float.
 MAX_EXP = 1e13
 
@@ -38,6 +40,8 @@ class Identity:
     center: str
     name: str | None
     expires_at: float
+    # From the optional ``email`` claim (for the center's directory of people).
+    email: str | None = None
 
     def seconds_left(self, now: float | None = None) -> float:
         return self.expires_at - (time.time() if now is None else now)
@@ -125,6 +129,17 @@ def _identity_from_claims(claims: dict[str, Any]) -> Identity:
     def optional_text(name: str) -> str | None:
         return None if claims.get(name) is None else text(name)
 
+    def email() -> str | None:
+        value = claims.get("email")
+        if value is None:
+            return None
+        if not isinstance(value, str) or "@" not in value or len(value) > MAX_EMAIL_LENGTH:
+            raise HubError(
+                ErrorCode.UNAUTHORIZED,
+                f"claim 'email' must be an address of at most {MAX_EMAIL_LENGTH} characters",
+            )
+        return value
+
     role = text("role")
     try:
         parsed_role = Role(role)
@@ -145,6 +160,7 @@ def _identity_from_claims(claims: dict[str, Any]) -> Identity:
         center=text("center"),
         name=optional_text("name"),
         expires_at=float(exp),
+        email=email(),
     )
 
 
@@ -155,6 +171,7 @@ def mint_token(
     role: Role,
     center: str,
     name: str | None = None,
+    email: str | None = None,
     ttl_s: float = 3600,
     private_key_pem: str | None = None,
     algorithm: str = "HS256",
@@ -170,6 +187,8 @@ def mint_token(
     }
     if name:
         claims["name"] = name
+    if email:
+        claims["email"] = email
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
     if settings.jwt_issuer:
