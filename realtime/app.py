@@ -35,7 +35,7 @@ from realtime.bus.bus_redis import RedisCluster, redis_client
 from realtime.gateway.gateway import Gateway
 from realtime.gateway.server import HubServer
 from realtime.internals import check_versions
-from rest import attendance, day, enrollments, health, notes, sessions
+from rest import attendance, day, directory, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
 from rest import help as help_routes
 from rest.http import error_middleware
@@ -107,6 +107,8 @@ def build_app(
         event_burst=settings.socket_event_burst,
     )
     members = gateway.members
+    people = directory.Directory(db)
+    gateway.on_connect(people.record)
     live_presence = LivePresence(
         presence or _presence(redis, cluster),
         db=db,
@@ -206,6 +208,7 @@ def build_app(
                 metrics,
                 verifier,
                 KeyedBuckets(settings.rest_requests_per_s, settings.rest_request_burst),
+                on_identity=people.record,
             )
         ],
     )
@@ -232,6 +235,7 @@ def build_app(
     app.add_routes(attendance.routes)
     app.add_routes(day.routes)
     app.add_routes(notes.routes)
+    app.add_routes(directory.routes)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_database)

@@ -121,9 +121,18 @@ def parse_query(request: web.Request, model: type[M]) -> M:
 CLIENT_CLOSED = 499
 
 
-def error_middleware(metrics: HubMetrics, verifier: TokenVerifier, limits: KeyedBuckets) -> Any:
+IdentityHook = Callable[[Identity], Awaitable[None]]
+
+
+def error_middleware(
+    metrics: HubMetrics,
+    verifier: TokenVerifier,
+    limits: KeyedBuckets,
+    on_identity: IdentityHook | None = None,
+) -> Any:
     """Bearer identity and per-user rate limits for /api/v1, the error body for every
-    failure, and request metrics."""
+    failure, and request metrics. ``on_identity`` hears of each verified caller
+    before its handler runs (the directory records them)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: RestHandler) -> web.StreamResponse:
@@ -135,6 +144,8 @@ def error_middleware(metrics: HubMetrics, verifier: TokenVerifier, limits: Keyed
                 if not limits.take(f"{who.center}\x00{who.user_id}"):
                     raise HubError(ErrorCode.RATE_LIMITED, "too many requests; slow down")
                 request[IDENTITY_KEY] = who
+                if on_identity is not None:
+                    await on_identity(who)
             response = await handler(request)
         except HubError as exc:
             response = error_response(exc.http_status, exc.error_code, exc.message, exc.details)
