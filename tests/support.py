@@ -93,6 +93,9 @@ class Api:
     async def post(self, path: str, json: Any = None) -> tuple[int, Any]:
         return await self.call("POST", path, json)
 
+    async def put(self, path: str, json: Any = None) -> tuple[int, Any]:
+        return await self.call("PUT", path, json)
+
     async def patch(self, path: str, json: Any = None) -> tuple[int, Any]:
         return await self.call("PATCH", path, json)
 
