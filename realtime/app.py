@@ -38,7 +38,7 @@ from realtime.internals import check_versions
 from rest import attendance, day, directory, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
 from rest import help as help_routes
-from rest.http import error_middleware
+from rest.http import allow_cross_origin, error_middleware
 from rest.keys import (
     BUS,
     CANVASES,
@@ -236,6 +236,7 @@ def build_app(
     app.add_routes(day.routes)
     app.add_routes(notes.routes)
     app.add_routes(directory.routes)
+    allow_cross_origin(app, settings.cors_origins)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_database)
