@@ -76,16 +76,6 @@ def require_student_reader(identity: Identity, session: LiveSession, student_id:
         raise HubError(ErrorCode.FORBIDDEN, "a student may only read their own data")
 
 
-def student_scope(identity: Identity, session: LiveSession) -> str | None:
-    """Whose records of a session the caller may list: ``None`` for the staff (all),
-    a student's own id for that student; anyone else is FORBIDDEN."""
-    if can_read_roster(identity, session):
-        return None
-    if identity.role is Role.STUDENT:
-        return identity.user_id
-    raise HubError(ErrorCode.FORBIDDEN, "not a member of this session")
-
-
 def family_scope(identity: Identity, children: Sequence[str], enrolled: Sequence[str]) -> list[str]:
     """A parent's children among a session's enrolled students (their records are the
     parent's to read); none is FORBIDDEN, as for anyone else outside the session."""

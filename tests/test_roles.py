@@ -152,3 +152,16 @@ async def test_a_supervisor_reads_across_the_center_and_writes_nothing(hub: Hub)
     for write in writes:
         status, got = await write
         assert status == 403, got
+
+
+async def test_a_student_not_enrolled_reads_nothing_of_the_session(hub: Hub) -> None:
+    """Not even an empty list: the session is not theirs (issue 19, finding 5)."""
+    session_id = await live_session_with(hub, "s1")
+    outsider = hub.as_("s2", "STUDENT")
+    for path in ("", "/notes", "/help", "/attendance", "/enrollments/s1", "/canvases/s1"):
+        status, got = await outsider.get(f"{SESSIONS}/{session_id}{path}")
+        assert (status, got["errorCode"]) == (403, "FORBIDDEN"), path
+    enrolled = hub.as_("s1", "STUDENT")
+    for path in ("/notes", "/help"):
+        status, got = await enrolled.get(f"{SESSIONS}/{session_id}{path}")
+        assert (status, got["data"]) == (200, []), path
