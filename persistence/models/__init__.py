@@ -41,11 +41,20 @@ from persistence.models.live import (
     Timer,
     TutorNote,
 )
+from persistence.models.cohorts import (
+    Cohort,
+    CohortMember,
+)
 from persistence.models.people import (
     EMAIL_LENGTH,
     ParentLink,
     Person,
     PersonSource,
+)
+from persistence.models.relationships import (
+    SUBJECT_LENGTH,
+    TutorStudent,
+    TutorSubject,
 )
 
 __all__ = [
@@ -54,6 +63,7 @@ __all__ = [
     "HELP_ACTIVE",
     "ID_LENGTH",
     "NAMING_CONVENTION",
+    "SUBJECT_LENGTH",
     "Alert",
     "AttendanceInterval",
     "AttendanceRecord",
@@ -63,6 +73,8 @@ __all__ = [
     "CanvasOp",
     "CanvasSnapshot",
     "CatchUpPackage",
+    "Cohort",
+    "CohortMember",
     "Enrollment",
     "ExerciseAttempt",
     "HelpPriority",
@@ -78,6 +90,8 @@ __all__ = [
     "SessionStatus",
     "Timer",
     "TutorNote",
+    "TutorStudent",
+    "TutorSubject",
     "UTCDateTime",
     "new_id",
     "utcnow",
