@@ -37,7 +37,9 @@ from realtime.gateway.server import HubServer
 from realtime.internals import check_versions
 from rest import attendance, day, directory, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
+from rest import cohorts as cohort_routes
 from rest import help as help_routes
+from rest import relationships as relationship_routes
 from rest.http import allow_cross_origin, error_middleware
 from rest.keys import (
     BUS,
@@ -236,6 +238,8 @@ def build_app(
     app.add_routes(day.routes)
     app.add_routes(notes.routes)
     app.add_routes(directory.routes)
+    app.add_routes(relationship_routes.routes)
+    app.add_routes(cohort_routes.routes)
     allow_cross_origin(app, settings.cors_origins)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_redis)

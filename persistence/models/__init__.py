@@ -22,6 +22,10 @@ from persistence.models.canvas import (
     CanvasOp,
     CanvasSnapshot,
 )
+from persistence.models.cohorts import (
+    Cohort,
+    CohortMember,
+)
 from persistence.models.live import (
     HELP_ACTIVE,
     Alert,
@@ -40,10 +44,6 @@ from persistence.models.live import (
     SessionStatus,
     Timer,
     TutorNote,
-)
-from persistence.models.cohorts import (
-    Cohort,
-    CohortMember,
 )
 from persistence.models.people import (
     EMAIL_LENGTH,

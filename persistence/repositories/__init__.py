@@ -11,8 +11,22 @@ from persistence.repositories.attendance import (
 )
 from persistence.repositories.audit import AuditLog
 from persistence.repositories.canvas import CanvasRepository, StoredCanvas
+from persistence.repositories.cohorts import CohortMembers, Cohorts
+from persistence.repositories.links import (
+    Existing,
+    LinkChange,
+    UnknownIds,
+    people_in_role,
+    sync_links,
+    unique_in_order,
+)
 from persistence.repositories.paging import Page, page_of
 from persistence.repositories.people import Imported, ParentLinks, PeopleRepository, Seen
+from persistence.repositories.relationships import (
+    RelationshipQuery,
+    Relationships,
+    TutorSubjects,
+)
 from persistence.repositories.sessions import (
     EnrollmentRepository,
     SessionQuery,
@@ -25,14 +39,25 @@ __all__ = [
     "AttendanceTotals",
     "AuditLog",
     "CanvasRepository",
+    "CohortMembers",
+    "Cohorts",
     "EnrollmentRepository",
+    "Existing",
     "Imported",
+    "LinkChange",
     "Page",
     "ParentLinks",
     "PeopleRepository",
+    "RelationshipQuery",
+    "Relationships",
     "Seen",
     "SessionQuery",
     "SessionRepository",
     "StoredCanvas",
+    "TutorSubjects",
+    "UnknownIds",
     "page_of",
+    "people_in_role",
+    "sync_links",
+    "unique_in_order",
 ]
