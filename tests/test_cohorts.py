@@ -320,3 +320,20 @@ async def test_request_validation(hub: Hub) -> None:
     for body in ({}, {"student_ids": None}, {"name": None}):
         status, got = await admin(hub).patch(f"{COHORTS}/{cohort['id']}", body)
         assert (status, got["errorCode"]) == (422, "VALIDATION_ERROR"), body
+
+
+async def test_concurrent_member_changes_of_one_cohort_take_turns(hub: Hub) -> None:
+    """Each change locks the cohort's row: no two compute their difference from the same
+    members, so none fails on the junction's key and the last one's list is what stays."""
+    await seed_center(hub)
+    cohort = await create(hub, student_ids=["s1"])
+    path = f"{COHORTS}/{cohort['id']}"
+    wanted = [["s1", "s2"], ["s2", "s3"], ["s1", "s3", "s4"], ["s4"], ["s2", "s3", "s4"]]
+    results = await asyncio.gather(
+        *(admin(hub).patch(path, {"student_ids": ids}) for ids in wanted),
+        admin(hub).post(f"{path}/members", {"student_ids": ["s2"]}),
+    )
+    assert [status for status, _ in results] == [200] * 6, results
+    final = set(await members(hub, cohort["id"]))
+    answers = [set(body["data"]["student_ids"]) for _, body in results]
+    assert final in answers

@@ -3,6 +3,7 @@ flag, history, "my students" and "my tutors", tutors' subjects, roles and center
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -295,3 +296,12 @@ async def test_tutor_subjects_and_levels(hub: Hub) -> None:
     assert (status, got["errorCode"]) == (422, "VALIDATION_ERROR")
     status, got = await admin(hub).get("/api/v1/tutors/s1/subjects")
     assert (status, got["errorCode"]) == (404, "TUTOR_NOT_FOUND")
+
+
+async def test_concurrent_creates_of_one_relationship_make_one(hub: Hub) -> None:
+    await seed(hub)
+    body = {"tutor_id": "t1", "student_id": "s1", "subject": "Math"}
+    results = await asyncio.gather(*(admin(hub).post(RELATIONSHIPS, body) for _ in range(4)))
+    assert sorted(status for status, _ in results) == [201, 409, 409, 409]
+    assert {b["errorCode"] for s, b in results if s == 409} == {"RELATIONSHIP_EXISTS"}
+    assert len(await stored(hub)) == 1
