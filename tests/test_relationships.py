@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from persistence.models import TutorStudent
@@ -305,3 +306,28 @@ async def test_concurrent_creates_of_one_relationship_make_one(hub: Hub) -> None
     assert sorted(status for status, _ in results) == [201, 409, 409, 409]
     assert {b["errorCode"] for s, b in results if s == 409} == {"RELATIONSHIP_EXISTS"}
     assert len(await stored(hub)) == 1
+
+
+async def test_a_failed_subjects_change_leaves_the_old_list(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The removal and the additions are written before the audit entry, which fails
+    here: the tutor keeps exactly the subjects (and rows) they had."""
+    await seed(hub)
+    path = "/api/v1/tutors/t1/subjects"
+    status, before = await admin(hub).put(
+        path, {"subjects": [{"subject": "Math", "level": "A"}, {"subject": "Physics"}]}
+    )
+    assert status == 200
+
+    def fail(*_: Any, **__: Any) -> None:
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(AuditLog, "record", fail)
+    status, got = await admin(hub).put(
+        path, {"subjects": [{"subject": "Math", "level": "B"}, {"subject": "Art"}]}
+    )
+    assert (status, got["errorCode"]) == (500, "INTERNAL")
+    monkeypatch.undo()
+    status, after = await admin(hub).get(path)
+    assert after["data"]["subjects"] == before["data"]["subjects"]
