@@ -416,7 +416,7 @@ async def relationship_sessions(request: web.Request) -> web.Response:
         query = SessionQuery(
             center_id=rel.center_id,
             tutor_id=rel.tutor_id,
-            student_id=rel.student_id,
+            student_ids=(rel.student_id,),
             starts_from=_day_start(rel.start_date),
             starts_before=_day_start(rel.end_date + timedelta(days=1)) if rel.end_date else None,
         )

@@ -99,9 +99,6 @@ class Api:
     async def patch(self, path: str, json: Any = None) -> tuple[int, Any]:
         return await self.call("PATCH", path, json)
 
-    async def put(self, path: str, json: Any = None) -> tuple[int, Any]:
-        return await self.call("PUT", path, json)
-
     async def delete(self, path: str) -> tuple[int, Any]:
         return await self.call("DELETE", path)
 

@@ -206,7 +206,7 @@ async def test_session_query_filters_and_pages(db: async_sessionmaker[AsyncSessi
             Page(1, 10),
         )
         assert [r.id for r in found] == [rows[0].id]
-        found, _ = await repo.list(SessionQuery(student_id="s1"), Page(1, 10))
+        found, _ = await repo.list(SessionQuery(student_ids=("s1",)), Page(1, 10))
         assert [r.id for r in found] == [rows[1].id]
 
 
