@@ -15,6 +15,7 @@ from persistence.db import session_factory
 from persistence.models import Cohort, CohortMember, TutorSubject
 from persistence.repositories import (
     CohortMembers,
+    Cohorts,
     LinkChange,
     PeopleRepository,
     Seen,
@@ -180,3 +181,18 @@ async def test_a_tutors_subjects_reuse_it(db: async_sessionmaker[AsyncSession]) 
     assert set(after) == {"Math", "Chemistry"}
     assert (after["Math"].id, after["Math"].level) == (before["Math"].id, "IB")
     assert after["Math"].created_at == before["Math"].created_at
+
+
+async def test_a_students_live_cohorts(db: async_sessionmaker[AsyncSession]) -> None:
+    kept = await a_cohort(db, ["s1", "s2"])
+    async with db.begin() as s:
+        gone = Cohort(center_id="c1", name="Gone", created_by="admin")
+        s.add(gone)
+        await s.flush()
+        s.add(CohortMember(cohort_id=gone.id, student_id="s1", center_id="c1", added_by="a"))
+        Cohorts(s).delete(gone, by="admin")
+    async with db() as s:
+        members = CohortMembers(s)
+        assert await members.cohorts_of("c1", "s1") == [kept.id]
+        assert await members.cohorts_of("c2", "s1") == []
+        assert await members.cohorts_of("c1", "s3") == []

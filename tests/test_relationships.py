@@ -297,6 +297,8 @@ async def test_tutor_subjects_and_levels(hub: Hub) -> None:
     assert (status, got["errorCode"]) == (422, "VALIDATION_ERROR")
     status, got = await admin(hub).get("/api/v1/tutors/s1/subjects")
     assert (status, got["errorCode"]) == (404, "TUTOR_NOT_FOUND")
+    status, got = await hub.as_("s1", "STUDENT").get("/api/v1/tutors/me/subjects")
+    assert (status, got["errorCode"]) == (404, "TUTOR_NOT_FOUND")
 
 
 async def test_concurrent_creates_of_one_relationship_make_one(hub: Hub) -> None:

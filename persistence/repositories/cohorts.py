@@ -84,6 +84,21 @@ class CohortMembers:
         )
         return rows.all()
 
+    async def cohorts_of(self, center_id: str, student_id: str) -> list[str]:
+        """The ids of the live cohorts a student is in (for what a student sees through
+        their cohorts, such as course sessions linked to them)."""
+        rows = await self._db.scalars(
+            select(CohortMember.cohort_id)
+            .join(Cohort, Cohort.id == CohortMember.cohort_id)
+            .where(
+                CohortMember.center_id == center_id,
+                CohortMember.student_id == student_id,
+                Cohort.deleted_at.is_(None),
+            )
+            .order_by(CohortMember.cohort_id)
+        )
+        return list(rows)
+
     async def is_member(self, cohort_id: str, student_id: str) -> bool:
         found = await self._db.scalar(
             select(CohortMember.student_id).where(
