@@ -4,6 +4,7 @@ and the subjects and levels each tutor teaches."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Self
@@ -303,11 +304,11 @@ async def list_relationships(request: web.Request) -> web.Response:
     if who.role is Role.TUTOR:
         if params.tutor_id not in (None, who.user_id):
             raise HubError(ErrorCode.FORBIDDEN, "a tutor may only list their own relationships")
-        query = RelationshipQuery(**{**_fields(query), "tutor_id": who.user_id})
+        query = replace(query, tutor_id=who.user_id)
     elif who.role is Role.STUDENT:
         if params.student_id not in (None, who.user_id):
             raise HubError(ErrorCode.FORBIDDEN, "a student may only list their own relationships")
-        query = RelationshipQuery(**{**_fields(query), "student_id": who.user_id})
+        query = replace(query, student_id=who.user_id)
     elif who.role not in CENTER_READERS:
         raise HubError(ErrorCode.FORBIDDEN, f"role {who.role.value} may not list relationships")
     page = Page(params.page, params.limit)
@@ -315,16 +316,6 @@ async def list_relationships(request: web.Request) -> web.Response:
         rows, total = await Relationships(db).page(query, page)
         data = await _views(db, rows)
     return listing(data, page, total)
-
-
-def _fields(query: RelationshipQuery) -> dict[str, Any]:
-    return {
-        "center_id": query.center_id,
-        "tutor_id": query.tutor_id,
-        "student_id": query.student_id,
-        "subject": query.subject,
-        "active": query.active,
-    }
 
 
 @routes.get(BASE + "/{relationship_id}")
