@@ -21,12 +21,14 @@ from rest.sessions import readable_session
 from rooms.access import require_student_reader
 
 routes = web.RouteTableDef()
+MAX_SEQ = 2**63 - 1
 
 BASE = "/api/v1/sessions/{session_id}/canvases/{student_id}"
 
 
 class AtSeq(Body):
-    at_seq: Annotated[int, Field(ge=0)] | None = None
+    # A seq fits a signed 64-bit column (SQLite's INTEGER, Postgres's BIGINT).
+    at_seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
 
 
 async def _canvas_key(request: web.Request) -> tuple[LiveSession, CanvasKey]:

@@ -36,6 +36,13 @@ async def test_document_now_and_at_a_seq(make_hub: HubFactory) -> None:
     assert (status, got["errorCode"]) == (404, "SEQ_NOT_FOUND")
     status, got = await api.get(canvas_path(session_id, "s1"), at_seq=-1)
     assert (status, got["errorCode"]) == (422, "VALIDATION_ERROR")
+    # Past what a 64-bit column holds: a validation error, not a database overflow
+    # (issue 19, finding 4).
+    for huge in (2**63, 99999999999999999999):
+        status, got = await api.get(canvas_path(session_id, "s1"), at_seq=huge)
+        assert (status, got["errorCode"]) == (422, "VALIDATION_ERROR"), huge
+    status, got = await api.get(canvas_path(session_id, "s1"), at_seq=2**63 - 1)
+    assert (status, got["errorCode"]) == (404, "SEQ_NOT_FOUND")
 
 
 async def test_snapshot_history(make_hub: HubFactory) -> None:
