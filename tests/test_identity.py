@@ -168,6 +168,16 @@ def test_leeway_accepts_a_token_expired_moments_ago() -> None:
     assert refused(strict, token).code is ErrorCode.TOKEN_EXPIRED
 
 
+def test_the_leeway_is_part_of_the_identity_a_socket_keeps() -> None:
+    """A token let in by the leeway is not expired at once on its socket (issue 19,
+    finding 5): it lasts until exp plus the leeway, and reports exp as issued."""
+    exp = int(time.time()) - 5
+    who = TokenVerifier(Settings(jwt_secret=SECRET, jwt_leeway_s=30)).verify(hs256(claims(exp=exp)))
+    assert who.expires_at == exp and who.leeway_s == 30
+    assert 20 < who.seconds_left() <= 25
+    assert who.seconds_left(now=exp + 30) == 0
+
+
 # -- claims ------------------------------------------------------------------
 
 

@@ -388,3 +388,21 @@ async def test_an_oversized_message_drops_only_its_sender(make_hub: HubFactory) 
     assert updates[1]["status"] == "offline"
     assert tutor.sio.connected
     assert (await tutor.call("session:leave", {"session_id": session_id})) == {"ok": True}
+
+
+async def test_a_token_inside_the_leeway_keeps_its_socket_until_the_leeway_runs_out(
+    make_hub: HubFactory,
+) -> None:
+    """Connect and events honour the same leeway (issue 19, finding 5): a token that
+    expired a moment ago joins and acts, and is closed when exp plus the leeway passes."""
+    hub = await make_hub(jwt_leeway_s=3)
+    session_id = await make_session(hub)
+    student = await hub.connect("s1", "STUDENT", ttl_s=-1)
+    ack = await student.join(session_id)
+    assert ack["ok"] is True, ack
+    ping = await student.call("presence:ping", {"session_id": session_id, "state": "active"})
+    assert ping["ok"] is True, ping
+    await asyncio.wait_for(student.disconnected.wait(), timeout=6)
+    assert student.events("hub:closing") == [
+        {"code": "TOKEN_EXPIRED", "message": "token has expired"}
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -42,9 +42,12 @@ class Identity:
     expires_at: float
     # From the optional ``email`` claim (for the center's directory of people).
     email: str | None = None
+    # The clock-skew leeway the token was verified with: it is honoured until
+    # ``expires_at`` plus this, on a socket as at its connect.
+    leeway_s: float = 0.0
 
     def seconds_left(self, now: float | None = None) -> float:
-        return self.expires_at - (time.time() if now is None else now)
+        return self.expires_at + self.leeway_s - (time.time() if now is None else now)
 
 
 class TokenVerifier:
@@ -112,7 +115,7 @@ class TokenVerifier:
             raise HubError(ErrorCode.TOKEN_EXPIRED, "token has expired") from None
         except jwt.PyJWTError as exc:
             raise HubError(ErrorCode.UNAUTHORIZED, f"invalid token: {exc}") from None
-        return _identity_from_claims(claims)
+        return replace(_identity_from_claims(claims), leeway_s=float(self._leeway))
 
 
 def _identity_from_claims(claims: dict[str, Any]) -> Identity:
