@@ -22,6 +22,15 @@ from persistence.models.canvas import (
     CanvasOp,
     CanvasSnapshot,
 )
+from persistence.models.courses import (
+    SEATED,
+    CourseSession,
+    CourseSessionAnnouncement,
+    CourseSessionEnrollment,
+    CourseSessionSettings,
+    CourseSessionStatus,
+    SessionEnrollmentStatus,
+)
 from persistence.models.live import (
     HELP_ACTIVE,
     Alert,
@@ -54,6 +63,7 @@ __all__ = [
     "HELP_ACTIVE",
     "ID_LENGTH",
     "NAMING_CONVENTION",
+    "SEATED",
     "Alert",
     "AttendanceInterval",
     "AttendanceRecord",
@@ -63,6 +73,11 @@ __all__ = [
     "CanvasOp",
     "CanvasSnapshot",
     "CatchUpPackage",
+    "CourseSession",
+    "CourseSessionAnnouncement",
+    "CourseSessionEnrollment",
+    "CourseSessionSettings",
+    "CourseSessionStatus",
     "Enrollment",
     "ExerciseAttempt",
     "HelpPriority",
@@ -75,6 +90,7 @@ __all__ = [
     "ParentLink",
     "Person",
     "PersonSource",
+    "SessionEnrollmentStatus",
     "SessionStatus",
     "Timer",
     "TutorNote",
