@@ -35,7 +35,7 @@ from realtime.bus.bus_redis import RedisCluster, redis_client
 from realtime.gateway.gateway import Gateway
 from realtime.gateway.server import HubServer
 from realtime.internals import check_versions
-from rest import attendance, day, enrollments, health, notes, sessions
+from rest import attendance, courses, day, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
 from rest import help as help_routes
 from rest.http import error_middleware
@@ -232,6 +232,7 @@ def build_app(
     app.add_routes(attendance.routes)
     app.add_routes(day.routes)
     app.add_routes(notes.routes)
+    app.add_routes(courses.routes)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_database)

@@ -11,6 +11,13 @@ from persistence.repositories.attendance import (
 )
 from persistence.repositories.audit import AuditLog
 from persistence.repositories.canvas import CanvasRepository, StoredCanvas
+from persistence.repositories.courses import (
+    AnnouncementRepository,
+    CourseEnrollmentRepository,
+    CourseSessionQuery,
+    CourseSessionRepository,
+    effective_status,
+)
 from persistence.repositories.paging import Page, page_of
 from persistence.repositories.people import Imported, ParentLinks, PeopleRepository, Seen
 from persistence.repositories.sessions import (
@@ -20,11 +27,15 @@ from persistence.repositories.sessions import (
 )
 
 __all__ = [
+    "AnnouncementRepository",
     "AttendanceRecords",
     "AttendanceRepository",
     "AttendanceTotals",
     "AuditLog",
     "CanvasRepository",
+    "CourseEnrollmentRepository",
+    "CourseSessionQuery",
+    "CourseSessionRepository",
     "EnrollmentRepository",
     "Imported",
     "Page",
@@ -34,5 +45,6 @@ __all__ = [
     "SessionQuery",
     "SessionRepository",
     "StoredCanvas",
+    "effective_status",
     "page_of",
 ]
