@@ -66,6 +66,8 @@ class SessionCreate(Body):
     idle_after_s: IdleAfter | None = None
     # Only a SUPER_ADMIN may name a center; everyone else creates in their own.
     center_id: Id | None = None
+    # The course session this live session meets for, if any.
+    course_session_id: Id | None = None
 
     @model_validator(mode="after")
     def _times(self) -> Self:
@@ -80,12 +82,14 @@ class SessionUpdate(Body):
     ends_at: AwareDatetime | None = None
     max_students: Capacity | None = None
     idle_after_s: IdleAfter | None = None
+    # null unlinks the live session from its course session.
+    course_session_id: Id | None = None
 
     @model_validator(mode="after")
     def _something(self) -> Self:
         if not self.model_fields_set:
             raise ValueError("expected at least one field to change")
-        for name in self.model_fields_set - {"idle_after_s"}:
+        for name in self.model_fields_set - {"idle_after_s", "course_session_id"}:
             if getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         _check_times(self.starts_at, self.ends_at)
