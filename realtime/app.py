@@ -42,6 +42,7 @@ from rest.http import error_middleware
 from rest.keys import (
     BUS,
     CANVASES,
+    COURSE_ANNOUNCEMENTS,
     DB,
     ENGINE,
     GATEWAY,
@@ -55,6 +56,7 @@ from rest.keys import (
     VERIFIER,
 )
 from rooms.control import ControlCenter
+from rooms.course_announcements import CourseAnnouncements
 from rooms.help import Clock, HelpDesk
 from rooms.sessions import SessionRooms
 from rooms.timers import Timers
@@ -198,6 +200,10 @@ def build_app(
         gateway.add_routes(feature.routes())
     for extension in (canvases, help_desk, timers):
         session_rooms.extend(extension)
+    course_announcements = CourseAnnouncements(
+        db, reads=reads, rooms=gateway, lease=cluster, clock=clock
+    )
+    session_rooms.extend(course_announcements)
 
     app = web.Application(
         client_max_size=settings.max_request_bytes,
@@ -221,6 +227,7 @@ def build_app(
     app[CANVASES] = canvases
     app[HELP] = help_desk
     app[TIMERS] = timers
+    app[COURSE_ANNOUNCEMENTS] = course_announcements
     # Lazy: the client connects on first use.
     app[REDIS] = redis
     sio.attach(app, socketio_path="socket.io")
@@ -298,6 +305,7 @@ async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(app[PRESENCE].watch_idle(every_s)),
         asyncio.create_task(app[TIMERS].watch(every_s)),
+        asyncio.create_task(app[COURSE_ANNOUNCEMENTS].watch(every_s)),
     ]
     yield
     await stop(tasks)

@@ -51,7 +51,7 @@ from persistence.views import enrollment_view
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.identity import Identity, Role
 from rest.http import client_ip, identity, listing, parse_body, parse_query
-from rest.keys import DB
+from rest.keys import COURSE_ANNOUNCEMENTS, DB
 from rest.schemas import (
     AnnouncementCreate,
     AnnouncementListQuery,
@@ -682,6 +682,7 @@ async def create_announcement(request: web.Request) -> web.Response:
             )
     except IntegrityError:
         raise _duplicate_title() from None
+    await request.app[COURSE_ANNOUNCEMENTS].push_due()
     return answer(announcement_view(announcement), status=201, message="Announcement created")
 
 
@@ -742,6 +743,7 @@ async def update_announcement(request: web.Request) -> web.Response:
             )
     except IntegrityError:
         raise _duplicate_title() from None
+    await request.app[COURSE_ANNOUNCEMENTS].push_due()
     return answer(announcement_view(announcement), message="Announcement updated")
 
 
