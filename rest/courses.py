@@ -682,7 +682,7 @@ async def create_announcement(request: web.Request) -> web.Response:
             )
     except IntegrityError:
         raise _duplicate_title() from None
-    await request.app[COURSE_ANNOUNCEMENTS].push_due()
+    await request.app[COURSE_ANNOUNCEMENTS].push_due(announcement.id)
     return answer(announcement_view(announcement), status=201, message="Announcement created")
 
 
@@ -743,7 +743,7 @@ async def update_announcement(request: web.Request) -> web.Response:
             )
     except IntegrityError:
         raise _duplicate_title() from None
-    await request.app[COURSE_ANNOUNCEMENTS].push_due()
+    await request.app[COURSE_ANNOUNCEMENTS].push_due(announcement.id)
     return answer(announcement_view(announcement), message="Announcement updated")
 
 

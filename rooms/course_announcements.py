@@ -81,11 +81,12 @@ class CourseAnnouncements:
 
     # -- pushing ------------------------------------------------------------
 
-    async def push_due(self) -> int:
-        """Claim and push every visible announcement not pushed yet; how many were."""
+    async def push_due(self, only: str | None = None) -> int:
+        """Claim and push every visible announcement not pushed yet (``only``: that one,
+        if it is visible and not pushed yet); how many were."""
         now = self._clock()
         async with self._reads() as db:
-            due = await AnnouncementRepository(db).due(now)
+            due = await AnnouncementRepository(db).due(now, only=only)
         pushed = 0
         for announcement in due:
             async with self._db.begin() as db:

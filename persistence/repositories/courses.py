@@ -338,12 +338,15 @@ class AnnouncementRepository:
         rows, _ = await self.page(session_id, Page(1, 100), now=now, visible_only=True)
         return rows
 
-    async def due(self, now: datetime, limit: int = 100) -> Sequence[CourseSessionAnnouncement]:
-        """Visible announcements not yet pushed live (of sessions not deleted)."""
+    async def due(
+        self, now: datetime, limit: int = 100, *, only: str | None = None
+    ) -> Sequence[CourseSessionAnnouncement]:
+        """Visible announcements not yet pushed live (of sessions not deleted); ``only``:
+        that one announcement, if it is such."""
         a = CourseSessionAnnouncement
+        query = select(a) if only is None else select(a).where(a.id == only)
         rows = await self._db.scalars(
-            select(a)
-            .join(CourseSession, CourseSession.id == a.course_session_id)
+            query.join(CourseSession, CourseSession.id == a.course_session_id)
             .where(
                 a.pushed_at.is_(None),
                 a.is_deleted.is_(False),
