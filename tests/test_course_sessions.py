@@ -363,3 +363,23 @@ async def test_past_its_end_date_a_session_reads_expired_everywhere_at_once(hub:
         f"{STUDENT}/join", {"session_code": keep["session_code"]}
     )
     assert status == 201
+
+
+async def test_only_admins_hand_a_session_to_another_tutor_of_the_center(hub: Hub) -> None:
+    await directory(hub, ("tutor-2", "TUTOR", None, None), ("p1", "PARENT", None, None))
+    session = await new_course(hub, publish=True)
+    path = f"{TEACHER}/{session['course_session_id']}"
+    admin = hub.as_("admin", "CENTER_ADMIN")
+    for teacher in ("p1", "nobody"):
+        status, got = await admin.patch(path, {"teacher_id": teacher})
+        assert (status, got["details"]["field"]) == (400, "teacher_id"), teacher
+    status, got = await admin.patch(path, {"teacher_id": "tutor-2"})
+    assert status == 200 and got["data"]["teacher_id"] == "tutor-2"
+    assert (await hub.as_("tutor-1", "TUTOR").get(path))[0] == 403
+    assert (await hub.as_("tutor-2", "TUTOR").get(path))[0] == 200
+    # Until the directory knows tutor-1 (their token records them), not a teacher to name.
+    status, got = await hub.as_("root", "SUPER_ADMIN", "hq").patch(path, {"teacher_id": "tutor-1"})
+    assert status == 400
+    await directory(hub, ("tutor-1", "TUTOR", None, None))
+    status, got = await hub.as_("root", "SUPER_ADMIN", "hq").patch(path, {"teacher_id": "tutor-1"})
+    assert status == 200 and got["data"]["tenant_id"] == "c1"
