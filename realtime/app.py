@@ -35,10 +35,12 @@ from realtime.bus.bus_redis import RedisCluster, redis_client
 from realtime.gateway.gateway import Gateway
 from realtime.gateway.server import HubServer
 from realtime.internals import check_versions
-from rest import attendance, courses, day, enrollments, health, notes, sessions
+from rest import attendance, courses, day, directory, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
+from rest import cohorts as cohort_routes
 from rest import help as help_routes
-from rest.http import error_middleware
+from rest import relationships as relationship_routes
+from rest.http import allow_cross_origin, error_middleware
 from rest.keys import (
     BUS,
     CANVASES,
@@ -109,6 +111,8 @@ def build_app(
         event_burst=settings.socket_event_burst,
     )
     members = gateway.members
+    people = directory.Directory(db)
+    gateway.on_connect(people.record)
     live_presence = LivePresence(
         presence or _presence(redis, cluster),
         db=db,
@@ -212,6 +216,7 @@ def build_app(
                 metrics,
                 verifier,
                 KeyedBuckets(settings.rest_requests_per_s, settings.rest_request_burst),
+                on_identity=people.record,
             )
         ],
     )
@@ -240,6 +245,10 @@ def build_app(
     app.add_routes(day.routes)
     app.add_routes(notes.routes)
     app.add_routes(courses.routes)
+    app.add_routes(directory.routes)
+    app.add_routes(relationship_routes.routes)
+    app.add_routes(cohort_routes.routes)
+    allow_cross_origin(app, settings.cors_origins)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_database)

@@ -25,10 +25,11 @@ from persistence.repositories import (
 )
 from persistence.views import attendance_view, iso
 from realtime.base.errors import ErrorCode, HubError, not_found
+from realtime.base.identity import Role
 from rest.http import client_ip, identity, ok, parse_body
 from rest.keys import DB, PRESENCE
 from rest.schemas import Body, Id
-from rest.sessions import readable_session
+from rest.sessions import readable_session, require_family
 from rooms.access import can_read_roster, require_manager, visible_session
 
 routes = web.RouteTableDef()
@@ -72,9 +73,13 @@ async def session_attendance(request: web.Request) -> web.Response:
     who = identity(request)
     async with request.app[DB]() as db:
         session = await readable_session(request, SessionRepository(db))
-        if not can_read_roster(who, session):
-            raise HubError(ErrorCode.FORBIDDEN, "only the session's staff read its attendance")
         enrolled = await EnrollmentRepository(db).for_session(session.id)
+        if not can_read_roster(who, session):
+            if who.role is not Role.PARENT:
+                raise HubError(ErrorCode.FORBIDDEN, "only the session's staff read its attendance")
+            # A parent reads their own children's.
+            mine = set(await require_family(db, who, session))
+            enrolled = [e for e in enrolled if e.student_id in mine]
         records = await AttendanceRecords(db).for_session(session.id)
         totals = await AttendanceRepository(db).totals_by_student(
             session.id, [e.student_id for e in enrolled]

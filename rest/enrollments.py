@@ -11,9 +11,15 @@ from persistence.views import enrollment_view
 from realtime.base.errors import ErrorCode, HubError, not_found
 from rest.http import identity, listing, ok, parse_body, parse_query
 from rest.keys import DB, SESSIONS
-from rest.schemas import EnrollmentCreate, EnrollmentUpdate, PageQuery
+from rest.schemas import AssessmentWrite, EnrollmentCreate, EnrollmentUpdate, PageQuery
 from rest.sessions import audit, readable_session, require_open
-from rooms.access import can_read_roster, require_manager, require_student_reader
+from rooms.access import (
+    can_assess,
+    can_manage,
+    can_read_work,
+    require_manager,
+    require_student_reader,
+)
 
 routes = web.RouteTableDef()
 
@@ -81,7 +87,7 @@ async def list_enrollments(request: web.Request) -> web.Response:
     page = Page(params.page, params.limit)
     async with request.app[DB]() as db:
         session = await readable_session(request, SessionRepository(db))
-        if not can_read_roster(who, session):
+        if not can_read_work(who, session):
             raise HubError(ErrorCode.FORBIDDEN, "only the session's staff may list its students")
         rows, total = await EnrollmentRepository(db).page(session.id, page)
     return listing([enrollment_view(e) for e in rows], page, total)
@@ -121,6 +127,38 @@ async def update_enrollment(request: web.Request) -> web.Response:
             "enrollment.update",
             session,
             {"student_id": student_id, "fields": sorted(changes)},
+            target_type="enrollment",
+            target_id=enrollment.id,
+        )
+    return ok(enrollment_view(enrollment))
+
+
+@routes.put(BASE + "/{student_id}/assessment")
+async def assess(request: web.Request) -> web.Response:
+    """Write a student's assessment (the session's managers and its center's assessors);
+    also after the session ended, when assessment happens. It clears the student from
+    the tutor's "assessments waiting"."""
+    who = identity(request)
+    student_id = request.match_info["student_id"]
+    body = await parse_body(request, AssessmentWrite)
+    async with request.app[DB].begin() as db:
+        session = await readable_session(request, SessionRepository(db))
+        if not (can_manage(who, session) or can_assess(who, session)):
+            raise HubError(
+                ErrorCode.FORBIDDEN,
+                "only the session's managers and its center's assessors write assessments",
+            )
+        enrollment = await EnrollmentRepository(db).get(session.id, student_id)
+        if enrollment is None:
+            raise not_found("enrollment", student_id)
+        enrollment.assessment_data = body.assessment_data
+        audit(
+            request,
+            AuditLog(db),
+            who,
+            "enrollment.assess",
+            session,
+            {"student_id": student_id},
             target_type="enrollment",
             target_id=enrollment.id,
         )

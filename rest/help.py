@@ -6,11 +6,13 @@ from aiohttp import web
 
 from persistence.models import HelpRequest, HelpStatus
 from persistence.repositories import Page, SessionRepository, page_of
+from realtime.base.errors import ErrorCode, HubError
+from realtime.base.identity import Role
 from rest.http import identity, listing, parse_query
 from rest.keys import DB, HELP
 from rest.schemas import PageQuery
-from rest.sessions import readable_session
-from rooms.access import student_scope
+from rest.sessions import readable_session, require_family
+from rooms.access import can_read_roster
 from rooms.help import help_view
 
 routes = web.RouteTableDef()
@@ -29,9 +31,11 @@ async def list_help(request: web.Request) -> web.Response:
     async with request.app[DB]() as db:
         session = await readable_session(request, SessionRepository(db))
         conditions = [HelpRequest.session_id == session.id]
-        own = student_scope(who, session)
-        if own is not None:
-            conditions.append(HelpRequest.student_id == own)
+        if not can_read_roster(who, session):
+            if who.role is not Role.STUDENT:
+                raise HubError(ErrorCode.FORBIDDEN, "not a member of this session")
+            # An enrolled student, their own requests.
+            conditions.append(HelpRequest.student_id.in_(await require_family(db, who, session)))
         if params.status is not None:
             conditions.append(HelpRequest.status == params.status.value)
         rows, total = await page_of(

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import aiohttp_cors
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -39,6 +40,7 @@ IDENTITY_KEY = web.RequestKey("identity", Identity)
 
 # aiohttp's own refusals, given the protocol's codes.
 _HTTP_ERROR_CODES: dict[int, str] = {
+    403: ErrorCode.FORBIDDEN.value,  # a CORS preflight from an origin not allowed
     404: "ROUTE_NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     413: ErrorCode.PAYLOAD_TOO_LARGE.value,
@@ -117,24 +119,37 @@ def parse_query(request: web.Request, model: type[M]) -> M:
         raise validation_error(exc, "invalid query parameters") from None
 
 
+# How long a browser may cache a preflight's answer.
+CORS_MAX_AGE_S = 600
 # nginx's status for a request whose client closed the connection first.
 CLIENT_CLOSED = 499
 
 
-def error_middleware(metrics: HubMetrics, verifier: TokenVerifier, limits: KeyedBuckets) -> Any:
+IdentityHook = Callable[[Identity], Awaitable[None]]
+
+
+def error_middleware(
+    metrics: HubMetrics,
+    verifier: TokenVerifier,
+    limits: KeyedBuckets,
+    on_identity: IdentityHook | None = None,
+) -> Any:
     """Bearer identity and per-user rate limits for /api/v1, the error body for every
-    failure, and request metrics."""
+    failure, and request metrics. ``on_identity`` hears of each verified caller
+    before its handler runs (the directory records them)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: RestHandler) -> web.StreamResponse:
         started = time.perf_counter()
         route = _route_label(request)
         try:
-            if request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX:
+            if _api(request) and not _preflight(request):
                 who = verifier.verify(_bearer(request))
                 if not limits.take(f"{who.center}\x00{who.user_id}"):
                     raise HubError(ErrorCode.RATE_LIMITED, "too many requests; slow down")
                 request[IDENTITY_KEY] = who
+                if on_identity is not None:
+                    await on_identity(who)
             response = await handler(request)
         except HubError as exc:
             response = error_response(exc.http_status, exc.error_code, exc.message, exc.details)
@@ -156,6 +171,33 @@ def error_middleware(metrics: HubMetrics, verifier: TokenVerifier, limits: Keyed
         return response
 
     return middleware
+
+
+def allow_cross_origin(app: web.Application, origins: Sequence[str]) -> None:
+    """CORS for the routes under /api/v1, from ``origins`` (``["*"]``: any): preflights
+    are answered without a token; a bearer token, not cookies, carries identity."""
+    if not origins:
+        return
+    # aiohttp-cors has no type hints.
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
+        allow_credentials=False,
+        allow_headers=("Authorization", "Content-Type"),
+        expose_headers=("X-Canvas-Seq",),
+        allow_methods=("GET", "POST", "PUT", "PATCH", "DELETE"),
+        max_age=CORS_MAX_AGE_S,
+    )
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
+    for route in list(app.router.routes()):
+        if route.resource is not None and route.resource.canonical.startswith(API_PREFIX):
+            cors.add(route)
+
+
+def _api(request: web.Request) -> bool:
+    return request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX
+
+
+def _preflight(request: web.Request) -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
 
 
 def _bearer(request: web.Request) -> str | None:

@@ -1,8 +1,8 @@
 """Tutor notes of a session over REST, by visibility.
 
 Staff read every note. A student reads the notes about themselves that the
-tutor made visible to students. (``PARENT`` notes are stored for the LMS to
-pass on; the hub has no parent-to-student link to serve them itself.)
+tutor made visible to students; a parent, the notes about their children
+(linked by a center admin) that the tutor made visible to parents.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from aiohttp import web
 from persistence.models import NoteVisibility, TutorNote
 from persistence.repositories import Page, SessionRepository, page_of
 from persistence.views import note_view
+from realtime.base.identity import Role
 from rest.http import identity, listing, parse_query
 from rest.keys import DB
 from rest.schemas import Id, PageQuery
-from rest.sessions import readable_session
-from rooms.access import student_scope
+from rest.sessions import readable_session, require_family
+from rooms.access import can_read_roster
 
 routes = web.RouteTableDef()
 
@@ -35,11 +36,12 @@ async def list_notes(request: web.Request) -> web.Response:
         conditions = [TutorNote.session_id == session.id]
         if params.student_id is not None:
             conditions.append(TutorNote.student_id == params.student_id)
-        own = student_scope(who, session)
-        if own is not None:
+        if not can_read_roster(who, session):
+            family = await require_family(db, who, session)
+            visible = NoteVisibility.PARENT if who.role is Role.PARENT else NoteVisibility.STUDENT
             conditions += [
-                TutorNote.student_id == own,
-                TutorNote.visibility == NoteVisibility.STUDENT.value,
+                TutorNote.student_id.in_(family),
+                TutorNote.visibility == visible.value,
             ]
         rows, total = await page_of(
             db, TutorNote, conditions, (TutorNote.created_at, TutorNote.id), page

@@ -120,6 +120,13 @@ class EnrollmentCreate(Body):
     exercise_content: dict[str, Any] | None = None
 
 
+class AssessmentWrite(Body):
+    """An assessor's (or the tutor's) assessment of one student's work in a session:
+    a JSON object, a grade among its fields if the center grades."""
+
+    assessment_data: dict[str, Any]
+
+
 class EnrollmentUpdate(Body):
     student_name: ShortText | None = None
     course_id: Id | None = None

@@ -15,6 +15,7 @@ from persistence.repositories import (
     CourseSessionRepository,
     EnrollmentRepository,
     Page,
+    ParentLinks,
     SessionQuery,
     SessionRepository,
 )
@@ -26,7 +27,8 @@ from rest.keys import DB, SESSIONS
 from rest.schemas import SessionCreate, SessionListQuery, SessionUpdate
 from rooms.access import (
     SESSION_CREATOR_ROLES,
-    can_read_roster,
+    can_read_work,
+    family_scope,
     require_course_manager,
     require_manager,
     visible_session,
@@ -136,9 +138,11 @@ async def list_sessions(request: web.Request) -> web.Response:
             raise HubError(ErrorCode.FORBIDDEN, "a tutor may only list their own sessions")
         query = replace(query, tutor_id=who.user_id)
     elif who.role is Role.STUDENT:
-        query = replace(query, student_id=who.user_id)
-    elif who.role in (Role.PARENT, Role.ASSESSOR):
-        raise HubError(ErrorCode.FORBIDDEN, f"role {who.role.value} may not list sessions")
+        query = replace(query, student_ids=(who.user_id,))
+    elif who.role is Role.PARENT:
+        async with request.app[DB]() as db:
+            children = await ParentLinks(db).children(who.center, who.user_id)
+        query = replace(query, student_ids=tuple(children))
     if params.day is not None:
         start = datetime.combine(params.day, time.min, tzinfo=ZoneInfo(params.tz))
         query = replace(query, starts_from=start, starts_before=start + timedelta(days=1))
@@ -146,6 +150,18 @@ async def list_sessions(request: web.Request) -> web.Response:
     async with request.app[DB]() as db:
         rows, total = await SessionRepository(db).list(query, page)
     return listing([session_view(s) for s in rows], page, total)
+
+
+async def require_family(db: AsyncSession, who: Identity, session: LiveSession) -> list[str]:
+    """The students of the session whose records the caller may read: a student
+    themself, a parent their enrolled children; anyone else is FORBIDDEN."""
+    if who.role is Role.STUDENT:
+        if await EnrollmentRepository(db).get(session.id, who.user_id) is None:
+            raise HubError(ErrorCode.FORBIDDEN, "not a member of this session")
+        return [who.user_id]
+    children = await ParentLinks(db).children(who.center, who.user_id)
+    enrolled = await EnrollmentRepository(db).enrolled_among(session.id, children)
+    return family_scope(who, children, enrolled)
 
 
 async def readable_session(request: web.Request, db_session: SessionRepository) -> LiveSession:
@@ -160,13 +176,8 @@ async def get_session(request: web.Request) -> web.Response:
     who = identity(request)
     async with request.app[DB]() as db:
         session = await readable_session(request, SessionRepository(db))
-        if not can_read_roster(who, session):
-            enrolled = (
-                who.role is Role.STUDENT
-                and await EnrollmentRepository(db).get(session.id, who.user_id) is not None
-            )
-            if not enrolled:
-                raise HubError(ErrorCode.FORBIDDEN, "not a member of this session")
+        if not can_read_work(who, session):
+            await require_family(db, who, session)
     return ok(session_view(session))
 
 

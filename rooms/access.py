@@ -7,6 +7,8 @@ does not leak across tenants.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from persistence.models import CourseSession, LiveSession
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.identity import Identity, Role
@@ -56,22 +58,33 @@ def can_read_roster(identity: Identity, session: LiveSession) -> bool:
     )
 
 
+def can_assess(identity: Identity, session: LiveSession) -> bool:
+    """An assessor of the session's center reads its students' work and assesses it."""
+    return identity.role is Role.ASSESSOR and identity.center == session.center_id
+
+
+def can_read_work(identity: Identity, session: LiveSession) -> bool:
+    """The students' work (enrollments, canvases): the roster's readers and assessors."""
+    return can_read_roster(identity, session) or can_assess(identity, session)
+
+
 def require_student_reader(identity: Identity, session: LiveSession, student_id: str) -> None:
-    """A student's data (enrollment, canvas) is read by the session's staff and by
-    that student; anyone else is FORBIDDEN."""
+    """A student's data (enrollment, canvas) is read by the session's staff, its center's
+    assessors and by that student; anyone else is FORBIDDEN."""
     own = identity.role is Role.STUDENT and identity.user_id == student_id
-    if not (own or can_read_roster(identity, session)):
+    if not (own or can_read_work(identity, session)):
         raise HubError(ErrorCode.FORBIDDEN, "a student may only read their own data")
 
 
-def student_scope(identity: Identity, session: LiveSession) -> str | None:
-    """Whose records of a session the caller may list: ``None`` for the staff (all),
-    a student's own id for that student; anyone else is FORBIDDEN."""
-    if can_read_roster(identity, session):
-        return None
-    if identity.role is Role.STUDENT:
-        return identity.user_id
-    raise HubError(ErrorCode.FORBIDDEN, "not a member of this session")
+def family_scope(identity: Identity, children: Sequence[str], enrolled: Sequence[str]) -> list[str]:
+    """A parent's children among a session's enrolled students (their records are the
+    parent's to read); none is FORBIDDEN, as for anyone else outside the session."""
+    if identity.role is not Role.PARENT:
+        raise HubError(ErrorCode.FORBIDDEN, "not a member of this session")
+    mine = sorted(set(children) & set(enrolled))
+    if not mine:
+        raise HubError(ErrorCode.FORBIDDEN, "no child of this parent is in this session")
+    return mine
 
 
 def live_role(identity: Identity, session: LiveSession, *, enrolled: bool) -> LiveRole:

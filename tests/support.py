@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -92,6 +93,9 @@ class Api:
     async def post(self, path: str, json: Any = None) -> tuple[int, Any]:
         return await self.call("POST", path, json)
 
+    async def put(self, path: str, json: Any = None) -> tuple[int, Any]:
+        return await self.call("PUT", path, json)
+
     async def patch(self, path: str, json: Any = None) -> tuple[int, Any]:
         return await self.call("PATCH", path, json)
 
@@ -161,3 +165,16 @@ class Client:
 
     def events(self, name: str) -> list[Any]:
         return self.received.get(name, [])
+
+
+def migrations_head() -> str:
+    """The migrations' one head (two would mean a merge left the chain forked), which is
+    also the highest numbered file."""
+    from alembic.script import ScriptDirectory
+
+    from persistence import migrate
+
+    (head,) = ScriptDirectory.from_config(migrate.alembic_config()).get_heads()
+    versions = Path(migrate.__file__).parent / "migrations" / "versions"
+    assert head == sorted(path.stem[:4] for path in versions.glob("0*.py"))[-1]
+    return str(head)

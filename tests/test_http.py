@@ -15,6 +15,7 @@ from realtime.base.identity import TokenVerifier
 from realtime.base.metrics import HubMetrics
 from realtime.base.ratelimit import KeyedBuckets
 from rest.http import error_middleware
+from tests.conftest import HubFactory
 
 
 async def serve(handler: web.RequestHandler, metrics: HubMetrics) -> TestServer:
@@ -66,3 +67,53 @@ async def test_an_unexpected_failure_is_logged_and_answered_500(
         await server.close()
     assert body["errorCode"] == "INTERNAL", body
     assert "GET /thing failed" in caplog.text
+
+
+# -- CORS -----------------------------------------------------------------------
+
+LMS = "https://lms.example"
+
+
+async def test_cors_preflight_is_answered_without_a_token_for_allowed_origins(
+    make_hub: HubFactory,
+) -> None:
+    hub = await make_hub(cors_origins=[LMS])
+    preflight = {
+        "Origin": LMS,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "Authorization, Content-Type",
+    }
+    async with hub.http.options(f"{hub.url}/api/v1/sessions", headers=preflight) as resp:
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == LMS
+        assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+        allowed = resp.headers["Access-Control-Allow-Headers"].lower()
+        assert "authorization" in allowed and "content-type" in allowed
+    # The real request still needs its token, and its answer carries the origin.
+    token = hub.tokens("tutor-1", "TUTOR")
+    headers = {"Origin": LMS, "Authorization": f"Bearer {token}"}
+    async with hub.http.get(f"{hub.url}/api/v1/sessions", headers=headers) as resp:
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == LMS
+        assert "Access-Control-Allow-Credentials" not in resp.headers
+    async with hub.http.get(f"{hub.url}/api/v1/sessions", headers={"Origin": LMS}) as resp:
+        assert resp.status == 401
+    # Another origin is not allowed to read; its preflight is refused.
+    evil = {**preflight, "Origin": "https://evil.example"}
+    async with hub.http.options(f"{hub.url}/api/v1/sessions", headers=evil) as resp:
+        assert resp.status == 403
+        assert "Access-Control-Allow-Origin" not in resp.headers
+        assert (await resp.json())["errorCode"] == "FORBIDDEN"
+
+
+async def test_without_cors_origins_no_cross_origin_reads(make_hub: HubFactory) -> None:
+    hub = await make_hub(cors_origins=[])
+    preflight = {"Origin": LMS, "Access-Control-Request-Method": "GET"}
+    async with hub.http.options(f"{hub.url}/api/v1/sessions", headers=preflight) as resp:
+        assert resp.status == 405
+        assert "Access-Control-Allow-Origin" not in resp.headers
+    token = hub.tokens("tutor-1", "TUTOR")
+    headers = {"Origin": LMS, "Authorization": f"Bearer {token}"}
+    async with hub.http.get(f"{hub.url}/api/v1/sessions", headers=headers) as resp:
+        assert resp.status == 200
+        assert "Access-Control-Allow-Origin" not in resp.headers

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -33,22 +32,11 @@ from persistence.repositories import (
     SessionRepository,
 )
 from tests.conftest import Database
-from tests.support import WAITED_ON_THE_LOOP_S, longest_loop_turn
+from tests.support import WAITED_ON_THE_LOOP_S, longest_loop_turn, migrations_head
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
-
-def the_head() -> str:
-    """The migrations' one head (two would mean a merge left the chain forked)."""
-    from alembic.script import ScriptDirectory
-
-    (head,) = ScriptDirectory.from_config(migrate.alembic_config()).get_heads()
-    assert head == sorted(path.stem[:4] for path in VERSIONS.glob("0*.py"))[-1]
-    return str(head)
-
-
-VERSIONS = Path(migrate.__file__).parent / "migrations" / "versions"
-HEAD = the_head()
+HEAD = migrations_head()
 
 
 @pytest.fixture
@@ -218,7 +206,7 @@ async def test_session_query_filters_and_pages(db: async_sessionmaker[AsyncSessi
             Page(1, 10),
         )
         assert [r.id for r in found] == [rows[0].id]
-        found, _ = await repo.list(SessionQuery(student_id="s1"), Page(1, 10))
+        found, _ = await repo.list(SessionQuery(student_ids=("s1",)), Page(1, 10))
         assert [r.id for r in found] == [rows[1].id]
 
 

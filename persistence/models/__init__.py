@@ -22,6 +22,10 @@ from persistence.models.canvas import (
     CanvasOp,
     CanvasSnapshot,
 )
+from persistence.models.cohorts import (
+    Cohort,
+    CohortMember,
+)
 from persistence.models.courses import (
     SEATED,
     CourseSession,
@@ -56,6 +60,11 @@ from persistence.models.people import (
     Person,
     PersonSource,
 )
+from persistence.models.relationships import (
+    SUBJECT_LENGTH,
+    TutorStudent,
+    TutorSubject,
+)
 
 __all__ = [
     "EMAIL_LENGTH",
@@ -64,6 +73,7 @@ __all__ = [
     "ID_LENGTH",
     "NAMING_CONVENTION",
     "SEATED",
+    "SUBJECT_LENGTH",
     "Alert",
     "AttendanceInterval",
     "AttendanceRecord",
@@ -73,6 +83,8 @@ __all__ = [
     "CanvasOp",
     "CanvasSnapshot",
     "CatchUpPackage",
+    "Cohort",
+    "CohortMember",
     "CourseSession",
     "CourseSessionAnnouncement",
     "CourseSessionEnrollment",
@@ -94,6 +106,8 @@ __all__ = [
     "SessionStatus",
     "Timer",
     "TutorNote",
+    "TutorStudent",
+    "TutorSubject",
     "UTCDateTime",
     "new_id",
     "utcnow",

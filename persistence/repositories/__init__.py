@@ -11,6 +11,7 @@ from persistence.repositories.attendance import (
 )
 from persistence.repositories.audit import AuditLog
 from persistence.repositories.canvas import CanvasRepository, StoredCanvas
+from persistence.repositories.cohorts import CohortMembers, Cohorts
 from persistence.repositories.courses import (
     AnnouncementRepository,
     CourseEnrollmentRepository,
@@ -18,8 +19,21 @@ from persistence.repositories.courses import (
     CourseSessionRepository,
     effective_status,
 )
+from persistence.repositories.links import (
+    Existing,
+    LinkChange,
+    UnknownIds,
+    people_in_role,
+    sync_links,
+    unique_in_order,
+)
 from persistence.repositories.paging import Page, page_of
 from persistence.repositories.people import Imported, ParentLinks, PeopleRepository, Seen
+from persistence.repositories.relationships import (
+    RelationshipQuery,
+    Relationships,
+    TutorSubjects,
+)
 from persistence.repositories.sessions import (
     EnrollmentRepository,
     SessionQuery,
@@ -33,18 +47,29 @@ __all__ = [
     "AttendanceTotals",
     "AuditLog",
     "CanvasRepository",
+    "CohortMembers",
+    "Cohorts",
     "CourseEnrollmentRepository",
     "CourseSessionQuery",
     "CourseSessionRepository",
     "EnrollmentRepository",
+    "Existing",
     "Imported",
+    "LinkChange",
     "Page",
     "ParentLinks",
     "PeopleRepository",
+    "RelationshipQuery",
+    "Relationships",
     "Seen",
     "SessionQuery",
     "SessionRepository",
     "StoredCanvas",
+    "TutorSubjects",
+    "UnknownIds",
     "effective_status",
     "page_of",
+    "people_in_role",
+    "sync_links",
+    "unique_in_order",
 ]

@@ -25,7 +25,9 @@ class SessionQuery:
     status: str | None = None
     starts_from: datetime | None = None
     starts_before: datetime | None = None
-    student_id: str | None = None
+    # Sessions any of these students is enrolled in (a student: their own; a parent:
+    # their children's).
+    student_ids: tuple[str, ...] | None = None
 
 
 class SessionRepository:
@@ -64,8 +66,8 @@ def _session_conditions(query: SessionQuery) -> list[ColumnElement[bool]]:
         conditions.append(LiveSession.starts_at >= query.starts_from)
     if query.starts_before is not None:
         conditions.append(LiveSession.starts_at < query.starts_before)
-    if query.student_id is not None:
-        enrolled = select(Enrollment.session_id).where(Enrollment.student_id == query.student_id)
+    if query.student_ids is not None:
+        enrolled = select(Enrollment.session_id).where(Enrollment.student_id.in_(query.student_ids))
         conditions.append(LiveSession.id.in_(enrolled))
     return conditions
 
@@ -82,6 +84,17 @@ class EnrollmentRepository:
                 )
             )
         ).scalar_one_or_none()
+
+    async def enrolled_among(self, session_id: str, student_ids: Sequence[str]) -> list[str]:
+        """Which of ``student_ids`` are enrolled in the session."""
+        if not student_ids:
+            return []
+        rows = await self._db.scalars(
+            select(Enrollment.student_id).where(
+                Enrollment.session_id == session_id, Enrollment.student_id.in_(student_ids)
+            )
+        )
+        return list(rows)
 
     async def for_session(self, session_id: str) -> Sequence[Enrollment]:
         rows = await self._db.scalars(

@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=600)
 
-    # Socket.IO transport limits.
+    # Browser origins allowed to open Socket.IO and call /api/v1 (["*"]: any).
     cors_origins: list[str] = Field(default_factory=list)
+    # Socket.IO transport limits.
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     ping_interval_s: float = Field(default=25.0, gt=0)
     ping_timeout_s: float = Field(default=20.0, gt=0)

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from realtime.base.errors import ErrorCode, HubError, validation_error
 from realtime.base.events import AuthRefresh
-from realtime.base.identity import TokenVerifier
+from realtime.base.identity import Identity, TokenVerifier
 from realtime.base.metrics import HubMetrics
 from realtime.base.ratelimit import TokenBucket
 from realtime.gateway.membership import Connection, Membership
@@ -46,6 +46,8 @@ MAX_EXPIRY_WAIT_S = 24 * 3600.0
 
 # Told, under the connection's lock, that a socket disconnected.
 DisconnectHook = Callable[[Connection], Awaitable[None]]
+# Told who a new connection is, before it is accepted (the directory records them).
+ConnectHook = Callable[[Identity], Awaitable[None]]
 
 
 class Gateway:
@@ -67,6 +69,7 @@ class Gateway:
         self._events_per_s = events_per_s
         self._event_burst = event_burst
         self._disconnect_hooks: list[DisconnectHook] = []
+        self._connect_hooks: list[ConnectHook] = []
         self._background: set[asyncio.Task[None]] = set()  # token expiries
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
@@ -77,6 +80,10 @@ class Gateway:
         """Handle these client events (each under its connection's lock)."""
         for route in routes:
             self.sio.on(route.event, self._handler_of(route))
+
+    def on_connect(self, hook: ConnectHook) -> None:
+        """Call ``hook`` with each verified identity before its connection is accepted."""
+        self._connect_hooks.append(hook)
 
     def on_disconnect(self, hook: DisconnectHook) -> None:
         """Call ``hook`` when a socket disconnects, under its lock (it is already
@@ -106,6 +113,8 @@ class Gateway:
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code.value, "message": exc.message}
             ) from None
+        for hook in self._connect_hooks:
+            await hook(identity)
         request = environ.get("aiohttp.request")
         connection = Connection(
             sid=sid,
