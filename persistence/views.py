@@ -25,6 +25,7 @@ def session_view(session: LiveSession) -> dict[str, Any]:
         "status": session.status,
         "max_students": session.max_students,
         "idle_after_s": (session.settings or {}).get("idle_after_s"),
+        "course_session_id": session.course_session_id,
         "created_by": session.created_by,
         "created_at": iso(session.created_at),
         "updated_at": iso(session.updated_at),

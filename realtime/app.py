@@ -35,7 +35,7 @@ from realtime.bus.bus_redis import RedisCluster, redis_client
 from realtime.gateway.gateway import Gateway
 from realtime.gateway.server import HubServer
 from realtime.internals import check_versions
-from rest import attendance, day, directory, enrollments, health, notes, sessions
+from rest import attendance, courses, day, directory, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
 from rest import cohorts as cohort_routes
 from rest import help as help_routes
@@ -44,6 +44,7 @@ from rest.http import allow_cross_origin, error_middleware
 from rest.keys import (
     BUS,
     CANVASES,
+    COURSE_ANNOUNCEMENTS,
     DB,
     ENGINE,
     GATEWAY,
@@ -57,6 +58,7 @@ from rest.keys import (
     VERIFIER,
 )
 from rooms.control import ControlCenter
+from rooms.course_announcements import CourseAnnouncements
 from rooms.help import Clock, HelpDesk
 from rooms.sessions import SessionRooms
 from rooms.timers import Timers
@@ -202,6 +204,10 @@ def build_app(
         gateway.add_routes(feature.routes())
     for extension in (canvases, help_desk, timers):
         session_rooms.extend(extension)
+    course_announcements = CourseAnnouncements(
+        db, reads=reads, rooms=gateway, lease=cluster, clock=clock
+    )
+    session_rooms.extend(course_announcements)
 
     app = web.Application(
         client_max_size=settings.max_request_bytes,
@@ -226,6 +232,7 @@ def build_app(
     app[CANVASES] = canvases
     app[HELP] = help_desk
     app[TIMERS] = timers
+    app[COURSE_ANNOUNCEMENTS] = course_announcements
     # Lazy: the client connects on first use.
     app[REDIS] = redis
     sio.attach(app, socketio_path="socket.io")
@@ -237,6 +244,7 @@ def build_app(
     app.add_routes(attendance.routes)
     app.add_routes(day.routes)
     app.add_routes(notes.routes)
+    app.add_routes(courses.routes)
     app.add_routes(directory.routes)
     app.add_routes(relationship_routes.routes)
     app.add_routes(cohort_routes.routes)
@@ -306,6 +314,7 @@ async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(app[PRESENCE].watch_idle(every_s)),
         asyncio.create_task(app[TIMERS].watch(every_s)),
+        asyncio.create_task(app[COURSE_ANNOUNCEMENTS].watch(every_s)),
     ]
     yield
     await stop(tasks)

@@ -17,6 +17,7 @@ from realtime.base.identity import TokenVerifier
 from realtime.base.metrics import HubMetrics
 from realtime.bus.bus import Bus
 from realtime.gateway.gateway import Gateway
+from rooms.course_announcements import CourseAnnouncements
 from rooms.help import HelpDesk
 from rooms.sessions import SessionRooms
 from rooms.timers import Timers
@@ -34,3 +35,4 @@ CANVASES: web.AppKey[CanvasService] = web.AppKey("canvases")
 HELP: web.AppKey[HelpDesk] = web.AppKey("help")
 TIMERS: web.AppKey[Timers] = web.AppKey("timers")
 REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
+COURSE_ANNOUNCEMENTS: web.AppKey[CourseAnnouncements] = web.AppKey("course_announcements")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from enum import StrEnum
 from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from persistence.models import SessionStatus
+from persistence.models import CourseSessionStatus, SessionEnrollmentStatus, SessionStatus
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
@@ -65,6 +66,8 @@ class SessionCreate(Body):
     idle_after_s: IdleAfter | None = None
     # Only a SUPER_ADMIN may name a center; everyone else creates in their own.
     center_id: Id | None = None
+    # The course session this live session meets for, if any.
+    course_session_id: Id | None = None
 
     @model_validator(mode="after")
     def _times(self) -> Self:
@@ -79,12 +82,14 @@ class SessionUpdate(Body):
     ends_at: AwareDatetime | None = None
     max_students: Capacity | None = None
     idle_after_s: IdleAfter | None = None
+    # null unlinks the live session from its course session.
+    course_session_id: Id | None = None
 
     @model_validator(mode="after")
     def _something(self) -> Self:
         if not self.model_fields_set:
             raise ValueError("expected at least one field to change")
-        for name in self.model_fields_set - {"idle_after_s"}:
+        for name in self.model_fields_set - {"idle_after_s", "course_session_id"}:
             if getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         _check_times(self.starts_at, self.ends_at)
@@ -138,4 +143,200 @@ class EnrollmentUpdate(Body):
             raise ValueError("expected at least one field to change")
         if "completed" in self.model_fields_set and self.completed is None:
             raise ValueError("completed cannot be null")
+        return self
+
+
+# Course sessions (the design's names: snake_case bodies, camelCase query parameters).
+
+SessionName = Annotated[str, StringConstraints(min_length=2, max_length=255, strip_whitespace=True)]
+Description = Annotated[str, StringConstraints(max_length=20_000)]
+AnnouncementTitle = Annotated[
+    str, StringConstraints(min_length=2, max_length=255, strip_whitespace=True)
+]
+AnnouncementText = Annotated[
+    str, StringConstraints(min_length=10, max_length=2000, strip_whitespace=True)
+]
+Percent = Annotated[int, Field(ge=0, le=100)]
+CourseCapacity = Annotated[int, Field(ge=1, le=100_000)]
+
+
+class CourseSessionCreate(Body):
+    session_name: SessionName
+    session_description: Description | None = None
+    teacher_id: Id
+    course_id: Id
+    course_session_status: CourseSessionStatus = CourseSessionStatus.DRAFT
+    start_date: AwareDatetime
+    end_date: AwareDatetime
+    max_students: CourseCapacity | None = None
+    enrollment_deadline: AwareDatetime | None = None
+    session_timezone: TimeZoneName | None = None
+    auto_expire_enabled: bool = True
+
+    @model_validator(mode="after")
+    def _status(self) -> Self:
+        if self.course_session_status is CourseSessionStatus.EXPIRED:
+            raise ValueError("a course session is created as DRAFT or PUBLISHED")
+        return self
+
+
+_NOT_NULL = frozenset(
+    {"session_name", "teacher_id", "course_id", "start_date", "end_date", "auto_expire_enabled"}
+)
+
+
+class CourseSessionUpdate(Body):
+    session_name: SessionName | None = None
+    session_description: Description | None = None
+    teacher_id: Id | None = None
+    course_id: Id | None = None
+    start_date: AwareDatetime | None = None
+    end_date: AwareDatetime | None = None
+    max_students: CourseCapacity | None = None
+    enrollment_deadline: AwareDatetime | None = None
+    session_timezone: TimeZoneName | None = None
+    auto_expire_enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("expected at least one field to change")
+        for name in self.model_fields_set & _NOT_NULL:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class SortOrder(StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+class SortField(StrEnum):
+    COURSE_SESSION_ID = "course_session_id"
+    SESSION_NAME = "session_name"
+    START_DATE = "start_date"
+    END_DATE = "end_date"
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+
+
+PageNumber = Annotated[int, Field(ge=1, le=1_000_000)]
+Limit = Annotated[int, Field(ge=1, le=100)]
+
+
+class CourseSessionListQuery(Body):
+    page: PageNumber = 1
+    limit: Limit = 10
+    status: CourseSessionStatus | None = None
+    course_id: Id | None = Field(None, alias="courseId")
+    teacher_id: Id | None = Field(None, alias="teacherId")
+    start_date: AwareDatetime | None = Field(None, alias="startDate")
+    end_date: AwareDatetime | None = Field(None, alias="endDate")
+    sort_by: SortField = Field(SortField.CREATED_AT, alias="sortBy")
+    sort_order: SortOrder = Field(SortOrder.DESC, alias="sortOrder")
+
+
+class CourseEnrollmentListQuery(Body):
+    page: PageNumber = 1
+    limit: Limit = 20
+    status: SessionEnrollmentStatus | None = None
+
+
+class StudentSessionListQuery(Body):
+    page: PageNumber = 1
+    limit: Limit = 20
+    status: SessionEnrollmentStatus | None = None
+    active_only: bool = Field(False, alias="activeOnly")
+
+
+class AnnouncementListQuery(Body):
+    page: PageNumber = 1
+    limit: Limit = 20
+    is_urgent: bool | None = Field(None, alias="isUrgent")
+    active_only: bool = Field(False, alias="activeOnly")
+
+
+class StudentAnnouncementQuery(Body):
+    page: PageNumber = 1
+    limit: Limit = 20
+
+
+class JoinByCode(Body):
+    session_code: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+
+class EnrollmentStatusUpdate(Body):
+    enrollment_status: SessionEnrollmentStatus
+
+
+class GradeUpdate(Body):
+    completion_percentage: Percent
+    final_grade: Percent | None = None
+
+
+def _check_window(scheduled_for: AwareDatetime | None, expires_at: AwareDatetime | None) -> None:
+    if scheduled_for is not None and expires_at is not None and expires_at <= scheduled_for:
+        raise ValueError("expires_at must be after scheduled_for")
+
+
+class AnnouncementCreate(Body):
+    title: AnnouncementTitle
+    message: AnnouncementText
+    is_urgent: bool = False
+    scheduled_for: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        _check_window(self.scheduled_for, self.expires_at)
+        return self
+
+
+class AnnouncementUpdate(Body):
+    title: AnnouncementTitle | None = None
+    message: AnnouncementText | None = None
+    is_urgent: bool | None = None
+    scheduled_for: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("expected at least one field to change")
+        for name in self.model_fields_set & {"title", "message", "is_urgent"}:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class GradeBand(Body):
+    min: Percent
+    max: Percent
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        if self.max < self.min:
+            raise ValueError("max must not be below min")
+        return self
+
+
+GradeName = Annotated[str, StringConstraints(min_length=1, max_length=16)]
+
+
+class SettingsUpdate(Body):
+    allow_late_enrollment: bool | None = None
+    require_approval_for_enrollment: bool | None = None
+    allow_student_discussions: bool | None = None
+    allow_student_drop: bool | None = None
+    send_reminder_emails: bool | None = None
+    reminder_days_before_expiry: Annotated[int, Field(ge=1, le=30)]
+    grading_scale: Annotated[dict[GradeName, GradeBand], Field(max_length=50)] | None = None
+    attendance_tracking_enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _flags(self) -> Self:
+        for name in self.model_fields_set - {"grading_scale"}:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
         return self

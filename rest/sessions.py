@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from persistence.models import LiveSession, SessionStatus
+from persistence.models import CourseSession, LiveSession, SessionStatus
 from persistence.repositories import (
     AuditLog,
+    CourseSessionRepository,
     EnrollmentRepository,
     Page,
     ParentLinks,
@@ -28,6 +29,7 @@ from rooms.access import (
     SESSION_CREATOR_ROLES,
     can_read_work,
     family_scope,
+    require_course_manager,
     require_manager,
     visible_session,
 )
@@ -57,6 +59,23 @@ def audit(
         ip=client_ip(request),
         details=details,
     )
+
+
+async def linkable_course_session(
+    db: AsyncSession, who: Identity, center_id: str, course_session_id: str
+) -> CourseSession:
+    """The course session a live session of ``center_id`` may meet for: one of that
+    center, not deleted, that the caller manages."""
+    course = await CourseSessionRepository(db).get(course_session_id)
+    if course is None or course.center_id != center_id:
+        raise HubError(
+            ErrorCode.VALIDATION_ERROR,
+            f"course_session_id {course_session_id!r} names no course session of center "
+            f"{center_id!r}",
+            details={"field": "course_session_id"},
+        )
+    require_course_manager(who, course)
+    return course
 
 
 def require_open(session: LiveSession) -> None:
@@ -90,8 +109,11 @@ async def create_session(request: web.Request) -> web.Response:
         status=SessionStatus.SCHEDULED.value,
         settings={} if body.idle_after_s is None else {"idle_after_s": body.idle_after_s},
         created_by=who.user_id,
+        course_session_id=body.course_session_id,
     )
     async with request.app[DB].begin() as db:
+        if body.course_session_id is not None:
+            await linkable_course_session(db, who, session.center_id, body.course_session_id)
         SessionRepository(db).add(session)
         await db.flush()
         audit(request, AuditLog(db), who, "session.create", session, {"title": session.title})
@@ -187,6 +209,8 @@ async def update_session(request: web.Request) -> web.Response:
                     f"max_students {changes['max_students']} is below the {enrolled} enrolled",
                     error_code="SESSION_OVER_CAPACITY",
                 )
+        if changes.get("course_session_id") not in (None, session.course_session_id):
+            await linkable_course_session(db, who, session.center_id, changes["course_session_id"])
         details = _jsonable(changes)
         if "idle_after_s" in changes:
             # None clears the session's own threshold (the center default applies).

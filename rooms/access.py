@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from persistence.models import LiveSession
+from persistence.models import CourseSession, LiveSession
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.identity import Identity, Role
 from realtime.gateway.membership import LiveRole
@@ -101,3 +101,57 @@ def live_role(identity: Identity, session: LiveSession, *, enrolled: bool) -> Li
             return LiveRole.STUDENT
         raise HubError(ErrorCode.FORBIDDEN, "student is not enrolled in this session")
     raise HubError(ErrorCode.FORBIDDEN, f"role {identity.role.value} has no live access")
+
+
+# Course sessions (/api/v1/teacher|student|admin/sessions).
+
+COURSE_STAFF_ROLES = frozenset({Role.TUTOR, Role.CENTER_ADMIN, Role.SUPER_ADMIN})
+COURSE_ADMIN_ROLES = frozenset({Role.CENTER_ADMIN, Role.SUPER_ADMIN})
+
+
+def course_not_found(session_id: str) -> HubError:
+    return HubError(
+        ErrorCode.NOT_FOUND,
+        f"Course session with ID {session_id} not found",
+        error_code="SESSION_NOT_FOUND",
+    )
+
+
+def visible_course_session(
+    identity: Identity, session: CourseSession | None, session_id: str
+) -> CourseSession:
+    """The course session, or SESSION_NOT_FOUND when missing, deleted or another center's."""
+    if session is None or session.is_deleted or not in_tenant(identity, session.center_id):
+        raise course_not_found(session_id)
+    return session
+
+
+def require_course_staff(identity: Identity) -> None:
+    if identity.role not in COURSE_STAFF_ROLES:
+        raise HubError(
+            ErrorCode.FORBIDDEN,
+            f"role {identity.role.value} may not manage course sessions; "
+            "expected TUTOR, CENTER_ADMIN or SUPER_ADMIN",
+        )
+
+
+def require_course_admin(identity: Identity) -> None:
+    if identity.role not in COURSE_ADMIN_ROLES:
+        raise HubError(
+            ErrorCode.FORBIDDEN,
+            f"role {identity.role.value} may not do this; expected CENTER_ADMIN or SUPER_ADMIN",
+        )
+
+
+def require_course_manager(identity: Identity, session: CourseSession) -> None:
+    """Its teacher, a center admin of its center, any super admin."""
+    require_course_staff(identity)
+    if identity.role is Role.TUTOR and identity.user_id != session.teacher_id:
+        raise HubError(ErrorCode.FORBIDDEN, "You can only manage your own course sessions")
+
+
+def require_course_student(identity: Identity) -> None:
+    if identity.role is not Role.STUDENT:
+        raise HubError(
+            ErrorCode.FORBIDDEN, f"role {identity.role.value} may not use the student routes"
+        )

@@ -172,6 +172,7 @@ CLUSTER_SUITES = {
     "test_attendance",
     "test_rest_enrollments",
     "test_rest_sessions",
+    "test_course_live",
 }
 PROCESS_SUITES = {
     "test_sockets",

@@ -26,6 +26,15 @@ from persistence.models.cohorts import (
     Cohort,
     CohortMember,
 )
+from persistence.models.courses import (
+    SEATED,
+    CourseSession,
+    CourseSessionAnnouncement,
+    CourseSessionEnrollment,
+    CourseSessionSettings,
+    CourseSessionStatus,
+    SessionEnrollmentStatus,
+)
 from persistence.models.live import (
     HELP_ACTIVE,
     Alert,
@@ -63,6 +72,7 @@ __all__ = [
     "HELP_ACTIVE",
     "ID_LENGTH",
     "NAMING_CONVENTION",
+    "SEATED",
     "SUBJECT_LENGTH",
     "Alert",
     "AttendanceInterval",
@@ -75,6 +85,11 @@ __all__ = [
     "CatchUpPackage",
     "Cohort",
     "CohortMember",
+    "CourseSession",
+    "CourseSessionAnnouncement",
+    "CourseSessionEnrollment",
+    "CourseSessionSettings",
+    "CourseSessionStatus",
     "Enrollment",
     "ExerciseAttempt",
     "HelpPriority",
@@ -87,6 +102,7 @@ __all__ = [
     "ParentLink",
     "Person",
     "PersonSource",
+    "SessionEnrollmentStatus",
     "SessionStatus",
     "Timer",
     "TutorNote",

@@ -54,6 +54,7 @@ class LiveSession(Base):
     __table_args__ = (
         Index("ix_live_sessions_center_starts", "center_id", "starts_at"),
         Index("ix_live_sessions_center_tutor_starts", "center_id", "tutor_id", "starts_at"),
+        Index("ix_live_sessions_course_session_id", "course_session_id"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
@@ -67,6 +68,10 @@ class LiveSession(Base):
     status: Mapped[str] = mapped_column(String(16), default=SessionStatus.SCHEDULED.value)
     max_students: Mapped[int] = mapped_column(Integer)
     settings: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    # The course session this live session meets for, if any.
+    course_session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("course_sessions.id", ondelete="SET NULL")
+    )
     created_by: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -12,6 +12,13 @@ from persistence.repositories.attendance import (
 from persistence.repositories.audit import AuditLog
 from persistence.repositories.canvas import CanvasRepository, StoredCanvas
 from persistence.repositories.cohorts import CohortMembers, Cohorts
+from persistence.repositories.courses import (
+    AnnouncementRepository,
+    CourseEnrollmentRepository,
+    CourseSessionQuery,
+    CourseSessionRepository,
+    effective_status,
+)
 from persistence.repositories.links import (
     Existing,
     LinkChange,
@@ -34,6 +41,7 @@ from persistence.repositories.sessions import (
 )
 
 __all__ = [
+    "AnnouncementRepository",
     "AttendanceRecords",
     "AttendanceRepository",
     "AttendanceTotals",
@@ -41,6 +49,9 @@ __all__ = [
     "CanvasRepository",
     "CohortMembers",
     "Cohorts",
+    "CourseEnrollmentRepository",
+    "CourseSessionQuery",
+    "CourseSessionRepository",
     "EnrollmentRepository",
     "Existing",
     "Imported",
@@ -56,6 +67,7 @@ __all__ = [
     "StoredCanvas",
     "TutorSubjects",
     "UnknownIds",
+    "effective_status",
     "page_of",
     "people_in_role",
     "sync_links",

@@ -1,0 +1,129 @@
+"""How course sessions and their rows look on the wire (the design's field names).
+
+``tenant_id`` is the center; every status of a course session is the one it
+reads as at ``now`` (EXPIRED once past ``end_date`` with auto-expiry).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from persistence.models import (
+    CourseSession,
+    CourseSessionAnnouncement,
+    CourseSessionEnrollment,
+    CourseSessionSettings,
+    Person,
+)
+from persistence.views import iso
+
+
+def course_session_view(
+    session: CourseSession, now: datetime, *, enrolled_count: int | None = None
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "course_session_id": session.id,
+        "tenant_id": session.center_id,
+        "session_name": session.session_name,
+        "session_description": session.session_description,
+        "teacher_id": session.teacher_id,
+        "course_id": session.course_id,
+        "course_session_status": session.effective_status(now),
+        "start_date": iso(session.start_date),
+        "end_date": iso(session.end_date),
+        "max_students": session.max_students,
+        "enrollment_deadline": iso(session.enrollment_deadline),
+        "session_timezone": session.session_timezone,
+        "session_code": session.session_code,
+        "auto_expire_enabled": session.auto_expire_enabled,
+        "published_at": iso(session.published_at),
+        "is_active": session.is_active,
+        "is_deleted": session.is_deleted,
+        "created_at": iso(session.created_at),
+        "created_by": session.created_by,
+        "updated_at": iso(session.updated_at),
+        "updated_by": session.updated_by,
+    }
+    if enrolled_count is not None:
+        view["enrolled_count"] = enrolled_count
+    return view
+
+
+def course_enrollment_view(
+    enrollment: CourseSessionEnrollment, person: Person | None = None, *, with_student: bool = False
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "course_session_enrollment_id": enrollment.id,
+        "course_session_id": enrollment.course_session_id,
+        "tenant_id": enrollment.center_id,
+        "student_id": enrollment.student_id,
+        "enrolled_at": iso(enrollment.enrolled_at),
+        "enrollment_status": enrollment.status,
+        "completion_percentage": enrollment.completion_percentage,
+        "final_grade": enrollment.final_grade,
+        "completion_date": iso(enrollment.completion_date),
+        "dropped_at": iso(enrollment.dropped_at),
+        "updated_at": iso(enrollment.updated_at),
+    }
+    if with_student:
+        view["student"] = {
+            "full_name": person.name if person is not None else None,
+            "email_address": person.email if person is not None else None,
+        }
+    return view
+
+
+def student_session_view(
+    enrollment: CourseSessionEnrollment, session: CourseSession, now: datetime
+) -> dict[str, Any]:
+    return {
+        "course_session_id": session.id,
+        "course_session_enrollment_id": enrollment.id,
+        "session_name": session.session_name,
+        "session_description": session.session_description,
+        "teacher_id": session.teacher_id,
+        "course_id": session.course_id,
+        "course_session_status": session.effective_status(now),
+        "enrollment_status": enrollment.status,
+        "completion_percentage": enrollment.completion_percentage,
+        "final_grade": enrollment.final_grade,
+        "enrolled_at": iso(enrollment.enrolled_at),
+        "start_date": iso(session.start_date),
+        "end_date": iso(session.end_date),
+        "session_timezone": session.session_timezone,
+    }
+
+
+def announcement_view(announcement: CourseSessionAnnouncement) -> dict[str, Any]:
+    return {
+        "course_session_announcement_id": announcement.id,
+        "course_session_id": announcement.course_session_id,
+        "tenant_id": announcement.center_id,
+        "title": announcement.title,
+        "message": announcement.message,
+        "is_urgent": announcement.is_urgent,
+        "scheduled_for": iso(announcement.scheduled_for),
+        "expires_at": iso(announcement.expires_at),
+        "is_active": announcement.is_active,
+        "created_at": iso(announcement.created_at),
+        "created_by": announcement.created_by,
+        "updated_at": iso(announcement.updated_at),
+    }
+
+
+def settings_view(settings: CourseSessionSettings) -> dict[str, Any]:
+    return {
+        "course_session_settings_id": settings.id,
+        "course_session_id": settings.course_session_id,
+        "tenant_id": settings.center_id,
+        "allow_late_enrollment": settings.allow_late_enrollment,
+        "require_approval_for_enrollment": settings.require_approval_for_enrollment,
+        "allow_student_discussions": settings.allow_student_discussions,
+        "allow_student_drop": settings.allow_student_drop,
+        "send_reminder_emails": settings.send_reminder_emails,
+        "reminder_days_before_expiry": settings.reminder_days_before_expiry,
+        "grading_scale": settings.grading_scale,
+        "attendance_tracking_enabled": settings.attendance_tracking_enabled,
+        "updated_at": iso(settings.updated_at),
+    }
