@@ -10,6 +10,7 @@ as ``presence:update`` and ``attendance:update``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -256,11 +257,13 @@ class LivePresence:
             await self.student_activity(joined)
         return {"status": (self.activity.status(key) or Status.ACTIVE).value}
 
-    async def watch_idle(self, every_s: float) -> None:
+    async def watch_idle(self, every_s: float, stopping: asyncio.Event | None = None) -> None:
         """Background: every ``every_s`` seconds, announce this hub's students who went
         idle; and on the hub that leads the sweeps, mark offline the students whose
         grace period ran out."""
-        await every(every_s, partial(self.sweep, sweeps_lease_s(every_s)), "presence sweep")
+        await every(
+            every_s, partial(self.sweep, sweeps_lease_s(every_s)), "presence sweep", stopping
+        )
 
     async def sweep(self, lease_s: float) -> None:
         now = self.clock()

@@ -28,7 +28,7 @@ from realtime.base.config import Settings
 from realtime.base.identity import TokenVerifier
 from realtime.base.metrics import HubMetrics
 from realtime.base.ratelimit import KeyedBuckets
-from realtime.base.tasks import stop
+from realtime.base.tasks import wind_down
 from realtime.bus.bus import CANVAS, Bus
 from realtime.bus.bus_memory import Cluster
 from realtime.bus.bus_redis import RedisCluster, redis_client
@@ -64,6 +64,8 @@ from rooms.sessions import SessionRooms
 from rooms.timers import Timers
 
 log = logging.getLogger(__name__)
+# How long a stopping hub lets the sweeps under way finish.
+SWEEP_FINISH_S = 2.0
 
 
 def build_app(
@@ -311,13 +313,15 @@ def _since(started: float) -> float:
 
 async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
     every_s = app[SETTINGS].presence_sweep_s
+    stopping = asyncio.Event()
     tasks = [
-        asyncio.create_task(app[PRESENCE].watch_idle(every_s)),
-        asyncio.create_task(app[TIMERS].watch(every_s)),
-        asyncio.create_task(app[COURSE_ANNOUNCEMENTS].watch(every_s)),
+        asyncio.create_task(app[PRESENCE].watch_idle(every_s, stopping)),
+        asyncio.create_task(app[TIMERS].watch(every_s, stopping)),
+        asyncio.create_task(app[COURSE_ANNOUNCEMENTS].watch(every_s, stopping)),
     ]
     yield
-    await stop(tasks)
+    # The sweeps finish the round under way before the database is closed.
+    await wind_down(stopping, tasks, SWEEP_FINISH_S)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

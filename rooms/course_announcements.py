@@ -14,6 +14,7 @@ with the announcement's own fields added.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -123,9 +124,11 @@ class CourseAnnouncements:
         )
         return lives, list(readers)
 
-    async def watch(self, every_s: float) -> None:
+    async def watch(self, every_s: float, stopping: asyncio.Event | None = None) -> None:
         """Background: push what became visible, every ``every_s`` seconds."""
-        await every(every_s, partial(self.tick, sweeps_lease_s(every_s)), "announcement push")
+        await every(
+            every_s, partial(self.tick, sweeps_lease_s(every_s)), "announcement push", stopping
+        )
 
     async def tick(self, lease_s: float) -> None:
         if await self._lease.lead(SWEEPS, lease_s):

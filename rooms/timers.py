@@ -10,6 +10,7 @@ clock, checked every ``every_s`` seconds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -219,9 +220,9 @@ class Timers:
 
     # -- the watch ------------------------------------------------------------
 
-    async def watch(self, every_s: float) -> None:
+    async def watch(self, every_s: float, stopping: asyncio.Event | None = None) -> None:
         """Background: fire what is due, every ``every_s`` seconds."""
-        await every(every_s, partial(self.tick, sweeps_lease_s(every_s)), "timer tick")
+        await every(every_s, partial(self.tick, sweeps_lease_s(every_s)), "timer tick", stopping)
 
     async def tick(self, lease_s: float) -> None:
         """Fire due timers and raise alerts. What the database says (timers, session

@@ -14,7 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from realtime.base.metrics import HubMetrics
-from realtime.base.tasks import every
+from realtime.base.tasks import every, wind_down
 from realtime.bus.bus_memory import Cluster
 from realtime.bus.bus_redis import RedisCluster
 from tests.conftest import REDIS_URL, need_service, redis_problem
@@ -104,3 +104,28 @@ async def test_a_failing_job_is_reported_once_and_again_when_it_recovers(
     assert records[0] == ("ERROR", "the test job failed; trying again every 0.01 s", True)
     assert [level for level, _, _ in records] == ["ERROR", "WARNING"]
     assert records[1][1].startswith("the test job works again after")
+
+
+async def test_a_repeating_job_asked_to_stop_finishes_the_run_under_way() -> None:
+    """A stopping hub lets the sweep in progress end its database work (wind_down)
+    instead of cutting it short, and cancels only what outlasts its time."""
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_job() -> None:
+        started.set()
+        await release.wait()
+        finished.append("slow")
+
+    async def stuck_job() -> None:
+        await asyncio.Event().wait()
+
+    stopping = asyncio.Event()
+    slow = asyncio.create_task(every(0.01, slow_job, "slow", stopping))
+    stuck = asyncio.create_task(every(0.01, stuck_job, "stuck", stopping))
+    await asyncio.wait_for(started.wait(), 5)
+    asyncio.get_running_loop().call_later(0.05, release.set)
+    await wind_down(stopping, [slow, stuck], within_s=1.0)
+    assert finished == ["slow"]
+    assert slow.done() and not slow.cancelled()  # returned between two runs
+    assert stuck.cancelled()

@@ -15,16 +15,27 @@ CANCEL_WAIT_S = 0.25
 FAILING_LOG_EVERY_S = 60.0
 
 
-async def every(interval_s: float, job: Callable[[], Awaitable[None]], what: str) -> None:
-    """Run ``job`` every ``interval_s`` seconds until cancelled.
+async def every(
+    interval_s: float,
+    job: Callable[[], Awaitable[None]],
+    what: str,
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """Run ``job`` every ``interval_s`` seconds until ``stopping`` is set (then return
+    between two runs, never in the middle of one) or until cancelled.
 
     A failure is logged with its traceback when it starts; while the job keeps
     failing (say Redis is away), one line a minute; and once when it works again.
     """
+    stopping = stopping or asyncio.Event()
     failing_since: float | None = None
     said_at = 0.0
     while True:
-        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.wait_for(stopping.wait(), interval_s)
+            return
+        except TimeoutError:
+            pass
         try:
             await job()
         except asyncio.CancelledError:
@@ -41,6 +52,19 @@ async def every(interval_s: float, job: Callable[[], Awaitable[None]], what: str
             if failing_since is not None:
                 log.warning("%s works again after %.0f s", what, time.monotonic() - failing_since)
                 failing_since = None
+
+
+async def wind_down(
+    stopping: asyncio.Event, tasks: Iterable[asyncio.Task[object]], within_s: float
+) -> None:
+    """Ask repeating jobs to stop (``every``'s ``stopping``), give the runs under way
+    ``within_s`` to finish what they started (a database round trip cut short can
+    leave its connection behind), then cancel what is left."""
+    stopping.set()
+    pending = [task for task in tasks if not task.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=within_s)
+    await stop(pending)
 
 
 async def stop(tasks: Iterable[asyncio.Task[object]]) -> None:
