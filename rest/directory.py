@@ -28,6 +28,7 @@ from persistence.repositories import (
     PeopleRepository,
     Seen,
 )
+from persistence.views import iso
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.identity import Identity, Role
 from realtime.base.logbudget import LogBudget
@@ -95,8 +96,8 @@ def person_view(person: Person) -> dict[str, Any]:
         "full_name": person.name,
         "email_address": person.email,
         "source": person.source,
-        "first_seen_at": person.first_seen_at.isoformat() if person.first_seen_at else None,
-        "last_seen_at": person.last_seen_at.isoformat() if person.last_seen_at else None,
+        "first_seen_at": iso(person.first_seen_at),
+        "last_seen_at": iso(person.last_seen_at),
     }
 
 

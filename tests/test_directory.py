@@ -26,7 +26,7 @@ async def test_a_verified_caller_is_in_the_directory_before_their_request_is_ser
     assert got["data"]["full_name"] == "Tomás"
     assert got["data"]["email_address"] == "tomas@center.example"
     assert got["data"]["role"] == "TUTOR" and got["data"]["source"] == "TOKEN"
-    assert got["data"]["first_seen_at"] is not None
+    assert got["data"]["first_seen_at"].endswith("Z")  # UTC, as every hub time
 
 
 async def test_a_socket_connect_records_the_student(hub: Hub) -> None:
