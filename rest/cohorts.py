@@ -24,8 +24,9 @@ from persistence.views import iso
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.identity import Identity, Role
 from rest.http import identity, listing, ok, parse_body, parse_query
+from rest.http import record_change as audit
 from rest.keys import DB
-from rest.relationships import acting_center, audit, names, require_admin
+from rest.relationships import acting_center, names, require_admin
 from rest.schemas import Body, Id, PageQuery, Title
 from rooms.access import in_tenant
 

@@ -38,7 +38,6 @@ from persistence.models import (
 )
 from persistence.repositories import (
     AnnouncementRepository,
-    AuditLog,
     CourseEnrollmentRepository,
     CourseSessionQuery,
     CourseSessionRepository,
@@ -50,7 +49,7 @@ from persistence.repositories import (
 from persistence.views import enrollment_view
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.identity import Identity, Role
-from rest.http import client_ip, identity, listing, parse_body, parse_query
+from rest.http import client_ip, identity, listing, parse_body, parse_query, record_change
 from rest.keys import COURSE_ANNOUNCEMENTS, DB
 from rest.schemas import (
     AnnouncementCreate,
@@ -182,16 +181,7 @@ def audit(
     target_id: str,
     details: dict[str, Any] | None = None,
 ) -> None:
-    AuditLog(db).record(
-        center_id=center_id,
-        actor_id=who.user_id,
-        actor_role=who.role.value,
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        ip=client_ip(request),
-        details=details,
-    )
+    record_change(request, db, who, center_id, action, target_type, target_id, details)
 
 
 def touched(row: Any, request: web.Request, who: Identity) -> None:

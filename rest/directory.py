@@ -32,7 +32,7 @@ from persistence.views import iso
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.identity import Identity, Role
 from realtime.base.logbudget import LogBudget
-from rest.http import client_ip, identity, listing, ok, parse_body, parse_query
+from rest.http import client_ip, identity, listing, ok, parse_body, parse_query, record_change
 from rest.keys import DB
 from rest.schemas import Body, Id, PageQuery
 
@@ -260,13 +260,4 @@ def _expect_role(person: Person | None, user_id: str, role: Role) -> None:
 def _audit_link(
     db: AsyncSession, request: web.Request, who: Identity, action: str, parent: str, child: str
 ) -> None:
-    AuditLog(db).record(
-        center_id=who.center,
-        actor_id=who.user_id,
-        actor_role=who.role.value,
-        action=action,
-        target_type="person",
-        target_id=parent,
-        ip=client_ip(request),
-        details={"student_id": child},
-    )
+    record_change(request, db, who, who.center, action, "person", parent, {"student_id": child})

@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 import aiohttp_cors
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from persistence.repositories import Page
+from persistence.repositories import AuditLog, Page
 from realtime.base.codec import loads
 from realtime.base.errors import ErrorCode, HubError, refuse_nul, validation_error
 from realtime.base.identity import Identity, TokenVerifier
@@ -92,6 +93,30 @@ def identity(request: web.Request) -> Identity:
 
 def client_ip(request: web.Request) -> str | None:
     return request.remote
+
+
+def record_change(
+    request: web.Request,
+    db: AsyncSession,
+    who: Identity,
+    center_id: str,
+    action: str,
+    target_type: str,
+    target_id: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Write the audit entry of a change, in the change's transaction: who, what,
+    which center, from which address."""
+    AuditLog(db).record(
+        center_id=center_id,
+        actor_id=who.user_id,
+        actor_role=who.role.value,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        ip=client_ip(request),
+        details=details,
+    )
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.models import TutorStudent, TutorSubject, utcnow
 from persistence.repositories import (
-    AuditLog,
     Page,
     ParentLinks,
     PeopleRepository,
@@ -29,7 +28,8 @@ from persistence.repositories import (
 from persistence.views import iso, session_view
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.identity import Identity, Role
-from rest.http import client_ip, identity, listing, ok, parse_body, parse_query
+from rest.http import identity, listing, ok, parse_body, parse_query
+from rest.http import record_change as audit
 from rest.keys import DB
 from rest.schemas import Body, Id, Level, Notes, PageQuery
 from rooms.access import in_tenant
@@ -62,28 +62,6 @@ def require_admin(who: Identity, what: str) -> None:
             ErrorCode.FORBIDDEN,
             f"role {who.role.value} may not {what}; expected a center admin or a super admin",
         )
-
-
-def audit(
-    request: web.Request,
-    db: AsyncSession,
-    who: Identity,
-    center_id: str,
-    action: str,
-    target_type: str,
-    target_id: str,
-    details: dict[str, Any] | None = None,
-) -> None:
-    AuditLog(db).record(
-        center_id=center_id,
-        actor_id=who.user_id,
-        actor_role=who.role.value,
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        ip=client_ip(request),
-        details=details,
-    )
 
 
 async def names(db: AsyncSession, center_id: str, user_ids: Iterable[str]) -> dict[str, str | None]:
