@@ -114,7 +114,7 @@ async def test_over_capacity_nothing_is_added(hub: Hub) -> None:
 async def test_a_failure_after_the_first_enrollment_leaves_nothing(
     hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rest.courses
+    import rest.courses.live
 
     course = await course_with_students(hub, "s1", "s2", "s3")
     tutor = hub.as_("tutor-1", "TUTOR")
@@ -122,7 +122,7 @@ async def test_a_failure_after_the_first_enrollment_leaves_nothing(
         SESSIONS, session_body(course_session_id=course["course_session_id"])
     )
     live = got["data"]["id"]
-    real = rest.courses.audit
+    real = rest.courses.live.audit
     calls: list[str] = []
 
     def audit_then_fail(*args: Any, **kwargs: Any) -> None:
@@ -131,7 +131,7 @@ async def test_a_failure_after_the_first_enrollment_leaves_nothing(
             raise RuntimeError("injected after the first enrollment was written")
         real(*args, **kwargs)
 
-    monkeypatch.setattr(rest.courses, "audit", audit_then_fail)
+    monkeypatch.setattr(rest.courses.live, "audit", audit_then_fail)
     status, got = await tutor.post(f"{SESSIONS}/{live}/enrollments/from-course")
     assert (status, got["errorCode"]) == (500, "INTERNAL")
     assert len(calls) == 2

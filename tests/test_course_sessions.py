@@ -177,12 +177,12 @@ async def test_concurrent_creates_of_one_name_make_one_session(hub: Hub) -> None
 async def test_a_failure_after_the_first_write_leaves_nothing(
     hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rest.courses
+    import rest.courses.teacher
 
     def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("injected after the session and settings rows were written")
 
-    monkeypatch.setattr(rest.courses, "audit", broken)
+    monkeypatch.setattr(rest.courses.teacher, "audit", broken)
     status, got = await hub.as_("tutor-1", "TUTOR").post(TEACHER, course_body())
     assert (status, got["errorCode"]) == (500, "INTERNAL")
     async with hub.db() as db:
