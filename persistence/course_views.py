@@ -7,7 +7,9 @@ reads as at ``now`` (EXPIRED once past ``end_date`` with auto-expiry).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired
+
+from typing_extensions import TypedDict
 
 from persistence.models import (
     CourseSession,
@@ -16,13 +18,117 @@ from persistence.models import (
     CourseSessionSettings,
     Person,
 )
-from persistence.views import iso
+from persistence.views import IsoTime, iso
+
+
+class CourseSessionView(TypedDict):
+    """A course session (the design's fields); ``enrolled_count`` where staff list or
+    read one."""
+
+    course_session_id: str
+    tenant_id: str
+    session_name: str
+    session_description: str | None
+    teacher_id: str
+    course_id: str
+    course_session_status: str
+    start_date: IsoTime
+    end_date: IsoTime
+    max_students: int | None
+    enrollment_deadline: IsoTime | None
+    session_timezone: str | None
+    session_code: str
+    auto_expire_enabled: bool
+    published_at: IsoTime | None
+    is_active: bool
+    is_deleted: bool
+    created_at: IsoTime
+    created_by: str
+    updated_at: IsoTime
+    updated_by: str | None
+    enrolled_count: NotRequired[int]
+
+
+class StudentContact(TypedDict):
+    full_name: str | None
+    email_address: str | None
+
+
+class CourseEnrollmentView(TypedDict):
+    """A student's enrollment in a course session; ``student`` in staff lists."""
+
+    course_session_enrollment_id: str
+    course_session_id: str
+    tenant_id: str
+    student_id: str
+    enrolled_at: IsoTime
+    enrollment_status: str
+    completion_percentage: float
+    final_grade: float | None
+    completion_date: IsoTime | None
+    dropped_at: IsoTime | None
+    updated_at: IsoTime
+    student: NotRequired[StudentContact]
+
+
+class StudentSessionView(TypedDict):
+    """A course session as one of its students sees it, with their enrollment."""
+
+    course_session_id: str
+    course_session_enrollment_id: str
+    session_name: str
+    session_description: str | None
+    teacher_id: str
+    course_id: str
+    course_session_status: str
+    enrollment_status: str
+    completion_percentage: float
+    final_grade: float | None
+    enrolled_at: IsoTime
+    start_date: IsoTime
+    end_date: IsoTime
+    session_timezone: str | None
+
+
+class StudentSessionDetail(StudentSessionView):
+    max_students: int | None
+    enrollment_deadline: IsoTime | None
+
+
+class AnnouncementView(TypedDict):
+    course_session_announcement_id: str
+    course_session_id: str
+    tenant_id: str
+    title: str
+    message: str
+    is_urgent: bool
+    scheduled_for: IsoTime | None
+    expires_at: IsoTime | None
+    is_active: bool
+    created_at: IsoTime
+    created_by: str
+    updated_at: IsoTime
+
+
+class SettingsView(TypedDict):
+    course_session_settings_id: str
+    course_session_id: str
+    tenant_id: str
+    allow_late_enrollment: bool
+    require_approval_for_enrollment: bool
+    allow_student_discussions: bool
+    allow_student_drop: bool
+    send_reminder_emails: bool
+    reminder_days_before_expiry: int
+    grading_scale: Any
+    attendance_tracking_enabled: bool
+    updated_at: IsoTime
 
 
 def course_session_view(
     session: CourseSession, now: datetime, *, enrolled_count: int | None = None
-) -> dict[str, Any]:
-    view: dict[str, Any] = {
+) -> CourseSessionView:
+    view: CourseSessionView = {
         "course_session_id": session.id,
         "tenant_id": session.center_id,
         "session_name": session.session_name,
@@ -52,8 +158,8 @@ def course_session_view(
 
 def course_enrollment_view(
     enrollment: CourseSessionEnrollment, person: Person | None = None, *, with_student: bool = False
-) -> dict[str, Any]:
-    view: dict[str, Any] = {
+) -> CourseEnrollmentView:
+    view: CourseEnrollmentView = {
         "course_session_enrollment_id": enrollment.id,
         "course_session_id": enrollment.course_session_id,
         "tenant_id": enrollment.center_id,
@@ -76,7 +182,7 @@ def course_enrollment_view(
 
 def student_session_view(
     enrollment: CourseSessionEnrollment, session: CourseSession, now: datetime
-) -> dict[str, Any]:
+) -> StudentSessionView:
     return {
         "course_session_id": session.id,
         "course_session_enrollment_id": enrollment.id,
@@ -95,7 +201,7 @@ def student_session_view(
     }
 
 
-def announcement_view(announcement: CourseSessionAnnouncement) -> dict[str, Any]:
+def announcement_view(announcement: CourseSessionAnnouncement) -> AnnouncementView:
     return {
         "course_session_announcement_id": announcement.id,
         "course_session_id": announcement.course_session_id,
@@ -112,7 +218,7 @@ def announcement_view(announcement: CourseSessionAnnouncement) -> dict[str, Any]
     }
 
 
-def settings_view(settings: CourseSessionSettings) -> dict[str, Any]:
+def settings_view(settings: CourseSessionSettings) -> SettingsView:
     return {
         "course_session_settings_id": settings.id,
         "course_session_id": settings.course_session_id,

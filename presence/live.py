@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -41,7 +41,7 @@ def student_key(joined: Joined) -> StudentKey:
 
 
 def student_state(
-    enrollment: dict[str, Any],
+    enrollment: Mapping[str, Any],
     totals: AttendanceTotals,
     activity: Status | None,
     now: datetime,

@@ -35,7 +35,7 @@ from realtime.bus.bus_redis import RedisCluster, redis_client
 from realtime.gateway.gateway import Gateway
 from realtime.gateway.server import HubServer
 from realtime.internals import check_versions
-from rest import attendance, courses, day, directory, enrollments, health, notes, sessions
+from rest import attendance, courses, day, directory, docs, enrollments, health, notes, sessions
 from rest import canvases as canvas_routes
 from rest import cohorts as cohort_routes
 from rest import help as help_routes
@@ -250,6 +250,7 @@ def build_app(
     app.add_routes(directory.routes)
     app.add_routes(relationship_routes.routes)
     app.add_routes(cohort_routes.routes)
+    app.add_routes(docs.routes)
     allow_cross_origin(app, settings.cors_origins)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_redis)

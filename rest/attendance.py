@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import Field, StringConstraints, model_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from typing_extensions import TypedDict
 
 from persistence.models import AttendanceRecord, AttendanceStatus, CatchUpPackage, utcnow
 from persistence.repositories import (
@@ -23,11 +24,12 @@ from persistence.repositories import (
     EnrollmentRepository,
     SessionRepository,
 )
-from persistence.views import attendance_view, iso
+from persistence.views import AttendanceView, IsoTime, attendance_view, iso
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.identity import Role
 from rest.http import client_ip, identity, ok, parse_body
 from rest.keys import DB, PRESENCE
+from rest.openapi import documented
 from rest.schemas import Body, Id
 from rest.sessions import readable_session, require_family
 from rooms.access import can_read_roster, require_manager, visible_session
@@ -53,7 +55,41 @@ class BulkMarks(Body):
         return self
 
 
-def catch_up_view(package: CatchUpPackage) -> dict[str, Any]:
+class CatchUpView(TypedDict):
+    """Catch-up work for a student marked absent."""
+
+    id: str
+    session_id: str
+    student_id: str
+    course_id: str | None
+    lesson_id: str | None
+    level: str | None
+    exercise_content: Any
+    created_by: str
+    created_at: IsoTime
+    completed_at: IsoTime | None
+
+
+class RosterAttendance(TypedDict):
+    """An enrolled student's attendance: ``status`` is null until marked or seen."""
+
+    student_id: str
+    status: str | None
+    joined_at: IsoTime | None
+    left_at: IsoTime | None
+    marked_by: str | None
+    notes: str | None
+    total_time_s: float
+    catch_up: CatchUpView | None
+
+
+class MarkResult(TypedDict):
+    session_id: str
+    records: list[AttendanceView]
+    catch_ups_created: list[CatchUpView]
+
+
+def catch_up_view(package: CatchUpPackage) -> CatchUpView:
     return {
         "id": package.id,
         "session_id": package.session_id,
@@ -69,6 +105,7 @@ def catch_up_view(package: CatchUpPackage) -> dict[str, Any]:
 
 
 @routes.get("/api/v1/sessions/{session_id}/attendance")
+@documented(list[RosterAttendance])
 async def session_attendance(request: web.Request) -> web.Response:
     who = identity(request)
     async with request.app[DB]() as db:
@@ -91,29 +128,27 @@ async def session_attendance(request: web.Request) -> web.Response:
             )
         }
     now = utcnow()
-    data = []
+    data: list[RosterAttendance] = []
     for enrollment in enrolled:
         record = records.get(enrollment.student_id)
-        view: dict[str, Any] = (
-            attendance_view(record)
-            if record is not None
-            else {
+        package = packages.get(enrollment.student_id)
+        data.append(
+            {
                 "student_id": enrollment.student_id,
-                "status": None,
-                "joined_at": None,
-                "left_at": None,
-                "marked_by": None,
-                "notes": None,
+                "status": record.status if record is not None else None,
+                "joined_at": iso(record.first_joined_at) if record is not None else None,
+                "left_at": iso(record.last_left_at) if record is not None else None,
+                "marked_by": record.marked_by if record is not None else None,
+                "notes": record.notes if record is not None else None,
+                "total_time_s": round(totals[enrollment.student_id].total_time_s(now), 3),
+                "catch_up": catch_up_view(package) if package is not None else None,
             }
         )
-        package = packages.get(enrollment.student_id)
-        view["total_time_s"] = round(totals[enrollment.student_id].total_time_s(now), 3)
-        view["catch_up"] = catch_up_view(package) if package is not None else None
-        data.append(view)
     return ok(data)
 
 
 @routes.post("/api/v1/attendance/bulk")
+@documented(MarkResult, body=BulkMarks)
 async def mark_attendance(request: web.Request) -> web.Response:
     body = await parse_body(request, BulkMarks)
     for attempt in range(2):
@@ -130,11 +165,11 @@ async def mark_attendance(request: web.Request) -> web.Response:
     for record in records:
         await presence.announce_attendance(session.center_id, session.id, record)
     return ok(
-        {
-            "session_id": session.id,
-            "records": [attendance_view(r) for r in records],
-            "catch_ups_created": [catch_up_view(p) for p in created],
-        }
+        MarkResult(
+            session_id=session.id,
+            records=[attendance_view(r) for r in records],
+            catch_ups_created=[catch_up_view(p) for p in created],
+        )
     )
 
 

@@ -3,19 +3,21 @@ a seq, and an SVG rendering for reviewing work after the session."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from canvas.store import CanvasKey, CatchUp
 from canvas.svg import render_svg
 from persistence.models import LiveSession
 from persistence.repositories import CanvasRepository, EnrollmentRepository, Page, SessionRepository
-from persistence.views import iso
+from persistence.views import IsoTime, iso
 from realtime.base.errors import not_found
 from rest.http import identity, listing, ok, parse_query
 from rest.keys import CANVASES, DB
+from rest.openapi import Envelope, documented
 from rest.schemas import Body, PageQuery
 from rest.sessions import readable_session
 from rooms.access import require_student_reader
@@ -29,6 +31,21 @@ BASE = "/api/v1/sessions/{session_id}/canvases/{student_id}"
 class AtSeq(Body):
     # A seq fits a signed 64-bit column (SQLite's INTEGER, Postgres's BIGINT).
     at_seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
+
+
+class CanvasView(TypedDict):
+    """A student's canvas document at a position of its op log."""
+
+    student_id: str
+    seq: int
+    epoch: str
+    doc: Any
+
+
+class SnapshotView(TypedDict):
+    seq: int
+    epoch: str
+    created_at: IsoTime
 
 
 async def _canvas_key(request: web.Request) -> tuple[LiveSession, CanvasKey]:
@@ -50,20 +67,24 @@ async def _read(request: web.Request) -> CatchUp:
 
 
 @routes.get(BASE)
+@documented(CanvasView, query=AtSeq)
 async def get_canvas(request: web.Request) -> web.Response:
+    """A student's canvas now, or at ``at_seq``."""
     canvas = await _read(request)
     return ok(
-        {
-            "student_id": request.match_info["student_id"],
-            "seq": canvas.position.offset,
-            "epoch": canvas.position.epoch,
-            "doc": canvas.doc,
-        }
+        CanvasView(
+            student_id=request.match_info["student_id"],
+            seq=canvas.position.offset,
+            epoch=canvas.position.epoch,
+            doc=canvas.doc,
+        )
     )
 
 
 @routes.get(BASE + "/svg")
+@documented(str, query=AtSeq, envelope=Envelope.BARE, media_type="image/svg+xml")
 async def get_canvas_svg(request: web.Request) -> web.Response:
+    """A student's canvas rendered as SVG (``X-Canvas-Seq`` names its seq)."""
     canvas = await _read(request)
     return web.Response(
         text=render_svg(canvas.doc or {}),
@@ -78,7 +99,9 @@ async def get_canvas_svg(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/snapshots")
+@documented(SnapshotView, query=PageQuery, envelope=Envelope.PAGE)
 async def list_snapshots(request: web.Request) -> web.Response:
+    """The stored snapshots of a student's canvas."""
     _, key = await _canvas_key(request)
     params = parse_query(request, PageQuery)
     page = Page(params.page, params.limit)
@@ -86,7 +109,7 @@ async def list_snapshots(request: web.Request) -> web.Response:
     async with request.app[DB]() as db:
         rows, total = await CanvasRepository(db).snapshots(key.session_id, key.student_id, page)
     return listing(
-        [{"seq": r.seq, "epoch": r.epoch, "created_at": iso(r.created_at)} for r in rows],
+        [SnapshotView(seq=r.seq, epoch=r.epoch, created_at=iso(r.created_at)) for r in rows],
         page,
         total,
     )

@@ -4,12 +4,13 @@ all or nothing and only the difference (``persistence.repositories.links``)."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, NotRequired, Self, cast
 
 from aiohttp import web
 from pydantic import Field, StringConstraints, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from typing_extensions import TypedDict
 
 from persistence.models import Cohort, CohortMember
 from persistence.repositories import (
@@ -20,12 +21,13 @@ from persistence.repositories import (
     UnknownIds,
     people_in_role,
 )
-from persistence.views import iso
+from persistence.views import IsoTime, iso
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.identity import Identity, Role
 from rest.http import identity, listing, ok, parse_body, parse_query
 from rest.http import record_change as audit
 from rest.keys import DB
+from rest.openapi import Envelope, documented
 from rest.relationships import acting_center, names, require_admin
 from rest.schemas import Body, Id, PageQuery, Title
 from rooms.access import in_tenant
@@ -92,7 +94,35 @@ class CohortListQuery(PageQuery):
     center_id: Id | None = None
 
 
-def cohort_view(cohort: Cohort, member_count: int) -> dict[str, Any]:
+class CohortView(TypedDict):
+    """A cohort, as every reader sees it."""
+
+    id: str
+    center_id: str
+    name: str
+    description: str | None
+    member_count: int
+    created_by: str
+    created_at: IsoTime
+    updated_at: IsoTime
+
+
+class CohortDetail(CohortView):
+    """A cohort as staff see it: its members' ids, and what a change did."""
+
+    student_ids: list[str]
+    added: NotRequired[list[str]]
+    removed: NotRequired[list[str]]
+
+
+class MemberView(TypedDict):
+    student_id: str
+    student_name: str | None
+    added_by: str
+    created_at: IsoTime
+
+
+def cohort_view(cohort: Cohort, member_count: int) -> CohortView:
     return {
         "id": cohort.id,
         "center_id": cohort.center_id,
@@ -105,7 +135,7 @@ def cohort_view(cohort: Cohort, member_count: int) -> dict[str, Any]:
     }
 
 
-def member_view(member: CohortMember, people: dict[str, str | None]) -> dict[str, Any]:
+def member_view(member: CohortMember, people: dict[str, str | None]) -> MemberView:
     return {
         "student_id": member.student_id,
         "student_name": people.get(member.student_id),
@@ -116,11 +146,14 @@ def member_view(member: CohortMember, people: dict[str, str | None]) -> dict[str
 
 async def _full_view(
     db: AsyncSession, cohort: Cohort, change: LinkChange | None = None
-) -> dict[str, Any]:
+) -> CohortDetail:
     """The cohort with its members' ids (staff answers), and what a change did."""
     members = await CohortMembers(db).all(cohort.id)
-    view = cohort_view(cohort, len(members))
-    view["student_ids"] = [m.student_id for m in members]
+    # (mypy cannot spread a TypedDict into one with optional keys)
+    view = cast(
+        CohortDetail,
+        {**cohort_view(cohort, len(members)), "student_ids": [m.student_id for m in members]},
+    )
     if change is not None:
         view["added"] = list(change.added)
         view["removed"] = list(change.removed)
@@ -182,6 +215,7 @@ async def _set_members(
 
 
 @routes.post(BASE)
+@documented(CohortDetail, body=CohortCreate, status=201)
 async def create_cohort(request: web.Request) -> web.Response:
     """The cohort and its members in one transaction: any bad student id, nothing written."""
     who = identity(request)
@@ -219,6 +253,7 @@ async def create_cohort(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE)
+@documented(CohortView, query=CohortListQuery, envelope=Envelope.PAGE)
 async def list_cohorts(request: web.Request) -> web.Response:
     """Staff: the center's cohorts (``student_id``: those a student is in). A student: their own."""
     who = identity(request)
@@ -240,6 +275,7 @@ async def list_cohorts(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/{cohort_id}")
+@documented(CohortView | CohortDetail)
 async def get_cohort(request: web.Request) -> web.Response:
     who = identity(request)
     async with request.app[DB]() as db:
@@ -253,6 +289,7 @@ async def get_cohort(request: web.Request) -> web.Response:
 
 
 @routes.patch(BASE + "/{cohort_id}")
+@documented(CohortDetail, body=CohortUpdate)
 async def update_cohort(request: web.Request) -> web.Response:
     """Name, description, and (``student_ids``) the whole member list: the difference is
     added and removed in one transaction with the rest; any bad id, nothing changes."""
@@ -287,6 +324,7 @@ async def update_cohort(request: web.Request) -> web.Response:
 
 
 @routes.delete(BASE + "/{cohort_id}")
+@documented(CohortDetail)
 async def delete_cohort(request: web.Request) -> web.Response:
     """Soft deletion: gone from every read (404 after), rows kept, the name free again."""
     who = identity(request)
@@ -300,6 +338,7 @@ async def delete_cohort(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/{cohort_id}/members")
+@documented(MemberView, query=PageQuery, envelope=Envelope.PAGE)
 async def list_members(request: web.Request) -> web.Response:
     who = identity(request)
     params = parse_query(request, PageQuery)
@@ -314,6 +353,7 @@ async def list_members(request: web.Request) -> web.Response:
 
 
 @routes.post(BASE + "/{cohort_id}/members")
+@documented(CohortDetail, body=MembersAdd)
 async def add_members(request: web.Request) -> web.Response:
     """Adds students (those already in stay as they are): all or nothing."""
     who = identity(request)
@@ -338,6 +378,7 @@ async def add_members(request: web.Request) -> web.Response:
 
 
 @routes.delete(BASE + "/{cohort_id}/members/{student_id}")
+@documented(CohortDetail)
 async def remove_member(request: web.Request) -> web.Response:
     who = identity(request)
     student_id = request.match_info["student_id"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from sqlalchemy import select
+from typing_extensions import TypedDict
 
 from persistence.models import (
     HELP_ACTIVE,
@@ -26,13 +26,14 @@ from persistence.repositories import (
     SessionQuery,
     SessionRepository,
 )
-from persistence.views import session_view
+from persistence.views import SessionView, session_view
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.identity import Role
 from rest.http import identity, ok, parse_query
 from rest.keys import DB, HELP
+from rest.openapi import documented
 from rest.schemas import Body, TimeZoneName
-from rooms.help import help_view, serving_order
+from rooms.help import HelpView, help_view, serving_order
 
 routes = web.RouteTableDef()
 
@@ -43,8 +44,56 @@ class DayQuery(Body):
     tz: TimeZoneName = "UTC"
 
 
+class DayStudent(TypedDict):
+    student_id: str
+    student_name: str | None
+    course_id: str | None
+    lesson_id: str | None
+    level: str | None
+    mode: str
+    attendance: str | None
+
+
+class DaySession(SessionView):
+    """One of the day's sessions, with its roster and how many ask for help."""
+
+    students: list[DayStudent]
+    open_help: int
+
+
+class MissedLesson(TypedDict):
+    """A student who missed a lesson and has no catch-up work yet."""
+
+    session_id: str
+    student_id: str
+    student_name: str | None
+    lesson_id: str | None
+    attendance: str | None
+
+
+class WaitingAssessment(TypedDict):
+    session_id: str
+    student_id: str
+    student_name: str | None
+    course_id: str | None
+    lesson_id: str | None
+
+
+class Day(TypedDict):
+    """A tutor's day: sessions, open help, absentees without catch-up, assessments due."""
+
+    date: str
+    tz: str
+    sessions: list[DaySession]
+    open_help_requests: list[HelpView]
+    absent_without_catch_up: list[MissedLesson]
+    assessments_waiting: list[WaitingAssessment]
+
+
 @routes.get("/api/v1/tutors/me/day")
+@documented(Day, query=DayQuery)
 async def my_day(request: web.Request) -> web.Response:
+    """The calling tutor's day, in the time zone ``tz``."""
     who = identity(request)
     if who.role is not Role.TUTOR:
         raise HubError(ErrorCode.FORBIDDEN, "my day is a tutor's view")
@@ -59,10 +108,10 @@ async def my_day(request: web.Request) -> web.Response:
         starts_before=start + timedelta(days=1),
     )
     desk = request.app[HELP]
-    sessions_out: list[dict[str, Any]] = []
-    open_help: list[dict[str, Any]] = []
-    absent: list[dict[str, Any]] = []
-    assessments: list[dict[str, Any]] = []
+    sessions_out: list[DaySession] = []
+    open_help: list[HelpView] = []
+    absent: list[MissedLesson] = []
+    assessments: list[WaitingAssessment] = []
     async with request.app[DB]() as db:
         sessions, _ = await SessionRepository(db).list(query, Page(1, MAX_SESSIONS_A_DAY))
         for session in sessions:
@@ -83,7 +132,7 @@ async def my_day(request: web.Request) -> web.Response:
                 )
             ).all()
             over = session.status == SessionStatus.ENDED.value or session.ends_at <= now
-            students = []
+            students: list[DayStudent] = []
             for e in enrollments:
                 record = records.get(e.student_id)
                 status = record.status if record is not None else None
@@ -129,15 +178,15 @@ async def my_day(request: web.Request) -> web.Response:
                 for r in serving_order(active, desk.clock(), desk.targets)
             ]
             sessions_out.append(
-                {**session_view(session), "students": students, "open_help": len(active)}
+                DaySession(**session_view(session), students=students, open_help=len(active))
             )
     return ok(
-        {
-            "date": today.isoformat(),
-            "tz": params.tz,
-            "sessions": sessions_out,
-            "open_help_requests": open_help,
-            "absent_without_catch_up": absent,
-            "assessments_waiting": assessments,
-        }
+        Day(
+            date=today.isoformat(),
+            tz=params.tz,
+            sessions=sessions_out,
+            open_help_requests=open_help,
+            absent_without_catch_up=absent,
+            assessments_waiting=assessments,
+        )
     )

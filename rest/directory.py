@@ -18,22 +18,23 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from typing_extensions import TypedDict
 
 from persistence.models import EMAIL_LENGTH, Person, utcnow
 from persistence.repositories import (
-    AuditLog,
     Imported,
     Page,
     ParentLinks,
     PeopleRepository,
     Seen,
 )
-from persistence.views import iso
+from persistence.views import IsoTime, iso
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.identity import Identity, Role
 from realtime.base.logbudget import LogBudget
-from rest.http import client_ip, identity, listing, ok, parse_body, parse_query, record_change
+from rest.http import identity, listing, ok, parse_body, parse_query, record_change
 from rest.keys import DB
+from rest.openapi import Envelope, documented
 from rest.schemas import Body, Id, PageQuery
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,34 @@ class Directory:
             self._recorded.popitem(last=False)
 
 
-def person_view(person: Person) -> dict[str, Any]:
+class PersonView(TypedDict):
+    """Someone of the center's directory; ``source`` says how they came in."""
+
+    user_id: str
+    role: str
+    full_name: str | None
+    email_address: str | None
+    source: str
+    first_seen_at: IsoTime | None
+    last_seen_at: IsoTime | None
+
+
+class ImportResult(TypedDict):
+    created: int
+    updated: int
+
+
+class ChildView(TypedDict):
+    student_id: str
+    full_name: str | None
+
+
+class ParentLinkView(TypedDict):
+    parent_id: str
+    student_id: str
+
+
+def person_view(person: Person) -> PersonView:
     return {
         "user_id": person.user_id,
         "role": person.role,
@@ -139,7 +167,9 @@ def _require(who: Identity, roles: frozenset[Role], what: str) -> None:
 
 
 @routes.get("/api/v1/people")
+@documented(PersonView, query=PeopleQuery, envelope=Envelope.PAGE)
 async def list_people(request: web.Request) -> web.Response:
+    """The center's directory, by name; ``search`` matches names, emails and ids."""
     who = identity(request)
     _require(who, DIRECTORY_READERS, "read the directory")
     params = parse_query(request, PeopleQuery)
@@ -152,7 +182,9 @@ async def list_people(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/people/{user_id}")
+@documented(PersonView)
 async def get_person(request: web.Request) -> web.Response:
+    """Someone of the caller's center (anyone may read themself)."""
     who = identity(request)
     user_id = request.match_info["user_id"]
     if user_id != who.user_id:
@@ -165,6 +197,7 @@ async def get_person(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/people/import")
+@documented(ImportResult, body=PeopleImport)
 async def import_people(request: web.Request) -> web.Response:
     """All or nothing: every listed person is added or updated, in one transaction."""
     who = identity(request)
@@ -182,24 +215,26 @@ async def import_people(request: web.Request) -> web.Response:
     people = [Imported(p.user_id, p.role.value, p.full_name, p.email_address) for p in body.people]
     async with request.app[DB].begin() as db:
         created, updated = await PeopleRepository(db).imported(center, people)
-        AuditLog(db).record(
-            center_id=center,
-            actor_id=who.user_id,
-            actor_role=who.role.value,
-            action="people.import",
-            target_type="center",
-            target_id=center,
-            ip=client_ip(request),
-            details={"created": created, "updated": updated, "user_ids": ids[:50]},
+        record_change(
+            request,
+            db,
+            who,
+            center,
+            "people.import",
+            "center",
+            center,
+            {"created": created, "updated": updated, "user_ids": ids[:50]},
         )
-    return ok({"created": created, "updated": updated})
+    return ok(ImportResult(created=created, updated=updated))
 
 
 # -- parents and their children --------------------------------------------
 
 
 @routes.get("/api/v1/people/{parent_id}/children")
+@documented(list[ChildView])
 async def list_children(request: web.Request) -> web.Response:
+    """The students a parent is linked to."""
     who = identity(request)
     parent_id = request.match_info["parent_id"]
     if not (who.role is Role.PARENT and who.user_id == parent_id):
@@ -208,12 +243,17 @@ async def list_children(request: web.Request) -> web.Response:
         children = await ParentLinks(db).children(who.center, parent_id)
         people = await PeopleRepository(db).by_ids(who.center, children)
     return ok(
-        [{"student_id": c, "full_name": people[c].name if c in people else None} for c in children]
+        [
+            ChildView(student_id=c, full_name=people[c].name if c in people else None)
+            for c in children
+        ]
     )
 
 
 @routes.post("/api/v1/people/{parent_id}/children")
+@documented(ParentLinkView, body=ChildLink, status=201)
 async def link_child(request: web.Request) -> web.Response:
+    """Link a parent to a student of the center."""
     who = identity(request)
     _require(who, DIRECTORY_WRITERS, "link a parent to a child")
     parent_id = request.match_info["parent_id"]
@@ -231,11 +271,13 @@ async def link_child(request: web.Request) -> web.Response:
             )
         links.link(who.center, parent_id, body.student_id, by=who.user_id)
         _audit_link(db, request, who, "parent.link", parent_id, body.student_id)
-    return ok({"parent_id": parent_id, "student_id": body.student_id}, status=201)
+    return ok(ParentLinkView(parent_id=parent_id, student_id=body.student_id), status=201)
 
 
 @routes.delete("/api/v1/people/{parent_id}/children/{student_id}")
+@documented(envelope=Envelope.NONE, status=204)
 async def unlink_child(request: web.Request) -> web.Response:
+    """Unlink a parent from a student."""
     who = identity(request)
     _require(who, DIRECTORY_WRITERS, "unlink a parent from a child")
     parent_id, student_id = request.match_info["parent_id"], request.match_info["student_id"]
@@ -244,6 +286,10 @@ async def unlink_child(request: web.Request) -> web.Response:
             raise not_found("parent link", f"{parent_id}/{student_id}")
         _audit_link(db, request, who, "parent.unlink", parent_id, student_id)
     return web.Response(status=204)
+
+
+def _name(person: Person | None) -> str | None:
+    return person.name if person is not None else None
 
 
 def _expect_role(person: Person | None, user_id: str, role: Role) -> None:

@@ -7,10 +7,11 @@ from sqlalchemy.exc import IntegrityError
 
 from persistence.models import Enrollment
 from persistence.repositories import AuditLog, EnrollmentRepository, Page, SessionRepository
-from persistence.views import enrollment_view
+from persistence.views import EnrollmentView, enrollment_view
 from realtime.base.errors import ErrorCode, HubError, not_found
 from rest.http import identity, listing, ok, parse_body, parse_query
 from rest.keys import DB, SESSIONS
+from rest.openapi import Envelope, documented
 from rest.schemas import AssessmentWrite, EnrollmentCreate, EnrollmentUpdate, PageQuery
 from rest.sessions import audit, readable_session, require_open
 from rooms.access import (
@@ -27,7 +28,9 @@ BASE = "/api/v1/sessions/{session_id}/enrollments"
 
 
 @routes.post(BASE)
+@documented(EnrollmentView, body=EnrollmentCreate, status=201)
 async def add_enrollment(request: web.Request) -> web.Response:
+    """Enroll a student in a live session, with their course, lesson and level."""
     who = identity(request)
     body = await parse_body(request, EnrollmentCreate)
     try:
@@ -81,7 +84,9 @@ def _already_enrolled(student_id: str) -> HubError:
 
 
 @routes.get(BASE)
+@documented(EnrollmentView, query=PageQuery, envelope=Envelope.PAGE)
 async def list_enrollments(request: web.Request) -> web.Response:
+    """A live session's roster."""
     who = identity(request)
     params = parse_query(request, PageQuery)
     page = Page(params.page, params.limit)
@@ -94,7 +99,9 @@ async def list_enrollments(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/{student_id}")
+@documented(EnrollmentView)
 async def get_enrollment(request: web.Request) -> web.Response:
+    """One student's enrollment in a live session."""
     who = identity(request)
     student_id = request.match_info["student_id"]
     async with request.app[DB]() as db:
@@ -107,7 +114,9 @@ async def get_enrollment(request: web.Request) -> web.Response:
 
 
 @routes.patch(BASE + "/{student_id}")
+@documented(EnrollmentView, body=EnrollmentUpdate)
 async def update_enrollment(request: web.Request) -> web.Response:
+    """Change a student's course, lesson, level, work or notes."""
     who = identity(request)
     student_id = request.match_info["student_id"]
     body = await parse_body(request, EnrollmentUpdate)
@@ -134,6 +143,7 @@ async def update_enrollment(request: web.Request) -> web.Response:
 
 
 @routes.put(BASE + "/{student_id}/assessment")
+@documented(EnrollmentView, body=AssessmentWrite)
 async def assess(request: web.Request) -> web.Response:
     """Write a student's assessment (the session's managers and its center's assessors);
     also after the session ended, when assessment happens. It clears the student from
@@ -166,7 +176,9 @@ async def assess(request: web.Request) -> web.Response:
 
 
 @routes.delete(BASE + "/{student_id}")
+@documented(EnrollmentView)
 async def remove_enrollment(request: web.Request) -> web.Response:
+    """Remove a student from a live session (answers the enrollment removed)."""
     who = identity(request)
     student_id = request.match_info["student_id"]
     async with request.app[DB].begin() as db:

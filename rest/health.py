@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from typing_extensions import TypedDict
 
 from persistence.db import ping
 from rest.keys import ENGINE, METRICS, REDIS
+from rest.openapi import Envelope, documented
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +21,26 @@ routes = web.RouteTableDef()
 READY_CHECK_TIMEOUT_S = 2.0
 
 
+class Liveness(TypedDict):
+    status: Literal["ok"]
+
+
+class Readiness(TypedDict):
+    """``status`` is "ok" when every check is; each check says "ok" or its error."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+
+
 @routes.get("/healthz")
+@documented(Liveness, envelope=Envelope.BARE, public=True)
 async def healthz(request: web.Request) -> web.Response:
     """The process is up and its event loop answers."""
     return web.json_response({"status": "ok"})
 
 
 @routes.get("/readyz")
+@documented(Readiness, envelope=Envelope.BARE, public=True, also=(503,))
 async def readyz(request: web.Request) -> web.Response:
     """Ready to serve: the database answers, and Redis when one is configured."""
     checks: dict[str, str] = {}
@@ -50,6 +66,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@documented(str, envelope=Envelope.BARE, media_type=CONTENT_TYPE_LATEST, public=True)
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics, in its text format."""
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

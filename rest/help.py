@@ -10,10 +10,11 @@ from realtime.base.errors import ErrorCode, HubError
 from realtime.base.identity import Role
 from rest.http import identity, listing, parse_query
 from rest.keys import DB, HELP
+from rest.openapi import Envelope, documented
 from rest.schemas import PageQuery
 from rest.sessions import readable_session, require_family
 from rooms.access import can_read_roster
-from rooms.help import help_view
+from rooms.help import HelpView, help_view
 
 routes = web.RouteTableDef()
 
@@ -23,7 +24,9 @@ class HelpQuery(PageQuery):
 
 
 @routes.get("/api/v1/sessions/{session_id}/help")
+@documented(HelpView, query=HelpQuery, envelope=Envelope.PAGE)
 async def list_help(request: web.Request) -> web.Response:
+    """A session's help requests, oldest first (a student: their own, or a parent's children's)."""
     who = identity(request)
     params = parse_query(request, HelpQuery)
     page = Page(params.page, params.limit)

@@ -30,6 +30,7 @@ from realtime.base.errors import ErrorCode, HubError, refuse_nul, validation_err
 from realtime.base.identity import Identity, TokenVerifier
 from realtime.base.metrics import HubMetrics
 from realtime.base.ratelimit import KeyedBuckets
+from rest.openapi import check_declared, is_public
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def record_change(
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
     """The JSON body as ``model``, or VALIDATION_ERROR saying what was wrong."""
+    check_declared(request, model, "body")
     raw = await request.read()
     if not raw:
         raise HubError(ErrorCode.VALIDATION_ERROR, "expected a JSON object body, got nothing")
@@ -138,6 +140,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:
+    check_declared(request, model, "query")
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
@@ -168,7 +171,7 @@ def error_middleware(
         started = time.perf_counter()
         route = _route_label(request)
         try:
-            if _api(request) and not _preflight(request):
+            if _api(request) and not _preflight(request) and not is_public(request):
                 who = verifier.verify(_bearer(request))
                 if not limits.take(f"{who.center}\x00{who.user_id}"):
                     raise HubError(ErrorCode.RATE_LIMITED, "too many requests; slow down")

@@ -11,10 +11,11 @@ from aiohttp import web
 
 from persistence.models import NoteVisibility, TutorNote
 from persistence.repositories import Page, SessionRepository, page_of
-from persistence.views import note_view
+from persistence.views import NoteView, note_view
 from realtime.base.identity import Role
 from rest.http import identity, listing, parse_query
 from rest.keys import DB
+from rest.openapi import Envelope, documented
 from rest.schemas import Id, PageQuery
 from rest.sessions import readable_session, require_family
 from rooms.access import can_read_roster
@@ -27,7 +28,9 @@ class NotesQuery(PageQuery):
 
 
 @routes.get("/api/v1/sessions/{session_id}/notes")
+@documented(NoteView, query=NotesQuery, envelope=Envelope.PAGE)
 async def list_notes(request: web.Request) -> web.Response:
+    """A session's notes the caller may read (parents: the notes written for parents)."""
     who = identity(request)
     params = parse_query(request, NotesQuery)
     page = Page(params.page, params.limit)

@@ -7,12 +7,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
 from aiohttp import web
 from pydantic import Field, StringConstraints, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from typing_extensions import TypedDict
 
 from persistence.models import TutorStudent, TutorSubject, utcnow
 from persistence.repositories import (
@@ -25,12 +26,13 @@ from persistence.repositories import (
     SessionRepository,
     TutorSubjects,
 )
-from persistence.views import iso, session_view
+from persistence.views import IsoDate, IsoTime, SessionView, iso, session_view
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.identity import Identity, Role
 from rest.http import identity, listing, ok, parse_body, parse_query
 from rest.http import record_change as audit
 from rest.keys import DB
+from rest.openapi import Envelope, documented
 from rest.schemas import Body, Id, Level, Notes, PageQuery
 from rooms.access import in_tenant
 
@@ -151,7 +153,46 @@ class SubjectsReplace(Body):
 # ---- views ---------------------------------------------------------------------------
 
 
-def relationship_view(rel: TutorStudent, people: dict[str, str | None]) -> dict[str, Any]:
+class RelationshipView(TypedDict):
+    """A tutor teaching a student a subject, from ``start_date`` (to ``end_date``)."""
+
+    id: str
+    center_id: str
+    tutor_id: str
+    tutor_name: str | None
+    student_id: str
+    student_name: str | None
+    subject: str
+    start_date: IsoDate
+    end_date: IsoDate | None
+    active: bool
+    notes: str | None
+    created_by: str
+    ended_by: str | None
+    created_at: IsoTime
+    updated_at: IsoTime
+
+
+class SubjectView(TypedDict):
+    subject: str
+    level: str | None
+    created_at: IsoTime
+    updated_at: IsoTime
+
+
+class TutorSubjectsView(TypedDict):
+    tutor_id: str
+    subjects: list[SubjectView]
+
+
+class SubjectsChange(TutorSubjectsView):
+    """The tutor's subjects after a change, and the subjects it added and removed."""
+
+    added: list[str]
+    removed: list[str]
+
+
+def relationship_view(rel: TutorStudent, people: dict[str, str | None]) -> RelationshipView:
     return {
         "id": rel.id,
         "center_id": rel.center_id,
@@ -171,7 +212,7 @@ def relationship_view(rel: TutorStudent, people: dict[str, str | None]) -> dict[
     }
 
 
-async def _views(db: AsyncSession, rows: Sequence[TutorStudent]) -> list[dict[str, Any]]:
+async def _views(db: AsyncSession, rows: Sequence[TutorStudent]) -> list[RelationshipView]:
     by_center: dict[str, set[str]] = {}
     for r in rows:
         by_center.setdefault(r.center_id, set()).update((r.tutor_id, r.student_id))
@@ -179,7 +220,7 @@ async def _views(db: AsyncSession, rows: Sequence[TutorStudent]) -> list[dict[st
     return [relationship_view(r, known[r.center_id]) for r in rows]
 
 
-def subject_view(row: TutorSubject) -> dict[str, Any]:
+def subject_view(row: TutorSubject) -> SubjectView:
     return {
         "subject": row.subject,
         "level": row.level,
@@ -215,7 +256,9 @@ async def readable_relationship(
 
 
 @routes.post(BASE)
+@documented(RelationshipView, body=RelationshipCreate, status=201)
 async def create_relationship(request: web.Request) -> web.Response:
+    """Record that a tutor teaches a student a subject."""
     who = identity(request)
     body = await parse_body(request, RelationshipCreate)
     require_admin(who, "create tutor-student relationships")
@@ -269,7 +312,9 @@ def _exists(subject: str, relationship_id: str | None) -> HubError:
 
 
 @routes.get(BASE)
+@documented(RelationshipView, query=RelationshipListQuery, envelope=Envelope.PAGE)
 async def list_relationships(request: web.Request) -> web.Response:
+    """The center's tutor-student relationships the caller may read."""
     who = identity(request)
     params = parse_query(request, RelationshipListQuery)
     query = RelationshipQuery(
@@ -297,7 +342,9 @@ async def list_relationships(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/{relationship_id}")
+@documented(RelationshipView)
 async def get_relationship(request: web.Request) -> web.Response:
+    """One tutor-student relationship."""
     who = identity(request)
     async with request.app[DB]() as db:
         rel = await readable_relationship(who, db, request.match_info["relationship_id"])
@@ -306,7 +353,9 @@ async def get_relationship(request: web.Request) -> web.Response:
 
 
 @routes.patch(BASE + "/{relationship_id}")
+@documented(RelationshipView, body=RelationshipUpdate)
 async def update_relationship(request: web.Request) -> web.Response:
+    """Change a relationship's subject, dates or notes."""
     who = identity(request)
     body = await parse_body(request, RelationshipUpdate)
     async with request.app[DB].begin() as db:
@@ -336,6 +385,7 @@ async def update_relationship(request: web.Request) -> web.Response:
 
 
 @routes.post(BASE + "/{relationship_id}/end")
+@documented(RelationshipView, body=RelationshipEnd, body_required=False)
 async def end_relationship(request: web.Request) -> web.Response:
     """Ends it (inactive, ``end_date``); its history and its sessions stay. Idempotent."""
     who = identity(request)
@@ -374,6 +424,7 @@ async def end_relationship(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/{relationship_id}/sessions")
+@documented(SessionView, query=PageQuery, envelope=Envelope.PAGE)
 async def relationship_sessions(request: web.Request) -> web.Response:
     """The tutor's sessions the student was enrolled in while the relationship ran
     (``starts_at`` from ``start_date`` through ``end_date``, UTC days)."""
@@ -424,7 +475,9 @@ def _me(request: web.Request, key: str) -> str:
 
 
 @routes.get("/api/v1/me/students")
+@documented(RelationshipView, query=PeopleListQuery, envelope=Envelope.PAGE)
 async def my_students(request: web.Request) -> web.Response:
+    """The calling tutor's students."""
     who = identity(request)
     if who.role is not Role.TUTOR:
         raise HubError(ErrorCode.FORBIDDEN, "only a tutor has students")
@@ -432,7 +485,9 @@ async def my_students(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/me/tutors")
+@documented(RelationshipView, query=PeopleListQuery, envelope=Envelope.PAGE)
 async def my_tutors(request: web.Request) -> web.Response:
+    """The calling student's tutors."""
     who = identity(request)
     if who.role is not Role.STUDENT:
         raise HubError(ErrorCode.FORBIDDEN, "only a student has tutors")
@@ -440,7 +495,9 @@ async def my_tutors(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/tutors/{tutor_id}/students")
+@documented(RelationshipView, query=PeopleListQuery, envelope=Envelope.PAGE)
 async def tutor_students(request: web.Request) -> web.Response:
+    """A tutor's students (``me``: the caller)."""
     who = identity(request)
     tutor_id = _me(request, "tutor_id")
     if not (who.role is Role.TUTOR and who.user_id == tutor_id):
@@ -452,7 +509,9 @@ async def tutor_students(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/students/{student_id}/tutors")
+@documented(RelationshipView, query=PeopleListQuery, envelope=Envelope.PAGE)
 async def student_tutors(request: web.Request) -> web.Response:
+    """A student's tutors (``me``: the caller)."""
     who = identity(request)
     student_id = _me(request, "student_id")
     if not (who.role is Role.STUDENT and who.user_id == student_id):
@@ -471,6 +530,7 @@ async def student_tutors(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/tutors/{tutor_id}/subjects")
+@documented(TutorSubjectsView)
 async def get_subjects(request: web.Request) -> web.Response:
     """Any caller of the center may read what a tutor teaches (to match tutors)."""
     who = identity(request)
@@ -479,10 +539,11 @@ async def get_subjects(request: web.Request) -> web.Response:
         if not (who.role is Role.TUTOR and tutor_id == who.user_id):
             await require_person(db, who.center, tutor_id, Role.TUTOR)
         rows = await TutorSubjects(db).of(who.center, tutor_id)
-    return ok({"tutor_id": tutor_id, "subjects": [subject_view(r) for r in rows]})
+    return ok(TutorSubjectsView(tutor_id=tutor_id, subjects=[subject_view(r) for r in rows]))
 
 
 @routes.put("/api/v1/tutors/{tutor_id}/subjects")
+@documented(SubjectsChange, body=SubjectsReplace)
 async def replace_subjects(request: web.Request) -> web.Response:
     """The tutor's whole list of subjects: only the difference is written, in one
     transaction; subjects kept keep their rows (and get the level sent)."""
@@ -511,10 +572,10 @@ async def replace_subjects(request: web.Request) -> web.Response:
         await db.flush()
         rows = await subjects.of(who.center, tutor_id)
     return ok(
-        {
-            "tutor_id": tutor_id,
-            "subjects": [subject_view(r) for r in rows],
-            "added": list(change.added),
-            "removed": list(change.removed),
-        }
+        SubjectsChange(
+            tutor_id=tutor_id,
+            subjects=[subject_view(r) for r in rows],
+            added=list(change.added),
+            removed=list(change.removed),
+        )
     )

@@ -19,11 +19,12 @@ from persistence.repositories import (
     SessionQuery,
     SessionRepository,
 )
-from persistence.views import session_view
+from persistence.views import SessionView, session_view
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.identity import Identity, Role
 from rest.http import client_ip, identity, listing, ok, parse_body, parse_query
 from rest.keys import DB, SESSIONS
+from rest.openapi import Envelope, documented
 from rest.schemas import SessionCreate, SessionListQuery, SessionUpdate
 from rooms.access import (
     SESSION_CREATOR_ROLES,
@@ -84,7 +85,9 @@ def require_open(session: LiveSession) -> None:
 
 
 @routes.post("/api/v1/sessions")
+@documented(SessionView, body=SessionCreate, status=201)
 async def create_session(request: web.Request) -> web.Response:
+    """Create a live session (optionally meeting for a course session)."""
     who = identity(request)
     body = await parse_body(request, SessionCreate)
     if who.role not in SESSION_CREATOR_ROLES:
@@ -121,7 +124,9 @@ async def create_session(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/sessions")
+@documented(SessionView, query=SessionListQuery, envelope=Envelope.PAGE)
 async def list_sessions(request: web.Request) -> web.Response:
+    """The live sessions the caller may read."""
     who = identity(request)
     params = parse_query(request, SessionListQuery)
     query = SessionQuery(
@@ -172,7 +177,9 @@ async def readable_session(request: web.Request, db_session: SessionRepository) 
 
 
 @routes.get("/api/v1/sessions/{session_id}")
+@documented(SessionView)
 async def get_session(request: web.Request) -> web.Response:
+    """One live session."""
     who = identity(request)
     async with request.app[DB]() as db:
         session = await readable_session(request, SessionRepository(db))
@@ -182,7 +189,9 @@ async def get_session(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/v1/sessions/{session_id}")
+@documented(SessionView, body=SessionUpdate)
 async def update_session(request: web.Request) -> web.Response:
+    """Change a live session's title, tutor, times or settings."""
     who = identity(request)
     body = await parse_body(request, SessionUpdate)
     async with request.app[DB].begin() as db:
@@ -223,7 +232,9 @@ async def update_session(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/sessions/{session_id}/end")
+@documented(SessionView)
 async def end_session(request: web.Request) -> web.Response:
+    """End a live session now: everyone connected is told and leaves."""
     who = identity(request)
     async with request.app[DB].begin() as db:
         session = await readable_session(request, SessionRepository(db))

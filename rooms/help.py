@@ -17,9 +17,10 @@ from pydantic import StringConstraints
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from typing_extensions import TypedDict
 
 from persistence.models import HELP_ACTIVE, HelpPriority, HelpRequest, HelpStatus, utcnow
-from persistence.views import iso
+from persistence.views import IsoTime, iso
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.events import Id, Payload
 from realtime.base.names import staff_room, student_room
@@ -82,9 +83,29 @@ def serving_order(
     return serving + waiting
 
 
+class HelpView(TypedDict):
+    """A help request, with how long it waited for its first answer and its end."""
+
+    id: str
+    session_id: str
+    student_id: str
+    exercise_id: str | None
+    message: str | None
+    priority: str
+    status: str
+    response: str | None
+    handled_by: str | None
+    created_at: IsoTime
+    first_response_at: IsoTime | None
+    resolved_at: IsoTime | None
+    escalated: bool
+    time_to_first_response_s: float | None
+    time_to_resolve_s: float | None
+
+
 def help_view(
     request: HelpRequest, now: datetime, targets: Mapping[HelpPriority, float]
-) -> dict[str, Any]:
+) -> HelpView:
     def seconds(later: datetime | None) -> float | None:
         return round((later - request.created_at).total_seconds(), 3) if later else None
 

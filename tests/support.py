@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ import socketio
 
 from realtime.base.config import Settings
 from realtime.base.identity import Role, mint_token
+from tests.contract import Contract
 
 TEST_SECRET = "test-secret-for-the-tutor-hub-suite-0123456789"
 # Rate limits for every hub of the suite: high enough that no test meets them on any
@@ -63,8 +65,15 @@ class Tokens:
         )
 
 
+OPENAPI = "/api/v1/openapi.json"
+# Each hub's contract (by its base URL), and one contract per distinct document.
+_contracts: dict[str, Contract] = {}
+_by_document: dict[str, Contract] = {}
+
+
 class Api:
-    """A REST caller with one identity. Returns (status, body)."""
+    """A REST caller with one identity. Returns (status, body), after checking the
+    answer against the hub's OpenAPI document (tests/contract.py)."""
 
     def __init__(self, http: aiohttp.ClientSession, base_url: str, token: str | None) -> None:
         self._http = http
@@ -80,12 +89,25 @@ class Api:
         params: dict[str, Any] | None = None,
         data: bytes | str | None = None,
     ) -> tuple[int, Any]:
+        contract = await self._contract()
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         async with self._http.request(
             method, self._base + path, json=json, params=params, data=data, headers=headers
         ) as resp:
             body = await resp.json(content_type=None)
-            return resp.status, body
+        contract.check(method, path, resp.status, body)
+        return resp.status, body
+
+    async def _contract(self) -> Contract:
+        """The OpenAPI document of the hub, fetched once per hub, as a contract."""
+        if self._base not in _contracts:
+            async with self._http.get(self._base + OPENAPI) as resp:
+                assert resp.status == 200, f"{OPENAPI}: {resp.status}"
+                text = await resp.text()
+            if text not in _by_document:
+                _by_document[text] = Contract(json.loads(text))
+            _contracts[self._base] = _by_document[text]
+        return _contracts[self._base]
 
     async def get(self, path: str, **params: Any) -> tuple[int, Any]:
         return await self.call("GET", path, params=params or None)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from typing_extensions import TypedDict
 
+from persistence.course_views import CourseSessionView
 from persistence.models import (
     CourseSessionEnrollment,
     utcnow,
@@ -15,6 +17,7 @@ from persistence.repositories import (
     CourseSessionRepository,
     Page,
 )
+from persistence.views import IsoDate
 from realtime.base.identity import Role
 from rest.courses.common import (
     ADMIN,
@@ -27,6 +30,7 @@ from rest.courses.common import (
 )
 from rest.http import identity
 from rest.keys import DB
+from rest.openapi import Envelope, documented
 from rest.schemas import CourseSessionListQuery
 from rooms.access import (
     require_course_admin,
@@ -37,11 +41,49 @@ from rooms.access import (
 routes = web.RouteTableDef()
 
 
+class Overview(TypedDict):
+    total_enrolled: int
+    pending_requests: int
+    completion_rate: float
+    average_grade: float | None
+    dropout_rate: float
+    active_students: int
+
+
+class TimelineDay(TypedDict):
+    date: IsoDate
+    enrollments: int
+
+
+class Performance(TypedDict):
+    average_completion_percentage: float
+    students_above_80_percent: int
+    students_below_50_percent: int
+
+
+class LiveAttendance(TypedDict):
+    """Attendance in the live sessions that met for the course session."""
+
+    live_sessions: int
+    records: int
+    by_status: dict[str, int]
+    attendance_rate: float
+
+
+class Analytics(TypedDict):
+    session_overview: Overview
+    enrollment_timeline: list[TimelineDay]
+    performance_metrics: Performance
+    live_attendance: LiveAttendance
+
+
 # --- Admin -------------------------------------------------------------------------------
 
 
 @routes.get(ADMIN)
+@documented(CourseSessionView, query=CourseSessionListQuery, envelope=Envelope.PAGE)
 async def list_admin_sessions(request: web.Request) -> web.Response:
+    """Every course session of the center."""
     who = identity(request)
     require_course_admin(who)
     params = query_of(request, CourseSessionListQuery)
@@ -53,7 +95,9 @@ async def list_admin_sessions(request: web.Request) -> web.Response:
 
 
 @routes.get(ADMIN + "/{session_id}/analytics")
+@documented(Analytics)
 async def session_analytics(request: web.Request) -> web.Response:
+    """A course session's enrollment, completion, grades and live attendance."""
     who = identity(request)
     require_course_staff(who)
     async with request.app[DB]() as db:
@@ -72,7 +116,7 @@ def _pct(part: int, whole: int) -> float:
 
 def analytics(
     enrollments: list[CourseSessionEnrollment] | Any, live_sessions: int, attendance: dict[str, int]
-) -> dict[str, Any]:
+) -> Analytics:
     admitted = [e for e in enrollments if e.status != S.PENDING]
     left = [e for e in admitted if e.status in (S.DROPPED, S.EXPELLED)]
     active = [e for e in admitted if e.status in (S.ENROLLED, S.COMPLETED)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
-from persistence.course_views import announcement_view
+from persistence.course_views import AnnouncementView, announcement_view
 from persistence.models import (
     CourseSessionAnnouncement,
     utcnow,
@@ -30,6 +30,7 @@ from rest.courses.common import (
 )
 from rest.http import identity, listing
 from rest.keys import COURSE_ANNOUNCEMENTS, DB
+from rest.openapi import Envelope, documented
 from rest.schemas import (
     AnnouncementCreate,
     AnnouncementListQuery,
@@ -57,7 +58,9 @@ def _duplicate_title() -> HubError:
 
 
 @routes.post(TEACHER + "/{session_id}/announcements")
+@documented(AnnouncementView, body=AnnouncementCreate, status=201)
 async def create_announcement(request: web.Request) -> web.Response:
+    """Write an announcement (pushed live to connected students once visible)."""
     who = identity(request)
     body = await body_of(request, AnnouncementCreate)
     now = utcnow()
@@ -94,7 +97,9 @@ async def create_announcement(request: web.Request) -> web.Response:
 
 
 @routes.get(TEACHER + "/{session_id}/announcements")
+@documented(AnnouncementView, query=AnnouncementListQuery, envelope=Envelope.PAGE)
 async def list_announcements(request: web.Request) -> web.Response:
+    """A course session's announcements, as staff see them."""
     params = query_of(request, AnnouncementListQuery)
     page = Page(params.page, params.limit)
     async with request.app[DB]() as db:
@@ -110,7 +115,9 @@ async def list_announcements(request: web.Request) -> web.Response:
 
 
 @routes.patch(TEACHER + "/{session_id}/announcements/{announcement_id}")
+@documented(AnnouncementView, body=AnnouncementUpdate)
 async def update_announcement(request: web.Request) -> web.Response:
+    """Change an announcement."""
     who = identity(request)
     body = await body_of(request, AnnouncementUpdate)
     changes = body.model_dump(exclude_unset=True)
@@ -155,7 +162,9 @@ async def update_announcement(request: web.Request) -> web.Response:
 
 
 @routes.delete(TEACHER + "/{session_id}/announcements/{announcement_id}")
+@documented(envelope=Envelope.NONE, status=204)
 async def delete_announcement(request: web.Request) -> web.Response:
+    """Delete an announcement (soft)."""
     who = identity(request)
     async with request.app[DB].begin() as db:
         session = await managed(request, db)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from persistence.course_views import course_enrollment_view
+from persistence.course_views import CourseEnrollmentView, course_enrollment_view
 from persistence.models import (
     SEATED,
     CourseSession,
@@ -36,6 +36,7 @@ from rest.courses.common import (
 )
 from rest.http import identity, listing
 from rest.keys import DB
+from rest.openapi import Envelope, documented
 from rest.schemas import (
     CourseEnrollmentListQuery,
     EnrollmentStatusUpdate,
@@ -60,7 +61,9 @@ async def _enrollment(
 
 
 @routes.get(TEACHER + "/{session_id}/enrollments")
+@documented(CourseEnrollmentView, query=CourseEnrollmentListQuery, envelope=Envelope.PAGE)
 async def list_course_enrollments(request: web.Request) -> web.Response:
+    """A course session's enrollments, with each student's name and email."""
     params = query_of(request, CourseEnrollmentListQuery)
     page = Page(params.page, params.limit)
     async with request.app[DB]() as db:
@@ -77,7 +80,9 @@ async def list_course_enrollments(request: web.Request) -> web.Response:
 
 
 @routes.patch(TEACHER + "/{session_id}/enrollments/{enrollment_id}/status")
+@documented(CourseEnrollmentView, body=EnrollmentStatusUpdate)
 async def update_enrollment_status(request: web.Request) -> web.Response:
+    """Move an enrollment to another status (approve, complete, drop, expel)."""
     who = identity(request)
     body = await body_of(request, EnrollmentStatusUpdate)
     target = body.enrollment_status.value
@@ -120,7 +125,9 @@ async def update_enrollment_status(request: web.Request) -> web.Response:
 
 
 @routes.patch(TEACHER + "/{session_id}/enrollments/{enrollment_id}/grade")
+@documented(CourseEnrollmentView, body=GradeUpdate)
 async def update_enrollment_grade(request: web.Request) -> web.Response:
+    """Set an enrollment's grade and completion."""
     who = identity(request)
     body = await body_of(request, GradeUpdate)
     async with request.app[DB].begin() as db:

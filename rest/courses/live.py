@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
+from typing_extensions import TypedDict
 
 from persistence.models import Enrollment
 from persistence.repositories import (
@@ -13,7 +14,7 @@ from persistence.repositories import (
     PeopleRepository,
     SessionRepository,
 )
-from persistence.views import enrollment_view
+from persistence.views import EnrollmentView, enrollment_view
 from realtime.base.errors import ErrorCode, HubError
 from rest.courses.common import (
     S,
@@ -22,16 +23,27 @@ from rest.courses.common import (
 )
 from rest.http import identity
 from rest.keys import DB
+from rest.openapi import documented
 from rest.sessions import readable_session, require_open
 from rooms.access import require_manager
 
 routes = web.RouteTableDef()
 
 
+class FromCourse(TypedDict):
+    """The live session's new enrollments, and the students it already had."""
+
+    session_id: str
+    course_session_id: str
+    added: list[EnrollmentView]
+    already_enrolled: list[str]
+
+
 # --- Live sessions meeting for a course session ------------------------------------------
 
 
 @routes.post("/api/v1/sessions/{session_id}/enrollments/from-course")
+@documented(FromCourse, status=201)
 async def enroll_from_course(request: web.Request) -> web.Response:
     """Enroll in a live session, in one call, every student ENROLLED in the course session
     it meets for (those already in it are left as they are); all or nothing."""
@@ -108,12 +120,12 @@ async def enroll_from_course(request: web.Request) -> web.Response:
             error_code="ENROLLMENT_EXISTS",
         ) from None
     return answer(
-        {
-            "session_id": live.id,
-            "course_session_id": course.id,
-            "added": [enrollment_view(e) for e in added],
-            "already_enrolled": sorted(present & set(enrolled)),
-        },
+        FromCourse(
+            session_id=live.id,
+            course_session_id=course.id,
+            added=[enrollment_view(e) for e in added],
+            already_enrolled=sorted(present & set(enrolled)),
+        ),
         status=201,
         message=f"{len(added)} students enrolled from the course session",
     )

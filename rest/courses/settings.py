@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from persistence.course_views import settings_view
+from persistence.course_views import SettingsView, settings_view
 from rest.courses.common import (
     TEACHER,
     answer,
@@ -16,6 +16,7 @@ from rest.courses.common import (
 )
 from rest.http import identity
 from rest.keys import DB
+from rest.openapi import documented
 from rest.schemas import SettingsUpdate
 
 routes = web.RouteTableDef()
@@ -25,7 +26,9 @@ routes = web.RouteTableDef()
 
 
 @routes.get(TEACHER + "/{session_id}/settings")
+@documented(SettingsView)
 async def get_settings(request: web.Request) -> web.Response:
+    """A course session's settings."""
     async with request.app[DB]() as db:
         session = await managed(request, db)
         settings = await settings_of(db, session)
@@ -33,7 +36,9 @@ async def get_settings(request: web.Request) -> web.Response:
 
 
 @routes.put(TEACHER + "/{session_id}/settings")
+@documented(SettingsView, body=SettingsUpdate)
 async def put_settings(request: web.Request) -> web.Response:
+    """Change a course session's settings."""
     who = identity(request)
     body = await body_of(request, SettingsUpdate)
     changes = body.model_dump(exclude_unset=True)

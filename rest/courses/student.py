@@ -7,9 +7,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.course_views import (
+    AnnouncementView,
+    CourseEnrollmentView,
+    StudentSessionDetail,
+    StudentSessionView,
     announcement_view,
     course_enrollment_view,
-    course_session_view,
     student_session_view,
 )
 from persistence.models import (
@@ -25,6 +28,7 @@ from persistence.repositories import (
     CourseSessionRepository,
     Page,
 )
+from persistence.views import iso
 from realtime.base.errors import ErrorCode, HubError
 from rest.courses.common import (
     READERS,
@@ -46,6 +50,7 @@ from rest.courses.common import (
 )
 from rest.http import identity, listing
 from rest.keys import DB
+from rest.openapi import Envelope, documented
 from rest.schemas import (
     JoinByCode,
     StudentAnnouncementQuery,
@@ -64,7 +69,9 @@ def _invalid_code() -> HubError:
 
 
 @routes.post(STUDENT + "/join")
+@documented(CourseEnrollmentView, body=JoinByCode, status=201)
 async def join_by_code(request: web.Request) -> web.Response:
+    """Join a course session by its code (PENDING where staff approve joins)."""
     who = identity(request)
     require_course_student(who)
     body = await body_of(request, JoinByCode)
@@ -146,7 +153,9 @@ async def join_by_code(request: web.Request) -> web.Response:
 
 
 @routes.get(STUDENT)
+@documented(StudentSessionView, query=StudentSessionListQuery, envelope=Envelope.PAGE)
 async def list_student_sessions(request: web.Request) -> web.Response:
+    """The calling student's course sessions."""
     who = identity(request)
     require_course_student(who)
     params = query_of(request, StudentSessionListQuery)
@@ -177,18 +186,25 @@ async def _own_enrollment(
 
 
 @routes.get(STUDENT + "/{session_id}")
+@documented(StudentSessionDetail)
 async def get_student_session(request: web.Request) -> web.Response:
+    """One of the calling student's course sessions."""
     now = utcnow()
     async with request.app[DB]() as db:
         session, enrollment = await _own_enrollment(request, db)
-    view = student_session_view(enrollment, session, now)
-    view["max_students"] = session.max_students
-    view["enrollment_deadline"] = course_session_view(session, now)["enrollment_deadline"]
-    return answer(view)
+    return answer(
+        StudentSessionDetail(
+            **student_session_view(enrollment, session, now),
+            max_students=session.max_students,
+            enrollment_deadline=iso(session.enrollment_deadline),
+        )
+    )
 
 
 @routes.delete(STUDENT + "/{session_id}/enrollment")
+@documented(CourseEnrollmentView)
 async def drop_session(request: web.Request) -> web.Response:
+    """Drop a course session, where its settings allow."""
     who = identity(request)
     now = utcnow()
     async with request.app[DB].begin() as db:
@@ -225,7 +241,9 @@ async def drop_session(request: web.Request) -> web.Response:
 
 
 @routes.get(STUDENT + "/{session_id}/announcements")
+@documented(AnnouncementView, query=StudentAnnouncementQuery, envelope=Envelope.PAGE)
 async def list_student_announcements(request: web.Request) -> web.Response:
+    """A course session's announcements visible to its students now."""
     params = query_of(request, StudentAnnouncementQuery)
     page = Page(params.page, params.limit)
     async with request.app[DB]() as db:

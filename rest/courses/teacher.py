@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
-from persistence.course_views import course_session_view
+from persistence.course_views import CourseSessionView, course_session_view
 from persistence.models import (
     CourseSession,
     CourseSessionSettings,
@@ -43,6 +43,7 @@ from rest.courses.common import (
 )
 from rest.http import identity
 from rest.keys import DB
+from rest.openapi import Envelope, documented
 from rest.schemas import (
     CourseSessionCreate,
     CourseSessionListQuery,
@@ -57,7 +58,9 @@ routes = web.RouteTableDef()
 
 
 @routes.post(TEACHER)
+@documented(CourseSessionView, body=CourseSessionCreate, status=201)
 async def create_course_session(request: web.Request) -> web.Response:
+    """Create a course session (DRAFT) with its settings and a join code."""
     who = identity(request)
     require_course_staff(who)
     body = await body_of(request, CourseSessionCreate)
@@ -122,7 +125,9 @@ async def create_course_session(request: web.Request) -> web.Response:
 
 
 @routes.get(TEACHER)
+@documented(CourseSessionView, query=CourseSessionListQuery, envelope=Envelope.PAGE)
 async def list_teacher_sessions(request: web.Request) -> web.Response:
+    """The course sessions the caller manages."""
     who = identity(request)
     require_course_staff(who)
     params = query_of(request, CourseSessionListQuery)
@@ -140,7 +145,9 @@ async def list_teacher_sessions(request: web.Request) -> web.Response:
 
 
 @routes.get(TEACHER + "/{session_id}")
+@documented(CourseSessionView)
 async def get_course_session(request: web.Request) -> web.Response:
+    """One course session, with its enrolled count."""
     async with request.app[DB]() as db:
         session = await managed(request, db)
         count = await CourseEnrollmentRepository(db).seated(session.id)
@@ -148,7 +155,9 @@ async def get_course_session(request: web.Request) -> web.Response:
 
 
 @routes.patch(TEACHER + "/{session_id}")
+@documented(CourseSessionView, body=CourseSessionUpdate)
 async def update_course_session(request: web.Request) -> web.Response:
+    """Change a course session."""
     who = identity(request)
     body = await body_of(request, CourseSessionUpdate)
     changes = body.model_dump(exclude_unset=True)
@@ -223,7 +232,9 @@ async def update_course_session(request: web.Request) -> web.Response:
 
 
 @routes.patch(TEACHER + "/{session_id}/publish")
+@documented(CourseSessionView)
 async def publish_course_session(request: web.Request) -> web.Response:
+    """Publish a DRAFT course session: students may join it."""
     who = identity(request)
     now = utcnow()
     async with request.app[DB].begin() as db:
@@ -254,7 +265,9 @@ async def publish_course_session(request: web.Request) -> web.Response:
 
 
 @routes.delete(TEACHER + "/{session_id}")
+@documented(envelope=Envelope.NONE, status=204)
 async def delete_course_session(request: web.Request) -> web.Response:
+    """Delete a course session (soft: the rows stay)."""
     who = identity(request)
     now = utcnow()
     async with request.app[DB].begin() as db:
