@@ -237,9 +237,16 @@ async def list_children(request: web.Request) -> web.Response:
     """The students a parent is linked to."""
     who = identity(request)
     parent_id = request.match_info["parent_id"]
-    if not (who.role is Role.PARENT and who.user_id == parent_id):
+    themself = who.role is Role.PARENT and who.user_id == parent_id
+    if not themself:
         _require(who, DIRECTORY_READERS - {Role.TUTOR, Role.ASSESSOR}, "read parents' links")
     async with request.app[DB]() as db:
+        if not themself:
+            # As GET /people/{user_id}: someone the center does not know (another
+            # center's parent included) is not found, not an empty list.
+            _expect_role(
+                await PeopleRepository(db).get(who.center, parent_id), parent_id, Role.PARENT
+            )
         children = await ParentLinks(db).children(who.center, parent_id)
         people = await PeopleRepository(db).by_ids(who.center, children)
     return ok(

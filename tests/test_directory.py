@@ -118,6 +118,13 @@ async def test_a_parent_reads_only_their_own_linked_children(hub: Hub) -> None:
     status, got = await parent.get(children("p1"))
     assert status == 200 and got["data"] == [{"student_id": "s1", "full_name": "Ada"}]
     assert (await hub.as_("p2", "PARENT").get(children("p1")))[0] == 403
+    # Regression: a parent the center does not know (another center's) was an empty
+    # list; it is not found, as in GET /people/{user_id}.
+    status, got = await admin.get(children("nobody"))
+    assert status == 404 and got["errorCode"] == "PERSON_NOT_FOUND"
+    status, got = await hub.as_("admin", "CENTER_ADMIN", center="c2").get(children("p1"))
+    assert status == 404 and got["errorCode"] == "PERSON_NOT_FOUND"
+    assert (await admin.get(children("s1")))[0] == 422
     assert (await parent.post(children("p1"), {"student_id": "s2"}))[0] == 403
     assert (await admin.delete(children("p1", "s1")))[0] == 204
     assert (await admin.delete(children("p1", "s1")))[0] == 404
