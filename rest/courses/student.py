@@ -21,7 +21,9 @@ from persistence.models import (
 )
 from persistence.repositories import (
     AnnouncementRepository,
+    CohortMembers,
     CourseEnrollmentRepository,
+    CourseSessionCohorts,
     CourseSessionRepository,
     Page,
 )
@@ -147,12 +149,15 @@ async def join_by_code(request: web.Request) -> web.Response:
 
 @routes.get(STUDENT)
 async def list_student_sessions(request: web.Request) -> web.Response:
+    """The sessions the student has an enrollment in, and the published ones offered to
+    their live cohorts that they have not joined (``enrollment_status`` null)."""
     who = identity(request)
     require_course_student(who)
     params = query_of(request, StudentSessionListQuery)
     page = Page(params.page, params.limit)
     now = utcnow()
     async with request.app[DB]() as db:
+        cohort_ids = await CohortMembers(db).cohorts_of(who.center, who.user_id)
         rows, total = await CourseEnrollmentRepository(db).of_student(
             who.center,
             who.user_id,
@@ -160,8 +165,10 @@ async def list_student_sessions(request: web.Request) -> web.Response:
             now=now,
             status=params.status.value if params.status else None,
             active_only=params.active_only,
+            cohort_ids=cohort_ids,
         )
-    return listing([student_session_view(e, s, now) for e, s in rows], page, total)
+        via = await CourseSessionCohorts(db).through((s.id for _, s in rows), cohort_ids)
+    return listing([student_session_view(e, s, now, via[s.id]) for e, s in rows], page, total)
 
 
 async def _own_enrollment(
@@ -178,10 +185,18 @@ async def _own_enrollment(
 
 @routes.get(STUDENT + "/{session_id}")
 async def get_student_session(request: web.Request) -> web.Response:
+    """Any enrollment of the student's (DROPPED too), or offered to one of their cohorts."""
+    who = identity(request)
+    require_course_student(who)
     now = utcnow()
     async with request.app[DB]() as db:
-        session, enrollment = await _own_enrollment(request, db)
-    view = student_session_view(enrollment, session, now)
+        session = await course_session(request, db)
+        enrollment = await CourseEnrollmentRepository(db).get(session.id, who.user_id)
+        cohort_ids = await CohortMembers(db).cohorts_of(who.center, who.user_id)
+        via = (await CourseSessionCohorts(db).through([session.id], cohort_ids))[session.id]
+    if enrollment is None and not via:
+        raise HubError(ErrorCode.FORBIDDEN, "Students can only access enrolled sessions")
+    view = student_session_view(enrollment, session, now, via)
     view["max_students"] = session.max_students
     view["enrollment_deadline"] = course_session_view(session, now)["enrollment_deadline"]
     return answer(view)
