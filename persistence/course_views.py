@@ -6,6 +6,7 @@ reads as at ``now`` (EXPIRED once past ``end_date`` with auto-expiry).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NotRequired
 
@@ -47,6 +48,8 @@ class CourseSessionView(TypedDict):
     updated_at: IsoTime
     updated_by: str | None
     enrolled_count: NotRequired[int]
+    # Staff answers: the live cohorts the session is offered to.
+    cohort_ids: NotRequired[list[str]]
 
 
 class StudentContact(TypedDict):
@@ -72,22 +75,26 @@ class CourseEnrollmentView(TypedDict):
 
 
 class StudentSessionView(TypedDict):
-    """A course session as one of its students sees it, with their enrollment."""
+    """A course session as one of its students sees it, with their enrollment; or
+    offered through their cohorts (``via_cohort_ids``) and not joined: the
+    enrollment's fields are null and ``session_code`` is how they join."""
 
     course_session_id: str
-    course_session_enrollment_id: str
+    course_session_enrollment_id: str | None
     session_name: str
     session_description: str | None
     teacher_id: str
     course_id: str
     course_session_status: str
-    enrollment_status: str
-    completion_percentage: float
+    enrollment_status: str | None
+    completion_percentage: float | None
     final_grade: float | None
-    enrolled_at: IsoTime
+    enrolled_at: IsoTime | None
     start_date: IsoTime
     end_date: IsoTime
     session_timezone: str | None
+    session_code: str
+    via_cohort_ids: list[str]
 
 
 class StudentSessionDetail(StudentSessionView):
@@ -126,7 +133,11 @@ class SettingsView(TypedDict):
 
 
 def course_session_view(
-    session: CourseSession, now: datetime, *, enrolled_count: int | None = None
+    session: CourseSession,
+    now: datetime,
+    *,
+    enrolled_count: int | None = None,
+    cohort_ids: Sequence[str] | None = None,
 ) -> CourseSessionView:
     view: CourseSessionView = {
         "course_session_id": session.id,
@@ -153,6 +164,8 @@ def course_session_view(
     }
     if enrolled_count is not None:
         view["enrolled_count"] = enrolled_count
+    if cohort_ids is not None:
+        view["cohort_ids"] = list(cohort_ids)
     return view
 
 
@@ -181,23 +194,31 @@ def course_enrollment_view(
 
 
 def student_session_view(
-    enrollment: CourseSessionEnrollment, session: CourseSession, now: datetime
+    enrollment: CourseSessionEnrollment | None,
+    session: CourseSession,
+    now: datetime,
+    via_cohort_ids: Sequence[str] = (),
 ) -> StudentSessionView:
+    """A session as its student sees it. ``enrollment`` None: offered through their cohorts
+    (``via_cohort_ids``, only ever the student's own) and not joined, so the enrollment's
+    fields are null and ``session_code`` is how they join."""
     return {
         "course_session_id": session.id,
-        "course_session_enrollment_id": enrollment.id,
+        "course_session_enrollment_id": enrollment.id if enrollment else None,
         "session_name": session.session_name,
         "session_description": session.session_description,
         "teacher_id": session.teacher_id,
         "course_id": session.course_id,
         "course_session_status": session.effective_status(now),
-        "enrollment_status": enrollment.status,
-        "completion_percentage": enrollment.completion_percentage,
-        "final_grade": enrollment.final_grade,
-        "enrolled_at": iso(enrollment.enrolled_at),
+        "enrollment_status": enrollment.status if enrollment else None,
+        "completion_percentage": enrollment.completion_percentage if enrollment else None,
+        "final_grade": enrollment.final_grade if enrollment else None,
+        "enrolled_at": iso(enrollment.enrolled_at) if enrollment else None,
         "start_date": iso(session.start_date),
         "end_date": iso(session.end_date),
         "session_timezone": session.session_timezone,
+        "session_code": session.session_code,
+        "via_cohort_ids": list(via_cohort_ids),
     }
 
 

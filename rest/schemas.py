@@ -158,6 +158,18 @@ AnnouncementText = Annotated[
 ]
 Percent = Annotated[int, Field(ge=0, le=100)]
 CourseCapacity = Annotated[int, Field(ge=1, le=100_000)]
+MAX_COHORTS = 100
+
+
+def _each_once(ids: list[str] | None) -> list[str] | None:
+    twice = sorted({i for i in ids if ids.count(i) > 1}) if ids else []
+    if twice:
+        raise ValueError(f"each cohort at most once; repeated: {', '.join(twice)}")
+    return ids
+
+
+# The cohorts a course session is offered to (each a live cohort of its center).
+CohortIds = Annotated[list[Id], Field(max_length=MAX_COHORTS), AfterValidator(_each_once)]
 
 
 class CourseSessionCreate(Body):
@@ -172,6 +184,7 @@ class CourseSessionCreate(Body):
     enrollment_deadline: AwareDatetime | None = None
     session_timezone: TimeZoneName | None = None
     auto_expire_enabled: bool = True
+    cohort_ids: CohortIds = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _status(self) -> Self:
@@ -181,7 +194,15 @@ class CourseSessionCreate(Body):
 
 
 _NOT_NULL = frozenset(
-    {"session_name", "teacher_id", "course_id", "start_date", "end_date", "auto_expire_enabled"}
+    {
+        "session_name",
+        "teacher_id",
+        "course_id",
+        "start_date",
+        "end_date",
+        "auto_expire_enabled",
+        "cohort_ids",
+    }
 )
 
 
@@ -196,6 +217,7 @@ class CourseSessionUpdate(Body):
     enrollment_deadline: AwareDatetime | None = None
     session_timezone: TimeZoneName | None = None
     auto_expire_enabled: bool | None = None
+    cohort_ids: CohortIds | None = None
 
     @model_validator(mode="after")
     def _something(self) -> Self:

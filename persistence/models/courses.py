@@ -1,5 +1,6 @@
 """Course sessions: a teacher's course over weeks, the students enrolled by code,
-announcements and settings. Rows are soft-deleted (``is_deleted``), never removed."""
+announcements, settings, and the cohorts it is offered to. Rows are soft-deleted
+(``is_deleted``), never removed."""
 
 from __future__ import annotations
 
@@ -196,3 +197,21 @@ class CourseSessionSettings(_Audited, Base):
     reminder_days_before_expiry: Mapped[int] = mapped_column(Integer, default=7)
     grading_scale: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     attendance_tracking_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CourseSessionCohort(Base):
+    """A cohort a course session is offered to: the junction, keyed by (session, cohort),
+    gone with either row. A soft-deleted cohort's rows stay (history) but offer nothing."""
+
+    __tablename__ = "course_session_cohorts"
+    __table_args__ = (Index("ix_course_session_cohorts_cohort", "cohort_id"),)
+
+    course_session_id: Mapped[str] = mapped_column(
+        ForeignKey("course_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    cohort_id: Mapped[str] = mapped_column(
+        ForeignKey("cohorts.id", ondelete="CASCADE"), primary_key=True
+    )
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    added_by: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

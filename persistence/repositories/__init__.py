@@ -15,6 +15,7 @@ from persistence.repositories.cohorts import CohortMembers, Cohorts
 from persistence.repositories.courses import (
     AnnouncementRepository,
     CourseEnrollmentRepository,
+    CourseSessionCohorts,
     CourseSessionQuery,
     CourseSessionRepository,
     effective_status,
@@ -50,6 +51,7 @@ __all__ = [
     "CohortMembers",
     "Cohorts",
     "CourseEnrollmentRepository",
+    "CourseSessionCohorts",
     "CourseSessionQuery",
     "CourseSessionRepository",
     "EnrollmentRepository",

@@ -7,24 +7,27 @@ it is EXPIRED at once, whatever the stored status says.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.models import (
     SEATED,
     AttendanceRecord,
+    Cohort,
     CourseSession,
     CourseSessionAnnouncement,
+    CourseSessionCohort,
     CourseSessionEnrollment,
     CourseSessionSettings,
     CourseSessionStatus,
     LiveSession,
 )
+from persistence.repositories.links import LinkChange, sync_links
 from persistence.repositories.paging import Page
 
 
@@ -178,6 +181,97 @@ class CourseSessionRepository:
         return {status: int(n) for status, n in rows.all()}
 
 
+def _live_cohorts(center_id: str) -> Select[Any]:
+    return select(Cohort.id).where(Cohort.center_id == center_id, Cohort.deleted_at.is_(None))
+
+
+def offered_through(cohort_ids: Collection[str]) -> ColumnElement[bool]:
+    """The course sessions these cohorts are offered: linked to one of them and published
+    (a draft is open to no one yet). The caller passes live cohorts only."""
+    linked = select(CourseSessionCohort.course_session_id).where(
+        CourseSessionCohort.cohort_id.in_(cohort_ids)
+    )
+    return and_(
+        CourseSession.status == CourseSessionStatus.PUBLISHED.value,
+        CourseSession.id.in_(linked),
+    )
+
+
+class CourseSessionCohorts:
+    """The cohorts a course session is offered to. Only live cohorts count: a soft-deleted
+    cohort's links stay as rows (history) but are not read, not changed, and offer nothing."""
+
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def of_sessions(self, session_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Each session's live cohorts, in the order they were linked (staff answers)."""
+        ids = list(session_ids)
+        if not ids:
+            return {}
+        rows = await self._db.execute(
+            select(CourseSessionCohort.course_session_id, CourseSessionCohort.cohort_id)
+            .join(Cohort, Cohort.id == CourseSessionCohort.cohort_id)
+            .where(CourseSessionCohort.course_session_id.in_(ids), Cohort.deleted_at.is_(None))
+            .order_by(CourseSessionCohort.created_at, CourseSessionCohort.cohort_id)
+        )
+        linked: dict[str, list[str]] = {i: [] for i in ids}
+        for session_id, cohort_id in rows.all():
+            linked[session_id].append(cohort_id)
+        return linked
+
+    async def through(
+        self, session_ids: Iterable[str], cohort_ids: Collection[str]
+    ) -> dict[str, list[str]]:
+        """Through which of ``cohort_ids`` (a student's live cohorts) each session is offered
+        (none for a draft)."""
+        ids = list(session_ids)
+        linked: dict[str, list[str]] = {i: [] for i in ids}
+        if not ids or not cohort_ids:
+            return linked
+        rows = await self._db.execute(
+            select(CourseSessionCohort.course_session_id, CourseSessionCohort.cohort_id)
+            .join(CourseSession, CourseSession.id == CourseSessionCohort.course_session_id)
+            .where(
+                CourseSessionCohort.course_session_id.in_(ids),
+                CourseSessionCohort.cohort_id.in_(cohort_ids),
+                offered_through(cohort_ids),
+            )
+            .order_by(CourseSessionCohort.cohort_id)
+        )
+        for session_id, cohort_id in rows.all():
+            linked[session_id].append(cohort_id)
+        return linked
+
+    async def set(
+        self, session: CourseSession, cohort_ids: Iterable[str], *, by: str
+    ) -> LinkChange:
+        """Link exactly ``cohort_ids`` (see ``sync_links``): all or nothing, only the
+        difference written. Each must be a live cohort of the session's center; links to
+        deleted cohorts are left as they are."""
+        live = _live_cohorts(session.center_id)
+
+        async def existing(ids: Sequence[str]) -> Collection[str]:
+            return set(await self._db.scalars(live.where(Cohort.id.in_(ids))))
+
+        return await sync_links(
+            self._db,
+            CourseSessionCohort.cohort_id,
+            [
+                CourseSessionCohort.course_session_id == session.id,
+                CourseSessionCohort.cohort_id.in_(live),
+            ],
+            cohort_ids,
+            existing=existing,
+            make=lambda cohort_id: CourseSessionCohort(
+                course_session_id=session.id,
+                cohort_id=cohort_id,
+                center_id=session.center_id,
+                added_by=by,
+            ),
+        )
+
+
 class CourseEnrollmentRepository:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
@@ -250,33 +344,39 @@ class CourseEnrollmentRepository:
         now: datetime,
         status: str | None = None,
         active_only: bool = False,
-    ) -> tuple[Sequence[tuple[CourseSessionEnrollment, CourseSession]], int]:
+        cohort_ids: Collection[str] = (),
+    ) -> tuple[Sequence[tuple[CourseSessionEnrollment | None, CourseSession]], int]:
+        """The sessions a student sees: those they have an enrollment in, and those offered
+        to ``cohort_ids`` (their live cohorts) that they have not joined (enrollment None)."""
+        e = CourseSessionEnrollment
+        theirs = and_(
+            e.course_session_id == CourseSession.id, e.student_id == student_id, self._live()
+        )
+        seen: list[ColumnElement[bool]] = [e.id.is_not(None)]
+        if cohort_ids:
+            seen.append(offered_through(cohort_ids))
         conditions: list[ColumnElement[bool]] = [
-            CourseSessionEnrollment.center_id == center_id,
-            CourseSessionEnrollment.student_id == student_id,
-            self._live(),
+            CourseSession.center_id == center_id,
             CourseSession.is_deleted.is_(False),
+            or_(*seen),
         ]
         if status is not None:
-            conditions.append(CourseSessionEnrollment.status == status)
+            conditions.append(e.status == status)
         if active_only:
             conditions.append(effective_status(now) == CourseSessionStatus.PUBLISHED.value)
-        joined = select(CourseSessionEnrollment, CourseSession).join(
-            CourseSession, CourseSession.id == CourseSessionEnrollment.course_session_id
-        )
         total = await self._db.scalar(
-            select(func.count())
-            .select_from(CourseSessionEnrollment)
-            .join(CourseSession, CourseSession.id == CourseSessionEnrollment.course_session_id)
-            .where(*conditions)
+            select(func.count()).select_from(CourseSession).outerjoin(e, theirs).where(*conditions)
         )
         rows = await self._db.execute(
-            joined.where(*conditions)
+            select(e, CourseSession)
+            .select_from(CourseSession)
+            .outerjoin(e, theirs)
+            .where(*conditions)
             .order_by(CourseSession.start_date, CourseSession.id)
             .offset(page.offset)
             .limit(page.size)
         )
-        return [(e, s) for e, s in rows.all()], int(total or 0)
+        return [(enrollment, session) for enrollment, session in rows.all()], int(total or 0)
 
 
 class AnnouncementRepository:

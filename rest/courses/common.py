@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -10,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from persistence.course_views import course_session_view
+from persistence.course_views import CourseSessionView, course_session_view
 from persistence.models import (
     CourseSession,
     CourseSessionSettings,
@@ -19,10 +20,13 @@ from persistence.models import (
 )
 from persistence.repositories import (
     CourseEnrollmentRepository,
+    CourseSessionCohorts,
     CourseSessionQuery,
     CourseSessionRepository,
+    LinkChange,
     Page,
     PeopleRepository,
+    UnknownIds,
 )
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.identity import Identity, Role
@@ -188,6 +192,36 @@ async def valid_teacher(db: AsyncSession, who: Identity, center_id: str, teacher
         )
 
 
+async def link_cohorts(
+    db: AsyncSession, who: Identity, session: CourseSession, cohort_ids: Sequence[str]
+) -> LinkChange:
+    """Offer the session to exactly ``cohort_ids``, only the difference written; any id
+    that is not a live cohort of the session's center refuses the whole request."""
+    try:
+        return await CourseSessionCohorts(db).set(session, cohort_ids, by=who.user_id)
+    except UnknownIds as exc:
+        message = (
+            f"not cohorts of center {session.center_id!r}: {', '.join(exc.ids)}; "
+            "nothing was changed"
+        )
+        raise CourseError(
+            400,
+            message,
+            error_code="COHORT_NOT_FOUND",
+            details={"field": "cohort_ids", "reason": message, "cohort_ids": list(exc.ids)},
+        ) from None
+
+
+async def staff_view(
+    db: AsyncSession, session: CourseSession, now: datetime, *, enrolled_count: int | None = None
+) -> CourseSessionView:
+    """The course session as its managers see it: with the cohorts it is offered to."""
+    linked = await CourseSessionCohorts(db).of_sessions([session.id])
+    return course_session_view(
+        session, now, enrolled_count=enrolled_count, cohort_ids=linked[session.id]
+    )
+
+
 def check_dates(start: datetime, end: datetime, deadline: datetime | None) -> None:
     if end <= start:
         raise bad_request("End date must be after start date", "end_date")
@@ -249,8 +283,14 @@ async def session_listing(
         sessions = CourseSessionRepository(db)
         rows, total = await sessions.list(query, page)
         counts = await sessions.enrolled_counts([s.id for s in rows])
+        linked = await CourseSessionCohorts(db).of_sessions(s.id for s in rows)
     return listing(
-        [course_session_view(s, query.now, enrolled_count=counts.get(s.id, 0)) for s in rows],
+        [
+            course_session_view(
+                s, query.now, enrolled_count=counts.get(s.id, 0), cohort_ids=linked[s.id]
+            )
+            for s in rows
+        ],
         page,
         total,
     )

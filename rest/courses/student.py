@@ -24,7 +24,9 @@ from persistence.models import (
 )
 from persistence.repositories import (
     AnnouncementRepository,
+    CohortMembers,
     CourseEnrollmentRepository,
+    CourseSessionCohorts,
     CourseSessionRepository,
     Page,
 )
@@ -155,13 +157,15 @@ async def join_by_code(request: web.Request) -> web.Response:
 @routes.get(STUDENT)
 @documented(StudentSessionView, query=StudentSessionListQuery, envelope=Envelope.PAGE)
 async def list_student_sessions(request: web.Request) -> web.Response:
-    """The calling student's course sessions."""
+    """The sessions the student has an enrollment in, and the published ones offered to
+    their live cohorts that they have not joined (``enrollment_status`` null)."""
     who = identity(request)
     require_course_student(who)
     params = query_of(request, StudentSessionListQuery)
     page = Page(params.page, params.limit)
     now = utcnow()
     async with request.app[DB]() as db:
+        cohort_ids = await CohortMembers(db).cohorts_of(who.center, who.user_id)
         rows, total = await CourseEnrollmentRepository(db).of_student(
             who.center,
             who.user_id,
@@ -169,8 +173,10 @@ async def list_student_sessions(request: web.Request) -> web.Response:
             now=now,
             status=params.status.value if params.status else None,
             active_only=params.active_only,
+            cohort_ids=cohort_ids,
         )
-    return listing([student_session_view(e, s, now) for e, s in rows], page, total)
+        via = await CourseSessionCohorts(db).through((s.id for _, s in rows), cohort_ids)
+    return listing([student_session_view(e, s, now, via[s.id]) for e, s in rows], page, total)
 
 
 async def _own_enrollment(
@@ -188,13 +194,20 @@ async def _own_enrollment(
 @routes.get(STUDENT + "/{session_id}")
 @documented(StudentSessionDetail)
 async def get_student_session(request: web.Request) -> web.Response:
-    """One of the calling student's course sessions."""
+    """Any enrollment of the student's (DROPPED too), or offered to one of their cohorts."""
+    who = identity(request)
+    require_course_student(who)
     now = utcnow()
     async with request.app[DB]() as db:
-        session, enrollment = await _own_enrollment(request, db)
+        session = await course_session(request, db)
+        enrollment = await CourseEnrollmentRepository(db).get(session.id, who.user_id)
+        cohort_ids = await CohortMembers(db).cohorts_of(who.center, who.user_id)
+        via = (await CourseSessionCohorts(db).through([session.id], cohort_ids))[session.id]
+    if enrollment is None and not via:
+        raise HubError(ErrorCode.FORBIDDEN, "Students can only access enrolled sessions")
     return answer(
         StudentSessionDetail(
-            **student_session_view(enrollment, session, now),
+            **student_session_view(enrollment, session, now, via),
             max_students=session.max_students,
             enrollment_deadline=iso(session.enrollment_deadline),
         )

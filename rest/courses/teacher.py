@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
-from persistence.course_views import CourseSessionView, course_session_view
+from persistence.course_views import CourseSessionView
 from persistence.models import (
     CourseSession,
     CourseSessionSettings,
@@ -32,11 +32,13 @@ from rest.courses.common import (
     duplicate_name,
     expired,
     jsonable,
+    link_cohorts,
     managed,
     new_code,
     query_of,
     session_listing,
     session_query,
+    staff_view,
     touched,
     unprocessable,
     valid_teacher,
@@ -104,6 +106,7 @@ async def create_course_session(request: web.Request) -> web.Response:
             )
             sessions.add(settings)
             await db.flush()
+            cohorts = await link_cohorts(db, who, session, body.cohort_ids)
             audit(
                 request,
                 db,
@@ -112,13 +115,18 @@ async def create_course_session(request: web.Request) -> web.Response:
                 center_id,
                 "course_session",
                 session.id,
-                {"session_name": session.session_name, "status": session.status},
+                {
+                    "session_name": session.session_name,
+                    "status": session.status,
+                    "cohort_ids": list(cohorts.added),
+                },
             )
+            view = await staff_view(db, session, now, enrolled_count=0)
     except IntegrityError:
         # Lost a race with a session of the same name (the partial unique index).
         raise duplicate_name() from None
     return answer(
-        course_session_view(session, now, enrolled_count=0),
+        view,
         status=201,
         message="Course session created successfully",
     )
@@ -151,7 +159,8 @@ async def get_course_session(request: web.Request) -> web.Response:
     async with request.app[DB]() as db:
         session = await managed(request, db)
         count = await CourseEnrollmentRepository(db).seated(session.id)
-    return answer(course_session_view(session, utcnow(), enrolled_count=count))
+        view = await staff_view(db, session, utcnow(), enrolled_count=count)
+    return answer(view)
 
 
 @routes.patch(TEACHER + "/{session_id}")
@@ -210,8 +219,16 @@ async def update_course_session(request: web.Request) -> web.Response:
                     f"max_students {changes['max_students']} is below the {seated} enrolled",
                     "SESSION_OVER_CAPACITY",
                 )
+            cohort_ids = changes.pop("cohort_ids", None)
             for name, value in changes.items():
                 setattr(session, name, value)
+            details = jsonable(changes)
+            if cohort_ids is not None:
+                cohorts = await link_cohorts(db, who, session, cohort_ids)
+                details["cohort_ids"] = {
+                    "added": list(cohorts.added),
+                    "removed": list(cohorts.removed),
+                }
             touched(session, request, who)
             audit(
                 request,
@@ -221,12 +238,14 @@ async def update_course_session(request: web.Request) -> web.Response:
                 session.center_id,
                 "course_session",
                 session.id,
-                jsonable(changes),
+                details,
             )
+            await db.flush()
+            view = await staff_view(db, session, now, enrolled_count=seated)
     except IntegrityError:
         raise duplicate_name() from None
     return answer(
-        course_session_view(session, now, enrolled_count=seated),
+        view,
         message="Course session updated successfully",
     )
 
@@ -259,9 +278,8 @@ async def publish_course_session(request: web.Request) -> web.Response:
             "course_session",
             session.id,
         )
-    return answer(
-        course_session_view(session, now), message="Course session published successfully"
-    )
+        view = await staff_view(db, session, now)
+    return answer(view, message="Course session published successfully")
 
 
 @routes.delete(TEACHER + "/{session_id}")
