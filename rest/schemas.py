@@ -270,6 +270,8 @@ class StudentSessionListQuery(Body):
     limit: Limit = 20
     status: SessionEnrollmentStatus | None = None
     active_only: bool = Field(False, alias="activeOnly")
+    # A parent names their linked child; a student reads their own.
+    student_id: Id | None = None
 
 
 class AnnouncementListQuery(Body):
@@ -282,6 +284,8 @@ class AnnouncementListQuery(Body):
 class StudentAnnouncementQuery(Body):
     page: PageNumber = 1
     limit: Limit = 20
+    # A parent names their linked child; a student reads their own.
+    student_id: Id | None = None
 
 
 class JoinByCode(Body):

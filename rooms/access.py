@@ -107,6 +107,9 @@ def live_role(identity: Identity, session: LiveSession, *, enrolled: bool) -> Li
 
 COURSE_STAFF_ROLES = frozenset({Role.TUTOR, Role.CENTER_ADMIN, Role.SUPER_ADMIN})
 COURSE_ADMIN_ROLES = frozenset({Role.CENTER_ADMIN, Role.SUPER_ADMIN})
+# Read a center's course sessions without managing them: supervisors (read-only across
+# the center) and assessors (who grade their enrollments).
+COURSE_READER_ROLES = frozenset({Role.SUPERVISOR, Role.ASSESSOR})
 
 
 def course_not_found(session_id: str) -> HubError:
@@ -148,6 +151,20 @@ def require_course_manager(identity: Identity, session: CourseSession) -> None:
     require_course_staff(identity)
     if identity.role is Role.TUTOR and identity.user_id != session.teacher_id:
         raise HubError(ErrorCode.FORBIDDEN, "You can only manage your own course sessions")
+
+
+def require_course_reader(identity: Identity, session: CourseSession) -> None:
+    """Its managers, and the supervisors and assessors of its center."""
+    if identity.role in COURSE_READER_ROLES and identity.center == session.center_id:
+        return
+    require_course_manager(identity, session)
+
+
+def require_course_grader(identity: Identity, session: CourseSession) -> None:
+    """Its managers, and the assessors of its center."""
+    if identity.role is Role.ASSESSOR and identity.center == session.center_id:
+        return
+    require_course_manager(identity, session)
 
 
 def require_course_student(identity: Identity) -> None:

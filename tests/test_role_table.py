@@ -243,6 +243,8 @@ class Rest:
     # A student's "other" is another student of their own session.
     per_student: bool = False
     id_in_body: bool = False
+    # A parent names the child the call is about (``student_id`` in the query).
+    parent_names_child: bool = False
 
 
 @dataclass(frozen=True)
@@ -553,10 +555,17 @@ REST_ROWS: dict[str, Rest] = {
             fresh=fresh_published,
             id_in_body=True,
         ),
-        Rest("GET", STUDENT, query=ALL, listed=("course_session_id", "course_id")),
+        Rest(
+            "GET",
+            STUDENT,
+            query=ALL,
+            listed=("course_session_id", "course_id"),
+            other_query={"PARENT": {"student_id": "s2"}, "STUDENT": {"student_id": "s2"}},
+            parent_names_child=True,
+        ),
         Rest("GET", STUDENT + "/{session_id}"),
         Rest("DELETE", STUDENT + "/{session_id}/enrollment", fresh=fresh_joined),
-        Rest("GET", STUDENT + "/{session_id}/announcements"),
+        Rest("GET", STUDENT + "/{session_id}/announcements", parent_names_child=True),
         Rest(
             "GET",
             "/api/v1/admin/sessions",
@@ -633,6 +642,8 @@ class Caller:
 
     async def rest(self, spec: Rest, call: Call, *, query: dict[str, Any] | None = None) -> Outcome:
         body = spec.body(call, self.world) if spec.body else None
+        if query is None and spec.parent_names_child and self.role == "PARENT":
+            query = {**(spec.query or {}), "student_id": call.ids["student_id"]}
         public = set(TABLE[f"{spec.method} {spec.path}"].values()) == {"-"}
         headers = {} if public else {"Authorization": f"Bearer {self.token}"}
         async with self.world.hub.http.request(

@@ -26,6 +26,7 @@ from rest.courses.common import (
     jsonable,
     managed,
     query_of,
+    readable,
     touched,
 )
 from rest.http import identity, listing
@@ -103,7 +104,7 @@ async def list_announcements(request: web.Request) -> web.Response:
     params = query_of(request, AnnouncementListQuery)
     page = Page(params.page, params.limit)
     async with request.app[DB]() as db:
-        session = await managed(request, db)
+        session = await readable(request, db)
         rows, total = await AnnouncementRepository(db).page(
             session.id,
             page,

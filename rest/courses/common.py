@@ -37,7 +37,9 @@ from rest.schemas import (
     SortOrder,
 )
 from rooms.access import (
+    require_course_grader,
     require_course_manager,
+    require_course_reader,
     require_course_staff,
     visible_course_session,
 )
@@ -167,6 +169,22 @@ async def course_session(
     session_id = request.match_info["session_id"]
     found = await CourseSessionRepository(db).get(session_id, for_update=for_update)
     return visible_course_session(identity(request), found, session_id)
+
+
+async def readable(request: web.Request, db: AsyncSession) -> CourseSession:
+    """The URL's course session if the caller may read it as staff: its managers, the
+    center's supervisors and assessors (404 across centers, 403 within)."""
+    session = await course_session(request, db)
+    require_course_reader(identity(request), session)
+    return session
+
+
+async def graded(request: web.Request, db: AsyncSession) -> CourseSession:
+    """The URL's course session if the caller may grade its enrollments: its managers
+    and the center's assessors."""
+    session = await course_session(request, db)
+    require_course_grader(identity(request), session)
+    return session
 
 
 async def managed(

@@ -28,8 +28,10 @@ from rest.courses.common import (
     audit,
     body_of,
     expired,
+    graded,
     managed,
     query_of,
+    readable,
     require_seat,
     touched,
     unprocessable,
@@ -67,7 +69,7 @@ async def list_course_enrollments(request: web.Request) -> web.Response:
     params = query_of(request, CourseEnrollmentListQuery)
     page = Page(params.page, params.limit)
     async with request.app[DB]() as db:
-        session = await managed(request, db)
+        session = await readable(request, db)
         rows, total = await CourseEnrollmentRepository(db).page(
             session.id, page, status=params.status.value if params.status else None
         )
@@ -127,11 +129,11 @@ async def update_enrollment_status(request: web.Request) -> web.Response:
 @routes.patch(TEACHER + "/{session_id}/enrollments/{enrollment_id}/grade")
 @documented(CourseEnrollmentView, body=GradeUpdate)
 async def update_enrollment_grade(request: web.Request) -> web.Response:
-    """Set an enrollment's grade and completion."""
+    """Set an enrollment's grade and completion (its managers, the center's assessors)."""
     who = identity(request)
     body = await body_of(request, GradeUpdate)
     async with request.app[DB].begin() as db:
-        session = await managed(request, db)
+        session = await graded(request, db)
         enrollment = await _enrollment(db, session, request.match_info["enrollment_id"])
         if enrollment.status not in READERS:
             raise unprocessable(

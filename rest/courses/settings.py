@@ -11,6 +11,7 @@ from rest.courses.common import (
     audit,
     body_of,
     managed,
+    readable,
     settings_of,
     touched,
 )
@@ -30,7 +31,7 @@ routes = web.RouteTableDef()
 async def get_settings(request: web.Request) -> web.Response:
     """A course session's settings."""
     async with request.app[DB]() as db:
-        session = await managed(request, db)
+        session = await readable(request, db)
         settings = await settings_of(db, session)
     return answer(settings_view(settings))
 

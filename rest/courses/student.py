@@ -29,9 +29,11 @@ from persistence.repositories import (
     CourseSessionCohorts,
     CourseSessionRepository,
     Page,
+    ParentLinks,
 )
 from persistence.views import iso
 from realtime.base.errors import ErrorCode, HubError
+from realtime.base.identity import Identity, Role
 from rest.courses.common import (
     READERS,
     STUDENT,
@@ -158,17 +160,18 @@ async def join_by_code(request: web.Request) -> web.Response:
 @documented(StudentSessionView, query=StudentSessionListQuery, envelope=Envelope.PAGE)
 async def list_student_sessions(request: web.Request) -> web.Response:
     """The sessions the student has an enrollment in, and the published ones offered to
-    their live cohorts that they have not joined (``enrollment_status`` null)."""
+    their live cohorts that they have not joined (``enrollment_status`` null); a parent
+    reads their linked child's (``student_id``)."""
     who = identity(request)
-    require_course_student(who)
     params = query_of(request, StudentSessionListQuery)
     page = Page(params.page, params.limit)
     now = utcnow()
     async with request.app[DB]() as db:
-        cohort_ids = await CohortMembers(db).cohorts_of(who.center, who.user_id)
+        student = await whose(db, who, params.student_id)
+        cohort_ids = await CohortMembers(db).cohorts_of(who.center, student)
         rows, total = await CourseEnrollmentRepository(db).of_student(
             who.center,
-            who.user_id,
+            student,
             page,
             now=now,
             status=params.status.value if params.status else None,
@@ -179,13 +182,32 @@ async def list_student_sessions(request: web.Request) -> web.Response:
     return listing([student_session_view(e, s, now, via[s.id]) for e, s in rows], page, total)
 
 
+async def whose(db: AsyncSession, who: Identity, student_id: str | None) -> str:
+    """The student a student route reads: the calling student, or the linked child a
+    parent names (``student_id``); anyone else is FORBIDDEN."""
+    if who.role is Role.PARENT:
+        if student_id is None:
+            raise bad_request("a parent names their child: student_id", "student_id")
+        if not await ParentLinks(db).is_parent(who.center, who.user_id, student_id):
+            raise HubError(ErrorCode.FORBIDDEN, f"{student_id!r} is not a child of this parent")
+        return student_id
+    require_course_student(who)
+    if student_id not in (None, who.user_id):
+        raise HubError(ErrorCode.FORBIDDEN, "Students can only read their own sessions")
+    return who.user_id
+
+
 async def _own_enrollment(
-    request: web.Request, db: AsyncSession, *, for_update: bool = False
+    request: web.Request,
+    db: AsyncSession,
+    *,
+    for_update: bool = False,
+    student_id: str | None = None,
 ) -> tuple[CourseSession, CourseSessionEnrollment]:
     who = identity(request)
-    require_course_student(who)
+    student = await whose(db, who, student_id)
     session = await course_session(request, db, for_update=for_update)
-    enrollment = await CourseEnrollmentRepository(db).get(session.id, who.user_id)
+    enrollment = await CourseEnrollmentRepository(db).get(session.id, student)
     if enrollment is None:
         raise HubError(ErrorCode.FORBIDDEN, "Students can only access enrolled sessions")
     return session, enrollment
@@ -217,8 +239,9 @@ async def get_student_session(request: web.Request) -> web.Response:
 @routes.delete(STUDENT + "/{session_id}/enrollment")
 @documented(CourseEnrollmentView)
 async def drop_session(request: web.Request) -> web.Response:
-    """Drop a course session, where its settings allow."""
+    """Drop a course session, where its settings allow (the student; not a parent)."""
     who = identity(request)
+    require_course_student(who)
     now = utcnow()
     async with request.app[DB].begin() as db:
         session, enrollment = await _own_enrollment(request, db, for_update=True)
@@ -256,11 +279,12 @@ async def drop_session(request: web.Request) -> web.Response:
 @routes.get(STUDENT + "/{session_id}/announcements")
 @documented(AnnouncementView, query=StudentAnnouncementQuery, envelope=Envelope.PAGE)
 async def list_student_announcements(request: web.Request) -> web.Response:
-    """A course session's announcements visible to its students now."""
+    """A course session's announcements visible to its students now (ENROLLED or
+    COMPLETED ones); a parent reads those of their linked child's (``student_id``)."""
     params = query_of(request, StudentAnnouncementQuery)
     page = Page(params.page, params.limit)
     async with request.app[DB]() as db:
-        session, enrollment = await _own_enrollment(request, db)
+        session, enrollment = await _own_enrollment(request, db, student_id=params.student_id)
         if enrollment.status not in READERS:
             raise HubError(
                 ErrorCode.FORBIDDEN,

@@ -36,6 +36,7 @@ from rest.courses.common import (
     managed,
     new_code,
     query_of,
+    readable,
     session_listing,
     session_query,
     staff_view,
@@ -51,7 +52,7 @@ from rest.schemas import (
     CourseSessionListQuery,
     CourseSessionUpdate,
 )
-from rooms.access import require_course_staff
+from rooms.access import COURSE_READER_ROLES, require_course_staff
 
 routes = web.RouteTableDef()
 
@@ -135,16 +136,18 @@ async def create_course_session(request: web.Request) -> web.Response:
 @routes.get(TEACHER)
 @documented(CourseSessionView, query=CourseSessionListQuery, envelope=Envelope.PAGE)
 async def list_teacher_sessions(request: web.Request) -> web.Response:
-    """The course sessions the caller manages."""
+    """The course sessions the caller manages (a tutor: their own), or reads (the
+    center's supervisors and assessors: all of the center's)."""
     who = identity(request)
-    require_course_staff(who)
+    if who.role not in COURSE_READER_ROLES:
+        require_course_staff(who)
     params = query_of(request, CourseSessionListQuery)
     scope: dict[str, Any] = {}
     if who.role is Role.TUTOR:
         if params.teacher_id not in (None, who.user_id):
             raise HubError(ErrorCode.FORBIDDEN, "Teachers can only access assigned sessions")
         scope = {"center_id": who.center, "teacher_id": who.user_id}
-    elif who.role is Role.CENTER_ADMIN:
+    elif who.role is not Role.SUPER_ADMIN:
         scope = {"center_id": who.center, "teacher_id": params.teacher_id}
     else:
         scope = {"teacher_id": params.teacher_id}
@@ -157,7 +160,7 @@ async def list_teacher_sessions(request: web.Request) -> web.Response:
 async def get_course_session(request: web.Request) -> web.Response:
     """One course session, with its enrolled count."""
     async with request.app[DB]() as db:
-        session = await managed(request, db)
+        session = await readable(request, db)
         count = await CourseEnrollmentRepository(db).seated(session.id)
         view = await staff_view(db, session, utcnow(), enrolled_count=count)
     return answer(view)
