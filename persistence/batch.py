@@ -39,7 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Insert, Table, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -52,6 +53,18 @@ log = logging.getLogger(__name__)
 COMMITTER_BUSY_TIMEOUT_MS = 30_000
 # How often the thread copies the WAL into the database while the loop commits.
 CHECKPOINT_EVERY_S = 1.0
+
+
+def insert_into(table: Table, dialect: Dialect) -> Insert:
+    """The INSERT of a batch; a table marked ``keep_first`` (its rows may be written
+    twice, e.g. by two hubs) keeps the row already there: ON CONFLICT DO NOTHING."""
+    if not table.info.get("keep_first"):
+        return insert(table)
+    if dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise ValueError(f"no INSERT keeping the first row for {dialect.name}")
 
 
 class BatchWriter(Protocol):
@@ -67,7 +80,7 @@ class AsyncBatchWriter:
     async def insert(self, rows: Rows) -> None:
         async with self._engine.begin() as connection:
             for table, values in rows.items():
-                await connection.execute(insert(table), values)
+                await connection.execute(insert_into(table, connection.dialect), values)
 
     async def close(self) -> None:
         return None
@@ -183,7 +196,7 @@ class _Statement:
 
     @classmethod
     def of(cls, table: Table, columns: tuple[str, ...], dialect: Dialect) -> _Statement:
-        sql = str(insert(table).compile(dialect=dialect, column_keys=list(columns)))
+        sql = str(insert_into(table, dialect).compile(dialect=dialect, column_keys=list(columns)))
         processors = tuple(
             table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
         )

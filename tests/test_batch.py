@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence.batch import SqliteBatchWriter, batch_writer
@@ -53,18 +54,25 @@ def sqlite_path(database: Database) -> str:
     return database.url.split(":///", 1)[1]
 
 
-async def test_rows_read_back_as_the_orm_writes_them(engine: AsyncEngine) -> None:
-    session_id = await a_session(engine)
-    writer = batch_writer(engine)
-    snapshot = {
+def snapshot_row(session_id: str, seq: int, doc: dict[str, object]) -> dict[str, object]:
+    return {
         "center_id": "c1",
         "session_id": session_id,
         "student_id": "s1",
-        "seq": 2,
+        "seq": seq,
         "epoch": "e1",
-        "doc": {"elements": {"e1": {"type": "stroke"}}, "annotations": {}, "meta": {}},
+        "doc": doc,
         "created_at": AT,
     }
+
+
+DOC = {"elements": {"e1": {"type": "stroke"}}, "annotations": {}, "meta": {}}
+
+
+async def test_rows_read_back_as_the_orm_writes_them(engine: AsyncEngine) -> None:
+    session_id = await a_session(engine)
+    writer = batch_writer(engine)
+    snapshot = snapshot_row(session_id, 2, DOC)
     tables = (CanvasOp.__table__, CanvasSnapshot.__table__)
     await writer.insert({tables[0]: [op_row(session_id, 1), op_row(session_id, 2)]})
     await writer.insert({tables[1]: [snapshot]})
@@ -78,6 +86,29 @@ async def test_rows_read_back_as_the_orm_writes_them(engine: AsyncEngine) -> Non
         (2, OPS, AT, "e1"),
     ]
     assert (snap.seq, snap.doc, snap.created_at) == (2, snapshot["doc"], AT)
+
+
+async def test_a_snapshot_written_twice_keeps_the_first_and_an_op_never_does(
+    engine: AsyncEngine,
+) -> None:
+    """Regression: two hubs holding replicas of one canvas each stored the same timed
+    snapshot (two rows at one seq). Snapshots keep the first row; a second op at a
+    taken seq is still refused (it would be a lost or forked patch)."""
+    session_id = await a_session(engine)
+    writer = batch_writer(engine)
+    later = {"elements": {}, "annotations": {}, "meta": {"second": True}}
+    snapshots = CanvasSnapshot.__table__
+    await writer.insert({snapshots: [snapshot_row(session_id, 1, DOC)]})
+    await writer.insert({snapshots: [snapshot_row(session_id, 1, later)]})
+    await writer.insert({CanvasOp.__table__: [op_row(session_id, 1)]})
+    with pytest.raises((IntegrityError, sqlite3.IntegrityError)):
+        await writer.insert({CanvasOp.__table__: [op_row(session_id, 1)]})
+    await writer.close()
+    async with session_factory(engine)() as db:
+        kept = (await db.scalars(select(CanvasSnapshot))).all()
+        ops = (await db.scalars(select(CanvasOp))).all()
+    assert [(s.seq, s.doc) for s in kept] == [(1, DOC)]
+    assert len(ops) == 1
 
 
 async def test_a_batch_is_all_or_nothing(engine: AsyncEngine) -> None:

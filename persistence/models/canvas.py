@@ -29,7 +29,10 @@ class CanvasSnapshot(Base):
 
     __tablename__ = "canvas_snapshots"
     __table_args__ = (
-        Index("ix_canvas_snapshots_session_student_seq", "session_id", "student_id", "seq"),
+        # One snapshot per position: every hub holding a replica of the canvas may write
+        # the same timed snapshot, and the batch writer keeps the first (``keep_first``).
+        Index("uq_canvas_snapshots_stream_seq", "session_id", "student_id", "seq", unique=True),
+        {"info": {"keep_first": True}},
     )
 
     id: Mapped[int] = mapped_column(
