@@ -10,7 +10,8 @@ so events and acks to one socket leave in the order they were put.
 
 The send queue is an Engine.IO internal, reached only through
 ``realtime.internals``; the manager's room registry is python-socketio's
-public manager API. ``tests/test_outbox.py`` runs it against the real server.
+public manager API. There is no separate test of it: every event the suites receive
+came through it (``tests/test_transport.py`` checks order and wholeness under load).
 """
 
 from __future__ import annotations
