@@ -28,6 +28,7 @@ from realtime.base.events import AuthRefresh
 from realtime.base.identity import Identity, TokenVerifier
 from realtime.base.metrics import HubMetrics
 from realtime.base.ratelimit import TokenBucket
+from realtime.base.tasks import stop
 from realtime.gateway.membership import Connection, Membership
 from realtime.gateway.ports import Ack, AfterLock, Route
 from realtime.gateway.server import LaterAck
@@ -71,6 +72,7 @@ class Gateway:
         self._disconnect_hooks: list[DisconnectHook] = []
         self._connect_hooks: list[ConnectHook] = []
         self._background: set[asyncio.Task[None]] = set()  # token expiries
+        self._stopping = False
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         sio.on("*", self._on_unknown)
@@ -150,6 +152,8 @@ class Gateway:
         )
 
     def _start_expiry(self, connection: Connection) -> None:
+        if self._stopping:
+            return  # shutdown closes every socket anyway
         task = asyncio.create_task(self._expire(connection))
         self._background.add(task)  # the loop keeps only a weak reference
         task.add_done_callback(self._background.discard)
@@ -202,7 +206,21 @@ class Gateway:
                 log.warning("transports did not finish closing within %.0f s", CLOSE_WAIT_S)
 
     async def shutdown(self) -> None:
-        """Stop the Socket.IO server's background work (after ``disconnect_all``)."""
+        """Stop the Socket.IO server's background work (after ``disconnect_all``).
+
+        A token expiry under way is disconnecting its socket, and the disconnect hooks
+        write to the database: it gets ``CLOSE_WAIT_S`` to finish before it is
+        cancelled, so that the hub closes its database after it. Left running, it
+        kept its connection past the engine's disposal, and that connection was never
+        closed (a ResourceWarning when garbage-collected)."""
+        self._stopping = True
+        for connection in self.members:
+            if connection.expiry is not None:
+                connection.expiry.cancel()
+        expiring = list(self._background)
+        if expiring:
+            await asyncio.wait(expiring, timeout=CLOSE_WAIT_S)
+        await stop(expiring)
         await self.sio.shutdown()
 
     async def _close_transports(self) -> None:
