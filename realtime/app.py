@@ -32,7 +32,7 @@ from realtime.base.tasks import wind_down
 from realtime.bus.bus import CANVAS, Bus
 from realtime.bus.bus_memory import Cluster
 from realtime.bus.bus_redis import RedisCluster, redis_client
-from realtime.gateway.gateway import Gateway
+from realtime.gateway.gateway import CLOSE_WAIT_S, Gateway
 from realtime.gateway.server import HubServer
 from realtime.internals import check_versions
 from rest import attendance, courses, day, directory, docs, enrollments, health, notes, sessions
@@ -278,6 +278,7 @@ async def _disconnect_clients(app: web.Application) -> None:
         offline = await app[PRESENCE].stop_grace_timers()
         log.info("stopping: %d students in their grace period went offline", offline)
     await gateway.shutdown()
+    await app[SESSIONS].stop(within_s=CLOSE_WAIT_S)
     log.info("stopping: %d clients told and disconnected in %.2f s", clients, _since(started))
 
 

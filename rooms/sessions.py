@@ -35,6 +35,7 @@ from realtime.base.events import SessionJoin, SessionLeave
 from realtime.base.identity import Role
 from realtime.base.metrics import HubMetrics
 from realtime.base.names import staff_room, student_room, students_room
+from realtime.base.tasks import wind_down
 from realtime.bus.bus import CONTROL, Bus, session_channel
 from realtime.gateway.membership import Connection, Joined, LiveRole, Membership
 from realtime.gateway.ports import Ack, RoomEntry, Route, SessionExtension
@@ -68,6 +69,7 @@ class SessionRooms:
         self.clock = clock
         self.extensions: list[SessionExtension] = []
         self._background: set[asyncio.Task[None]] = set()  # notices from other hubs
+        self._stopping = asyncio.Event()
         bus.on(CONTROL, self._notice_from_elsewhere)
 
     def routes(self) -> list[Route[Any]]:
@@ -254,6 +256,8 @@ class SessionRooms:
 
     def _notice_from_elsewhere(self, payload: bytes) -> None:
         """Another hub ended a session, removed a student or changed settings."""
+        if self._stopping.is_set():
+            return  # this hub has no connections left; the other hubs handle it
         notice = loads(payload)
         session_id = notice["session_id"]
         handling: Awaitable[None]
@@ -269,6 +273,11 @@ class SessionRooms:
         task = asyncio.ensure_future(handling)
         self._background.add(task)  # keep a reference until it is done
         task.add_done_callback(self._background.discard)
+
+    async def stop(self, within_s: float) -> None:
+        """Take no more notices from other hubs and give those being handled
+        ``within_s`` to finish (they write to the database, which closes next)."""
+        await wind_down(self._stopping, list(self._background), within_s)
 
     async def _evict(
         self, connection: Connection, session_id: str, event: str, data: dict[str, Any]

@@ -164,7 +164,11 @@ class Gateway:
         if connection.identity.seconds_left() > 0:
             self._schedule_expiry(connection)  # capped wait; not due yet
             return
-        await self._close(connection.sid, ErrorCode.TOKEN_EXPIRED.value, "token has expired")
+        try:
+            await self._close(connection.sid, ErrorCode.TOKEN_EXPIRED.value, "token has expired")
+        except Exception:
+            # A failing disconnect hook: logged here, not left in a task nobody awaits.
+            log.exception("disconnecting %s (token expired) failed", connection.sid)
 
     async def _close(self, sid: str, code: str, message: str) -> None:
         """Tell a client why, then disconnect it."""
