@@ -40,6 +40,7 @@ from rest import canvases as canvas_routes
 from rest import cohorts as cohort_routes
 from rest import help as help_routes
 from rest import relationships as relationship_routes
+from rest import timeline as timeline_routes
 from rest.http import allow_cross_origin, error_middleware
 from rest.keys import (
     BUS,
@@ -242,6 +243,7 @@ def build_app(
     app.add_routes(sessions.routes)
     app.add_routes(enrollments.routes)
     app.add_routes(canvas_routes.routes)
+    app.add_routes(timeline_routes.routes)
     app.add_routes(help_routes.routes)
     app.add_routes(attendance.routes)
     app.add_routes(day.routes)

@@ -48,7 +48,7 @@ class SnapshotView(TypedDict):
     created_at: IsoTime
 
 
-async def _canvas_key(request: web.Request) -> tuple[LiveSession, CanvasKey]:
+async def canvas_key(request: web.Request) -> tuple[LiveSession, CanvasKey]:
     """The canvas of the URL if the caller may read it: staff, or the student themself."""
     who = identity(request)
     student_id = request.match_info["student_id"]
@@ -61,7 +61,7 @@ async def _canvas_key(request: web.Request) -> tuple[LiveSession, CanvasKey]:
 
 
 async def _read(request: web.Request) -> CatchUp:
-    _, key = await _canvas_key(request)
+    _, key = await canvas_key(request)
     params = parse_query(request, AtSeq)
     return await request.app[CANVASES].store.read(key, params.at_seq)
 
@@ -102,7 +102,7 @@ async def get_canvas_svg(request: web.Request) -> web.Response:
 @documented(SnapshotView, query=PageQuery, envelope=Envelope.PAGE)
 async def list_snapshots(request: web.Request) -> web.Response:
     """The stored snapshots of a student's canvas."""
-    _, key = await _canvas_key(request)
+    _, key = await canvas_key(request)
     params = parse_query(request, PageQuery)
     page = Page(params.page, params.limit)
     await request.app[CANVASES].store.flush()

@@ -400,6 +400,7 @@ REST_ROWS: dict[str, Rest] = {
         Rest("GET", SESSIONS + "/{session_id}/canvases/{student_id}", per_student=True),
         Rest("GET", SESSIONS + "/{session_id}/canvases/{student_id}/svg", per_student=True),
         Rest("GET", SESSIONS + "/{session_id}/canvases/{student_id}/snapshots", per_student=True),
+        Rest("GET", SESSIONS + "/{session_id}/canvases/{student_id}/timeline", per_student=True),
         Rest("GET", SESSIONS + "/{session_id}/help"),
         Rest("GET", SESSIONS + "/{session_id}/attendance"),
         Rest(

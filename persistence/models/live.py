@@ -284,6 +284,32 @@ class Alert(Base):
     fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class EnrollmentEventKind(StrEnum):
+    MODE = "MODE"
+    ASSIGNMENT = "ASSIGNMENT"
+
+
+class EnrollmentEvent(Base):
+    """A change the tutor made to one student's enrollment during the session, with its
+    time: the history behind ``Enrollment.mode`` and ``Enrollment.assignment``, which
+    hold only the current value. Written in the same transaction as the change."""
+
+    __tablename__ = "enrollment_events"
+    __table_args__ = (Index("ix_enrollment_events_session_student", "session_id", "student_id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    center_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(ForeignKey("live_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    kind: Mapped[str] = mapped_column(String(16))
+    # MODE: {"mode": "TEACH"|"OBSERVE"}; ASSIGNMENT: {"exercise": {...}}.
+    data: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    actor_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LENGTH))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class AttendanceInterval(Base):
     """One stretch of a student being connected to a session (``left_at`` open while live)."""
 

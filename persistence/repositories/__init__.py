@@ -40,6 +40,7 @@ from persistence.repositories.sessions import (
     SessionQuery,
     SessionRepository,
 )
+from persistence.repositories.timeline import StudentHistory, StudentRows
 
 __all__ = [
     "AnnouncementRepository",
@@ -67,6 +68,8 @@ __all__ = [
     "SessionQuery",
     "SessionRepository",
     "StoredCanvas",
+    "StudentHistory",
+    "StudentRows",
     "TutorSubjects",
     "UnknownIds",
     "effective_status",
