@@ -14,7 +14,7 @@ DEV_LOCK := requirements-dev.lock
 COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
 	--generate-hashes --no-emit-index-url --quiet
 
-.PHONY: run test lint format migrate token bench lock canary clean
+.PHONY: run test lint format migrate token bench lock canary clean vendor
 
 # Everything comes from the dev lock, hash-checked, nothing resolved here; the hub
 # itself is installed editable, built by the locked setuptools.
@@ -33,6 +33,16 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 	else \
 		echo "npm not found: the JavaScript client tests will be skipped"; \
 	fi
+
+## vendor: copy the browser libraries' dist files into web/vendor/ from the versions
+## tests/js/package-lock.json pins (web/vendor/README.md); commit them with the lock
+vendor: $(JS_STAMP)
+	cp tests/js/node_modules/socket.io-client/dist/socket.io.esm.min.js \
+		tests/js/node_modules/socket.io-client/dist/socket.io.esm.min.js.map web/vendor/
+	cp tests/js/node_modules/socket.io-client/LICENSE web/vendor/LICENSE.socket.io-client
+	cp tests/js/node_modules/perfect-freehand/dist/esm/index.mjs web/vendor/perfect-freehand.js
+	cp tests/js/node_modules/perfect-freehand/dist/esm/index.mjs.map web/vendor/index.mjs.map
+	cp tests/js/node_modules/perfect-freehand/LICENSE web/vendor/LICENSE.perfect-freehand
 
 ## run: start one hub on the embedded default (SQLite file in var/, in-memory state)
 run: $(STAMP)

@@ -35,7 +35,19 @@ from realtime.bus.bus_redis import RedisCluster, redis_client
 from realtime.gateway.gateway import CLOSE_WAIT_S, Gateway
 from realtime.gateway.server import HubServer
 from realtime.internals import check_versions
-from rest import attendance, courses, day, directory, docs, enrollments, health, notes, sessions
+from rest import (
+    attendance,
+    courses,
+    day,
+    dev,
+    directory,
+    docs,
+    enrollments,
+    health,
+    notes,
+    pages,
+    sessions,
+)
 from rest import canvases as canvas_routes
 from rest import cohorts as cohort_routes
 from rest import help as help_routes
@@ -253,6 +265,10 @@ def build_app(
     app.add_routes(relationship_routes.routes)
     app.add_routes(cohort_routes.routes)
     app.add_routes(docs.routes)
+    if settings.development_mode:
+        # Never in production: the development secret is refused there (config.py).
+        app.add_routes(dev.routes)
+    app.add_routes(pages.routes)
     allow_cross_origin(app, settings.cors_origins)
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_redis)

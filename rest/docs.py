@@ -10,6 +10,7 @@ from aiohttp import web
 from realtime.base.codec import dumps
 from rest.http import API_PREFIX
 from rest.openapi import Envelope, build_document, documented, documented_routes
+from rest.pages import PATHS as PAGE_PATHS
 
 routes = web.RouteTableDef()
 
@@ -19,8 +20,16 @@ DESCRIPTION = (
     "Socket.IO events included). Every /api/v1 route but this one takes "
     "`Authorization: Bearer <JWT>`."
 )
-# Routes that are not REST: the Socket.IO endpoint.
-NOT_REST = ("/socket.io",)
+# Paths that are not REST, each with everything under it: the Socket.IO endpoint, and
+# the browser pages with their assets (rest/pages.py).
+NOT_REST = ("/socket.io", *PAGE_PATHS)
+
+
+def is_rest(path: str) -> bool:
+    """Whether a route's path is REST: not one of ``NOT_REST`` nor under one (``/`` is
+    the front page alone: nothing but ``//...`` is under it)."""
+    return not any(path == p or path.startswith(p + "/") for p in NOT_REST)
+
 
 # The document depends only on the route table, the same in every hub a process
 # builds: made once per table.
@@ -35,7 +44,7 @@ def _version() -> str:
 
 
 def document_of(app: web.Application) -> str:
-    covered = documented_routes(app, skip=NOT_REST)
+    covered = documented_routes(app, keep=is_rest)
     key = tuple(
         sorted(
             (r.method, r.resource.canonical if r.resource else "", id(r.handler)) for r in covered

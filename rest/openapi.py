@@ -113,16 +113,17 @@ def is_public(request: web.Request) -> bool:
     return operation is not None and operation.public
 
 
-def documented_routes(app: web.Application, *, skip: Iterable[str] = ()) -> list[web.AbstractRoute]:
+def documented_routes(
+    app: web.Application, *, keep: Callable[[str], bool] = lambda path: True
+) -> list[web.AbstractRoute]:
     """The routes the document covers: every method route but HEAD and OPTIONS (which
-    aiohttp and CORS add), outside the ``skip`` path prefixes."""
-    skipped = tuple(skip)
+    aiohttp and CORS add) whose path ``keep`` keeps."""
     return [
         route
         for route in app.router.routes()
         if route.method not in ("HEAD", "OPTIONS")
         and route.resource is not None
-        and not route.resource.canonical.startswith(skipped)
+        and keep(route.resource.canonical)
     ]
 
 

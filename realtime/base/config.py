@@ -173,6 +173,12 @@ class Settings(BaseSettings):
             v is not None for v in (self.jwt_secret, self.jwt_public_key, self.jwt_public_key_file)
         )
 
+    @property
+    def development_mode(self) -> bool:
+        """The hub runs on the built-in development secret (never in production): the
+        pages' sign-in and ``POST /api/v1/dev/token`` exist only then."""
+        return self.hs256_secret() == DEV_JWT_SECRET
+
     def hs256_secret(self) -> str | None:
         """The HS256 secret, falling back to the development one when no key is set."""
         if self.jwt_secret is not None:

@@ -1,0 +1,136 @@
+// Draws a canvas document into an <svg> in the protocol's element vocabulary
+// (docs/protocol.md, "Element vocabulary"): strokes, lines (an arrow with
+// `arrow: true`), rects, ellipses and text, ordered by `z`; the tutor's
+// annotations on top, always in red. Anything else is skipped, as the hub's own
+// SVG rendering does.
+import { getStroke } from "/static/vendor/perfect-freehand.js";
+
+export const SVG_NS = "http://www.w3.org/2000/svg";
+// Every board has the same coordinates, whatever its size on screen.
+export const BOARD_WIDTH = 1600;
+export const BOARD_HEIGHT = 1000;
+export const ANNOTATION_COLOR = "#d62728";
+
+const finite = (value) => typeof value === "number" && Number.isFinite(value);
+
+function node(name, attributes) {
+  const element = document.createElementNS(SVG_NS, name);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value !== undefined && value !== null) element.setAttribute(key, String(value));
+  }
+  return element;
+}
+
+/** The outline of a smoothed pen stroke (perfect-freehand), as SVG path data. */
+export function strokePath(points, width) {
+  const outline = getStroke(points, {
+    size: Math.max(1, width) * 2,
+    thinning: 0.4,
+    smoothing: 0.6,
+    streamline: 0.5,
+    simulatePressure: true,
+  });
+  if (!outline.length) return "";
+  const [first, ...rest] = outline;
+  const parts = [`M${first[0].toFixed(1)} ${first[1].toFixed(1)}`];
+  for (const [x, y] of rest) parts.push(`L${x.toFixed(1)} ${y.toFixed(1)}`);
+  parts.push("Z");
+  return parts.join(" ");
+}
+
+/** One element as an SVG node, or null if it is not in the vocabulary. */
+export function drawElement(id, element, color) {
+  if (!element || typeof element !== "object") return null;
+  const stroke = color || element.color || "#1f2937";
+  const width = finite(element.width) ? element.width : 3;
+  let shape = null;
+  switch (element.type) {
+    case "stroke": {
+      const points = Array.isArray(element.points)
+        ? element.points.filter((p) => Array.isArray(p) && finite(p[0]) && finite(p[1]))
+        : [];
+      if (!points.length) return null;
+      shape = node("path", { d: strokePath(points, width), fill: stroke });
+      break;
+    }
+    case "line": {
+      if (![element.x1, element.y1, element.x2, element.y2].every(finite)) return null;
+      shape = node("line", {
+        x1: element.x1, y1: element.y1, x2: element.x2, y2: element.y2,
+        stroke, "stroke-width": width, "stroke-linecap": "round",
+        "marker-end": element.arrow ? `url(#${color ? "arrow-red" : "arrow"})` : null,
+      });
+      if (element.arrow && !color && element.color) shape.style.color = element.color;
+      break;
+    }
+    case "rect":
+      if (![element.x, element.y, element.w, element.h].every(finite)) return null;
+      shape = node("rect", {
+        x: element.x, y: element.y, width: Math.abs(element.w), height: Math.abs(element.h),
+        fill: element.fill || "none", stroke, "stroke-width": width,
+      });
+      break;
+    case "ellipse":
+      if (![element.cx, element.cy, element.rx, element.ry].every(finite)) return null;
+      shape = node("ellipse", {
+        cx: element.cx, cy: element.cy, rx: Math.abs(element.rx), ry: Math.abs(element.ry),
+        fill: element.fill || "none", stroke, "stroke-width": width,
+      });
+      break;
+    case "text":
+      if (![element.x, element.y].every(finite) || typeof element.text !== "string") return null;
+      shape = node("text", {
+        x: element.x, y: element.y, fill: stroke,
+        "font-size": finite(element.size) ? element.size : 32,
+      });
+      shape.textContent = element.text;
+      break;
+    default:
+      return null;
+  }
+  shape.dataset.id = id;
+  return shape;
+}
+
+function ordered(entries) {
+  return Object.entries(entries || {}).sort(
+    ([a, x], [b, y]) => (finite(x?.z) ? x.z : 0) - (finite(y?.z) ? y.z : 0) || (a < b ? -1 : 1),
+  );
+}
+
+function markers() {
+  const defs = node("defs", {});
+  for (const [id, fill] of [["arrow", "currentColor"], ["arrow-red", ANNOTATION_COLOR]]) {
+    const marker = node("marker", {
+      id, viewBox: "0 0 10 10", refX: 8, refY: 5, markerWidth: 5, markerHeight: 5,
+      orient: "auto-start-reverse",
+    });
+    marker.append(node("path", { d: "M0 0 L10 5 L0 10 z", fill }));
+    defs.append(marker);
+  }
+  return defs;
+}
+
+/** A board: an <svg> with the document's layers, redrawn by `render(doc)`. */
+export function createBoard(svg) {
+  svg.setAttribute("viewBox", `0 0 ${BOARD_WIDTH} ${BOARD_HEIGHT}`);
+  svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+  const elements = node("g", { class: "elements" });
+  const annotations = node("g", { class: "annotations" });
+  const preview = node("g", { class: "preview" });
+  svg.replaceChildren(markers(), elements, annotations, preview);
+  return {
+    svg,
+    preview,
+    render(doc) {
+      elements.replaceChildren(
+        ...ordered(doc.elements).map(([id, e]) => drawElement(id, e)).filter(Boolean),
+      );
+      annotations.replaceChildren(
+        ...ordered(doc.annotations)
+          .map(([id, e]) => drawElement(id, e, ANNOTATION_COLOR))
+          .filter(Boolean),
+      );
+    },
+  };
+}
