@@ -58,4 +58,4 @@ async def dev_token(request: web.Request) -> web.Response:
     )
     # The token's own exp, as mint_token set it.
     expires_at = int(jwt.decode(token, options={"verify_signature": False})["exp"])
-    return ok({"token": token, "expires_at": expires_at})
+    return ok(DevToken(token=token, expires_at=expires_at))
