@@ -219,3 +219,42 @@ async def test_the_student_replays_their_own_session(lesson: Lesson) -> None:
     await page.keyboard.press("End")
     assert (await shown(page))["document"] == (await stored(lesson))["doc"]
     assert lesson.problems() == []
+
+
+async def test_seeking_a_long_board_rebuilds_it_from_checkpoints_exactly(lesson: Lesson) -> None:
+    """130 patches (drawn and some erased): stepping back from the end crosses the
+    page's checkpoints (every 50 patches) and each position equals the hub's document
+    at that seq (`?at_seq=`)."""
+    sid = lesson.session_id
+    student = await Client().connect(lesson.hub.url, lesson.hub.token(STUDENT, Role.STUDENT))
+    try:
+        assert (await student.join(sid))["ok"]
+        for n in range(130):
+            if n % 10 == 9:
+                ops = [{"op": "remove", "path": f"/elements/e{n - 5}"}]
+            else:
+                ops = [{"op": "add", "path": f"/elements/e{n}", "value": stroke(n % 20)}]
+            ack = await student.call("canvas:patch", {"session_id": sid, "ops": ops})
+            assert ack["ok"], ack
+    finally:
+        await student.sio.disconnect()
+    entries = await timeline(lesson)
+    seq_at = [0]  # the seq each position of the timeline stands at
+    for entry in entries:
+        seq_at.append(entry["seq"] if entry["kind"] == "patch" else seq_at[-1])
+    page = await open_replay(lesson, "tutor-1", Role.TUTOR)
+    await page.locator("#scrubber").focus()
+    await page.keyboard.press("End")
+    index = len(entries)
+    for back in (0, 3, 37, 1, 40, 29, 12):
+        for _ in range(back):
+            await page.keyboard.press("ArrowLeft")
+        index -= back
+        here = await shown(page)
+        assert here["index"] == index
+        path = f"/api/v1/sessions/{sid}/canvases/{STUDENT}"
+        status, body = await lesson.tutor_api.get(path, at_seq=seq_at[index])
+        assert status == 200, body
+        assert here["document"] == body["data"]["doc"], f"at seq {seq_at[index]}"
+    assert index < 50  # crossed the checkpoints at 100 and 50 on the way
+    assert lesson.problems() == []
