@@ -1,5 +1,6 @@
-"""The browser pages: ``/`` (what this is, and in development a sign-in), ``/tutor``
-and ``/student``, with their scripts and styles under ``/static/``.
+"""The browser pages: ``/`` (what this is, and in development a sign-in), ``/tutor``,
+``/student`` and ``/replay`` (one student's session played back), with their
+scripts and styles under ``/static/``.
 
 The files are the ``web`` package's data, found where the hub is installed (no
 checkout and no Node at run time). Every answer here carries a strict
@@ -18,7 +19,12 @@ from aiohttp import web
 
 routes = web.RouteTableDef()
 
-PAGES = {"/": "index.html", "/tutor": "tutor.html", "/student": "student.html"}
+PAGES = {
+    "/": "index.html",
+    "/tutor": "tutor.html",
+    "/student": "student.html",
+    "/replay": "replay.html",
+}
 STATIC = "/static"
 # What the pages may load: the folders and kinds of file under /static/.
 STATIC_FOLDERS = ("js", "css", "vendor")

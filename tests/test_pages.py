@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from realtime.base.config import DEV_JWT_SECRET, Settings
-from rest.pages import web_folder
+from rest.pages import PAGES, web_folder
 from tests.conftest import Hub, HubFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def check_headers(headers: object) -> None:
     assert headers["Referrer-Policy"] == "no-referrer"  # type: ignore[index]
 
 
-@pytest.mark.parametrize("path", ["/", "/tutor", "/student"])
+@pytest.mark.parametrize("path", ["/", "/tutor", "/student", "/replay"])
 async def test_each_page_is_html_under_a_strict_policy(hub: Hub, path: str) -> None:
     async with hub.http.get(hub.url + path + "?session=x") as resp:
         assert resp.status == 200
@@ -63,9 +63,34 @@ async def test_every_script_a_page_imports_is_served_as_javascript(hub: Hub) -> 
             assert resp.status == 200, path
             assert resp.headers["Content-Type"] == "text/javascript; charset=utf-8", path
             check_headers(resp.headers)
-    async with hub.http.get(hub.url + "/static/css/hub.css") as resp:
+    for sheet in sorted((folder / "css").glob("*.css")):
+        async with hub.http.get(hub.url + f"/static/css/{sheet.name}") as resp:
+            assert resp.status == 200, sheet.name
+            assert resp.content_type == "text/css"
+            check_headers(resp.headers)
+
+
+async def test_each_page_loads_only_what_is_served(hub: Hub) -> None:
+    """Every script and style sheet a page names is a file of the folder (a page that
+    names a missing one would break only in the browser)."""
+    for path, name in PAGES.items():
+        html = (web_folder() / name).read_text()
+        for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
+            async with hub.http.get(hub.url + asset) as resp:
+                assert resp.status == 200, (path, asset)
+
+
+async def test_the_replay_page_is_served_with_its_query(hub: Hub) -> None:
+    """/replay?session=&student= as a platform or the front page's form opens it; the
+    sign-in stays in the fragment, so the page itself needs no token."""
+    async with hub.http.get(hub.url + "/replay?session=s-1&student=s1") as resp:
         assert resp.status == 200
-        assert resp.content_type == "text/css"
+        check_headers(resp.headers)
+        html = await resp.text()
+    assert '<script type="module" src="/static/js/replay.js">' in html
+    assert 'href="/static/css/replay.css"' in html
+    index = (web_folder() / "index.html").read_text()
+    assert 'action="/replay"' in index
 
 
 @pytest.mark.parametrize(

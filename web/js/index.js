@@ -1,9 +1,11 @@
 // The front page: in development (the hub on its development secret) a sign-in
 // that mints a token through POST /api/v1/dev/token, then links into sessions.
-import { rest } from "./connection.js";
+import { launchParameters, rest } from "./connection.js";
 import { $, say } from "./ui.js";
 
 const DEV_TOKEN = "/api/v1/dev/token";
+// The sign-in the replay form carries along: the development one, or `/#token=<jwt>`.
+let signedIn = launchParameters().token;
 
 async function developmentHub() {
   // The route exists only in development, and the hub's OpenAPI document names every
@@ -27,6 +29,8 @@ async function signIn(event) {
       role, center: $("#dev-center").value.trim(), sub: $("#dev-sub").value.trim(),
       name: $("#dev-name").value.trim() || null,
     });
+    signedIn = data.token;
+    if (role === "STUDENT") $("#replay-student").value = $("#dev-sub").value.trim();
     await showSessions(role, data.token);
   } catch (error) {
     say(`Sign-in failed: ${error.message}`);
@@ -41,6 +45,7 @@ async function showSessions(role, token) {
   for (const session of data) {
     const li = document.createElement("li");
     li.append(link(page, session.id, token, `${session.title} (${session.status.toLowerCase()}, ${new Date(session.starts_at).toLocaleString()})`));
+    li.append(" ", replayButton(session));
     ul.append(li);
   }
   const heading = document.createElement("p");
@@ -48,6 +53,19 @@ async function showSessions(role, token) {
   const parts = [heading, ul];
   if (role === "TUTOR") parts.push(newLessonForm(token));
   out.replaceChildren(...parts);
+}
+
+// Fills the replay form with this session; the student is chosen there.
+function replayButton(session) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = "Replay…";
+  button.setAttribute("aria-label", `Replay a student's board in ${session.title}`);
+  button.addEventListener("click", () => {
+    $("#replay-session").value = session.id;
+    $("#replay-student").focus();
+  });
+  return button;
 }
 
 function newLessonForm(token) {
@@ -75,6 +93,14 @@ function newLessonForm(token) {
   });
   return form;
 }
+
+// Without a sign-in the form opens the page plainly, which then asks for one.
+$("#replay-form").addEventListener("submit", (event) => {
+  if (!signedIn) return;
+  event.preventDefault();
+  const query = new URLSearchParams(new FormData(event.target));
+  location.assign(`/replay?${query}#token=${encodeURIComponent(signedIn)}`);
+});
 
 if (await developmentHub()) {
   $("#dev").hidden = false;
