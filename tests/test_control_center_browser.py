@@ -1,0 +1,276 @@
+"""The tutor's control center (/tutor) and students' whiteboards, each page in its own
+context of a real headless Chromium, against a real hub process on loopback: strokes
+reach the tiles, the tutor's marks reach the student, help goes raise -> acknowledge
+-> resolve on both screens, Teach/Observe reaches the student, and the tutor's marks
+made offline end on the hub with every tile equal to the hub's copy.
+
+With ``HUB_SCREENSHOTS=<folder>`` the lesson test also writes the screenshots the
+README shows (docs/screenshots/)."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from realtime.base.identity import Role
+from tests.conftest import need_service
+from tests.processes import HubProcess, start_hub
+from tests.support import Api, session_body
+from tests.test_browser import CHROMIUM, OFFLINE_NOTE
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+
+TUTOR = "tutor-1"
+NAMES = {
+    "s1": "Ada Lovelace",
+    "s2": "Ben Okafor",
+    "s3": "Chloé Martin",
+    "s4": "Dev Patel",
+    "s5": "Eva Novak",
+}
+LAPTOP = {"width": 1280, "height": 800}
+
+
+@dataclass
+class Classroom:
+    """A hub process with one session of enrolled students, and a browser whose
+    pages' consoles are watched."""
+
+    hub: HubProcess
+    session_id: str
+    api: Api
+    browser: Browser
+    console: list[str] = field(default_factory=list)
+
+    def watch(self, page: Page, who: str) -> None:
+        page.on("console", lambda m: self.console.append(f"{m.type}: {who}: {m.text}"))
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {who}: {e}"))
+
+    async def open_tutor(self, context: BrowserContext, students: int) -> Page:
+        page = await context.new_page()
+        self.watch(page, "tutor")
+        token = self.hub.token(TUTOR, Role.TUTOR, name="Tess Tutor")
+        await page.goto(f"{self.hub.url}/tutor?session={self.session_id}#token={token}")
+        await page.wait_for_function(
+            """(n) => window.__control && window.__control.students().length === n
+                && window.__control.students().every((id) => window.__control.tile(id).epoch)""",
+            arg=students,
+        )
+        return page
+
+    async def open_student(self, context: BrowserContext, student: str) -> Page:
+        page = await context.new_page()
+        self.watch(page, student)
+        token = self.hub.token(student, Role.STUDENT, name=NAMES[student])
+        await page.goto(f"{self.hub.url}/student?session={self.session_id}#token={token}")
+        await page.wait_for_function("() => window.__board && window.__board.epoch")
+        return page
+
+    async def stored(self, student: str) -> Any:
+        status, body = await self.api.get(f"/api/v1/sessions/{self.session_id}/canvases/{student}")
+        assert status == 200, body
+        return body["data"]
+
+    def problems(self) -> list[str]:
+        """CSP violations, page errors and failed loads (but the browser's note of
+        each reconnect tried while a page is held offline)."""
+        return [
+            line
+            for line in self.console
+            if "Content Security Policy" in line
+            or (line.startswith(("pageerror", "error")) and OFFLINE_NOTE not in line)
+        ]
+
+
+async def classroom(tmp_path: Path, students: list[str]) -> AsyncIterator[Classroom]:
+    need_service(
+        "Chromium",
+        None if shutil.which(CHROMIUM) else f"{CHROMIUM} not found",
+        hint="apt-get install chromium",
+    )
+    hub = start_hub(tmp_path, f"control-{secrets.token_hex(16)}")
+    http = aiohttp.ClientSession()
+    try:
+        api = Api(http, hub.url, hub.token(TUTOR, Role.TUTOR))
+        status, created = await api.post("/api/v1/sessions", session_body(title="Maths club"))
+        assert status == 201, created
+        session_id = created["data"]["id"]
+        for student in students:
+            status, enrolled = await api.post(
+                f"/api/v1/sessions/{session_id}/enrollments",
+                {"student_id": student, "student_name": NAMES[student]},
+            )
+            assert status == 201, enrolled
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+            try:
+                yield Classroom(hub, session_id, api, browser)
+            finally:
+                await browser.close()
+    finally:
+        await http.close()
+        assert hub.stop() == 0, hub.log_tail()
+
+
+@pytest.fixture
+async def two(tmp_path: Path) -> AsyncIterator[Classroom]:
+    async for room in classroom(tmp_path, ["s1", "s2"]):
+        yield room
+
+
+async def draw(page: Page, selector: str, x: float, y: float, *, steps: int = 12) -> None:
+    """A pen stroke with the mouse from (x, y) on a board (fractions of its size)."""
+    box = await page.locator(selector).bounding_box()
+    assert box is not None
+    left, top, width, height = box["x"], box["y"], box["width"], box["height"]
+    await page.mouse.move(left + x * width, top + y * height)
+    await page.mouse.down()
+    for i in range(1, steps + 1):
+        await page.mouse.move(left + (x + i * 0.01) * width, top + (y + i * 0.006) * height)
+    await page.mouse.up()
+
+
+async def tile(page: Page, student: str) -> Any:
+    return await page.evaluate("(id) => window.__control.tile(id)", student)
+
+
+async def shown(page: Page) -> Any:
+    return await page.evaluate("() => window.__board")
+
+
+def entries(doc: dict[str, Any]) -> int:
+    return len(doc.get("elements", {})) + len(doc.get("annotations", {}))
+
+
+async def tile_shows(page: Page, student: str, count: int) -> None:
+    """The tile's board has drawn `count` entries (elements and marks)."""
+    board = page.locator(f'.tile[data-student="{student}"] svg[data-count="{count}"]')
+    await board.wait_for(state="attached")  # also while another student is open large
+
+
+async def test_strokes_reach_their_tiles_and_the_tutors_marks_reach_only_that_student(
+    two: Classroom,
+) -> None:
+    tutor = await two.open_tutor(await two.browser.new_context(viewport=LAPTOP), 2)
+    ada = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s1")
+    ben = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s2")
+
+    await draw(ada, "#board", 0.1, 0.1)
+    await draw(ada, "#board", 0.3, 0.5)
+    await draw(ben, "#board", 0.6, 0.2)
+    await tile_shows(tutor, "s1", 2)
+    await tile_shows(tutor, "s2", 1)
+    for student in ("s1", "s2"):
+        hub_copy = await two.stored(student)
+        view = await tile(tutor, student)
+        assert view["document"] == hub_copy["doc"] and view["seq"] == hub_copy["seq"]
+        assert view["rendered"] == entries(hub_copy["doc"])
+    paths = tutor.locator('.tile[data-student="s1"] .elements path')
+    assert await paths.count() == 2
+
+    await tutor.get_by_role("button", name="Open Ada Lovelace's board large").click()
+    await tutor.locator('#focus[data-student="s1"]').wait_for()
+    await draw(tutor, "#focus-board", 0.4, 0.4)
+    await tutor.keyboard.press("e")  # the circle tool, by keyboard
+    await tutor.locator("#focus-board").press("Enter")  # placed in the middle
+    await ada.locator("#board .annotations > *").nth(1).wait_for()
+    marks = (await shown(ada))["document"]["annotations"]
+    assert sorted(v["type"] for v in marks.values()) == ["ellipse", "stroke"]
+    assert marks == (await two.stored("s1"))["doc"]["annotations"]
+    assert await ben.locator("#board .annotations > *").count() == 0
+    assert (await shown(ben))["document"]["annotations"] == {}
+    await tile_shows(tutor, "s1", 4)
+    assert two.problems() == []
+
+
+async def test_help_goes_raise_acknowledge_resolve_and_teach_reaches_the_student(
+    two: Classroom,
+) -> None:
+    tutor = await two.open_tutor(await two.browser.new_context(viewport=LAPTOP), 2)
+    ada = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s1")
+    ben = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s2")
+
+    await ben.get_by_label("What do you need?").fill("Is 3/4 bigger than 2/3?")
+    await ben.get_by_role("button", name="Ask for help").click()
+    await ada.get_by_label("What do you need?").fill("I am stuck on question 2")
+    await ada.get_by_label("Priority").select_option("URGENT")
+    await ada.get_by_role("button", name="Ask for help").click()
+    await ada.locator("#help-status", has_text="Place in the queue: 1.").wait_for()
+    # The hub's order: the urgent request first, though it came second.
+    queue = tutor.locator("#help .help-item")
+    await queue.nth(1).wait_for()
+    assert await queue.nth(0).get_attribute("data-status") == "OPEN"
+    assert "Ada Lovelace" in await queue.nth(0).inner_text()
+    assert "urgent" in await queue.nth(0).inner_text()
+    assert "Ben Okafor" in await queue.nth(1).inner_text()
+    assert await tutor.locator('.tile[data-student="s1"] .help-badge').inner_text() == "Help #1"
+
+    await tutor.get_by_role("button", name="Acknowledge Ada Lovelace's request").click()
+    await ada.locator("#help-status", has_text="Your tutor is on it.").wait_for()
+    await tutor.locator('#help .help-item[data-status="IN_PROGRESS"]').wait_for()
+    await tutor.get_by_role("button", name="Resolve Ada Lovelace's request").click()
+    await ada.locator("#help-status", has_text="Resolved").wait_for()
+    await queue.nth(1).wait_for(state="detached")
+    assert "Ben Okafor" in await queue.nth(0).inner_text()
+    assert await tutor.locator('.tile[data-student="s1"] .help-badge').is_hidden()
+    await ben.locator("#help-status", has_text="Asked (normal)").wait_for()
+
+    teach = tutor.get_by_role("button", name="Teach Ben Okafor (now observing)")
+    await teach.focus()
+    await tutor.keyboard.press("Enter")  # the toggle by keyboard
+    await ben.locator('#mode[data-mode="TEACH"]').wait_for()
+    await tutor.get_by_role("button", name="Teach Ben Okafor (now teaching)").wait_for()
+    assert await ada.locator("#mode").get_attribute("data-mode") == "OBSERVE"
+    assert two.problems() == []
+
+
+async def test_marks_made_offline_reach_the_hub_and_every_tile_ends_in_its_state(
+    two: Classroom,
+) -> None:
+    tutor_context = await two.browser.new_context(viewport=LAPTOP)
+    tutor = await two.open_tutor(tutor_context, 2)
+    ada = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s1")
+    ben = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s2")
+    await draw(ada, "#board", 0.1, 0.1)
+    await tile_shows(tutor, "s1", 1)
+    await tutor.locator('.tile[data-student="s1"] .open').click()
+    await draw(tutor, "#focus-board", 0.5, 0.5)
+    await tutor.wait_for_function("() => window.__control.pending() === 0")
+
+    await tutor_context.set_offline(True)
+    await tutor.locator('#status[data-status="offline"]').wait_for()
+    await draw(tutor, "#focus-board", 0.2, 0.6)  # mid-annotation, with no network
+    await draw(tutor, "#focus-board", 0.6, 0.7)
+    # The students go on drawing; the tutor misses these relays.
+    await draw(ada, "#board", 0.3, 0.3)
+    await draw(ben, "#board", 0.4, 0.4)
+    await ada.wait_for_function("() => window.__board.seq === 3 && !window.__board.pending")
+    await ben.wait_for_function("() => window.__board.seq === 1 && !window.__board.pending")
+    offline = await tile(tutor, "s1")
+    assert offline["pending"] == 2 and len(offline["document"]["annotations"]) == 3
+    assert len((await two.stored("s1"))["doc"]["annotations"]) == 1
+
+    await tutor_context.set_offline(False)
+    await tutor.locator('#status[data-status="online"]').wait_for()
+    await tutor.wait_for_function("() => window.__control.pending() === 0")
+    for student, page in (("s1", ada), ("s2", ben)):
+        hub_copy = await two.stored(student)
+        await tile_shows(tutor, student, entries(hub_copy["doc"]))
+        view = await tile(tutor, student)
+        assert view["document"] == hub_copy["doc"]
+        assert (view["seq"], view["epoch"]) == (hub_copy["seq"], hub_copy["epoch"])
+        await page.wait_for_function("(seq) => window.__board.seq === seq", arg=hub_copy["seq"])
+        assert (await shown(page))["document"] == hub_copy["doc"]
+    assert sorted(offline["document"]["annotations"]) == sorted(
+        (await two.stored("s1"))["doc"]["annotations"]
+    )
+    assert (await two.stored("s1"))["seq"] == 5  # 2 strokes, 3 marks: nothing lost
+    assert two.problems() == []
