@@ -4,11 +4,13 @@ reach the tiles, the tutor's marks reach the student, help goes raise -> acknowl
 -> resolve on both screens, Teach/Observe reaches the student, and the tutor's marks
 made offline end on the hub with every tile equal to the hub's copy.
 
-With ``HUB_SCREENSHOTS=<folder>`` the lesson test also writes the screenshots the
+With ``HUB_TEST_SCREENSHOTS=<folder>`` the lesson test also writes the screenshots the
 README shows (docs/screenshots/)."""
 
 from __future__ import annotations
 
+import math
+import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator
@@ -274,3 +276,125 @@ async def test_marks_made_offline_reach_the_hub_and_every_tile_ends_in_its_state
     )
     assert (await two.stored("s1"))["seq"] == 5  # 2 strokes, 3 marks: nothing lost
     assert two.problems() == []
+
+
+@pytest.fixture
+async def five(tmp_path: Path) -> AsyncIterator[Classroom]:
+    async for room in classroom(tmp_path, list(NAMES)):
+        yield room
+
+
+async def scribble(page: Page, selector: str, points: list[tuple[float, float]]) -> None:
+    """A pen stroke through `points` (fractions of the board's size)."""
+    box = await page.locator(selector).bounding_box()
+    assert box is not None
+    at = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in points]
+    await page.mouse.move(*at[0])
+    await page.mouse.down()
+    for x, y in at[1:]:
+        await page.mouse.move(x, y, steps=3)
+    await page.mouse.up()
+
+
+def curve(cx: float, cy: float, r: float, turns: float = 1.0) -> list[tuple[float, float]]:
+    steps = int(24 * turns)
+    return [
+        (
+            cx + r * math.cos(2 * math.pi * turns * i / steps),
+            cy + 0.6 * r * math.sin(2 * math.pi * turns * i / steps),
+        )
+        for i in range(steps + 1)
+    ]
+
+
+# Controls that overlap another or stick out of the window: the layout is broken.
+CLUTTER = """() => {
+  const shown = [...document.querySelectorAll("button, input, select, textarea, summary, progress")]
+    .filter((e) => e.checkVisibility() && e.getClientRects().length)
+    .map((e) => [e, e.getBoundingClientRect()]);
+  const problems = [];
+  for (const [e, r] of shown) {
+    if (r.left < 0 || r.right > innerWidth) problems.push(`outside: ${e.outerHTML.slice(0, 80)}`);
+  }
+  for (let i = 0; i < shown.length; i++) for (let j = i + 1; j < shown.length; j++) {
+    const [a, p] = shown[i]; const [b, q] = shown[j];
+    if (a.contains(b) || b.contains(a)) continue;
+    const overlap = Math.min(p.right, q.right) - Math.max(p.left, q.left) > 1
+      && Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top) > 1;
+    const what = (e) => e.outerHTML.slice(0, 60);
+    if (overlap) problems.push(`overlap: ${what(a)} / ${what(b)}`);
+  }
+  return problems;
+}"""
+
+
+async def test_a_lesson_with_five_students_is_tidy_on_a_laptop_and_a_tablet(
+    five: Classroom,
+) -> None:
+    """Five students, four drawing, two asking for help, a timer and an assignment: no
+    control of either screen overlaps another or leaves the window at 1280x800 or on
+    a tablet. With HUB_TEST_SCREENSHOTS=<folder>, the README's screenshots are written."""
+    folder = os.environ.get("HUB_TEST_SCREENSHOTS")
+    tutor_context = await five.browser.new_context(viewport=LAPTOP)
+    tutor = await five.open_tutor(tutor_context, 5)
+    students = {
+        s: await five.open_student(await five.browser.new_context(viewport=LAPTOP), s)
+        for s in ("s1", "s2", "s3", "s4")
+    }
+    ada = students["s1"]
+    await scribble(ada, "#board", curve(0.3, 0.4, 0.12))
+    await scribble(ada, "#board", [(0.15, 0.75), (0.3, 0.6), (0.45, 0.75), (0.6, 0.6)])
+    await scribble(students["s2"], "#board", curve(0.5, 0.5, 0.2, 2.0))
+    await scribble(students["s3"], "#board", [(0.1, 0.2), (0.5, 0.25), (0.8, 0.2), (0.8, 0.7)])
+    await scribble(students["s4"], "#board", curve(0.4, 0.5, 0.25))
+    await scribble(students["s4"], "#board", [(0.2, 0.2), (0.35, 0.3), (0.6, 0.25)])
+    for page, message, priority in (
+        (students["s3"], "How do I start question 4?", "NORMAL"),
+        (ada, "Is my answer to 2b right?", "HIGH"),
+    ):
+        await page.get_by_label("What do you need?").fill(message)
+        await page.get_by_label("Priority").select_option(priority)
+        await page.get_by_role("button", name="Ask for help").click()
+    await tutor.locator("#help .help-item").nth(1).wait_for()
+    await tutor.get_by_role("button", name="Teach Ada Lovelace (now observing)").click()
+    await tutor.get_by_label("Label").fill("Fractions practice")
+    await tutor.get_by_label("Minutes").fill("15")
+    await tutor.get_by_role("button", name="Start timer").click()
+    await tutor.get_by_role("button", name="Acknowledge Ada Lovelace's request").click()
+
+    await tutor.get_by_role("button", name="Open Ada Lovelace's board large").click()
+    await tutor.get_by_label("Title").fill("Fractions 3: adding unlike fractions")
+    await tutor.get_by_role("button", name="Assign").click()
+    await scribble(tutor, "#focus-board", curve(0.3, 0.4, 0.17))
+    await tutor.keyboard.press("t")
+    await tutor.locator("#focus-text").fill("Check the denominator")
+    box = await tutor.locator("#focus-board").bounding_box()
+    assert box is not None
+    await tutor.mouse.click(box["x"] + 0.5 * box["width"], box["y"] + 0.2 * box["height"])
+    await ada.locator("#board .annotations > *").nth(1).wait_for()
+    await ada.locator("#assignment", has_text="Fractions 3").wait_for()
+    await ada.get_by_label("Progress").fill("40")
+    await tutor.locator('.tile[data-student="s1"][data-progress="40"]').wait_for(state="attached")
+    assert await tutor.evaluate(CLUTTER) == []
+    if folder:
+        await tutor.locator("#focus-h").scroll_into_view_if_needed()
+        await tutor.screenshot(path=Path(folder) / "tutor-large-view.png")
+    await tutor.get_by_role("button", name="Back to all students").click()
+    for student in ("s1", "s2", "s3", "s4"):
+        hub_copy = await five.stored(student)
+        await tile_shows(tutor, student, entries(hub_copy["doc"]))
+    await ada.locator("#help-status", has_text="Your tutor is on it.").wait_for()
+    await ada.locator("#mode[data-mode=TEACH]").wait_for()
+    assert await tutor.evaluate(CLUTTER) == []
+    assert await ada.evaluate(CLUTTER) == []
+    if folder:
+        await tutor.screenshot(path=Path(folder) / "tutor-control-center.png")
+        await ada.screenshot(path=Path(folder) / "student-whiteboard.png")
+
+    tablet = await five.browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True)
+    on_tablet = await five.open_tutor(tablet, 5)
+    await tile_shows(on_tablet, "s2", 1)
+    assert await on_tablet.evaluate(CLUTTER) == []
+    if folder:
+        await on_tablet.screenshot(path=Path(folder) / "tutor-tablet.png")
+    assert five.problems() == []

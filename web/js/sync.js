@@ -162,7 +162,9 @@ export class CanvasSync {
         if (ack.ok) {
           attempt = 0;
           this.outbox.shift();
-          this.receive(ack.seq, patch.ops);
+          // Shown again even when a relay of this patch came before its ack.
+          this.receive(ack.seq, patch.ops, false);
+          this.refresh();
           continue;
         }
         const code = ack.error?.code;

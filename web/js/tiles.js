@@ -34,6 +34,7 @@ export class Tile {
 
     const head = element("div", "tile-head");
     this.title = element("h3", "name", this.name);
+    this.title.title = this.name;
     this.helpBadge = element("span", "help-badge");
     this.helpBadge.hidden = true;
     this.presenceBadge = element("span", "presence");
