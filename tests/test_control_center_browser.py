@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +22,9 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from realtime.base.identity import Role
-from tests.conftest import need_service
 from tests.processes import HubProcess, start_hub
 from tests.support import Api, session_body
-from tests.test_browser import CHROMIUM, OFFLINE_NOTE
+from tests.test_browser import CHROMIUM, console_problems, draw, need_chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -82,22 +80,11 @@ class Classroom:
         return body["data"]
 
     def problems(self) -> list[str]:
-        """CSP violations, page errors and failed loads (but the browser's note of
-        each reconnect tried while a page is held offline)."""
-        return [
-            line
-            for line in self.console
-            if "Content Security Policy" in line
-            or (line.startswith(("pageerror", "error")) and OFFLINE_NOTE not in line)
-        ]
+        return console_problems(self.console)
 
 
 async def classroom(tmp_path: Path, students: list[str]) -> AsyncIterator[Classroom]:
-    need_service(
-        "Chromium",
-        None if shutil.which(CHROMIUM) else f"{CHROMIUM} not found",
-        hint="apt-get install chromium",
-    )
+    need_chromium()
     hub = start_hub(tmp_path, f"control-{secrets.token_hex(16)}")
     http = aiohttp.ClientSession()
     try:
@@ -128,18 +115,6 @@ async def two(tmp_path: Path) -> AsyncIterator[Classroom]:
         yield room
 
 
-async def draw(page: Page, selector: str, x: float, y: float, *, steps: int = 12) -> None:
-    """A pen stroke with the mouse from (x, y) on a board (fractions of its size)."""
-    box = await page.locator(selector).bounding_box()
-    assert box is not None
-    left, top, width, height = box["x"], box["y"], box["width"], box["height"]
-    await page.mouse.move(left + x * width, top + y * height)
-    await page.mouse.down()
-    for i in range(1, steps + 1):
-        await page.mouse.move(left + (x + i * 0.01) * width, top + (y + i * 0.006) * height)
-    await page.mouse.up()
-
-
 async def tile(page: Page, student: str) -> Any:
     return await page.evaluate("(id) => window.__control.tile(id)", student)
 
@@ -165,9 +140,9 @@ async def test_strokes_reach_their_tiles_and_the_tutors_marks_reach_only_that_st
     ada = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s1")
     ben = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s2")
 
-    await draw(ada, "#board", 0.1, 0.1)
-    await draw(ada, "#board", 0.3, 0.5)
-    await draw(ben, "#board", 0.6, 0.2)
+    await draw(ada, 0.1, 0.1, board="#board")
+    await draw(ada, 0.3, 0.5, board="#board")
+    await draw(ben, 0.6, 0.2, board="#board")
     await tile_shows(tutor, "s1", 2)
     await tile_shows(tutor, "s2", 1)
     for student in ("s1", "s2"):
@@ -180,7 +155,7 @@ async def test_strokes_reach_their_tiles_and_the_tutors_marks_reach_only_that_st
 
     await tutor.get_by_role("button", name="Open Ada Lovelace's board large").click()
     await tutor.locator('#focus[data-student="s1"]').wait_for()
-    await draw(tutor, "#focus-board", 0.4, 0.4)
+    await draw(tutor, 0.4, 0.4, board="#focus-board")
     await tutor.keyboard.press("e")  # the circle tool, by keyboard
     await tutor.locator("#focus-board").press("Enter")  # placed in the middle
     await ada.locator("#board .annotations > *").nth(1).wait_for()
@@ -241,19 +216,19 @@ async def test_marks_made_offline_reach_the_hub_and_every_tile_ends_in_its_state
     tutor = await two.open_tutor(tutor_context, 2)
     ada = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s1")
     ben = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s2")
-    await draw(ada, "#board", 0.1, 0.1)
+    await draw(ada, 0.1, 0.1, board="#board")
     await tile_shows(tutor, "s1", 1)
     await tutor.locator('.tile[data-student="s1"] .open').click()
-    await draw(tutor, "#focus-board", 0.5, 0.5)
+    await draw(tutor, 0.5, 0.5, board="#focus-board")
     await tutor.wait_for_function("() => window.__control.pending() === 0")
 
     await tutor_context.set_offline(True)
     await tutor.locator('#status[data-status="offline"]').wait_for()
-    await draw(tutor, "#focus-board", 0.2, 0.6)  # mid-annotation, with no network
-    await draw(tutor, "#focus-board", 0.6, 0.7)
+    await draw(tutor, 0.2, 0.6, board="#focus-board")  # mid-annotation, with no network
+    await draw(tutor, 0.6, 0.7, board="#focus-board")
     # The students go on drawing; the tutor misses these relays.
-    await draw(ada, "#board", 0.3, 0.3)
-    await draw(ben, "#board", 0.4, 0.4)
+    await draw(ada, 0.3, 0.3, board="#board")
+    await draw(ben, 0.4, 0.4, board="#board")
     await ada.wait_for_function("() => window.__board.seq === 3 && !window.__board.pending")
     await ben.wait_for_function("() => window.__board.seq === 1 && !window.__board.pending")
     offline = await tile(tutor, "s1")

@@ -9,7 +9,7 @@ import { HelpQueue } from "./help.js";
 import { Alerts, Attendance, Timers } from "./panels.js";
 import { ANNOTATION_COLOR, createBoard } from "./render.js";
 import { Tile } from "./tiles.js";
-import { Drawing } from "./tools.js";
+import { Drawing, toolbar } from "./tools.js";
 import { $, clock, say, setStatus } from "./ui.js";
 
 const { token, sessionId } = launchParameters();
@@ -204,22 +204,18 @@ function setUpFocus() {
   focusBoard = createBoard($("#focus-board"));
   drawing = new Drawing({ board: focusBoard, section: "annotations", documentOf: () => ({}), commit: () => {} });
   drawing.color = ANNOTATION_COLOR;
-  const buttons = [...document.querySelectorAll("#focus [data-tool]")];
-  const choose = (tool) => {
-    drawing.tool = tool;
-    for (const b of buttons) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
-    $("#focus-text-label").hidden = tool !== "text";
-  };
-  for (const b of buttons) b.addEventListener("click", () => choose(b.dataset.tool));
+  toolbar({
+    drawing,
+    buttons: [...document.querySelectorAll("#focus [data-tool]")],
+    textLabel: $("#focus-text-label"),
+    keys: { p: "pen", r: "rect", e: "ellipse", a: "arrow", t: "text", x: "eraser" },
+    active: () => Boolean(focused),
+  });
   $("#focus-undo").addEventListener("click", () => drawing.undo());
   $("#focus-text").addEventListener("input", (e) => { drawing.text = e.target.value; });
   $("#focus-close").addEventListener("click", closeLarge);
-  const keys = { p: "pen", r: "rect", e: "ellipse", a: "arrow", t: "text", x: "eraser" };
   document.addEventListener("keydown", (e) => {
-    if (!focused || e.target.closest("input, textarea, select, dialog")) return;
-    if (e.key === "Escape") { closeLarge(); return; }
-    if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); drawing.undo(); return; }
-    if (!e.ctrlKey && !e.metaKey && !e.altKey && keys[e.key.toLowerCase()]) choose(keys[e.key.toLowerCase()]);
+    if (focused && e.key === "Escape" && !e.target.closest("input, textarea, select, dialog")) closeLarge();
   });
 }
 
