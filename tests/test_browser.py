@@ -54,23 +54,31 @@ class Lesson:
         return page
 
     def problems(self) -> list[str]:
-        """Console lines that mean the page broke: CSP violations, errors, failed loads
-        (but the browser's own note of each reconnect tried while it is offline)."""
-        return [
-            line
-            for line in self.console
-            if "Content Security Policy" in line
-            or (line.startswith(("pageerror", "error")) and OFFLINE_NOTE not in line)
-        ]
+        return console_problems(self.console)
 
 
-@pytest.fixture
-async def lesson(tmp_path: Path) -> AsyncIterator[Lesson]:
+def console_problems(console: list[str]) -> list[str]:
+    """Console lines that mean a page broke: CSP violations, errors, failed loads
+    (but the browser's own note of each reconnect tried while it is offline)."""
+    return [
+        line
+        for line in console
+        if "Content Security Policy" in line
+        or (line.startswith(("pageerror", "error")) and OFFLINE_NOTE not in line)
+    ]
+
+
+def need_chromium() -> None:
     need_service(
         "Chromium",
         None if shutil.which(CHROMIUM) else f"{CHROMIUM} not found",
         hint="apt-get install chromium",
     )
+
+
+@pytest.fixture
+async def lesson(tmp_path: Path) -> AsyncIterator[Lesson]:
+    need_chromium()
     hub = start_hub(tmp_path, f"browser-{secrets.token_hex(16)}")
     http = aiohttp.ClientSession()
     tutor = Client()
@@ -99,9 +107,9 @@ async def lesson(tmp_path: Path) -> AsyncIterator[Lesson]:
         assert hub.stop() == 0, hub.log_tail()
 
 
-async def draw(page: Page, x: float, y: float, *, steps: int = 12) -> None:
-    """A pen stroke with the mouse, from (x, y) on the board (fractions of its size)."""
-    box = await page.locator("#board").bounding_box()
+async def draw(page: Page, x: float, y: float, *, steps: int = 12, board: str = "#board") -> None:
+    """A pen stroke with the mouse, from (x, y) on a board (fractions of its size)."""
+    box = await page.locator(board).bounding_box()
     assert box is not None
     left, top, width, height = box["x"], box["y"], box["width"], box["height"]
     await page.mouse.move(left + x * width, top + y * height)

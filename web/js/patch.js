@@ -67,11 +67,28 @@ function drop(doc, pointer) {
 
 const clone = (value) => (value === undefined ? value : structuredClone(value));
 
-/** Apply `ops` to `doc` in place (a copy first if the caller must keep it). */
+// An op inside an entry (`/elements/<id>/points/0`) changes a copy of that entry, so
+// an entry object is never changed once made: a renderer may keep its drawing for as
+// long as the entry is the same object, and documents may share unchanged entries.
+function copyOnWrite(doc, pointer) {
+  const tokens = parse(pointer);
+  if (tokens.length < 3) return;
+  const section = doc[tokens[0]];
+  if (section && typeof section === "object" && tokens[1] in section) {
+    section[tokens[1]] = structuredClone(section[tokens[1]]);
+  }
+}
+
+/**
+ * Apply `ops` to `doc` in place. Sections are changed in place but entries never
+ * are (see copyOnWrite): a copy of the sections is enough to keep a document.
+ */
 export function applyOps(doc, ops) {
   for (const op of ops) {
     const tokens = parse(op.path);
     if (tokens.length >= 1 && !(tokens[0] in doc)) doc[tokens[0]] = {};
+    copyOnWrite(doc, op.path);
+    if (op.op === "move") copyOnWrite(doc, op.from);
     switch (op.op) {
       case "add":
         put(doc, op.path, clone(op.value), false);
@@ -101,6 +118,15 @@ export function applyOps(doc, ops) {
     }
   }
   return doc;
+}
+
+/** A copy that shares the (never changed) entries: each section is a new object. */
+export function sectionsCopy(doc) {
+  const copy = {};
+  for (const [key, value] of Object.entries(doc)) {
+    copy[key] = value && typeof value === "object" && !Array.isArray(value) ? { ...value } : value;
+  }
+  return copy;
 }
 
 export function emptyDocument() {

@@ -111,7 +111,38 @@ function markers() {
   return defs;
 }
 
-/** A board: an <svg> with the document's layers, redrawn by `render(doc)`. */
+/**
+ * One layer drawn incrementally: an entry keeps its SVG node for as long as it is
+ * the same object (entries are never changed in place, see patch.js), so a new
+ * stroke costs one node, not a redraw of the board.
+ */
+function layer(group, color) {
+  const drawn = new Map(); // id -> {entry, shape}
+  return (entries) => {
+    const shapes = [];
+    const seen = new Set();
+    for (const [id, entry] of ordered(entries)) {
+      seen.add(id);
+      let held = drawn.get(id);
+      if (!held || held.entry !== entry) {
+        held = { entry, shape: drawElement(id, entry, color) };
+        drawn.set(id, held);
+      }
+      if (held.shape) shapes.push(held.shape);
+    }
+    for (const id of drawn.keys()) if (!seen.has(id)) drawn.delete(id);
+    const now = group.children;
+    if (now.length !== shapes.length || shapes.some((shape, i) => now[i] !== shape)) {
+      group.replaceChildren(...shapes);
+    }
+  };
+}
+
+/**
+ * A board: an <svg> with the document's layers. `render(doc)` draws now;
+ * `schedule(docOf)` draws once at the next animation frame however many changes
+ * come before it (12 students drawing cost one redraw per board per frame).
+ */
 export function createBoard(svg) {
   svg.setAttribute("viewBox", `0 0 ${BOARD_WIDTH} ${BOARD_HEIGHT}`);
   svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
@@ -119,18 +150,24 @@ export function createBoard(svg) {
   const annotations = node("g", { class: "annotations" });
   const preview = node("g", { class: "preview" });
   svg.replaceChildren(markers(), elements, annotations, preview);
-  return {
+  const drawElements = layer(elements);
+  const drawAnnotations = layer(annotations, ANNOTATION_COLOR);
+  let waiting = null;
+  const board = {
     svg,
     preview,
     render(doc) {
-      elements.replaceChildren(
-        ...ordered(doc.elements).map(([id, e]) => drawElement(id, e)).filter(Boolean),
-      );
-      annotations.replaceChildren(
-        ...ordered(doc.annotations)
-          .map(([id, e]) => drawElement(id, e, ANNOTATION_COLOR))
-          .filter(Boolean),
-      );
+      drawElements(doc.elements);
+      drawAnnotations(doc.annotations);
+      svg.dataset.count = String(elements.children.length + annotations.children.length);
+    },
+    schedule(docOf) {
+      if (waiting) return;
+      waiting = requestAnimationFrame(() => {
+        waiting = null;
+        board.render(docOf());
+      });
     },
   };
+  return board;
 }

@@ -3,7 +3,7 @@
 import { Connection, launchParameters } from "./connection.js";
 import { createBoard } from "./render.js";
 import { CanvasSync } from "./sync.js";
-import { Drawing, TOOLS } from "./tools.js";
+import { Drawing, toolbar } from "./tools.js";
 import { $, clock, list, say, setStatus } from "./ui.js";
 
 const { token, sessionId } = launchParameters();
@@ -121,23 +121,16 @@ function showStatus() {
 
 function setUpTools() {
   drawing = new Drawing({ board, section: "elements", documentOf: () => ({}), commit: () => {} });
-  const buttons = [...document.querySelectorAll("[data-tool]")];
-  const choose = (tool) => {
-    drawing.tool = tool;
-    for (const b of buttons) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
-    $("#text-label").hidden = tool !== "text";
-  };
-  for (const b of buttons) b.addEventListener("click", () => choose(b.dataset.tool));
+  toolbar({
+    drawing,
+    buttons: [...document.querySelectorAll("[data-tool]")],
+    textLabel: $("#text-label"),
+    keys: { p: "pen", r: "rect", e: "ellipse", l: "line", a: "arrow", t: "text", x: "eraser" },
+  });
   $("#undo").addEventListener("click", () => drawing.undo());
   $("#color").addEventListener("input", (e) => { drawing.color = e.target.value; });
   $("#width").addEventListener("input", (e) => { drawing.width = Number(e.target.value); });
   $("#text").addEventListener("input", (e) => { drawing.text = e.target.value; });
-  const keys = { p: "pen", r: "rect", e: "ellipse", l: "line", a: "arrow", t: "text", x: "eraser" };
-  document.addEventListener("keydown", (e) => {
-    if (e.target.closest("input, textarea, select")) return;
-    if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); drawing.undo(); return; }
-    if (!e.ctrlKey && !e.metaKey && !e.altKey && keys[e.key.toLowerCase()]) choose(keys[e.key.toLowerCase()]);
-  });
 }
 
 function showMode(mode) {

@@ -7,7 +7,7 @@
 // `confirmed` with the outbox applied on top. Patches go out one at a time, the
 // next after the previous ack, so order holds across retries; every change is a
 // whole entry added or removed, so a patch resent after a lost ack cannot conflict.
-import { applyOps, normalized } from "./patch.js";
+import { applyOps, normalized, sectionsCopy } from "./patch.js";
 
 // Refusals a resend may cure; any other error means the hub will never take it.
 const RETRY = new Set(["RATE_LIMITED", "INTERNAL", "NOT_JOINED", "TIMEOUT", "DISCONNECTED"]);
@@ -100,7 +100,8 @@ export class CanvasSync {
   }
 
   refresh() {
-    const shown = structuredClone(this.confirmed);
+    // Sections copied, entries shared (entries are never changed in place).
+    const shown = sectionsCopy(this.confirmed);
     for (const patch of this.outbox) {
       try {
         applyOps(shown, patch.ops);
@@ -161,7 +162,9 @@ export class CanvasSync {
         if (ack.ok) {
           attempt = 0;
           this.outbox.shift();
-          this.receive(ack.seq, patch.ops);
+          // Shown again even when a relay of this patch came before its ack.
+          this.receive(ack.seq, patch.ops, false);
+          this.refresh();
           continue;
         }
         const code = ack.error?.code;

@@ -186,3 +186,24 @@ export class Drawing {
     }
   }
 }
+
+/**
+ * A page's tool buttons (`[data-tool]`, aria-pressed) and its keyboard: a letter picks
+ * a tool, Ctrl+Z undoes, outside text fields. `active()` says whether keys apply now.
+ * Answers the function that picks a tool.
+ */
+export function toolbar({ drawing, buttons, textLabel, keys, active = () => true }) {
+  const choose = (tool) => {
+    drawing.tool = tool;
+    for (const b of buttons) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
+    textLabel.hidden = tool !== "text";
+  };
+  for (const b of buttons) b.addEventListener("click", () => choose(b.dataset.tool));
+  document.addEventListener("keydown", (e) => {
+    if (!active() || e.target.closest("input, textarea, select, dialog")) return;
+    if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); drawing.undo(); return; }
+    const tool = keys[e.key.toLowerCase()];
+    if (!e.ctrlKey && !e.metaKey && !e.altKey && tool) choose(tool);
+  });
+  return choose;
+}

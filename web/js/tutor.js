@@ -1,15 +1,31 @@
-// The tutor's control center (/tutor[?session=<id>]#token=<jwt>). A beginning: the
-// day's sessions to pick from, then one tile per student with their live board and
-// presence, and the Teach/Observe toggle. The rest of issue 17's control center
-// (help queue, timers, annotating, assignments, notes, attendance, announcements,
-// ending) is still to come.
+// The tutor's control center (/tutor[?session=<id>]#token=<jwt>): without a
+// session, the day's sessions to pick from; with one, a tile per student (tiles.js),
+// the help queue (help.js), timers, alerts and attendance (panels.js), one student
+// large to annotate, assignments, notes, announcements and ending the session.
+// Marks go through the student's CanvasSync, so they queue offline and resume with
+// `since` exactly like the student's own strokes (docs/protocol.md, "Browser pages").
 import { Connection, launchParameters, rest } from "./connection.js";
-import { createBoard } from "./render.js";
-import { CanvasSync } from "./sync.js";
-import { $, say, setStatus } from "./ui.js";
+import { HelpQueue } from "./help.js";
+import { Alerts, Attendance, Timers } from "./panels.js";
+import { ANNOTATION_COLOR, createBoard } from "./render.js";
+import { Tile } from "./tiles.js";
+import { Drawing, toolbar } from "./tools.js";
+import { $, clock, say, setStatus } from "./ui.js";
 
 const { token, sessionId } = launchParameters();
-const tiles = new Map(); // student id -> {sync, board, presence, mode}
+const tiles = new Map(); // student id -> Tile
+const nameOf = (id) => tiles.get(id)?.name || id;
+let connection = null;
+let session = null;
+let connectionStatus = "joining";
+let focused = null; // the Tile shown large
+let focusBoard = null;
+let drawing = null;
+const histories = new Map(); // student id -> the undo history of the tutor's marks
+let help;
+let timers;
+let alerts;
+let attendance;
 
 if (!token) {
   say("Open this page from your platform's link or from the development sign-in on /.");
@@ -33,75 +49,290 @@ async function showDay() {
   $("#sessions").replaceChildren(...items);
 }
 
+const call = (event, payload, ms) => connection.call(event, { session_id: sessionId, ...payload }, ms);
+
 function openSession() {
   $("#room").hidden = false;
-  const connection = new Connection({
+  help = new HelpQueue({ ol: $("#help"), nameOf, act: actOnHelp, onChange: showHelpBadges });
+  timers = new Timers({ ul: $("#timers"), nameOf, cancel: cancelTimer });
+  alerts = new Alerts({ ul: $("#alerts"), nameOf });
+  attendance = new Attendance({ tbody: $("#attendance"), all: $("#attendance-all"), nameOf });
+  connection = new Connection({
     token, sessionId,
     since: () => Object.fromEntries(
       [...tiles].filter(([, t]) => t.sync.epoch).map(([id, t]) => [id, t.sync.seq]),
     ),
-    onJoined: (ack) => joined(connection, ack),
+    onJoined: joined,
     onStatus: (s) => {
-      for (const t of tiles.values()) if (s !== "online") t.sync.disconnected();
-      setStatus(s, { online: "Online", offline: "Offline", joining: "Reconnecting…" }[s]);
+      if (s !== "online") for (const t of tiles.values()) t.sync.disconnected();
+      connectionStatus = s;
+      showStatus();
     },
     onRefused: say,
   });
-  connection.on("canvas:patches", ({ items }) => {
+  const on = (event, handler) => connection.on(event, handler);
+  on("canvas:patches", ({ items }) => {
     for (const item of items) tiles.get(item.student_id)?.sync.receive(item.seq, item.ops, true, item.epoch);
   });
-  connection.on("presence:update", (p) => tiles.get(p.student_id) && showPresence(p.student_id, p.status));
-  connection.on("mode:changed", (m) => tiles.get(m.student_id) && showMode(m.student_id, m.mode));
+  on("presence:update", (p) => tiles.get(p.student_id)?.setPresence(p));
+  on("mode:changed", (m) => tiles.get(m.student_id)?.setMode(m.mode));
+  on("exercise:assigned", (a) => tiles.get(a.student_id)?.setExercise(a.exercise));
+  on("progress:update", (p) => tiles.get(p.student_id)?.setProgress(p));
+  on("help:updated", (update) => help.update(update));
+  on("timer:started", ({ timer }) => timers.started(timer));
+  on("timer:cancelled", ({ timer }) => timers.ended(timer.id));
+  on("timer:alert", (alert) => {
+    alerts.add(alert);
+    if (alert.kind === "TIMER_END") timers.ended(alert.timer_id);
+    if (alert.kind === "HELP_WAITING" && alert.student_id) help.escalate(alert.student_id);
+  });
+  on("attendance:update", (record) => attendance.take([record]));
+  on("announcement", (a) => alerts.add({ kind: "ANNOUNCEMENT", label: `Announced${a.student_id ? ` to ${nameOf(a.student_id)}` : ""}: ${a.text}`, at: a.at }));
+  on("session:ended", () => ended());
+  on("hub:closing", ({ code }) => code === "TOKEN_EXPIRED" && say("Your sign-in expired: open the link again."));
+  setUpFocus();
+  setUpForms();
+  setInterval(tick, 1000);
+  publish();
 }
 
-function joined(connection, ack) {
+function joined(ack) {
+  session = ack.session;
   $("#title").textContent = `${ack.session.title} · control center`;
+  document.title = `${ack.session.title} · Control center`;
+  $("#end").hidden = ack.you.role !== "TUTOR";
   for (const student of ack.students) {
     let tile = tiles.get(student.student_id);
-    if (!tile) tile = addTile(connection, student);
+    if (!tile) {
+      tile = new Tile({
+        student, sessionId, call: (e, p, ms) => connection.call(e, p, ms),
+        hooks: { onMode: setMode, onOpen: openLarge, onChange: tileChanged, onNotice: say },
+      });
+      tiles.set(tile.id, tile);
+      $("#tiles").append(tile.article);
+    } else {
+      tile.take(student);
+    }
     tile.sync.takeCatchUp(ack.canvases[student.student_id]);
     tile.sync.connected();
-    showPresence(student.student_id, student.status);
-    showMode(student.student_id, student.mode);
+  }
+  for (const select of document.querySelectorAll(".student-choice")) {
+    const keep = select.value;
+    select.replaceChildren(select.options[0], ...[...tiles.values()].map((t) => new Option(t.name, t.id)));
+    select.value = keep;
+  }
+  help.reset(ack.help);
+  timers.reset(ack.timers);
+  attendance.ensure([...tiles.keys()]);
+  rest("GET", `/api/v1/sessions/${encodeURIComponent(sessionId)}/attendance`, token)
+    .then(({ data }) => attendance.take(data))
+    .catch((e) => say(`Attendance not loaded: ${e.message}`));
+  tick();
+}
+
+function tileChanged(tile) {
+  if (focused === tile) focusBoard.schedule(() => tile.sync.document);
+  publish();
+}
+
+// For the browser tests and the curious: each tile's document, position and what
+// waits to be sent, read on demand (copies), and the rendered count on each board.
+function publish() {
+  showStatus();
+  if (window.__control) return;
+  const view = (tile) => tile && {
+    document: structuredClone(tile.sync.document),
+    seq: tile.sync.seq,
+    epoch: tile.sync.epoch,
+    pending: tile.sync.pending,
+    rendered: Number(tile.board.svg.dataset.count || 0),
+  };
+  window.__control = Object.freeze({
+    students: () => [...tiles.keys()],
+    tile: (id) => view(tiles.get(id)),
+    pending: () => [...tiles.values()].reduce((n, t) => n + t.sync.pending, 0),
+  });
+}
+
+function showStatus() {
+  const pending = [...tiles.values()].reduce((n, t) => n + t.sync.pending, 0);
+  const queued = pending ? ` · ${pending} mark(s) waiting to be sent` : "";
+  const words = { online: "Online", offline: "Offline — keep marking", joining: "Reconnecting…", ended: "Session over" };
+  setStatus(connectionStatus, (words[connectionStatus] || connectionStatus) + queued);
+  $("#status").dataset.pending = String(pending);
+}
+
+function tick() {
+  for (const tile of tiles.values()) tile.tick();
+  help.tick();
+  timers.tick();
+  if (session) {
+    const left = Date.parse(session.ends_at) - Date.now();
+    $("#clock").textContent = left >= 0 ? `Ends in ${clock(left)}` : `Over by ${clock(-left)}`;
+    $("#clock").classList.toggle("alert", left < 5 * 60 * 1000);
   }
 }
 
-function addTile(connection, student) {
-  const id = student.student_id;
-  const article = document.createElement("article");
-  article.className = "tile";
-  article.dataset.student = id;
-  article.innerHTML = `<h2><span class="name"></span> <span class="presence"></span></h2>
-    <svg class="board" role="img"></svg>
-    <button type="button" class="mode" aria-pressed="false">Teach</button>`;
-  article.querySelector(".name").textContent = student.student_name || id;
-  article.querySelector("svg").setAttribute("aria-label", `${student.student_name || id}'s board`);
-  $("#tiles").append(article);
-  const board = createBoard(article.querySelector("svg"));
-  const tile = { article, board };
-  tile.sync = new CanvasSync({
-    sessionId, studentId: id, author: "tutor",
-    call: (e, p, ms) => connection.call(e, p, ms),
-    onChange: () => board.render(tile.sync.document),
-    onNotice: say,
-  });
-  article.querySelector(".mode").addEventListener("click", async (e) => {
-    const teach = e.currentTarget.getAttribute("aria-pressed") !== "true";
-    const ack = await connection.call("mode:set", { session_id: sessionId, student_id: id, mode: teach ? "TEACH" : "OBSERVE" });
-    if (!ack.ok) say(`Mode not changed: ${ack.error?.message}`);
-  });
-  tiles.set(id, tile);
-  return tile;
+function showHelpBadges() {
+  const ordered = help.ordered();
+  const places = new Map(ordered.map((r, i) => [r.id, i + 1]));
+  for (const tile of tiles.values()) tile.setHelp(ordered.filter((r) => r.student_id === tile.id), places);
+  $("#help-count").textContent = String(ordered.length);
 }
 
-function showPresence(id, status) {
-  const span = tiles.get(id).article.querySelector(".presence");
-  span.textContent = status;
-  span.className = `presence presence-${status}`;
+async function report(what, ack) {
+  if (!ack.ok) say(`${what}: ${ack.error?.message || ack.error?.code}`);
+  return ack.ok;
 }
 
-function showMode(id, mode) {
-  const button = tiles.get(id).article.querySelector(".mode");
-  button.setAttribute("aria-pressed", String(mode === "TEACH"));
-  button.setAttribute("aria-label", `Teach ${tiles.get(id).article.querySelector(".name").textContent} (now ${mode === "TEACH" ? "teaching" : "observing"})`);
+async function setMode(tile, mode) {
+  await report("Mode not changed", await call("mode:set", { student_id: tile.id, mode }));
+}
+
+async function actOnHelp(request, status) {
+  const ack = await call("help:update", { help_id: request.id, status });
+  if (await report("Help request not updated", ack)) help.update({ help_request: ack.help_request });
+}
+
+async function cancelTimer(timer) {
+  if (await report("Timer not cancelled", await call("timer:cancel", { timer_id: timer.id }))) {
+    timers.ended(timer.id);
+  }
+}
+
+function setUpFocus() {
+  focusBoard = createBoard($("#focus-board"));
+  drawing = new Drawing({ board: focusBoard, section: "annotations", documentOf: () => ({}), commit: () => {} });
+  drawing.color = ANNOTATION_COLOR;
+  toolbar({
+    drawing,
+    buttons: [...document.querySelectorAll("#focus [data-tool]")],
+    textLabel: $("#focus-text-label"),
+    keys: { p: "pen", r: "rect", e: "ellipse", a: "arrow", t: "text", x: "eraser" },
+    active: () => Boolean(focused),
+  });
+  $("#focus-undo").addEventListener("click", () => drawing.undo());
+  $("#focus-text").addEventListener("input", (e) => { drawing.text = e.target.value; });
+  $("#focus-close").addEventListener("click", closeLarge);
+  document.addEventListener("keydown", (e) => {
+    if (focused && e.key === "Escape" && !e.target.closest("input, textarea, select, dialog")) closeLarge();
+  });
+}
+
+function openLarge(tile) {
+  focused = tile;
+  if (!histories.has(tile.id)) histories.set(tile.id, []);
+  drawing.history = histories.get(tile.id);
+  drawing.documentOf = () => tile.sync.document;
+  drawing.commit = (ops) => tile.sync.change(ops);
+  $("#focus-h").textContent = `${tile.name} · your marks are red`;
+  $("#focus-board").setAttribute("aria-label", `${tile.name}'s board, large. Your marks are drawn in red; Enter places the chosen shape or text in the middle.`);
+  $("#focus").dataset.student = tile.id;
+  $("#tiles").hidden = true;
+  $("#focus").hidden = false;
+  focusBoard.render(tile.sync.document);
+  $("#focus-board").focus();
+  loadNotes(tile);
+}
+
+function closeLarge() {
+  const tile = focused;
+  focused = null;
+  drawing.cancel();
+  $("#focus").hidden = true;
+  $("#tiles").hidden = false;
+  tile?.openButton.focus();
+}
+
+async function loadNotes(tile) {
+  try {
+    const { data } = await rest("GET",
+      `/api/v1/sessions/${encodeURIComponent(sessionId)}/notes?student_id=${encodeURIComponent(tile.id)}&limit=100`, token);
+    if (focused === tile) $("#notes").replaceChildren(...data.map(noteItem));
+  } catch (e) {
+    say(`Notes not loaded: ${e.message}`);
+  }
+}
+
+function noteItem(note) {
+  const li = document.createElement("li");
+  li.textContent = `${new Date(note.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })} (${note.visibility.toLowerCase()}) ${note.text}`;
+  return li;
+}
+
+function submit(selector, handler) {
+  $(selector).addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = event.target.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      await handler(event.target);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+function setUpForms() {
+  submit("#assign-form", async () => {
+    const title = $("#assign-title").value.trim();
+    const exercise = { id: `ex-${crypto.randomUUID().slice(0, 8)}`, title };
+    const ack = await call("exercise:assign", { student_id: focused.id, exercise });
+    if (await report("Exercise not assigned", ack)) {
+      focused.setExercise(exercise);
+      $("#assign-title").value = "";
+    }
+  });
+  submit("#note-form", async () => {
+    const ack = await call("note:add", {
+      student_id: focused.id, text: $("#note-text").value.trim(), visibility: $("#note-visibility").value,
+    });
+    if (await report("Note not saved", ack)) {
+      $("#notes").append(noteItem(ack.note));
+      $("#note-text").value = "";
+    }
+  });
+  submit("#timer-form", async () => {
+    const duration = Math.round(Number($("#timer-minutes").value) * 60);
+    const payload = { label: $("#timer-label").value.trim(), duration_s: duration };
+    if (duration >= 120) payload.warn_before_s = 60; // a minute's warning
+    if ($("#timer-student").value) payload.student_id = $("#timer-student").value;
+    const ack = await call("timer:start", payload);
+    if (await report("Timer not started", ack)) timers.started(ack.timer);
+  });
+  submit("#announce-form", async () => {
+    const payload = { text: $("#announce-text").value.trim() };
+    if ($("#announce-student").value) payload.student_id = $("#announce-student").value;
+    if (await report("Announcement not sent", await call("announcement:send", payload))) {
+      $("#announce-text").value = "";
+    }
+  });
+  submit("#attendance-form", async () => {
+    const status = $("#attendance-status").value;
+    const ids = attendance.selected();
+    if (!ids.length) { say("Select the students to mark first."); return; }
+    try {
+      const { data } = await rest("POST", "/api/v1/attendance/bulk", token, {
+        session_id: sessionId, records: ids.map((student_id) => ({ student_id, status })),
+      });
+      attendance.take(data.records);
+      const made = data.catch_ups_created?.length;
+      say(`Marked ${ids.length} ${status.toLowerCase()}${made ? `; ${made} catch-up package(s) created` : ""}.`);
+    } catch (e) {
+      say(`Attendance not marked: ${e.message}`);
+    }
+  });
+  $("#end").addEventListener("click", () => $("#end-dialog").showModal());
+  $("#end-dialog").addEventListener("close", async () => {
+    if ($("#end-dialog").returnValue !== "end") return;
+    await report("The session was not ended", await call("session:end", {}));
+  });
+}
+
+function ended() {
+  say("The session has ended. Every board is saved.");
+  connectionStatus = "ended";
+  drawing.enabled = false;
+  $("#end").hidden = true;
+  showStatus();
 }
