@@ -227,7 +227,9 @@ class HelpDesk:
 
     async def _announce(self, joined: Joined, changed: HelpRequest) -> None:
         """``help:updated`` to the staff (whole queue) and to the requesting student
-        (their own requests only, and their first one's place in the queue)."""
+        (their own requests only, and their first one's place in the queue); every
+        other student waiting hears their new place (``help:position``): a request
+        raised, taken or closed ahead of theirs moves them."""
         now = self.clock()
         async with self._reads() as db:
             order = serving_order(await active_requests(db, joined.session_id), now, self.targets)
@@ -251,6 +253,16 @@ class HelpDesk:
             },
             room=student_room(joined.center_id, joined.session_id, changed.student_id),
         )
+        places: dict[str, int] = {}
+        for place, request in enumerate(order, start=1):
+            places.setdefault(request.student_id, place)
+        for student_id, place in places.items():
+            if student_id != changed.student_id:
+                await self._rooms.emit(
+                    "help:position",
+                    {"session_id": joined.session_id, "position": place},
+                    room=student_room(joined.center_id, joined.session_id, student_id),
+                )
 
     # -- session extension ---------------------------------------------------
 

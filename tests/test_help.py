@@ -86,6 +86,40 @@ async def test_students_see_only_their_own_requests(hub: Hub) -> None:
     assert [h["id"] for h in join["help"]] == [mine["id"]]
 
 
+async def test_waiting_students_hear_their_place_move_when_others_requests_change(
+    hub: Hub,
+) -> None:
+    """A student's place in the queue changes when a request ahead of theirs is
+    raised, taken or closed; they hear their new place, never whose request it was."""
+    session_id, tutor, students = await live_session(hub, ("s1", "s2", "s3"))
+    first = (await ask(students["s1"], session_id, priority="NORMAL"))["help_request"]
+    await ask(students["s2"], session_id, priority="NORMAL")
+    # s3 asks URGENT: it goes first; s1 and s2 move back one place each.
+    await ask(students["s3"], session_id, priority="URGENT")
+    await eventually(
+        lambda: (
+            students["s2"].events("help:position")[-1:]
+            == [{"session_id": session_id, "position": 3}]
+        ),
+        what="s2 moved back to third",
+    )
+    assert students["s1"].events("help:position")[-1] == {"session_id": session_id, "position": 2}
+    # s1's request is resolved: s2 moves up to second.
+    await update(tutor, session_id, first["id"], status="RESOLVED")
+    await eventually(
+        lambda: (
+            students["s2"].events("help:position")[-1:]
+            == [{"session_id": session_id, "position": 2}]
+        ),
+        what="s2 moved up to second",
+    )
+    # s1 has no request left: no place is sent to them for that change.
+    assert students["s1"].events("help:position")[-1]["position"] == 2
+    for student in students.values():
+        for event in student.events("help:position"):
+            assert set(event) == {"session_id", "position"}
+
+
 async def test_one_open_request_per_student_and_exercise(hub: Hub) -> None:
     session_id, tutor, students = await live_session(hub, ("s1",))
     s1 = students["s1"]

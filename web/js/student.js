@@ -49,6 +49,11 @@ function start() {
     position = update.position;
     showHelp(update.help_request);
   });
+  // Another student's request was raised, taken or closed ahead of ours.
+  connection.on("help:position", (update) => {
+    position = update.position;
+    if (help.length) showHelp(null);
+  });
   connection.on("timer:started", ({ timer }) => { timers.set(timer.id, timer); showTimers(); });
   connection.on("timer:cancelled", ({ timer }) => { timers.delete(timer.id); showTimers(); });
   connection.on("timer:alert", (alert) => {
