@@ -14,6 +14,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -373,3 +374,42 @@ async def test_a_lesson_with_five_students_is_tidy_on_a_laptop_and_a_tablet(
     if folder:
         await on_tablet.screenshot(path=Path(folder) / "tutor-tablet.png")
     assert five.problems() == []
+
+
+def same_day_zone() -> str:
+    """A time zone in which now and the fixture's start (now + 5 min) fall on one day."""
+    now = datetime.now(UTC)
+    return "UTC" if (now + timedelta(minutes=10)).date() == now.date() else "Etc/GMT+2"
+
+
+async def test_my_day_lists_todays_session_with_its_open_help_and_opens_the_control_center(
+    two: Classroom,
+) -> None:
+    ada = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s1")
+    await ada.get_by_label("What do you need?").fill("I am stuck on question 2")
+    await ada.get_by_role("button", name="Ask for help").click()
+    await ada.locator("#help-status", has_text="Place in the queue: 1.").wait_for()
+
+    context = await two.browser.new_context(viewport=LAPTOP, timezone_id=same_day_zone())
+    page = await context.new_page()
+    two.watch(page, "tutor")
+    token = two.hub.token(TUTOR, Role.TUTOR, name="Tess Tutor")
+    await page.goto(f"{two.hub.url}/tutor#token={token}")
+    row = page.locator(f'#sessions .day-session[data-session="{two.session_id}"]')
+    await row.wait_for()
+    assert "Maths club" in await row.locator("a").inner_text()
+    assert await row.locator(".open-help").get_attribute("data-count") == "1"
+    assert await row.locator(".open-help").inner_text() == "1 open help"
+    assert "Ada Lovelace" in await row.locator(".day-students").inner_text()
+    assert "Ben Okafor" in await row.locator(".day-students").inner_text()
+    help_items = page.locator("#day-help li")
+    assert await help_items.count() == 1
+    assert "Ada Lovelace" in await help_items.first.inner_text()
+    assert "I am stuck on question 2" in await help_items.first.inner_text()
+
+    await row.locator("a").click()
+    await page.wait_for_function(
+        "() => window.__control && window.__control.students().length === 2"
+    )
+    assert page.url.startswith(f"{two.hub.url}/tutor?session={two.session_id}")
+    assert two.problems() == []

@@ -10,7 +10,7 @@ import { Alerts, Attendance, Timers } from "./panels.js";
 import { ANNOTATION_COLOR, createBoard } from "./render.js";
 import { Tile } from "./tiles.js";
 import { Drawing, toolbar } from "./tools.js";
-import { $, clock, say, setStatus } from "./ui.js";
+import { $, clock, list, say, setStatus } from "./ui.js";
 
 const { token, sessionId } = launchParameters();
 const tiles = new Map(); // student id -> Tile
@@ -35,18 +35,71 @@ if (!token) {
   openSession();
 }
 
+// "My day" (docs/protocol.md): today's sessions in the browser's time zone, each
+// with its students and open help, then what is waiting on the tutor.
 async function showDay() {
   $("#day").hidden = false;
-  const { data } = await rest("GET", "/api/v1/sessions?limit=100", token);
-  const items = data.map((s) => {
+  const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  let day;
+  try {
+    ({ data: day } = await rest("GET", `/api/v1/tutors/me/day?tz=${encodeURIComponent(tz)}`, token));
+  } catch (e) {
+    say(`Your day was not loaded: ${e.message}`);
+    return;
+  }
+  $("#day-h").textContent = `My day · ${new Date(`${day.date}T12:00:00`).toLocaleDateString([], { weekday: "long", day: "numeric", month: "long" })}`;
+  const titles = new Map(day.sessions.map((s) => [s.id, s.title]));
+  const names = new Map();
+  for (const s of day.sessions) for (const st of s.students) names.set(st.student_id, st.student_name || st.student_id);
+  const time = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const item = (text, className) => {
     const li = document.createElement("li");
+    if (className) li.className = className;
+    if (text !== undefined) li.textContent = text;
+    return li;
+  };
+  list($("#sessions"), day.sessions.map((s) => {
+    const li = item(undefined, "day-session");
+    li.dataset.session = s.id;
     const a = document.createElement("a");
     a.href = `/tutor?session=${encodeURIComponent(s.id)}#token=${encodeURIComponent(token)}`;
-    a.textContent = `${new Date(s.starts_at).toLocaleTimeString()} · ${s.title} (${s.status.toLowerCase()})`;
-    li.append(a);
+    a.textContent = `${time(s.starts_at)}–${time(s.ends_at)} · ${s.title}`;
+    const status = document.createElement("span");
+    status.className = "badge";
+    status.textContent = s.status.toLowerCase();
+    const helpBadge = document.createElement("span");
+    helpBadge.className = `badge open-help${s.open_help ? " alert" : ""}`;
+    helpBadge.dataset.count = String(s.open_help);
+    helpBadge.textContent = `${s.open_help} open help`;
+    const students = document.createElement("p");
+    students.className = "small day-students";
+    students.textContent = s.students.length
+      ? s.students.map((st) => `${st.student_name || st.student_id}${st.attendance ? ` (${String(st.attendance).toLowerCase()})` : ""}`).join(", ")
+      : "No students enrolled.";
+    li.append(a, " ", status, " ", helpBadge, students);
     return li;
-  });
-  $("#sessions").replaceChildren(...items);
+  }), "No sessions today.");
+  const section = (id, heading, items, empty) => {
+    const h = document.createElement("h3");
+    h.id = `${id}-h`;
+    h.textContent = `${heading} (${items.length})`;
+    const ul = document.createElement("ul");
+    ul.id = id;
+    ul.className = "plain small";
+    ul.setAttribute("aria-labelledby", h.id);
+    list(ul, items, empty);
+    return [h, ul];
+  };
+  const where = (r) => `${names.get(r.student_id) || r.student_name || r.student_id} · ${titles.get(r.session_id) || r.session_id}`;
+  $("#day-extra").replaceChildren(
+    ...section("day-help", "Open help requests", day.open_help_requests.map((r) =>
+      item(`${where(r)} · ${r.priority.toLowerCase()} · ${r.status === "IN_PROGRESS" ? "in progress" : `since ${time(r.created_at)}`}: ${r.message}`)),
+    "Nobody is waiting."),
+    ...section("day-absent", "Absent without catch-up work", day.absent_without_catch_up.map((a) =>
+      item(`${where(a)}${a.attendance ? ` (${String(a.attendance).toLowerCase()})` : " (never joined)"}`)),
+    "Nobody."),
+    ...section("day-assess", "Assessments waiting", day.assessments_waiting.map((a) => item(where(a))), "None."),
+  );
 }
 
 const call = (event, payload, ms) => connection.call(event, { session_id: sessionId, ...payload }, ms);
