@@ -413,3 +413,31 @@ async def test_my_day_lists_todays_session_with_its_open_help_and_opens_the_cont
     )
     assert page.url.startswith(f"{two.hub.url}/tutor?session={two.session_id}")
     assert two.problems() == []
+
+
+async def test_each_tile_and_the_large_view_link_to_the_students_replay_in_a_new_tab(
+    two: Classroom,
+) -> None:
+    context = await two.browser.new_context(viewport=LAPTOP)
+    tutor = await two.open_tutor(context, 2)
+    token = two.hub.token(TUTOR, Role.TUTOR, name="Tess Tutor")
+
+    def replay(student: str) -> str:
+        return f"/replay?session={two.session_id}&student={student}#token={token}"
+
+    for student, name in (("s1", "Ada Lovelace"), ("s2", "Ben Okafor")):
+        link = tutor.locator(f'.tile[data-student="{student}"] a.replay')
+        assert await link.get_attribute("href") == replay(student)
+        assert await link.get_attribute("target") == "_blank"
+        assert await link.get_attribute("aria-label") == f"Replay {name}'s session (new tab)"
+    await tutor.get_by_role("button", name="Open Ben Okafor's board large").click()
+    large = tutor.locator("#focus-replay")
+    assert await large.get_attribute("href") == replay("s2")
+    assert await large.get_attribute("target") == "_blank"
+    async with context.expect_page() as opened:
+        await large.click()
+    page = await opened.value
+    two.watch(page, "replay")
+    await page.wait_for_load_state()
+    assert page.url == f"{two.hub.url}{replay('s2')}"
+    assert two.problems() == []

@@ -22,8 +22,9 @@ export class Tile {
    * @param {string} options.sessionId
    * @param {(event: string, payload: object, ms?: number) => Promise<object>} options.call
    * @param {{onMode, onOpen, onChange, onNotice}} options.hooks what the page does
+   * @param {string} [options.replayHref] the student's replay page (opens in a new tab)
    */
-  constructor({ student, sessionId, call, hooks }) {
+  constructor({ student, sessionId, call, hooks, replayHref }) {
     this.id = student.student_id;
     this.name = student.student_name || student.student_id;
     this.hooks = hooks;
@@ -66,6 +67,14 @@ export class Tile {
     this.openButton.addEventListener("click", () => hooks.onOpen(this));
     svg.addEventListener("dblclick", () => hooks.onOpen(this));
     actions.append(this.modeButton, this.openButton);
+    if (replayHref) {
+      this.replayLink = element("a", "replay", "Replay");
+      this.replayLink.href = replayHref;
+      this.replayLink.target = "_blank";
+      this.replayLink.rel = "noopener";
+      this.replayLink.setAttribute("aria-label", `Replay ${this.name}'s session (new tab)`);
+      actions.append(this.replayLink);
+    }
 
     this.article.append(head, svg, work, actions);
     this.sync = new CanvasSync({

@@ -160,6 +160,7 @@ function joined(ack) {
       tile = new Tile({
         student, sessionId, call: (e, p, ms) => connection.call(e, p, ms),
         hooks: { onMode: setMode, onOpen: openLarge, onChange: tileChanged, onNotice: say },
+        replayHref: replayHref(student.student_id),
       });
       tiles.set(tile.id, tile);
       $("#tiles").append(tile.article);
@@ -181,6 +182,12 @@ function joined(ack) {
     .then(({ data }) => attendance.take(data))
     .catch((e) => say(`Attendance not loaded: ${e.message}`));
   tick();
+}
+
+/** The replay page of one student's session (docs/protocol.md, "Browser pages"). */
+function replayHref(studentId) {
+  return `/replay?session=${encodeURIComponent(sessionId)}&student=${encodeURIComponent(studentId)}`
+    + `#token=${encodeURIComponent(token)}`;
 }
 
 function tileChanged(tile) {
@@ -281,6 +288,8 @@ function openLarge(tile) {
   $("#focus-h").textContent = `${tile.name} · your marks are red`;
   $("#focus-board").setAttribute("aria-label", `${tile.name}'s board, large. Your marks are drawn in red; Enter places the chosen shape or text in the middle.`);
   $("#focus").dataset.student = tile.id;
+  $("#focus-replay").href = replayHref(tile.id);
+  $("#focus-replay").setAttribute("aria-label", `Replay ${tile.name}'s session (new tab)`);
   $("#tiles").hidden = true;
   $("#focus").hidden = false;
   focusBoard.render(tile.sync.document);
