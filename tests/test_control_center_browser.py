@@ -441,3 +441,60 @@ async def test_each_tile_and_the_large_view_link_to_the_students_replay_in_a_new
     await page.wait_for_load_state()
     assert page.url == f"{two.hub.url}{replay('s2')}"
     assert two.problems() == []
+
+
+async def test_an_observer_gets_a_read_only_control_center(two: Classroom) -> None:
+    """A supervisor joins as OBSERVER: the label shows, and every control the hub would
+    refuse (mode, help moves, timers, announcements, marks, assignments, notes, ending,
+    attendance) is hidden or disabled; a center admin may still mark attendance."""
+    ada = await two.open_student(await two.browser.new_context(viewport=LAPTOP), "s1")
+    await ada.get_by_label("What do you need?").fill("I am stuck on question 2")
+    await ada.get_by_role("button", name="Ask for help").click()
+    tutor = await two.open_tutor(await two.browser.new_context(viewport=LAPTOP), 2)
+    assert await tutor.locator("#observing").is_hidden()
+    assert await tutor.locator("#timer-form").is_visible()
+
+    async def observe(sub: str, role: Role) -> Page:
+        page = await (await two.browser.new_context(viewport=LAPTOP)).new_page()
+        two.watch(page, sub)
+        token = two.hub.token(sub, role, name="Sam Supervisor")
+        await page.goto(f"{two.hub.url}/tutor?session={two.session_id}#token={token}")
+        await page.wait_for_function(
+            "() => window.__control && window.__control.students().length === 2"
+        )
+        return page
+
+    watcher = await observe("sup-1", Role.SUPERVISOR)
+    await watcher.locator("summary", has_text="Attendance").click()
+    label = watcher.locator("#observing")
+    assert await label.is_visible()
+    assert await label.inner_text() == "Observing (read-only)"
+    await watcher.locator("#help .help-item").first.wait_for()
+    assert await watcher.locator("#help .help-actions button").count() == 2  # Acknowledge, Resolve
+    for selector in (
+        "#help .help-actions",
+        "#end",
+        "#timer-form",
+        "#announce-form",
+        "#attendance-form button.mark",
+        "#attendance-status",
+    ):
+        assert await watcher.locator(selector).first.is_hidden(), selector
+    assert await watcher.locator("#attendance tr").count() == 2  # still shown, read-only
+    for student in ("s1", "s2"):
+        assert await watcher.locator(f'.tile[data-student="{student}"] button.mode').is_disabled()
+    assert await watcher.locator('.tile[data-student="s1"] a.replay').is_visible()
+    await watcher.get_by_role("button", name="Open Ada Lovelace's board large").click()
+    for selector in ("#focus .toolbar", "#assign-form", "#note-text", "#note-form button"):
+        assert await watcher.locator(selector).is_hidden(), selector
+    assert await watcher.locator("#notes").count() == 1
+    await scribble(watcher, "#focus-board", [(0.2, 0.2), (0.5, 0.5), (0.7, 0.3)])
+    assert await watcher.evaluate("() => window.__control.pending()") == 0
+    assert entries((await two.stored("s1"))["doc"]) == 0
+
+    admin = await observe("admin-1", Role.CENTER_ADMIN)
+    assert await admin.locator("#observing").is_visible()
+    assert await admin.locator("#timer-form").is_hidden()
+    await admin.locator("summary", has_text="Attendance").click()
+    assert await admin.locator("#attendance-form button.mark").is_visible()
+    assert two.problems() == []

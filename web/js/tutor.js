@@ -13,6 +13,7 @@ import { Drawing, toolbar } from "./tools.js";
 import { $, clock, list, say, setStatus } from "./ui.js";
 
 const { token, sessionId } = launchParameters();
+const claims = readClaims(token);
 const tiles = new Map(); // student id -> Tile
 const nameOf = (id) => tiles.get(id)?.name || id;
 let connection = null;
@@ -30,9 +31,35 @@ let attendance;
 if (!token) {
   say("Open this page from your platform's link or from the development sign-in on /.");
 } else if (!sessionId) {
-  showDay();
+  if (claims.role && claims.role !== "TUTOR") showSessions();
+  else showDay();
 } else {
   openSession();
+}
+
+/** The token's claims, read only to shape the page (the hub checks every call). */
+function readClaims(jwt) {
+  try {
+    const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part.padEnd(Math.ceil(part.length / 4) * 4, "="))) || {};
+  } catch {
+    return {};
+  }
+}
+
+// Staff who are not tutors (they observe) have no "my day": the sessions they may open.
+async function showSessions() {
+  $("#day").hidden = false;
+  $("#day-h").textContent = "Sessions";
+  const { data } = await rest("GET", "/api/v1/sessions?limit=100", token);
+  list($("#sessions"), data.map((s) => {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = `/tutor?session=${encodeURIComponent(s.id)}#token=${encodeURIComponent(token)}`;
+    a.textContent = `${new Date(s.starts_at).toLocaleString()} · ${s.title} (${s.status.toLowerCase()})`;
+    li.append(a);
+    return li;
+  }), "No sessions.");
 }
 
 // "My day" (docs/protocol.md): today's sessions in the browser's time zone, each
@@ -154,6 +181,7 @@ function joined(ack) {
   $("#title").textContent = `${ack.session.title} · control center`;
   document.title = `${ack.session.title} · Control center`;
   $("#end").hidden = ack.you.role !== "TUTOR";
+  const observing = ack.you.role === "OBSERVER";
   for (const student of ack.students) {
     let tile = tiles.get(student.student_id);
     if (!tile) {
@@ -170,6 +198,7 @@ function joined(ack) {
     tile.sync.takeCatchUp(ack.canvases[student.student_id]);
     tile.sync.connected();
   }
+  readOnly(observing);
   for (const select of document.querySelectorAll(".student-choice")) {
     const keep = select.value;
     select.replaceChildren(select.options[0], ...[...tiles.values()].map((t) => new Option(t.name, t.id)));
@@ -188,6 +217,22 @@ function joined(ack) {
 function replayHref(studentId) {
   return `/replay?session=${encodeURIComponent(sessionId)}&student=${encodeURIComponent(studentId)}`
     + `#token=${encodeURIComponent(token)}`;
+}
+
+/**
+ * An observer (docs/protocol.md, "Who may do what live") sees the tutor's view with
+ * every control the hub would refuse hidden or disabled; a center admin (or super
+ * admin) may still mark attendance over REST, a supervisor may not.
+ */
+function readOnly(observing) {
+  document.body.classList.toggle("observing", observing);
+  document.body.classList.toggle("no-attendance", observing && !["CENTER_ADMIN", "SUPER_ADMIN"].includes(claims.role));
+  $("#observing").hidden = !observing;
+  drawing.enabled = !observing && connectionStatus !== "ended";
+  for (const tile of tiles.values()) {
+    tile.modeButton.disabled = observing;
+    if (observing) tile.modeButton.title = "Observers cannot change the mode";
+  }
 }
 
 function tileChanged(tile) {
