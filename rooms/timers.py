@@ -349,6 +349,7 @@ class Timers:
                     request.student_id,
                     f"help request waiting since {iso(request.created_at)}",
                     now,
+                    help_id=request.id,
                 )
 
     async def _raise(
@@ -360,8 +361,11 @@ class Timers:
         student_id: str | None,
         label: str,
         now: datetime,
+        *,
+        help_id: str | None = None,
     ) -> dict[str, Any] | None:
-        """Store and send an alert to the staff unless it fired before; what was sent."""
+        """Store and send an alert to the staff unless it fired before; what was sent.
+        ``help_id`` (HELP_WAITING only) names the request; it is also the stored subject."""
         key = (session_id, kind.value, subject)
         if key in self._fired:
             return None
@@ -392,5 +396,7 @@ class Timers:
             "student_id": student_id,
             "at": iso(now),
         }
+        if help_id is not None:
+            data["help_id"] = help_id
         await self._rooms.emit("timer:alert", data, room=staff_room(center_id, session_id))
         return data

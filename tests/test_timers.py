@@ -152,7 +152,8 @@ async def test_idle_and_help_alerts_fire_once(make_hub: HubFactory) -> None:
         make_hub, clock, idle_after_s=60, idle_alert_s=120, help_target_normal_s=300
     )
     session_id, tutor, students = await live_session(hub, ("s1", "s2"))
-    await students["s2"].call("help:request", {"session_id": session_id, "message": "?"})
+    raised = await students["s2"].call("help:request", {"session_id": session_id, "message": "?"})
+    assert raised["ok"], raised
     clock.advance(121)
     idle = await eventually(
         lambda: len(alerts(tutor, "STUDENT_IDLE")) == 2 and alerts(tutor, "STUDENT_IDLE"),
@@ -162,6 +163,9 @@ async def test_idle_and_help_alerts_fire_once(make_hub: HubFactory) -> None:
     clock.advance(200)  # the help request has now waited 321 s > 300 s
     waiting = await eventually(lambda: alerts(tutor, "HELP_WAITING"), what="help alert")
     assert [a["student_id"] for a in waiting] == ["s2"]
+    # The alert names the request that waited; no other alert carries a help_id.
+    assert [a["help_id"] for a in waiting] == [raised["help_request"]["id"]]
+    assert all("help_id" not in a for a in idle)
     clock.advance(100)
     reconnected = await hub.connect("tutor-1", "TUTOR")
     await reconnected.join(session_id)

@@ -51,13 +51,11 @@ export class HelpQueue {
     this.show();
   }
 
-  /** A HELP_WAITING alert: the student's oldest waiting request now ranks higher. */
-  escalate(studentId) {
-    const waiting = [...this.requests.values()]
-      .filter((r) => r.student_id === studentId && r.status === "OPEN" && !r.escalated)
-      .sort((a, b) => Date.parse(a.created_at) - Date.parse(b.created_at));
-    if (!waiting.length) return;
-    this.requests.set(waiting[0].id, { ...waiting[0], escalated: true });
+  /** A HELP_WAITING alert: the request it names (`help_id`) now ranks higher. */
+  escalate(helpId) {
+    const waiting = this.requests.get(helpId);
+    if (!waiting || waiting.status !== "OPEN" || waiting.escalated) return;
+    this.requests.set(helpId, { ...waiting, escalated: true });
     this.order = servingOrder([...this.requests.values()]).map((r) => r.id);
     this.show();
   }

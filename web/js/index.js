@@ -6,6 +6,9 @@ import { $, say } from "./ui.js";
 const DEV_TOKEN = "/api/v1/dev/token";
 // The sign-in the replay form carries along: the development one, or `/#token=<jwt>`.
 let signedIn = launchParameters().token;
+// A development sign-in is marked in the links (`&signin=dev`): the pages mint the
+// next token the same way before this one expires.
+let devSignIn = false;
 
 async function developmentHub() {
   // The route exists only in development, and the hub's OpenAPI document names every
@@ -16,7 +19,7 @@ async function developmentHub() {
 
 function link(path, sessionId, token, text) {
   const a = document.createElement("a");
-  a.href = `${path}?session=${encodeURIComponent(sessionId)}#token=${encodeURIComponent(token)}`;
+  a.href = `${path}?session=${encodeURIComponent(sessionId)}#token=${encodeURIComponent(token)}${devSignIn ? "&signin=dev" : ""}`;
   a.textContent = text;
   return a;
 }
@@ -30,6 +33,7 @@ async function signIn(event) {
       name: $("#dev-name").value.trim() || null,
     });
     signedIn = data.token;
+    devSignIn = true;
     if (role === "STUDENT") $("#replay-student").value = $("#dev-sub").value.trim();
     await showSessions(role, data.token);
   } catch (error) {

@@ -164,7 +164,7 @@ function openSession() {
   on("timer:alert", (alert) => {
     alerts.add(alert);
     if (alert.kind === "TIMER_END") timers.ended(alert.timer_id);
-    if (alert.kind === "HELP_WAITING" && alert.student_id) help.escalate(alert.student_id);
+    if (alert.kind === "HELP_WAITING" && alert.help_id) help.escalate(alert.help_id);
   });
   on("attendance:update", (record) => attendance.take([record]));
   on("announcement", (a) => alerts.add({ kind: "ANNOUNCEMENT", label: `Announced${a.student_id ? ` to ${nameOf(a.student_id)}` : ""}: ${a.text}`, at: a.at }));
