@@ -10,12 +10,10 @@ from typing_extensions import TypedDict
 from persistence.course_views import CourseSessionView
 from persistence.models import (
     CourseSessionEnrollment,
-    utcnow,
 )
 from persistence.repositories import (
     CourseEnrollmentRepository,
     CourseSessionRepository,
-    Page,
 )
 from persistence.views import IsoDate
 from realtime.base.identity import Role
@@ -23,10 +21,9 @@ from rest.courses.common import (
     ADMIN,
     S,
     answer,
+    center_listing,
     query_of,
     readable,
-    session_listing,
-    session_query,
 )
 from rest.http import identity
 from rest.keys import DB
@@ -86,11 +83,7 @@ async def list_admin_sessions(request: web.Request) -> web.Response:
     if who.role is not Role.SUPERVISOR:
         require_course_admin(who)
     params = query_of(request, CourseSessionListQuery)
-    scope: dict[str, Any] = {"teacher_id": params.teacher_id}
-    if who.role is not Role.SUPER_ADMIN:
-        scope["center_id"] = who.center
-    query = session_query(params, utcnow(), **scope)
-    return await session_listing(request, query, Page(params.page, params.limit))
+    return await center_listing(request, params, teacher_id=params.teacher_id)
 
 
 @routes.get(ADMIN + "/{session_id}/analytics")

@@ -294,6 +294,19 @@ def session_query(
     )
 
 
+async def center_listing(
+    request: web.Request, params: CourseSessionListQuery, *, teacher_id: str | None
+) -> web.Response:
+    """The course sessions of the caller's center (every center's for a super admin),
+    filtered by ``params`` and ``teacher_id``."""
+    who = identity(request)
+    scope: dict[str, Any] = {"teacher_id": teacher_id}
+    if who.role is not Role.SUPER_ADMIN:
+        scope["center_id"] = who.center
+    query = session_query(params, utcnow(), **scope)
+    return await session_listing(request, query, Page(params.page, params.limit))
+
+
 async def session_listing(
     request: web.Request, query: CourseSessionQuery, page: Page
 ) -> web.Response:

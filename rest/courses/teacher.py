@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
@@ -17,7 +15,6 @@ from persistence.models import (
 from persistence.repositories import (
     CourseEnrollmentRepository,
     CourseSessionRepository,
-    Page,
 )
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.identity import Role
@@ -27,6 +24,7 @@ from rest.courses.common import (
     audit,
     bad_request,
     body_of,
+    center_listing,
     check_dates,
     created,
     duplicate_name,
@@ -37,8 +35,6 @@ from rest.courses.common import (
     new_code,
     query_of,
     readable,
-    session_listing,
-    session_query,
     staff_view,
     touched,
     unprocessable,
@@ -142,17 +138,12 @@ async def list_teacher_sessions(request: web.Request) -> web.Response:
     if who.role not in COURSE_READER_ROLES:
         require_course_staff(who)
     params = query_of(request, CourseSessionListQuery)
-    scope: dict[str, Any] = {}
+    teacher_id = params.teacher_id
     if who.role is Role.TUTOR:
-        if params.teacher_id not in (None, who.user_id):
+        if teacher_id not in (None, who.user_id):
             raise HubError(ErrorCode.FORBIDDEN, "Teachers can only access assigned sessions")
-        scope = {"center_id": who.center, "teacher_id": who.user_id}
-    elif who.role is not Role.SUPER_ADMIN:
-        scope = {"center_id": who.center, "teacher_id": params.teacher_id}
-    else:
-        scope = {"teacher_id": params.teacher_id}
-    query = session_query(params, utcnow(), **scope)
-    return await session_listing(request, query, Page(params.page, params.limit))
+        teacher_id = who.user_id
+    return await center_listing(request, params, teacher_id=teacher_id)
 
 
 @routes.get(TEACHER + "/{session_id}")
