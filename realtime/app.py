@@ -217,7 +217,7 @@ def build_app(
     # order: the join ack's fields and the leave hooks run as listed).
     for feature in (live_presence, session_rooms, canvases, control, help_desk, timers):
         gateway.add_routes(feature.routes())
-    for extension in (canvases, help_desk, timers):
+    for extension in (canvases, help_desk, timers, control):
         session_rooms.extend(extension)
     course_announcements = CourseAnnouncements(
         db, reads=reads, rooms=gateway, lease=cluster, clock=clock

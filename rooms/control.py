@@ -31,6 +31,7 @@ from realtime.gateway.membership import Connection, Joined, LiveRole, Membership
 from realtime.gateway.ports import (
     Ack,
     AfterLock,
+    JoinReads,
     Rooms,
     Route,
     SessionEnding,
@@ -84,7 +85,7 @@ class AnnouncementSend(Payload):
     student_id: Id | None = None
 
 
-class ControlCenter:
+class ControlCenter(JoinReads):
     def __init__(
         self,
         db: async_sessionmaker[AsyncSession],
@@ -109,6 +110,36 @@ class ControlCenter:
             Route("exercise:progress", ExerciseProgress, self._progress),
             Route("announcement:send", AnnouncementSend, self._announce),
         ]
+
+    # -- session extension ---------------------------------------------------
+
+    async def read_for_join(
+        self, joined: Joined, student_ids: list[str], db: AsyncSession
+    ) -> dict[str, Any]:
+        """``progress``: each student's latest report (their newest attempt), so a page
+        opened mid-lesson shows where everyone is."""
+        attempts = (
+            await db.scalars(
+                select(ExerciseAttempt)
+                .where(
+                    ExerciseAttempt.session_id == joined.session_id,
+                    ExerciseAttempt.student_id.in_(student_ids),
+                )
+                .order_by(ExerciseAttempt.updated_at, ExerciseAttempt.id)
+            )
+        ).all()
+        latest = {attempt.student_id: attempt for attempt in attempts}
+        return {
+            "progress": {
+                student_id: {
+                    "exercise_id": attempt.exercise_id,
+                    "progress_pct": attempt.progress_pct,
+                    "completed": attempt.completed_at is not None,
+                    "at": iso(attempt.updated_at),
+                }
+                for student_id, attempt in latest.items()
+            }
+        }
 
     def _as_tutor(self, connection: Connection, session_id: str) -> Joined:
         joined = self._members.joined(connection, session_id)

@@ -25,7 +25,7 @@ from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.events import Id, Payload
 from realtime.base.names import staff_room, student_room
 from realtime.gateway.membership import Connection, Joined, LiveRole, Membership
-from realtime.gateway.ports import Ack, Rooms, Route
+from realtime.gateway.ports import Ack, JoinReads, Rooms, Route
 
 Clock = Callable[[], datetime]
 Message = Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
@@ -138,7 +138,7 @@ async def active_requests(db: AsyncSession, session_id: str) -> Sequence[HelpReq
     ).all()
 
 
-class HelpDesk:
+class HelpDesk(JoinReads):
     """The ``help:request`` and ``help:update`` events and the help part of the join ack."""
 
     def __init__(
@@ -274,14 +274,3 @@ class HelpDesk:
         if joined.student_id is not None:
             order = [r for r in order if r.student_id == joined.student_id]
         return {"help": [help_view(r, now, self.targets) for r in order]}
-
-    async def joined(
-        self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
-    ) -> dict[str, Any]:
-        return {}
-
-    async def left(self, joined: Joined, last_connection: bool) -> None:
-        return None
-
-    async def ended(self, session_id: str) -> None:
-        return None

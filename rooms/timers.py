@@ -41,7 +41,7 @@ from realtime.base.names import staff_room, student_room, students_room
 from realtime.base.tasks import every
 from realtime.bus.bus import SWEEPS, sweeps_lease_s
 from realtime.gateway.membership import Connection, Joined, LiveRole, Membership
-from realtime.gateway.ports import Ack, IdleStudents, Lease, Rooms, Route
+from realtime.gateway.ports import Ack, IdleStudents, JoinReads, Lease, Rooms, Route
 from rooms.help import HelpDesk
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def timer_view(timer: Timer) -> dict[str, Any]:
     }
 
 
-class Timers:
+class Timers(JoinReads):
     def __init__(
         self,
         db: async_sessionmaker[AsyncSession],
@@ -206,17 +206,6 @@ class Timers:
         if joined.student_id is not None:
             timers = [t for t in timers if t.student_id in (None, joined.student_id)]
         return {"timers": [timer_view(t) for t in timers]}
-
-    async def joined(
-        self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
-    ) -> dict[str, Any]:
-        return {}
-
-    async def left(self, joined: Joined, last_connection: bool) -> None:
-        return None
-
-    async def ended(self, session_id: str) -> None:
-        return None
 
     # -- the watch ------------------------------------------------------------
 

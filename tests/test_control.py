@@ -112,6 +112,40 @@ async def test_progress_reaches_staff_and_attempts_are_stored(hub: Hub) -> None:
     assert ack["error"]["code"] == "FORBIDDEN"
 
 
+async def test_a_join_brings_each_students_latest_progress_and_a_student_only_their_own(
+    hub: Hub,
+) -> None:
+    session_id, tutor, students = await live_session(hub)
+    assert (await tutor.join(session_id))["progress"] == {}
+    for exercise_id, pct, done in (("ex-1", 100, True), ("ex-2", 30, False)):
+        ack = await students["s1"].call(
+            "exercise:progress",
+            {
+                "session_id": session_id,
+                "exercise_id": exercise_id,
+                "progress_pct": pct,
+                "completed": done,
+            },
+        )
+        assert ack == {"ok": True}
+    ack = await students["s2"].call(
+        "exercise:progress",
+        {"session_id": session_id, "exercise_id": "ex-9", "progress_pct": 100, "completed": True},
+    )
+    assert ack == {"ok": True}
+
+    progress = (await tutor.join(session_id))["progress"]
+    assert {
+        s: (p["exercise_id"], p["progress_pct"], p["completed"]) for s, p in progress.items()
+    } == {
+        "s1": ("ex-2", 30, False),
+        "s2": ("ex-9", 100, True),
+    }
+    assert list(progress["s1"]) == ["exercise_id", "progress_pct", "completed", "at"]
+    own = (await students["s2"].join(session_id))["progress"]
+    assert list(own) == ["s2"]
+
+
 async def test_notes_are_stored_with_visibility(hub: Hub) -> None:
     session_id, tutor, students = await live_session(hub)
     ack = await tutor.call(

@@ -23,9 +23,9 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from realtime.base.identity import Role
+from tests.browser import CHROMIUM, console_problems, draw, need_chromium
 from tests.processes import HubProcess, start_hub
 from tests.support import Api, session_body
-from tests.test_browser import CHROMIUM, console_problems, draw, need_chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -38,6 +38,15 @@ NAMES = {
     "s5": "Eva Novak",
 }
 LAPTOP = {"width": 1280, "height": 800}
+# What a center plans for a student's lesson (the enrollment's exercise_content).
+PLAN = [
+    {"id": "fr-2", "title": "Fractions 2: equivalent fractions"},
+    {
+        "id": "fr-3",
+        "title": "Fractions 3: adding unlike fractions",
+        "instructions": "Work out 1/3 + 1/4 and show the common denominator.",
+    },
+]
 
 
 @dataclass
@@ -96,7 +105,11 @@ async def classroom(tmp_path: Path, students: list[str]) -> AsyncIterator[Classr
         for student in students:
             status, enrolled = await api.post(
                 f"/api/v1/sessions/{session_id}/enrollments",
-                {"student_id": student, "student_name": NAMES[student]},
+                {
+                    "student_id": student,
+                    "student_name": NAMES[student],
+                    "exercise_content": {"exercises": PLAN},
+                },
             )
             assert status == 201, enrolled
         async with async_playwright() as playwright:
@@ -178,6 +191,8 @@ async def test_help_goes_raise_acknowledge_resolve_and_teach_reaches_the_student
 
     await ben.get_by_label("What do you need?").fill("Is 3/4 bigger than 2/3?")
     await ben.get_by_role("button", name="Ask for help").click()
+    # A reply being typed survives the redraw the next request brings.
+    await tutor.get_by_label("Reply to Ben Okafor").fill("Yes: compare 9/12 with 8/12")
     await ada.get_by_label("What do you need?").fill("I am stuck on question 2")
     await ada.get_by_label("Priority").select_option("URGENT")
     await ada.get_by_role("button", name="Ask for help").click()
@@ -190,16 +205,23 @@ async def test_help_goes_raise_acknowledge_resolve_and_teach_reaches_the_student
     assert "urgent" in await queue.nth(0).inner_text()
     assert "Ben Okafor" in await queue.nth(1).inner_text()
     assert await tutor.locator('.tile[data-student="s1"] .help-badge').inner_text() == "Help #1"
+    assert await tutor.get_by_label("Reply to Ben Okafor").input_value() == (
+        "Yes: compare 9/12 with 8/12"
+    )
 
+    await tutor.get_by_label("Reply to Ada Lovelace").fill("Coming over now")
     await tutor.get_by_role("button", name="Acknowledge Ada Lovelace's request").click()
-    await ada.locator("#help-status", has_text="Your tutor is on it.").wait_for()
+    await ada.locator("#help-status", has_text="Your tutor is on it: “Coming over now”").wait_for()
     await tutor.locator('#help .help-item[data-status="IN_PROGRESS"]').wait_for()
+    assert await tutor.get_by_label("Reply to Ada Lovelace").input_value() == ""
     await tutor.get_by_role("button", name="Resolve Ada Lovelace's request").click()
-    await ada.locator("#help-status", has_text="Resolved").wait_for()
+    await ada.locator("#help-status", has_text="Resolved: Coming over now").wait_for()
     await queue.nth(1).wait_for(state="detached")
     assert "Ben Okafor" in await queue.nth(0).inner_text()
     assert await tutor.locator('.tile[data-student="s1"] .help-badge').is_hidden()
     await ben.locator("#help-status", has_text="Asked (normal)").wait_for()
+    await tutor.get_by_role("button", name="Resolve Ben Okafor's request").click()
+    await ben.locator("#help-status", has_text="Resolved: Yes: compare 9/12 with 8/12").wait_for()
 
     teach = tutor.get_by_role("button", name="Teach Ben Okafor (now observing)")
     await teach.focus()
@@ -285,12 +307,19 @@ def curve(cx: float, cy: float, r: float, turns: float = 1.0) -> list[tuple[floa
 
 # Controls that overlap another or stick out of the window: the layout is broken.
 CLUTTER = """() => {
-  const shown = [...document.querySelectorAll("button, input, select, textarea, summary, progress")]
+  const controls = "button, input, select, textarea, summary, progress, a, h3";
+  const shown = [...document.querySelectorAll(controls)]
     .filter((e) => e.checkVisibility() && e.getClientRects().length)
     .map((e) => [e, e.getBoundingClientRect()]);
   const problems = [];
   for (const [e, r] of shown) {
     if (r.left < 0 || r.right > innerWidth) problems.push(`outside: ${e.outerHTML.slice(0, 80)}`);
+    const card = e.parentElement.closest(".tile, section, details, article, aside");
+    const c = card?.getBoundingClientRect();
+    if (c && (r.left < c.left - 1 || r.right > c.right + 1)) {
+      const where = card.className || card.tagName;
+      problems.push(`sticks out of its ${where}: ${e.outerHTML.slice(0, 80)}`);
+    }
   }
   for (let i = 0; i < shown.length; i++) for (let j = i + 1; j < shown.length; j++) {
     const [a, p] = shown[i]; const [b, q] = shown[j];
@@ -338,9 +367,20 @@ async def test_a_lesson_with_five_students_is_tidy_on_a_laptop_and_a_tablet(
     await tutor.get_by_role("button", name="Start timer").click()
     await tutor.get_by_role("button", name="Acknowledge Ada Lovelace's request").click()
 
-    await tutor.get_by_role("button", name="Open Ada Lovelace's board large").click()
-    await tutor.get_by_label("Title").fill("Fractions 3: adding unlike fractions")
+    await tutor.get_by_role("button", name="Open Ben Okafor's board large").click()
+    await tutor.get_by_label("Exercise", exact=True).select_option(label="Type a title…")
+    await tutor.get_by_label("Title").fill("Times tables: 7s")
     await tutor.get_by_role("button", name="Assign").click()
+    await tutor.locator('.tile[data-student="s2"] .exercise', has_text="Times tables: 7s").wait_for(
+        state="attached"
+    )
+    await tutor.get_by_role("button", name="Back to all students").click()
+    await tutor.get_by_role("button", name="Open Ada Lovelace's board large").click()
+    assert await tutor.get_by_label("Title").is_hidden()  # the plan comes first
+    plan = tutor.get_by_label("Exercise", exact=True)
+    await plan.select_option(label="Fractions 3: adding unlike fractions")
+    await tutor.get_by_role("button", name="Assign").click()
+    await tutor.locator("#assign-pick option", has_text="(current)").wait_for(state="attached")
     await scribble(tutor, "#focus-board", curve(0.3, 0.4, 0.17))
     await tutor.keyboard.press("t")
     await tutor.locator("#focus-text").fill("Check the denominator")
@@ -349,6 +389,7 @@ async def test_a_lesson_with_five_students_is_tidy_on_a_laptop_and_a_tablet(
     await tutor.mouse.click(box["x"] + 0.5 * box["width"], box["y"] + 0.2 * box["height"])
     await ada.locator("#board .annotations > *").nth(1).wait_for()
     await ada.locator("#assignment", has_text="Fractions 3").wait_for()
+    await ada.locator("#instructions", has_text="common denominator").wait_for()
     await ada.get_by_label("Progress").fill("40")
     await tutor.locator('.tile[data-student="s1"][data-progress="40"]').wait_for(state="attached")
     assert await tutor.evaluate(CLUTTER) == []
@@ -370,6 +411,10 @@ async def test_a_lesson_with_five_students_is_tidy_on_a_laptop_and_a_tablet(
     tablet = await five.browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True)
     on_tablet = await five.open_tutor(tablet, 5)
     await tile_shows(on_tablet, "s2", 1)
+    # A page opened mid-lesson shows the progress reported before it (join ack).
+    await on_tablet.locator('.tile[data-student="s1"][data-progress="40"]').wait_for(
+        state="attached"
+    )
     assert await on_tablet.evaluate(CLUTTER) == []
     if folder:
         await on_tablet.screenshot(path=Path(folder) / "tutor-tablet.png")
@@ -473,6 +518,7 @@ async def test_an_observer_gets_a_read_only_control_center(two: Classroom) -> No
     assert await watcher.locator("#help .help-actions button").count() == 2  # Acknowledge, Resolve
     for selector in (
         "#help .help-actions",
+        "#help .reply",
         "#end",
         "#timer-form",
         "#announce-form",

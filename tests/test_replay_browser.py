@@ -13,18 +13,15 @@ import pytest
 from playwright.async_api import Page
 
 from realtime.base.identity import Role
-from tests import test_browser
+from tests.browser import STUDENT, Lesson, lesson
 from tests.support import Client, eventually
-from tests.test_browser import STUDENT, Lesson
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 # So each stroke stands apart from the next on the time axis (the scrub test picks a
 # moment between two of them); it waits for nothing.
 STROKE_GAP_S = 0.05
-# The fixture: a hub, a session with s1 enrolled, the tutor on a python-socketio
-# client and a browser whose console is watched, as the whiteboard's tests have them.
-lesson = test_browser.lesson
+__all__ = ["lesson"]  # the fixture: a hub, a session with s1 enrolled, its tutor, a browser
 
 
 def stroke(n: int) -> dict[str, Any]:

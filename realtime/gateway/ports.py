@@ -124,3 +124,19 @@ class Lease(Protocol):
     async def lead(self, name: str, lease_s: float) -> bool:
         """Whether this hub holds (and now renews) the lease ``name`` among the hubs."""
         ...
+
+
+class JoinReads:
+    """The base of a ``SessionExtension`` that only adds fields read at join time: it has
+    nothing to do when a socket joined or left or the session ended."""
+
+    async def joined(
+        self, connection: Connection, joined: Joined, student_ids: list[str], since: dict[str, int]
+    ) -> dict[str, Any]:
+        return {}
+
+    async def left(self, joined: Joined, last_connection: bool) -> None:
+        return None
+
+    async def ended(self, session_id: str) -> None:
+        return None

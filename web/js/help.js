@@ -26,13 +26,15 @@ export class HelpQueue {
    * @param {object} options
    * @param {HTMLOListElement} options.ol where the queue is shown
    * @param {(id: string) => string} options.nameOf a student's name
-   * @param {(request: object, status: string) => void} options.act acknowledge/resolve
+   * @param {(request: object, status: string, response: string) => Promise<boolean>} options.act
+   *   acknowledge/resolve, with the reply typed for the student ("" for none); true when done
    * @param {() => void} options.onChange the queue changed (tiles' badges)
    */
   constructor({ ol, nameOf, act, onChange }) {
     Object.assign(this, { ol, nameOf, act, onChange });
     this.requests = new Map();
     this.order = [];
+    this.drafts = new Map(); // help id -> the reply being typed (kept across redraws)
   }
 
   /** The join ack's `help`: every active request, in serving order. */
@@ -68,8 +70,16 @@ export class HelpQueue {
   }
 
   show() {
+    const active = document.activeElement;
+    const typing = active?.classList?.contains("reply") ? active.closest("[data-help]").dataset.help : null;
+    for (const id of this.drafts.keys()) if (!this.requests.has(id)) this.drafts.delete(id);
     const items = this.ordered().map((r, i) => this.item(r, i + 1));
     list(this.ol, items, "Nobody is waiting.");
+    const reply = typing && this.ol.querySelector(`[data-help="${CSS.escape(typing)}"] .reply`);
+    if (reply) {
+      reply.focus();
+      reply.setSelectionRange(reply.value.length, reply.value.length);
+    }
     this.ol.dataset.order = this.ordered().map((r) => r.id).join(" ");
     this.onChange();
   }
@@ -107,13 +117,38 @@ export class HelpQueue {
     const message = document.createElement("p");
     message.className = "message";
     message.textContent = r.message;
+    const parts = [head, message];
+    if (r.response) {
+      const said = document.createElement("p");
+      said.className = "response";
+      said.textContent = `You: ${r.response}`;
+      parts.push(said);
+    }
     const buttons = document.createElement("div");
     buttons.className = "help-actions";
+    // The reply goes with the next move (the student sees it under their request).
+    const reply = document.createElement("input");
+    reply.type = "text";
+    reply.className = "reply";
+    reply.maxLength = 2000;
+    reply.placeholder = "Reply (optional)";
+    reply.setAttribute("aria-label", `Reply to ${name}`);
+    reply.value = this.drafts.get(r.id) || "";
+    reply.addEventListener("input", () => this.drafts.set(r.id, reply.value));
+    const move = (status) => async () => {
+      const text = reply.value.trim();
+      this.drafts.delete(r.id); // sent: the redraw the answer brings starts empty
+      if (!(await this.act(r, status, text)) && text) {
+        this.drafts.set(r.id, text);
+        const shown = this.ol.querySelector(`[data-help="${CSS.escape(r.id)}"] .reply`);
+        if (shown) shown.value = text;
+      }
+    };
     if (r.status === "OPEN") {
-      buttons.append(this.button("Acknowledge", `Acknowledge ${name}'s request`, () => this.act(r, "IN_PROGRESS")));
+      buttons.append(this.button("Acknowledge", `Acknowledge ${name}'s request`, move("IN_PROGRESS")));
     }
-    buttons.append(this.button("Resolve", `Resolve ${name}'s request`, () => this.act(r, "RESOLVED")));
-    li.append(head, message, buttons);
+    buttons.append(this.button("Resolve", `Resolve ${name}'s request`, move("RESOLVED")));
+    li.append(...parts, reply, buttons);
     return li;
   }
 

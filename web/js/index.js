@@ -72,6 +72,14 @@ function replayButton(session) {
   return button;
 }
 
+// A lesson plan for the demo: what a center would put in each enrollment's
+// `exercise_content.exercises` for the student's course, lesson and level.
+const DEMO_EXERCISES = [
+  { id: "fractions-1", title: "Fractions 1: halves and quarters", instructions: "Shade half of the circle, then a quarter of the box." },
+  { id: "fractions-2", title: "Fractions 2: equivalent fractions", instructions: "Draw 1/2 and 2/4 side by side and show they are equal." },
+  { id: "fractions-3", title: "Fractions 3: adding unlike denominators", instructions: "Work out 1/3 + 1/4. Show the common denominator." },
+];
+
 function newLessonForm(token) {
   const form = document.createElement("form");
   form.innerHTML = `<h3>Start a lesson now</h3>
@@ -88,7 +96,9 @@ function newLessonForm(token) {
         starts_at: now.toISOString(), ends_at: new Date(+now + 3600e3).toISOString(),
       });
       for (const id of form.students.value.split(",").map((s) => s.trim()).filter(Boolean)) {
-        await rest("POST", `/api/v1/sessions/${session.id}/enrollments`, token, { student_id: id });
+        await rest("POST", `/api/v1/sessions/${session.id}/enrollments`, token, {
+          student_id: id, exercise_content: { exercises: DEMO_EXERCISES },
+        });
       }
       await showSessions("TUTOR", token);
     } catch (error) {

@@ -97,6 +97,10 @@ function joined(connection, ack) {
   sync.connected();
   showMode(mine?.mode);
   if (mine?.assignment) showAssignment({ ...mine.assignment, exercise: mine.assignment.exercise });
+  const progress = ack.progress?.[me];
+  if (progress && progress.exercise_id === $("#assignment").dataset.exerciseId) {
+    $("#progress").value = String(progress.progress_pct);
+  }
   timers.clear();
   for (const timer of ack.timers) timers.set(timer.id, timer);
   showTimers();
@@ -147,8 +151,12 @@ function showMode(mode) {
 
 function showAssignment(a) {
   const exercise = a.exercise || {};
+  if ($("#assignment").dataset.exerciseId !== (exercise.id || "")) $("#progress").value = "0";
   $("#assignment").textContent = exercise.title ? `${exercise.title}` : "No exercise assigned yet.";
   $("#assignment").dataset.exerciseId = exercise.id || "";
+  const instructions = typeof exercise.instructions === "string" ? exercise.instructions : "";
+  $("#instructions").textContent = instructions;
+  $("#instructions").hidden = !instructions;
 }
 
 function showTimers() {
@@ -165,7 +173,7 @@ function showHelp(request) {
   const active = help.find((h) => ["OPEN", "IN_PROGRESS"].includes(h.status));
   if (active) {
     const place = active.status === "IN_PROGRESS"
-      ? "Your tutor is on it."
+      ? `Your tutor is on it${active.response ? `: “${active.response}”` : "."}`
       : position ? `Place in the queue: ${position}.` : "Waiting for your tutor.";
     status.textContent = `Asked (${active.priority.toLowerCase()}): “${active.message}”. ${place}`;
     status.dataset.position = position ?? "";

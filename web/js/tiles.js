@@ -61,7 +61,7 @@ export class Tile {
     this.modeButton.setAttribute("aria-pressed", "false");
     this.modeButton.addEventListener("click", () =>
       hooks.onMode(this, this.mode === "TEACH" ? "OBSERVE" : "TEACH"));
-    this.openButton = element("button", "open", "Open large");
+    this.openButton = element("button", "open", "Open");
     this.openButton.type = "button";
     this.openButton.setAttribute("aria-label", `Open ${this.name}'s board large`);
     this.openButton.addEventListener("click", () => hooks.onOpen(this));

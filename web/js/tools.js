@@ -5,7 +5,6 @@
 import { escapeId } from "./patch.js";
 import { BOARD_HEIGHT, BOARD_WIDTH, drawElement } from "./render.js";
 
-export const TOOLS = ["pen", "rect", "ellipse", "line", "arrow", "text", "eraser"];
 const MIN_STEP = 2; // board units between kept pen points
 const round = (v) => Math.round(v * 10) / 10;
 

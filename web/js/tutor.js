@@ -23,6 +23,7 @@ let focused = null; // the Tile shown large
 let focusBoard = null;
 let drawing = null;
 const histories = new Map(); // student id -> the undo history of the tutor's marks
+const plans = new Map(); // student id -> the exercises planned for them (exercise_content.exercises)
 let help;
 let timers;
 let alerts;
@@ -183,6 +184,7 @@ function joined(ack) {
   $("#end").hidden = ack.you.role !== "TUTOR";
   const observing = ack.you.role === "OBSERVER";
   for (const student of ack.students) {
+    plans.set(student.student_id, plannedExercises(student));
     let tile = tiles.get(student.student_id);
     if (!tile) {
       tile = new Tile({
@@ -195,6 +197,7 @@ function joined(ack) {
     } else {
       tile.take(student);
     }
+    if (ack.progress?.[student.student_id]) tile.setProgress(ack.progress[student.student_id]);
     tile.sync.takeCatchUp(ack.canvases[student.student_id]);
     tile.sync.connected();
   }
@@ -294,9 +297,11 @@ async function setMode(tile, mode) {
   await report("Mode not changed", await call("mode:set", { student_id: tile.id, mode }));
 }
 
-async function actOnHelp(request, status) {
-  const ack = await call("help:update", { help_id: request.id, status });
-  if (await report("Help request not updated", ack)) help.update({ help_request: ack.help_request });
+async function actOnHelp(request, status, response) {
+  const ack = await call("help:update", { help_id: request.id, status, ...(response ? { response } : {}) });
+  if (!(await report("Help request not updated", ack))) return false;
+  help.update({ help_request: ack.help_request });
+  return true;
 }
 
 async function cancelTimer(timer) {
@@ -333,6 +338,7 @@ function openLarge(tile) {
   $("#focus-h").textContent = `${tile.name} · your marks are red`;
   $("#focus-board").setAttribute("aria-label", `${tile.name}'s board, large. Your marks are drawn in red; Enter places the chosen shape or text in the middle.`);
   $("#focus").dataset.student = tile.id;
+  showPlan(tile);
   $("#focus-replay").href = replayHref(tile.id);
   $("#focus-replay").setAttribute("aria-label", `Replay ${tile.name}'s session (new tab)`);
   $("#tiles").hidden = true;
@@ -367,6 +373,33 @@ function noteItem(note) {
   return li;
 }
 
+/** The exercises a center planned for a student's course, lesson and level: the
+ * enrollment's `exercise_content.exercises`, each `{id, title, ...}` (others skipped). */
+function plannedExercises(student) {
+  const planned = student.exercise_content?.exercises;
+  if (!Array.isArray(planned)) return [];
+  return planned.filter((e) => e && typeof e.id === "string" && typeof e.title === "string"
+    && e.id && e.title.trim() && e.title.length <= 200);
+}
+
+/** The assign form offers the student's plan; "Type a title" is always there. */
+function showPlan(tile) {
+  const pick = $("#assign-pick");
+  const options = (plans.get(tile.id) || []).map((e, i) => {
+    const option = new Option(e.id === tile.exerciseId ? `${e.title} (current)` : e.title, String(i));
+    return option;
+  });
+  pick.replaceChildren(...options, new Option("Type a title…", ""));
+  pick.value = options.length ? "0" : "";
+  showTitleField();
+}
+
+function showTitleField() {
+  const typed = $("#assign-pick").value === "";
+  $("#assign-title-label").hidden = !typed;
+  $("#assign-title").required = typed;
+}
+
 function submit(selector, handler) {
   $(selector).addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -381,13 +414,18 @@ function submit(selector, handler) {
 }
 
 function setUpForms() {
+  $("#assign-pick").addEventListener("change", showTitleField);
   submit("#assign-form", async () => {
-    const title = $("#assign-title").value.trim();
-    const exercise = { id: `ex-${crypto.randomUUID().slice(0, 8)}`, title };
-    const ack = await call("exercise:assign", { student_id: focused.id, exercise });
+    const tile = focused;
+    const chosen = $("#assign-pick").value;
+    const exercise = chosen === ""
+      ? { id: `ex-${crypto.randomUUID().slice(0, 8)}`, title: $("#assign-title").value.trim() }
+      : plans.get(tile.id)[Number(chosen)];
+    const ack = await call("exercise:assign", { student_id: tile.id, exercise });
     if (await report("Exercise not assigned", ack)) {
-      focused.setExercise(exercise);
+      tile.setExercise(exercise);
       $("#assign-title").value = "";
+      if (focused === tile) showPlan(tile);
     }
   });
   submit("#note-form", async () => {
