@@ -14,17 +14,28 @@ A patch is an RFC 6902 op list applied with ``jsonpatch`` under these rules:
 ``apply`` returns the *effective* ops (no-op removes dropped): replaying those
 in seq order on any replica with a plain RFC 6902 implementation gives the
 same document.
+
+In memory each entry is kept encoded (the bytes of its compact JSON), which
+costs little more than its encoded size, where the same entry as
+Python objects (a stroke's points as lists of floats) costs about ten times
+that; the encoding is needed anyway for the byte limits, and a snapshot wraps
+each entry in an ``orjson.Fragment``, embedded as is on the wire. An op that
+works inside an entry (a path below it, ``move``, ``copy``, ``test``) decodes
+that entry first; the common ops (add, replace or remove a whole entry) never
+decode anything.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import jsonpatch
 import jsonpointer
+import orjson
 from pydantic import (
     ConfigDict,
     Field,
@@ -165,9 +176,27 @@ def parse_ops(raw: Any, limits: CanvasLimits) -> list[dict[str, Any]]:
     return ops
 
 
-def _entry_size(key: str, value: Any) -> int:
+def _encode(value: Any) -> bytes:
+    """An entry's compact JSON (integers beyond 64 bits, which orjson refuses, through
+    the standard library); an entry already encoded stays as it is."""
+    if isinstance(value, bytes):
+        return value
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _entry_size(key: str, encoded: bytes) -> int:
     """Bytes of ``"key":value`` in compact JSON (the canvas size counts these)."""
-    return len(key) + 3 + encoded_size(value)
+    return len(key) + 3 + len(encoded)
+
+
+def plain(doc: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot with its entries decoded: for rendering, and for comparing with plain
+    JSON."""
+    decoded: dict[str, Any] = orjson.loads(orjson.dumps(doc))
+    return decoded
 
 
 class CanvasDocument:
@@ -175,8 +204,9 @@ class CanvasDocument:
 
     def __init__(self, doc: dict[str, Any] | None = None) -> None:
         source = doc or {}
-        self.doc: dict[str, dict[str, Any]] = {
-            section: dict(source.get(section) or {}) for section in SECTIONS
+        self.doc: dict[str, dict[str, bytes]] = {
+            section: {key: _encode(value) for key, value in (source.get(section) or {}).items()}
+            for section in SECTIONS
         }
         self._sizes = {
             (section, key): _entry_size(key, value)
@@ -191,10 +221,20 @@ class CanvasDocument:
         return len(self.doc["elements"]) + len(self.doc["annotations"])
 
     def snapshot(self) -> dict[str, Any]:
-        """The document now. Entries are shared, not copied: no entry is ever changed
-        in place once it is in a document (``apply`` copies what it changes), so a
-        snapshot stays as it was while the canvas goes on."""
-        return {section: dict(entries) for section, entries in self.doc.items()}
+        """The document now, each entry an ``orjson.Fragment`` (encode the snapshot with
+        orjson, or decode it with ``plain``). It stays as it was while the canvas goes
+        on: entries are immutable bytes."""
+        return {
+            section: {key: orjson.Fragment(value) for key, value in entries.items()}
+            for section, entries in self.doc.items()
+        }
+
+    def plain(self) -> dict[str, Any]:
+        """The document now as plain JSON values."""
+        return {
+            section: {key: orjson.loads(value) for key, value in entries.items()}
+            for section, entries in self.doc.items()
+        }
 
     def apply(
         self, ops: list[dict[str, Any]], author: Author, limits: CanvasLimits
@@ -209,18 +249,21 @@ class CanvasDocument:
             for op in ops
         ]
         touched = {t[:2]: None for pair in targets for t in pair if t is not None}
-        # Entries are never changed in place once in a document: the working copy
-        # shares them, and copies deeply only those an op changes inside (a path below
-        # the entry itself).
+        # The working copy holds the touched entries as they are (encoded), and
+        # decodes those an op must read: one it works inside, moves, copies or tests.
         working: dict[str, dict[str, Any]] = {}
         for section, key in touched:
             entries = working.setdefault(section, {})
             if key in self.doc[section]:
                 entries[key] = self.doc[section][key]
-        for pair in targets:
+        for op, pair in zip(ops, targets, strict=True):
+            whole = op["op"] in ("add", "replace", "remove") and pair[0][2] == 2
             for t in pair:
-                if t is not None and t[2] > 2 and t[1] in working[t[0]]:
-                    working[t[0]][t[1]] = copy.deepcopy(working[t[0]][t[1]])
+                if t is None or (whole and t is pair[0]):
+                    continue
+                value = working[t[0]].get(t[1])
+                if isinstance(value, bytes):
+                    working[t[0]][t[1]] = orjson.loads(value)
         effective: list[dict[str, Any]] = []
         moved_out: set[tuple[str, str]] = set()  # entries removed (maybe added back)
         for op, (target, source) in zip(ops, targets, strict=True):
@@ -242,13 +285,16 @@ class CanvasDocument:
         total, count = self.bytes, self.entries
         changes = []  # (section, key, size now, size before, value before)
         for section, key in touched:
-            value = working[section].get(key, _ABSENT)
+            present = key in working[section]
+            size = 0
+            if present:
+                encoded = working[section][key] = _encode(working[section][key])
+                size = _entry_size(key, encoded)
             previous = self.doc[section].get(key, _ABSENT)
-            size = 0 if value is _ABSENT else _entry_size(key, value)
             before = self._sizes.get((section, key), 0)
             total += size - before
             if section != "meta":
-                count += (value is not _ABSENT) - (previous is not _ABSENT)
+                count += present - (previous is not _ABSENT)
             changes.append((section, key, size, before, previous))
         if total > limits.max_canvas_bytes:
             raise HubError(
@@ -320,7 +366,7 @@ def _apply_with_jsonpatch(doc: dict[str, Any], op: dict[str, Any]) -> None:
 
 def replay(doc: dict[str, Any] | None, patches: list[list[dict[str, Any]]]) -> dict[str, Any]:
     """The document after applying effective ops in order (plain RFC 6902, no rules)."""
-    result = copy.deepcopy(doc) if doc else empty_document()
+    result = copy.deepcopy(plain(doc)) if doc else empty_document()
     for ops in patches:
         jsonpatch.apply_patch(result, ops, in_place=True)
     return result

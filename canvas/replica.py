@@ -2,8 +2,9 @@
 
 One hub's replica of the canvas: its own patches go in as they get their
 seqs, other hubs' (``Entry``, from the shared log or their frames) as they
-arrive, in seq order; the log keeps the last ``retention`` patches for
-catch-up. Which seqs are durable is ``durable_seq``; the store changes a
+arrive, in seq order; the log keeps the last patches for catch-up, at most
+``retention`` of them and (but the newest) at most ``retention_bytes`` of
+their ops. Which seqs are durable is ``durable_seq``; the store changes a
 replica only while holding its ``lock`` or without awaiting.
 """
 
@@ -32,10 +33,13 @@ class Replica:
     doc: CanvasDocument
     seq: int
     epoch: str
-    log: deque[Patch]
+    # (patches, bytes of their ops) the log holds at most.
+    retention: tuple[int, int]
     durable_seq: int
     snapshot_seq: int
     snapshot_at: float
+    log: deque[Patch] = field(default_factory=deque)
+    log_bytes: int = 0
     # The future of the last patch appended here (resolves once it is stored).
     last_write: asyncio.Future[None] | None = None
     # A write failed: the replica is dropped and reloads from the database.
@@ -69,10 +73,19 @@ class Replica:
                 log.exception("a shared canvas patch did not apply here; reloading")
                 return False
             self.seq = patch.seq
-            self.log.append(patch)
+            self.remember(patch)
             if entry.node != node_id:
                 self.foreign = patch.seq
         return True
+
+    def remember(self, patch: Patch) -> None:
+        """Keep ``patch`` in the log, dropping the oldest beyond the retention."""
+        log = self.log
+        log.append(patch)
+        self.log_bytes += patch.size
+        most, most_bytes = self.retention
+        while len(log) > most or (self.log_bytes > most_bytes and len(log) > 1):
+            self.log_bytes -= log.popleft().size
 
     def logged(self, since: int, upto: int) -> list[Patch] | None:
         """The patches after ``since`` up to ``upto`` from the log, if it holds them all."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,7 +25,6 @@ from canvas.replica import Replica
 from canvas.sequencer import NO_BOUND, Entry, SeqState, Sequencer, Unavailable
 from canvas.store import CanvasKey, Patch
 from persistence.repositories import CanvasRepository
-from realtime.base.codec import encoded
 from realtime.base.errors import ErrorCode, HubError
 
 log = logging.getLogger(__name__)
@@ -43,6 +41,7 @@ class Replicas:
         handoff: Handoff,
         *,
         retention: int,
+        retention_bytes: int,
     ) -> None:
         self.loaded: dict[CanvasKey, Replica] = {}
         self._db = db
@@ -50,6 +49,7 @@ class Replicas:
         self._committer = committer
         self._handoff = handoff
         self._retention = retention
+        self._retention_bytes = retention_bytes
         self._loading: dict[CanvasKey, asyncio.Future[Replica]] = {}
         self._resets: dict[CanvasKey, asyncio.Future[None]] = {}
 
@@ -153,7 +153,7 @@ class Replicas:
             recent = await repo.recent_ops(key.session_id, key.student_id, self._retention)
         doc = replay(stored.snapshot_doc, [op.ops for op in stored.ops])
         patches = [
-            Patch(op.seq, op.epoch, Author(op.author), op.author_id, encoded(op.ops), op.at)
+            Patch.of(op.seq, op.epoch, Author(op.author), op.author_id, op.ops, op.at)
             for op in recent
         ]
         seq = stored.ops[-1].seq if stored.ops else stored.snapshot_seq
@@ -162,9 +162,11 @@ class Replicas:
             doc=CanvasDocument(doc),
             seq=seq,
             epoch=stored.epoch or "",
-            log=deque(patches, maxlen=self._retention),
+            retention=(self._retention, self._retention_bytes),
             durable_seq=seq,
             snapshot_seq=stored.snapshot_seq,
             snapshot_at=time.monotonic(),
         )
+        for patch in patches:
+            canvas.remember(patch)
         return canvas, stored.epoch

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from canvas.document import Author, CanvasLimits
+from realtime.base.codec import encoded_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,21 @@ class Patch:
     author_id: str
     ops: orjson.Fragment
     at: datetime
+    size: int  # bytes of the encoded ops
+
+    @classmethod
+    def of(
+        cls,
+        seq: int,
+        epoch: str,
+        author: Author,
+        author_id: str,
+        ops: list[dict[str, Any]],
+        at: datetime,
+    ) -> Patch:
+        """The patch with ``ops`` encoded once."""
+        data = encoded_bytes(ops)
+        return cls(seq, epoch, author, author_id, orjson.Fragment(data), at, len(data))
 
     def wire(self) -> dict[str, Any]:
         return {"seq": self.seq, "author": self.author.value, "ops": self.ops}

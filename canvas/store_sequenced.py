@@ -38,7 +38,6 @@ from canvas.store import Accepted, CanvasKey, CatchUp, Patch, StreamPosition
 from persistence.batch import BatchWriter
 from persistence.models import utcnow
 from persistence.repositories import CanvasRepository
-from realtime.base.codec import encoded
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.metrics import HubMetrics
 from realtime.base.tasks import stop
@@ -65,6 +64,8 @@ class SequencedCanvasStore:
     sequencer: Sequencer = field(default_factory=LocalSequencer)
     limits: CanvasLimits = field(default_factory=CanvasLimits)
     retention: int = 1000
+    # The catch-up log of each canvas also holds at most this many bytes of ops.
+    retention_bytes: int = 256 * 1024
     snapshot_every: int = 200
     snapshot_interval_s: float = 30.0
     commit_linger_s: float = 0.0
@@ -85,7 +86,12 @@ class SequencedCanvasStore:
         )
         self.handoff = Handoff(self.on_durable)
         self.replicas = Replicas(
-            self.db, self.sequencer, self.committer, self.handoff, retention=self.retention
+            self.db,
+            self.sequencer,
+            self.committer,
+            self.handoff,
+            retention=self.retention,
+            retention_bytes=self.retention_bytes,
         )
         self.peers = Peers(
             self.db, self.sequencer, self.replicas, self.handoff, takeover_s=self.takeover_s
@@ -157,7 +163,7 @@ class SequencedCanvasStore:
         started = time.perf_counter()
         doc = canvas.doc
         effective = doc.apply(ops, author, self.limits)  # raises, changing nothing
-        patch = Patch(canvas.seq + 1, canvas.epoch, author, author_id, encoded(effective), utcnow())
+        patch = Patch.of(canvas.seq + 1, canvas.epoch, author, author_id, effective, utcnow())
         canvas.tentative = True
         try:
             reply = await self.sequencer.append(canvas.key, canvas.seq, patch)
@@ -174,7 +180,7 @@ class SequencedCanvasStore:
             self.replicas.take(canvas, [])
             return reply
         canvas.seq = patch.seq
-        canvas.log.append(patch)
+        canvas.remember(patch)
         future = self.committer.enqueue(canvas, OPS, op_row(canvas.key, patch, effective), patch)
         if canvas.inbox:
             self.replicas.take(canvas, [])  # what arrived meanwhile
@@ -310,6 +316,14 @@ class SequencedCanvasStore:
 
     def logged_patches(self) -> int:
         return sum(len(c.log) for c in self.replicas.loaded.values())
+
+    def logged_bytes(self) -> int:
+        """Encoded bytes of the patches the catch-up logs in memory hold."""
+        return sum(c.log_bytes for c in self.replicas.loaded.values())
+
+    def document_bytes(self) -> int:
+        """Encoded bytes of the documents in memory."""
+        return sum(c.doc.bytes for c in self.replicas.loaded.values())
 
     # -- memory and snapshots -------------------------------------------------
 

@@ -17,7 +17,6 @@ import orjson
 from canvas.document import Author
 from canvas.sequencer import Entry
 from canvas.store import CanvasKey, Patch
-from realtime.base.codec import encoded
 from realtime.bus.bus import CANVAS, frame
 
 FRAME_TAIL = b"]}"
@@ -38,12 +37,12 @@ def encode(patch: Patch) -> bytes:
 
 def decode(data: dict[str, Any], node: str = "") -> Entry:
     ops: list[dict[str, Any]] = data["ops"]
-    patch = Patch(
+    patch = Patch.of(
         int(data["seq"]),
         str(data["epoch"]),
         Author(data["author"]),
         str(data["author_id"]),
-        encoded(ops),
+        ops,
         datetime.fromisoformat(data["at"]),
     )
     return Entry(patch, ops, node)

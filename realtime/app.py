@@ -28,7 +28,7 @@ from realtime.base.config import Settings
 from realtime.base.identity import TokenVerifier
 from realtime.base.metrics import HubMetrics
 from realtime.base.ratelimit import KeyedBuckets
-from realtime.base.tasks import wind_down
+from realtime.base.tasks import watch_loop_lag, wind_down
 from realtime.bus.bus import CANVAS, Bus
 from realtime.bus.bus_memory import Cluster
 from realtime.bus.bus_redis import RedisCluster, redis_client
@@ -79,6 +79,8 @@ from rooms.timers import Timers
 log = logging.getLogger(__name__)
 # How long a stopping hub lets the sweeps under way finish.
 SWEEP_FINISH_S = 2.0
+# The loop-lag watch's sleep: short enough to see a stall of tens of milliseconds.
+LOOP_LAG_EVERY_S = 0.025
 
 
 def build_app(
@@ -161,6 +163,7 @@ def build_app(
             max_entries=settings.canvas_max_entries,
         ),
         retention=settings.canvas_log_retention,
+        retention_bytes=settings.canvas_log_bytes,
         snapshot_every=settings.canvas_snapshot_every,
         snapshot_interval_s=settings.canvas_snapshot_interval_s,
         commit_linger_s=settings.canvas_commit_linger_s,
@@ -200,6 +203,8 @@ def build_app(
         },
     )
     metrics.canvas_log_patches.set_function(store.logged_patches)
+    metrics.canvas_log_bytes.set_function(store.logged_bytes)
+    metrics.canvas_document_bytes.set_function(store.document_bytes)
 
     timers = Timers(
         db,
@@ -335,6 +340,9 @@ async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
     every_s = app[SETTINGS].presence_sweep_s
     stopping = asyncio.Event()
     tasks = [
+        asyncio.create_task(
+            watch_loop_lag(app[METRICS].loop_lag.observe, LOOP_LAG_EVERY_S, stopping)
+        ),
         asyncio.create_task(app[PRESENCE].watch_idle(every_s, stopping)),
         asyncio.create_task(app[TIMERS].watch(every_s, stopping)),
         asyncio.create_task(app[COURSE_ANNOUNCEMENTS].watch(every_s, stopping)),

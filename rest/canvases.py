@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import Field
 from typing_extensions import TypedDict
 
+from canvas.document import plain
 from canvas.store import CanvasKey, CatchUp
 from canvas.svg import render_svg
 from persistence.models import LiveSession
@@ -87,7 +88,7 @@ async def get_canvas_svg(request: web.Request) -> web.Response:
     """A student's canvas rendered as SVG (``X-Canvas-Seq`` names its seq)."""
     canvas = await _read(request)
     return web.Response(
-        text=render_svg(canvas.doc or {}),
+        text=render_svg(plain(canvas.doc or {})),
         content_type="image/svg+xml",
         headers={
             # The SVG is user content: no scripts, no sniffing, even if opened directly.

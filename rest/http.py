@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.repositories import AuditLog, Page
+from realtime.base import codec
 from realtime.base.codec import loads
 from realtime.base.errors import ErrorCode, HubError, refuse_nul, validation_error
 from realtime.base.identity import Identity, TokenVerifier
@@ -50,7 +51,7 @@ _HTTP_ERROR_CODES: dict[int, str] = {
 
 
 def ok(data: Any, status: int = 200) -> web.Response:
-    return web.json_response({"success": True, "data": data}, status=status)
+    return web.json_response({"success": True, "data": data}, status=status, dumps=codec.dumps)
 
 
 def listing(data: Sequence[Any], page: Page, total: int) -> web.Response:
@@ -67,7 +68,8 @@ def listing(data: Sequence[Any], page: Page, total: int) -> web.Response:
                 "hasNext": page.number < pages,
                 "hasPrev": page.number > 1,
             },
-        }
+        },
+        dumps=codec.dumps,
     )
 
 
@@ -82,7 +84,7 @@ def error_response(
     }
     if details is not None:
         body["details"] = details
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, dumps=codec.dumps)
 
 
 def identity(request: web.Request) -> Identity:

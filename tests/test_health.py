@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.procs import free_port
@@ -113,3 +117,23 @@ async def test_joined_sessions_gauge_follows_joins_and_leaves(hub: Hub) -> None:
         return (await metric_samples(hub))[("hub_joined_sessions", ())] == 0
 
     await eventually(none_joined, what="hub_joined_sessions back to 0")
+
+
+async def test_a_stall_of_the_event_loop_shows_in_the_loop_lag_histogram(hub: Hub) -> None:
+    if hub.app is None:
+        pytest.skip("the hub runs in other processes here; its loop is not this test's")
+
+    def stalls() -> float:
+        return (
+            samples[("hub_event_loop_lag_seconds_count", ())]
+            - samples[("hub_event_loop_lag_seconds_bucket", (("le", "0.25"),))]
+        )
+
+    await asyncio.sleep(0.1)
+    samples = await metric_samples(hub)
+    assert samples[("hub_event_loop_lag_seconds_count", ())] > 0  # it watches from the start
+    before = stalls()
+    time.sleep(0.4)  # noqa: ASYNC251 (the hub runs on this test's loop: block it)
+    await asyncio.sleep(0.1)
+    samples = await metric_samples(hub)
+    assert stalls() == before + 1

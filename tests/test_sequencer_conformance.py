@@ -26,7 +26,6 @@ from canvas.sequencer import GAP, NO_BOUND, OTHER_EPOCH, Sequencer
 from canvas.sequencer_local import LocalSequencer, initial_epoch
 from canvas.sequencer_redis import RedisSequencer
 from canvas.store import CanvasKey, Patch
-from realtime.base.codec import encoded
 from realtime.bus.bus import CANVAS, session_channel, unframe
 from realtime.bus.bus_redis import redis_client
 from tests.conftest import REDIS_URL, need_service, redis_problem
@@ -46,7 +45,7 @@ def same(got: Patch) -> tuple[Any, ...]:
 
 def patch(seq: int, epoch: str = EPOCH, name: str = "") -> Patch:
     ops = [{"op": "add", "path": f"/elements/{name or seq}", "value": {"type": "stroke"}}]
-    return Patch(seq, epoch, Author.STUDENT, "student-1", encoded(ops), AT)
+    return Patch.of(seq, epoch, Author.STUDENT, "student-1", ops, AT)
 
 
 @asynccontextmanager

@@ -61,9 +61,17 @@ def _finite_or_none(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def encoded_bytes(value: Any) -> bytes:
+    """Compact JSON as bytes."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def encoded(value: Any) -> orjson.Fragment:
     """``value`` encoded once, to embed as is in later ``dumps`` (orjson only)."""
-    return orjson.Fragment(dumps(value))
+    return orjson.Fragment(encoded_bytes(value))
 
 
 def encoded_size(value: Any) -> int:

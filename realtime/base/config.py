@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     canvas_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     canvas_max_entries: int = Field(default=5_000, ge=1)
     canvas_log_retention: int = Field(default=1_000, ge=1)
+    canvas_log_bytes: int = Field(default=256 * 1024, ge=1024)
     canvas_snapshot_every: int = Field(default=200, ge=1)
     canvas_snapshot_interval_s: float = Field(default=30.0, gt=0)
     canvas_flush_interval_s: float = Field(default=0.0, ge=0, le=1.0)

@@ -121,6 +121,22 @@ class HubMetrics:
             "Patches held in memory for catch-up, all canvases",
             registry=r,
         )
+        self.canvas_log_bytes = Gauge(
+            "hub_canvas_log_bytes",
+            "Encoded bytes of the patches held in memory for catch-up, all canvases",
+            registry=r,
+        )
+        self.canvas_document_bytes = Gauge(
+            "hub_canvas_document_bytes",
+            "Encoded bytes of the canvas documents held in memory",
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "hub_event_loop_lag_seconds",
+            "How late the event loop woke a short sleep: time spent in work that did not yield",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.redis_published = Counter(
             "hub_redis_published_total",
             "Frames this hub published to other hubs, by kind",

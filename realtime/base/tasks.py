@@ -84,3 +84,15 @@ async def stop(tasks: Iterable[asyncio.Task[object]]) -> None:
         _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT_S)
     for task in pending:
         log.warning("task %s did not stop when cancelled", task.get_name())
+
+
+async def watch_loop_lag(
+    observe: Callable[[float], None], every_s: float, stopping: asyncio.Event
+) -> None:
+    """Observe how late the event loop wakes a sleep of ``every_s``, until ``stopping``:
+    the time it spent in work that did not yield (a stall every client feels)."""
+    loop = asyncio.get_running_loop()
+    while not stopping.is_set():
+        due = loop.time() + every_s
+        await asyncio.sleep(every_s)
+        observe(max(0.0, loop.time() - due))
