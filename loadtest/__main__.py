@@ -113,6 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="checkout serving the hub and web/ (repeat: before/after)")  # fmt: skip
     page.add_argument("--profile", type=Path,
                       help="the page's CPU profile (.cpuprofile; the last root's)")  # fmt: skip
+    page.add_argument("--trace", type=Path, help="a Chrome trace of the run (the last root's)")
     page.add_argument("--json", type=Path, help="also write the JSON summary here")
     page.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -250,7 +251,7 @@ def _browser(args: argparse.Namespace, roots: list[Path]) -> dict[str, Any]:
     """One run per checkout, back to back, each against a fresh hub."""
     config = browser.BrowserConfig(
         students=args.students, seconds=args.seconds, interval_ms=args.interval_ms,
-        database=args.database, profile=args.profile,
+        database=args.database, profile=args.profile, trace=args.trace,
     )  # fmt: skip
     out: dict[str, Any] = {"mode": "browser", "cpu_count": os.cpu_count(),
                            "smooth_when": browser.SMOOTH, "runs": []}  # fmt: skip

@@ -50,6 +50,7 @@ OPEN_TIMEOUT_S = 30.0
 SETTLE_TIMEOUT_S = 30.0
 SETTLE_POLL_S = 0.1
 ACK_TIMEOUT_S = 10.0
+TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "v8"]
 SMOOTH = {"frame_p95_ms": 33.0, "frames_over_50ms_share": 0.01, "latency_p99_ms": 100.0}
 
 # Installed in the page before the students start: what the summary reads back.
@@ -103,6 +104,7 @@ class BrowserConfig:
     database: str = "sqlite"
     seed: int = 0
     profile: Path | None = None  # a CPU profile of the page (.cpuprofile), read by DevTools
+    trace: Path | None = None  # a Chrome trace of the run (chrome://tracing, Perfetto)
 
 
 @dataclass(eq=False)
@@ -116,12 +118,14 @@ class Pen:
     sent: int = 0
     acked: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    ack_ms: list[float] = field(default_factory=list)
     # element id -> [(send time in epoch ms, its color)], in order
     patches: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
 
-    def ack(self, answer: Any) -> None:
+    def ack(self, sent_at: float, answer: Any) -> None:
         if isinstance(answer, dict) and answer.get("ok"):
             self.acked += 1
+            self.ack_ms.append((time.perf_counter() - sent_at) * 1000)
         else:
             error = answer.get("error") if isinstance(answer, dict) else None
             code = str(error.get("code")) if isinstance(error, dict) else repr(answer)[:40]
@@ -162,16 +166,21 @@ class Pen:
         self.patches.setdefault(element, []).append((sent_ms, color))
         self.sent += 1
         payload = {"session_id": self.session_id, "ops": ops, "client_ref": self.sent}
-        await self.sio.emit("canvas:patch", payload, callback=self.ack)
+        sent_at = time.perf_counter()
+        await self.sio.emit("canvas:patch", payload, callback=lambda a: self.ack(sent_at, a))
 
 
-def latencies(pens: list[Pen], seen: list[list[Any]]) -> tuple[list[float], int]:
+def latencies(
+    pens: list[Pen], seen: list[list[Any]]
+) -> tuple[list[float], int, list[tuple[int, float]]]:
     """Each patch's stroke-to-screen ms: the first node of its element whose color is
-    this patch's or a later one's (patches apply in order); and how many never showed."""
+    this patch's or a later one's (patches apply in order); how many never showed; and
+    (send time in epoch ms, latency) pairs."""
     shown: dict[str, list[tuple[str, int]]] = {}
     for element, fill, at in seen:
         shown.setdefault(element, []).append((fill, at))
     out: list[float] = []
+    pairs: list[tuple[int, float]] = []
     missing = 0
     for pen in pens:
         for element, sends in pen.patches.items():
@@ -183,7 +192,19 @@ def latencies(pens: list[Pen], seen: list[list[Any]]) -> tuple[list[float], int]
                     missing += 1
                 else:
                     out.append(first - sent_ms)
-    return out, missing
+                    pairs.append((sent_ms, first - sent_ms))
+    return out, missing, pairs
+
+
+def by_window(pairs: list[tuple[int, float]], window_s: float) -> list[float]:
+    """The p99 latency of the patches sent in each window since the first send."""
+    if not pairs:
+        return []
+    start = min(at for at, _ in pairs)
+    bins: dict[int, list[float]] = {}
+    for at, ms in pairs:
+        bins.setdefault(int((at - start) / 1000 / window_s), []).append(ms)
+    return [percentiles(bins[k])["p99"] or 0.0 for k in sorted(bins)]
 
 
 def descendants(pid: int) -> list[int]:
@@ -309,6 +330,9 @@ async def _measure(
         await cdp.send("Profiler.enable")
         await cdp.send("Profiler.setSamplingInterval", {"interval": 200})
         await cdp.send("Profiler.start")
+    if config.trace:
+        await page.context.browser.start_tracing(page=page, path=config.trace,  # type: ignore[union-attr]
+                                                 categories=TRACE_CATEGORIES)  # fmt: skip
     await page.evaluate(PROBE)
     hub_cpu, chrome_cpu, own_cpu = target.cpu_seconds(), chromium_cpu(), own_cpu_seconds()
     began = time.monotonic()
@@ -321,6 +345,8 @@ async def _measure(
     hub_cpu = target.cpu_seconds() - hub_cpu
     chrome_after = chromium_cpu()
     own_cpu = own_cpu_seconds() - own_cpu
+    if config.trace:
+        await page.context.browser.stop_tracing()  # type: ignore[union-attr]
     if cdp is not None and config.profile:
         profile = (await cdp.send("Profiler.stop"))["profile"]
         config.profile.write_text(json.dumps(profile))
@@ -331,7 +357,7 @@ async def _measure(
         equal += same_document(shown, stored[student])
     frames = result["frames"]
     longtasks = result["longtasks"]
-    lat, missing = latencies(pens, result["seen"])
+    lat, missing, lat_at = latencies(pens, result["seen"])
     sent = sum(p.sent for p in pens)
     mib = 1 / (1024 * 1024)
     frame_p = percentiles(frames)
@@ -360,6 +386,8 @@ async def _measure(
                       "longest_ms": round(max((d for _, d in longtasks), default=0), 1)},
         "latency_ms": lat_p,
         "latency_missing": missing,
+        "ack_ms": percentiles([x for p in pens for x in p.ack_ms]),
+        "latency_p99_by_5s": by_window(lat_at, 5.0),
         "heap_mib": {"start": round(result["heapStart"] * mib, 1) if result["heapStart"] else None,
                      "end": round(result["heapEnd"] * mib, 1) if result["heapEnd"] else None},
         "tiles_equal_stored": equal,
