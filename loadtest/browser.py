@@ -287,17 +287,17 @@ async def _drive(config: BrowserConfig, target: TargetProcess) -> dict[str, Any]
     [plan] = await create_sessions(target.url, target.secret, 1, config.students)
     tokens = Tokens(target.secret)
     tutor_token = tokens(plan.tutor_id, Role.TUTOR)
-    pens = []
-    for k, student in enumerate(plan.student_ids):
-        sio = socketio.AsyncClient(reconnection=False)
-        await sio.connect(target.url, auth={"token": tokens(student, Role.STUDENT)},
-                          transports=["websocket"], wait_timeout=10)  # fmt: skip
-        answer = await sio.call("session:join", {"session_id": plan.session_id}, timeout=10)
-        if not answer.get("ok"):
-            raise RuntimeError(f"{student}: expected to join, got {answer}")
-        pens.append(Pen(student, plan.session_id, sio, random.Random(f"{config.seed}-{k}")))
+    pens: list[Pen] = []
     console: list[str] = []
     try:
+        for k, student in enumerate(plan.student_ids):
+            sio = socketio.AsyncClient(reconnection=False)
+            pens.append(Pen(student, plan.session_id, sio, random.Random(f"{config.seed}-{k}")))
+            await sio.connect(target.url, auth={"token": tokens(student, Role.STUDENT)},
+                              transports=["websocket"], wait_timeout=10)  # fmt: skip
+            answer = await sio.call("session:join", {"session_id": plan.session_id}, timeout=10)
+            if not answer.get("ok"):
+                raise RuntimeError(f"{student}: expected to join, got {answer}")
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(
                 executable_path=CHROMIUM, headless=True, args=["--enable-precise-memory-info"]
