@@ -14,6 +14,9 @@ Modes (each target runs alone, in a fresh process, one after another):
     fanout       the relay mix on node 1 of two processes sharing a Redis, node 2 idle:
                  each node's CPU per 1,000 patches, for the stock AsyncRedisManager
                  and the hub, against one process alone (issue 5).
+    browser      the tutor's control center in headless Chromium while N students
+                 draw: frame intervals, long tasks, stroke-to-screen latency, heap,
+                 tiles against the stored documents, hub and Chromium CPU (issue 17).
 
     python -m loadtest relay --sessions 50 --students 5 --rate 10 --seconds 20 \\
         --target hub --target baseline --plot relay.png --json relay.json
@@ -21,6 +24,7 @@ Modes (each target runs alone, in a fresh process, one after another):
     python -m loadtest storm --students 1000
     python -m loadtest hops --root /tmp/before --root .
     python -m loadtest fanout --sessions 20 --students 5 --rate 10 --seconds 15
+    python -m loadtest browser --students 12 --seconds 30 --root /tmp/before --root .
 
 The JSON summary goes to stdout (and ``--json FILE``), a readable table to
 stderr; ``--record`` appends the table to ``docs/benchmarks.md``. Every loop is
@@ -30,6 +34,7 @@ bounded; all traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -39,7 +44,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadtest import fanout, report
+from loadtest import browser, fanout, report
 from loadtest.procs import ROOT, raise_nofile_limit
 from loadtest.runner import run_connections, run_relay, run_storm, target_specs
 from loadtest.storm import DROP_KINDS
@@ -47,6 +52,7 @@ from loadtest.storm import DROP_KINDS
 MAX_SECONDS = 300.0
 HOPS_TIMEOUT_S = 120.0
 MAX_CLIENTS = 20_000
+MAX_BROWSER_STUDENTS = 100
 CONNECTIONS_COLUMNS = [
     "target", "clients", "joined", "connect_s", "hub_rss_mib_before", "hub_rss_mib_after",
     "hub_rss_kib_per_connection", "hub_cpu_s", "generator_cpu_s",
@@ -96,6 +102,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hops.add_argument("--json", type=Path, help="also write the JSON summary here")
     for mode in (relay, conns, storm, fan):
         _common_options(mode)
+    page = modes.add_parser("browser", help="the control center in Chromium, N students drawing")
+    page.add_argument("--students", type=int, default=12)
+    page.add_argument("--seconds", type=float, default=30.0, help=f"at most {MAX_SECONDS:g}")
+    page.add_argument("--interval-ms", type=float, default=50.0,
+                      help="each student's patch interval while drawing")  # fmt: skip
+    page.add_argument("--database", default="sqlite",
+                      help="sqlite (a fresh file) or a URL the hub may migrate")  # fmt: skip
+    page.add_argument("--root", type=Path, action="append",
+                      help="checkout serving the hub and web/ (repeat: before/after)")  # fmt: skip
+    page.add_argument("--profile", type=Path,
+                      help="the page's CPU profile (.cpuprofile; the last root's)")  # fmt: skip
+    page.add_argument("--trace", type=Path, help="a Chrome trace of the run (the last root's)")
+    page.add_argument("--json", type=Path, help="also write the JSON summary here")
+    page.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args(argv)
     _check(parser, args)
     return args
@@ -146,6 +166,14 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.mode == "hops":
         return
+    if args.mode == "browser":
+        if not 0 < args.seconds <= MAX_SECONDS:
+            parser.error(f"--seconds must be in (0, {MAX_SECONDS:g}]")
+        if not 1 <= args.students <= MAX_BROWSER_STUDENTS:
+            parser.error(f"expected 1 to {MAX_BROWSER_STUDENTS} students, got {args.students}")
+        if args.interval_ms < 10:
+            parser.error("--interval-ms must be at least 10")
+        return
     if getattr(args, "seconds", 1.0) <= 0 or getattr(args, "seconds", 1.0) > MAX_SECONDS:
         parser.error(f"--seconds must be in (0, {MAX_SECONDS:g}]")
     if getattr(args, "rate", 1.0) <= 0:
@@ -174,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.mode == "hops":
         return _hops([r.resolve() for r in args.root or [ROOT]], args.json)
+    if args.mode == "browser":
+        return _browser(args, [r.resolve() for r in args.root or [ROOT]])
     raise_nofile_limit()
     hub_env = dict(item.split("=", 1) for item in args.hub_env)
     roots = [r.resolve() for r in args.root or [ROOT]]
@@ -217,6 +247,24 @@ def _fanout(args: argparse.Namespace, roots: list[Path], hub_env: dict[str, str]
     return out
 
 
+def _browser(args: argparse.Namespace, roots: list[Path]) -> dict[str, Any]:
+    """One run per checkout, back to back, each against a fresh hub."""
+    config = browser.BrowserConfig(
+        students=args.students, seconds=args.seconds, interval_ms=args.interval_ms,
+        database=args.database, profile=args.profile, trace=args.trace,
+    )  # fmt: skip
+    out: dict[str, Any] = {"mode": "browser", "cpu_count": os.cpu_count(),
+                           "smooth_when": browser.SMOOTH, "runs": []}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
+        for index, root in enumerate(roots, start=1):
+            workdir = Path(tmp) / f"run-{index}"
+            workdir.mkdir()
+            label = "hub" if len(roots) == 1 else f"hub@{index}"
+            out["runs"].append(asyncio.run(browser.run_browser(config, workdir, root, label)))
+    _report(args, out, [])
+    return out
+
+
 def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, Any]]) -> None:
     table = _table(args.mode, out["runs"])
     if args.mode == "relay":
@@ -241,6 +289,8 @@ def _table(mode: str, runs: list[dict[str, Any]]) -> str:
         return report.relay_table(runs)
     if mode == "fanout":
         return report.fanout_table(runs)
+    if mode == "browser":
+        return browser.table(runs)
     if mode == "connections":
         keys = CONNECTIONS_COLUMNS
     else:

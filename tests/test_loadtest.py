@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from loadtest import __main__ as cli
-from loadtest import canvas_apply, report, sql_calls
+from loadtest import browser, canvas_apply, report, sql_calls
 from loadtest.procs import TargetProcess, cpu_seconds
 from loadtest.runner import Window
 from loadtest.sessions import SessionPlan, Tokens, create_sessions
@@ -27,6 +27,7 @@ from realtime.base.identity import Role
 from tests.conftest import BENCH_REDIS_URL, need_service, redis_problem
 from tests.processes import HubProcess
 from tests.support import eventually
+from tests.test_browser import need_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -300,3 +301,27 @@ def test_relay_mode_reports_delivered_patches_per_hub_cpu_second() -> None:
     [ratios] = report.relay_ratios([hub, baseline])
     assert ratios["pair"] == "hub / baseline"
     assert ratios["patches_per_hub_cpu_s"] == 2.0
+
+
+@pytest.mark.timeout(60)
+def test_browser_mode_measures_the_control_center_while_students_draw(tmp_path: Path) -> None:
+    need_chromium()
+    argv = ["browser", "--students", "2", "--seconds", "3", "--json", str(tmp_path / "b.json")]
+    [run] = cli.main(argv)["runs"]
+    assert run["settled"], run
+    assert run["sent"] > 0 and run["acked"] == run["sent"] and run["refused"] == {}
+    assert run["strokes"] >= 2
+    # Frames counted over the whole window (about 60 a second headless; at least a few).
+    assert run["frames"] == run["frame_ms"]["n"] > 3 * run["seconds"]
+    assert 0 < run["frame_ms"]["p50"] <= run["frame_ms"]["p95"] <= run["frame_ms"]["max"]
+    assert 0 <= run["frames_over_50ms_share"] <= run["frames_over_33ms_share"] <= 1
+    assert set(run["longtasks"]) == {"count", "total_ms", "longest_ms"}
+    # Every stroke patch sent was seen on its tile, after it was sent.
+    assert run["latency_ms"]["n"] == run["sent"] and run["latency_missing"] == 0
+    assert run["latency_ms"]["p50"] >= 0
+    assert run["tiles_equal_stored"] == 2
+    assert run["heap_mib"]["start"] > 0 and run["heap_mib"]["end"] > 0
+    assert run["hub_cpu_s"] > 0 and run["chromium_renderer_cpu_s"] > 0
+    assert run["console_problems"] == [] and run["log_problems"] == []
+    assert run["exit_code"] == 0
+    assert "| hub | 2 |" in browser.table([run])

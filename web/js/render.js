@@ -21,6 +21,10 @@ function node(name, attributes) {
   return element;
 }
 
+// One decimal, as toFixed(1) would print it but without its string formatting (a
+// stroke's outline is redrawn on every patch that extends it: this is its hot loop).
+const tenth = (v) => Math.round(v * 10) / 10;
+
 /** The outline of a smoothed pen stroke (perfect-freehand), as SVG path data. */
 export function strokePath(points, width) {
   const outline = getStroke(points, {
@@ -31,11 +35,9 @@ export function strokePath(points, width) {
     simulatePressure: true,
   });
   if (!outline.length) return "";
-  const [first, ...rest] = outline;
-  const parts = [`M${first[0].toFixed(1)} ${first[1].toFixed(1)}`];
-  for (const [x, y] of rest) parts.push(`L${x.toFixed(1)} ${y.toFixed(1)}`);
-  parts.push("Z");
-  return parts.join(" ");
+  let d = `M${tenth(outline[0][0])} ${tenth(outline[0][1])}`;
+  for (let i = 1; i < outline.length; i++) d += `L${tenth(outline[i][0])} ${tenth(outline[i][1])}`;
+  return `${d}Z`;
 }
 
 /** One element as an SVG node, or null if it is not in the vocabulary. */
@@ -114,7 +116,10 @@ function markers() {
 /**
  * One layer drawn incrementally: an entry keeps its SVG node for as long as it is
  * the same object (entries are never changed in place, see patch.js), so a new
- * stroke costs one node, not a redraw of the board.
+ * stroke costs one node, not a redraw of the board. A changed entry's new node takes
+ * the old one's place and new entries on top are appended: the other nodes stay put,
+ * so the browser restyles, lays out and repaints only what changed (issue 17:
+ * re-inserting every node of a tile on each change cost the control center frames).
  */
 function layer(group, color) {
   const drawn = new Map(); // id -> {entry, shape}
@@ -125,16 +130,25 @@ function layer(group, color) {
       seen.add(id);
       let held = drawn.get(id);
       if (!held || held.entry !== entry) {
-        held = { entry, shape: drawElement(id, entry, color) };
+        const shape = drawElement(id, entry, color);
+        if (held?.shape?.parentNode === group) {
+          if (shape) held.shape.replaceWith(shape);
+          else held.shape.remove();
+        }
+        held = { entry, shape };
         drawn.set(id, held);
       }
       if (held.shape) shapes.push(held.shape);
     }
-    for (const id of drawn.keys()) if (!seen.has(id)) drawn.delete(id);
-    const now = group.children;
-    if (now.length !== shapes.length || shapes.some((shape, i) => now[i] !== shape)) {
-      group.replaceChildren(...shapes);
+    for (const [id, held] of drawn) {
+      if (seen.has(id)) continue;
+      held.shape?.remove();
+      drawn.delete(id);
     }
+    const now = group.children;
+    const prefix = now.length <= shapes.length && [...now].every((shape, i) => shapes[i] === shape);
+    if (!prefix) group.replaceChildren(...shapes);
+    else if (now.length < shapes.length) group.append(...shapes.slice(now.length));
   };
 }
 
