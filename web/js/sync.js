@@ -14,46 +14,6 @@ const RETRY = new Set(["RATE_LIMITED", "INTERNAL", "NOT_JOINED", "TIMEOUT", "DIS
 const ACK_TIMEOUT_MS = 10000;
 const RETRY_MS = [250, 500, 1000, 2000, 4000];
 
-const INSIDE_ENTRY = new Set(["add", "replace", "remove", "test"]);
-
-/**
- * `applyOps`, with the case a pen makes while drawing taken in one step: every op
- * inside one entry that is already there (`/elements/<id>/points/-`, `.../color`).
- * applyOps copies the entry once for each op (an entry is never changed in place,
- * patch.js); here it is copied once for the patch and the ops applied to the copy.
- * Anything else, or an op that does not apply, goes through applyOps as before.
- */
-function applyPatch(doc, ops) {
-  const first = ops[0]?.path?.split("/");
-  // Escaped tokens (~0, ~1) and the rest: the general path.
-  if (ops.length < 2 || !first || first.length < 4 || ops.some((op) => op.path?.includes?.("~"))) {
-    return applyOps(doc, ops);
-  }
-  const [, section, key] = first;
-  const entry = doc[section]?.[key];
-  if (!entry || typeof entry !== "object" || Array.isArray(entry)) return applyOps(doc, ops);
-  const prefix = `/${section}/${key}/`;
-  const inner = [];
-  for (const op of ops) {
-    if (!INSIDE_ENTRY.has(op.op) || typeof op.path !== "string" || !op.path.startsWith(prefix)) {
-      return applyOps(doc, ops);
-    }
-    const path = op.path.slice(prefix.length - 1);
-    const field = path.slice(1).split("/")[0];
-    // applyOps makes a missing section; inside an entry a missing field is an error.
-    if (!(field in entry) && !(op.op === "add" && !path.includes("/", 1))) return applyOps(doc, ops);
-    inner.push({ ...op, path });
-  }
-  let copy;
-  try {
-    copy = applyOps(structuredClone(entry), inner);
-  } catch {
-    return applyOps(doc, ops); // fails there just the same, as the hub's would
-  }
-  doc[section][key] = copy;
-  return doc;
-}
-
 export class CanvasSync {
   /**
    * @param {object} options
@@ -115,7 +75,7 @@ export class CanvasSync {
     while (this.early.has(this.seq + 1)) {
       const next = this.early.get(this.seq + 1);
       this.early.delete(this.seq + 1);
-      applyPatch(this.confirmed, next);
+      applyOps(this.confirmed, next);
       this.seq += 1;
     }
     if (this.early.size) this.fillGap();
