@@ -28,7 +28,6 @@ decode anything.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -46,7 +45,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from realtime.base.codec import encoded_size
+from realtime.base.codec import encoded_bytes, encoded_size
 from realtime.base.errors import ErrorCode, HubError, validation_error
 
 SECTIONS = ("elements", "annotations", "meta")
@@ -181,10 +180,7 @@ def _encode(value: Any) -> bytes:
     the standard library); an entry already encoded stays as it is."""
     if isinstance(value, bytes):
         return value
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value, separators=(",", ":")).encode()
+    return encoded_bytes(value)
 
 
 def _entry_size(key: str, encoded: bytes) -> int:

@@ -62,9 +62,11 @@ def _finite_or_none(text: str) -> float | None:
 
 
 def encoded_bytes(value: Any) -> bytes:
-    """Compact JSON as bytes."""
+    """Compact JSON as bytes of their own size, to keep in memory: the bytes orjson
+    returns hold a buffer of at least 4 KiB (seen with tracemalloc: 4,089 bytes
+    allocated for a 148-byte answer), nine times what a 460-byte stroke needs."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value).decode().encode()
     except TypeError:
         return json.dumps(value, separators=(",", ":")).encode()
 
