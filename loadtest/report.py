@@ -1,7 +1,8 @@
 """Figures out of raw samples: percentiles, hub-against-baseline ratios, the plot, the record.
 
-The JSON summary keeps percentiles, not samples; the plot (``--plot``) shows
-each target's latency CDF and delivered patches per second; ``--record``
+The JSON summary keeps percentiles (overall and per second), not samples; the
+plot (``--plot``) shows each target's latency CDF, delivered patches per
+second, latency p99 and max over time, and RSS over time; ``--record``
 appends the run to ``docs/benchmarks.md`` with the exact command, the date and
 the machine's CPU count.
 """
@@ -36,17 +37,25 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+# What each baseline target is, for the ratio lines (loadtest/baseline/relay.py).
+REFERENCES = {"baseline": "like-for-like relay", "baseline-stock": "stock relay"}
+
+
 def relay_ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each hub run against the baseline (and against the first hub run, for before/after)."""
+    """Each hub run against the like-for-like baseline, the stock one beside it (and
+    against the first hub run, for before/after)."""
     hubs = [s for s in summaries if s["kind"] == "hub"]
-    refs = [s for s in summaries if s["kind"] == "baseline"] + hubs[:1]
+    baselines = [s for s in summaries if s["kind"] == "baseline"]
+    # The like-for-like relay first: the headline ratio is stated against it.
+    baselines.sort(key=lambda s: s["target"] != "baseline")
     out = []
     for hub in hubs:
-        for ref in refs:
+        for ref in baselines + hubs[:1]:
             if ref is hub:
                 continue
             out.append({
                 "pair": f"{hub['target']} / {ref['target']}",
+                "reference": REFERENCES.get(ref["target"], ref["target"]),
                 "patches_per_hub_cpu_s": ratio(
                     hub["patches_per_hub_cpu_s"], ref["patches_per_hub_cpu_s"]
                 ),
@@ -74,33 +83,64 @@ def relay_table(summaries: list[dict[str, Any]]) -> str:
 
 def ratio_lines(ratios: list[dict[str, Any]]) -> str:
     return "\n".join(
-        f"{r['pair']}: patches per hub CPU-second x{r['patches_per_hub_cpu_s']}, "
-        f"latency p50 x{r['latency_p50']}, p99 x{r['latency_p99']}"
+        f"{r['pair']} ({r['reference']}): patches per hub CPU-second "
+        f"x{r['patches_per_hub_cpu_s']}, latency p50 x{r['latency_p50']}, p99 x{r['latency_p99']}"
         for r in ratios
     )
 
 
-def plot(path: Path, runs: list[dict[str, Any]]) -> None:
-    """Latency CDF and delivered patches per second, one line per target.
+def hub_metrics_lines(summaries: list[dict[str, Any]]) -> str:
+    """The hub's own end-of-run figures (``hub_metrics``), a line per run that has any."""
+    lines = []
+    for s in summaries:
+        found = s.get("hub_metrics") or {}
+        parts = []
+        lag = found.get("hub_event_loop_lag_seconds")
+        if lag:
+            over = ", ".join(f"{v} {k.replace('_', ' ')} s" for k, v in lag.items() if "over" in k)
+            parts.append(f"event-loop lag {lag['count']} readings, {over}")
+        for name in ("hub_canvas_document_bytes", "hub_canvas_log_bytes"):
+            if name in found:
+                parts.append(f"{name.removeprefix('hub_canvas_')} {found[name]:,.0f}")
+        commit = found.get("hub_canvas_commit_seconds")
+        if commit:
+            parts.append(f"{commit['count']} commits, p99 <= {commit['p99_at_most']} s")
+        if parts:
+            lines.append(f"{s['target']}: " + "; ".join(parts))
+    return "\n".join(lines)
 
-    ``runs``: ``{"target", "latency_ms": [...], "delivered_per_s": [...]}``.
+
+def plot(path: Path, runs: list[dict[str, Any]]) -> None:
+    """Per target: the latency CDF, patches delivered per second, p99 and max latency
+    by the second a patch was sent, and the target's RSS once a second.
+
+    ``runs``: ``{"target", "latency_ms": [...], "delivered_per_s": [...],
+    "latency_ms_per_s": {"p99": [...], "max": [...]}, "rss_mib_per_s": [...]}``.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (cdf, rate) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, ((cdf, rate), (lag, rss)) = plt.subplots(2, 2, figsize=(12, 9))
     for run in runs:
         ordered = sorted(run["latency_ms"])
         if ordered:
             ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
             cdf.plot(ordered, ys, label=run["target"])
         rate.plot(range(len(run["delivered_per_s"])), run["delivered_per_s"], label=run["target"])
+        over_time = run.get("latency_ms_per_s") or {}
+        (line,) = lag.plot(over_time.get("p99", []), marker=".", label=f"{run['target']} p99")
+        lag.plot(over_time.get("max", []), linestyle="--", color=line.get_color(),
+                 label=f"{run['target']} max")  # fmt: skip
+        rss.plot(run.get("rss_mib_per_s", []), marker=".", label=run["target"])
     cdf.set_xscale("log")
     cdf.set(title="Student-to-tutor latency (CDF)", xlabel="ms", ylabel="fraction of patches")
     rate.set(title="Patches delivered to tutors", xlabel="s since start", ylabel="patches / s")
-    for ax in (cdf, rate):
+    lag.set_yscale("log")
+    lag.set(title="Latency by the second the patch was sent", xlabel="s since start", ylabel="ms")
+    rss.set(title="Target's resident memory", xlabel="s since start", ylabel="MiB")
+    for ax in (cdf, rate, lag, rss):
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
