@@ -16,7 +16,8 @@ Modes (each target runs alone, in a fresh process, one after another):
                  and package crossings from the student's emit to the tutor and the ack.
     fanout       the relay mix on node 1 of two processes sharing a Redis, node 2 idle:
                  each node's CPU per 1,000 patches, for the stock AsyncRedisManager
-                 and the hub, against one process alone (issue 5).
+                 and the hub, against one process alone (issue 5); Redis CPU
+                 added to the busy node, Redis commands per patch (issue 18).
 
     python -m loadtest relay --sessions 50 --students 5 --rate 10 --seconds 20 \\
         --target hub --target baseline --target baseline-stock --plot relay.png --json relay.json
@@ -93,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fan.add_argument("--rate", type=float, default=10.0, help="patches per student per second")
     fan.add_argument("--seconds", type=float, default=15.0, help=f"at most {MAX_SECONDS:g}")
     fan.add_argument("--target", choices=fanout.TARGETS, action="append",
-                     help="repeatable; default: all four, in this order")  # fmt: skip
+                     help="repeatable; default: all six, in this order")  # fmt: skip
     fan.add_argument("--rest-seconds", type=float, default=fanout.REST_S,
                      help="node 2's CPU at rest is read this long first (0: not)")  # fmt: skip
     fan.add_argument("--redis-url", default=fanout.DEFAULT_REDIS_URL,
@@ -237,7 +238,10 @@ def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, A
             report.plot(args.plot, raw)
     if args.mode == "fanout":
         out["ratios"] = report.fanout_ratios(out["runs"])
-        table += "\n\n" + report.fanout_ratio_lines(out["ratios"])
+        for lines in (report.fanout_ratio_lines(out["ratios"]),
+                      report.fanout_redis_lines(out["runs"])):  # fmt: skip
+            if lines:
+                table += "\n\n" + lines
     text = json.dumps(out, indent=2)
     print(text)
     print(table, file=sys.stderr)
