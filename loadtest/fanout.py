@@ -246,6 +246,8 @@ def run_fanout(
     for node in nodes:
         found = node.log_problems(limit=1000)
         summary.setdefault("exit_codes", {})[node.label] = node.exit_code
+        if node.stack:  # a baseline's own account of its loop, JSON library, driver
+            summary.setdefault("stacks", {})[node.label] = node.stack
         summary.setdefault("log_problems", {})[node.label] = found[:5]
         if found:
             problems.append(f"{node.label} logged {len(found)} errors")

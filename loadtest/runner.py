@@ -3,8 +3,9 @@
 Each run starts its own target process (a fresh SQLite file in a temporary
 directory for the hub) and stops it afterwards, so targets never overlap.
 The target's CPU seconds are read at the common start instant and when the
-last worker has reported; its RSS at the start, the end and as the peak
-(``VmHWM``); the generator's CPU is the sum over its workers.
+last worker has reported; its RSS at the start, the end, the highest reading
+in between (read about twice a second; not ``VmHWM``, which would include the
+set-up) and once a second; the generator's CPU is the sum over its workers.
 """
 
 from __future__ import annotations
