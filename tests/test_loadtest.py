@@ -168,6 +168,20 @@ def test_hub_metrics_reads_loop_lag_over_thresholds_and_skips_what_is_missing() 
     }  # fmt: skip
 
 
+def test_relay_ratios_name_a_run_that_did_not_hold_the_load() -> None:
+    hub = {"target": "hub", "kind": "hub", "patches_per_hub_cpu_s": 600.0, "lost": 0,
+           "latency_ms": {"p50": 20.0, "p99": 2500.0}}  # fmt: skip
+    baseline = {**hub, "target": "baseline", "kind": "baseline",
+                "latency_ms": {"p50": 5.0, "p99": 40.0}}  # fmt: skip
+    stock = {**baseline, "target": "baseline-stock", "lost": 3}
+    ratios = report.relay_ratios([hub, stock, baseline])
+    assert [(r["pair"], r["overloaded"]) for r in ratios] == [
+        ("hub / baseline", ["hub"]),
+        ("hub / baseline-stock", ["hub", "baseline-stock"]),
+    ]
+    assert "overloaded (loss, or p99 over 100 ms): hub" in report.ratio_lines(ratios)
+
+
 def test_redis_commands_per_patch_leave_out_the_harness_own_info_calls() -> None:
     start = {"info": 10, "evalsha": 100, "publish": 5}
     end = {"info": 14, "evalsha": 300, "publish": 105, "time": 20}
