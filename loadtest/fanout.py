@@ -28,7 +28,9 @@ Redis the busy node's cost is also given with Redis's CPU added
 (``busy_with_redis_cpu_s_per_1k``, issue 18): the work the hub hands to Redis
 is not free. Both are the whole server's: anything else on that Redis server
 (another database, another client) counts too, so run it on a quiet one.
-Commands per delivered patch leave out the ``INFO`` calls this harness makes;
+Commands per delivered patch count each ``redis.call`` inside a Lua script
+besides the ``EVALSHA`` that ran it, as Redis does (the script calls are also
+given apart), and leave out the ``INFO`` calls this harness makes;
 with ``--rest-seconds``, the commands the server ran during the rest (both
 nodes idle, and whatever else uses that server) are also taken out at that
 rate (``redis_commands_per_patch_over_rest``).
@@ -76,6 +78,8 @@ TARGETS = (
 TOP_COMMANDS = 5
 # The harness's own reads of the server, left out of the commands counted.
 OWN_COMMANDS = ("info",)
+# Commands that run a script: commandstats also counts each redis.call inside one.
+SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 TESTS_REDIS_DB = "15"
 REST_S = 5.0
@@ -182,19 +186,27 @@ def redis_commands(client: redis.Redis) -> dict[str, int] | None:
 def command_figures(
     start: dict[str, int] | None, end: dict[str, int] | None, delivered: int
 ) -> dict[str, Any]:
-    """Redis commands over the window: in all, per delivered patch, the most called."""
+    """Redis commands over the window: in all, per delivered patch, the most called.
+
+    Redis counts each ``redis.call`` inside a Lua script as a command of its own,
+    besides the ``EVALSHA`` that ran it; the script calls are also given apart, so
+    a reader can tell round trips from work done inside one.
+    """
     if start is None or end is None:
-        return {"redis_commands": None, "redis_commands_per_patch": None}
+        return {"redis_commands": None, "redis_commands_per_patch": None,
+                "redis_script_calls_per_patch": None}  # fmt: skip
     calls = {
         name: n - start.get(name, 0)
         for name, n in end.items()
         if name not in OWN_COMMANDS and n > start.get(name, 0)
     }
     total = sum(calls.values())
+    scripts = sum(calls.get(name, 0) for name in SCRIPT_COMMANDS)
     top = sorted(calls.items(), key=lambda item: -item[1])[:TOP_COMMANDS]
     return {
         "redis_commands": total,
         "redis_commands_per_patch": round(total / delivered, 2) if delivered else None,
+        "redis_script_calls_per_patch": round(scripts / delivered, 2) if delivered else None,
         "redis_top_commands": dict(top),
     }
 

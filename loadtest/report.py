@@ -254,8 +254,10 @@ def fanout_redis_lines(summaries: list[dict[str, Any]]) -> str:
         top = ", ".join(f"{name} {n}" for name, n in s.get("redis_top_commands", {}).items())
         lines.append(
             f"{s['target']}: {s['redis_commands_per_patch']} Redis commands per delivered "
-            f"patch, {s.get('redis_commands_per_patch_over_rest')} over the rest's rate"
-            f"{bound}; {s['redis_commands']} in all; most called: {top}"
+            f"patch{bound}, {s.get('redis_commands_per_patch_over_rest')} over the rest's "
+            f"rate, of them {s.get('redis_script_calls_per_patch')} script calls (each "
+            f"redis.call inside a script counts too); {s['redis_commands']} in all; "
+            f"most called: {top}"
         )
     if lines:
         lines.append(

@@ -188,6 +188,7 @@ def test_redis_commands_per_patch_leave_out_the_harness_own_info_calls() -> None
     figures = fanout.command_figures(start, end, delivered=100)
     assert figures["redis_commands"] == 320
     assert figures["redis_commands_per_patch"] == 3.2
+    assert figures["redis_script_calls_per_patch"] == 2.0
     assert list(figures["redis_top_commands"]) == ["evalsha", "publish", "time"]
 
 
