@@ -4,7 +4,10 @@ Modes (each target runs alone, in a fresh process, one after another):
 
     relay        S sessions of a tutor and K students; students draw at R patches/s
                  with pings, progress and help requests mixed in; tutors annotate.
-                 Latency, loss, order, hub CPU per delivered patch; hub/baseline ratios.
+                 Latency, loss, order, hub CPU per delivered patch; latency p50/p99/max
+                 and RSS per second; the hub's /metrics at the end (loop lag, canvas
+                 bytes, commits); ratios against the like-for-like baseline and the
+                 stock one (targets ``baseline``, ``baseline-stock``).
     connections  N idle joined students (sessions of K, plus their tutors);
                  the target's RSS before and after, per connection.
     storm        N students (sessions of K, plus tutors) drawing slowly all drop
@@ -13,13 +16,14 @@ Modes (each target runs alone, in a fresh process, one after another):
                  and package crossings from the student's emit to the tutor and the ack.
     fanout       the relay mix on node 1 of two processes sharing a Redis, node 2 idle:
                  each node's CPU per 1,000 patches, for the stock AsyncRedisManager
-                 and the hub, against one process alone (issue 5).
+                 and the hub, against one process alone (issue 5); Redis CPU
+                 added to the busy node, Redis commands per patch (issue 18).
     browser      the tutor's control center in headless Chromium while N students
                  draw: frame intervals, long tasks, stroke-to-screen latency, heap,
                  tiles against the stored documents, hub and Chromium CPU (issue 17).
 
     python -m loadtest relay --sessions 50 --students 5 --rate 10 --seconds 20 \\
-        --target hub --target baseline --plot relay.png --json relay.json
+        --target hub --target baseline --target baseline-stock --plot relay.png --json relay.json
     python -m loadtest connections --connections 5000
     python -m loadtest storm --students 1000
     python -m loadtest hops --root /tmp/before --root .
@@ -46,7 +50,7 @@ from typing import Any
 
 from loadtest import browser, fanout, report
 from loadtest.procs import ROOT, raise_nofile_limit
-from loadtest.runner import run_connections, run_relay, run_storm, target_specs
+from loadtest.runner import TARGETS, run_connections, run_relay, run_storm, target_specs
 from loadtest.storm import DROP_KINDS
 
 MAX_SECONDS = 300.0
@@ -73,12 +77,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     relay.add_argument("--students", type=int, default=5, help="students per session")
     relay.add_argument("--rate", type=float, default=10.0, help="patches per student per second")
     relay.add_argument("--seconds", type=float, default=10.0, help=f"at most {MAX_SECONDS:g}")
-    relay.add_argument("--target", choices=("hub", "baseline"), action="append")
-    relay.add_argument("--plot", type=Path, help="PNG: latency CDF and throughput per target")
+    relay.add_argument(
+        "--target",
+        choices=TARGETS,
+        action="append",
+        help="repeatable; baseline: like-for-like with the hub, baseline-stock: stock",
+    )
+    relay.add_argument("--plot", type=Path, help="PNG: latency CDF, rate, p99/max, RSS per s")
     conns = modes.add_parser("connections", help="idle joined connections; RSS per connection")
     conns.add_argument("--connections", type=int, default=1000, help="student connections")
     conns.add_argument("--per-session", type=int, default=5, help="students per session")
-    conns.add_argument("--target", choices=("hub", "baseline"), action="append")
+    conns.add_argument("--target", choices=TARGETS, action="append")
     storm = modes.add_parser("storm", help="everyone drops at once and re-joins with since")
     storm.add_argument("--students", type=int, default=1000)
     storm.add_argument("--per-session", type=int, default=5, help="students per session")
@@ -91,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fan.add_argument("--rate", type=float, default=10.0, help="patches per student per second")
     fan.add_argument("--seconds", type=float, default=15.0, help=f"at most {MAX_SECONDS:g}")
     fan.add_argument("--target", choices=fanout.TARGETS, action="append",
-                     help="repeatable; default: all four, in this order")  # fmt: skip
+                     help="repeatable; default: all six, in this order")  # fmt: skip
     fan.add_argument("--rest-seconds", type=float, default=fanout.REST_S,
                      help="node 2's CPU at rest is read this long first (0: not)")  # fmt: skip
     fan.add_argument("--redis-url", default=fanout.DEFAULT_REDIS_URL,
@@ -270,11 +279,17 @@ def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, A
     if args.mode == "relay":
         out["ratios"] = report.relay_ratios(out["runs"])
         table += "\n\n" + report.ratio_lines(out["ratios"])
+        metrics = report.hub_metrics_lines(out["runs"])
+        if metrics:
+            table += "\n\n" + metrics
         if args.plot:
             report.plot(args.plot, raw)
     if args.mode == "fanout":
         out["ratios"] = report.fanout_ratios(out["runs"])
-        table += "\n\n" + report.fanout_ratio_lines(out["ratios"])
+        for lines in (report.fanout_ratio_lines(out["ratios"]),
+                      report.fanout_redis_lines(out["runs"])):  # fmt: skip
+            if lines:
+                table += "\n\n" + lines
     text = json.dumps(out, indent=2)
     print(text)
     print(table, file=sys.stderr)

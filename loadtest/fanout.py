@@ -4,10 +4,14 @@ Each target runs one or two server processes; all the load of the relay mix
 (every tutor and student of every session, see ``loadtest.scenario``) goes to
 node 1, and node 2 runs with no clients:
 
-    baseline        one bare python-socketio relay (``loadtest/baseline/relay.py``)
-    baseline-redis  two of them on python-socketio's stock ``AsyncRedisManager``
-    hub             one hub
-    hub-redis       two hubs with ``HUB_REDIS_URL``, one database and one secret
+    baseline              one bare python-socketio relay (``loadtest/baseline/relay.py``)
+                          on the hub's loop, JSON library and Engine.IO driver
+    baseline-redis        two of them on python-socketio's stock ``AsyncRedisManager``
+                          (given the hub's JSON library too)
+    baseline-stock        one bare relay on plain asyncio, stdlib json, stock driver
+    baseline-stock-redis  two of those on the stock ``AsyncRedisManager``
+    hub                   one hub
+    hub-redis             two hubs with ``HUB_REDIS_URL``, one database and one secret
 
 Before the load, one client connects to node 2 and leaves again: a stock
 server subscribes to its Redis channel only from its first client on, as any
@@ -18,8 +22,18 @@ per 1,000 patches delivered on node 1 are what the busy node's traffic costs
 it (``idle_cpu_s_over_rest``: less what it would have spent at rest; the
 clock ticks at 100 Hz, so that estimate is coarse). Node 1's CPU per 1,000
 delivered patches, with Redis against without, is what sharing costs the
-busy node. Redis's own CPU (``INFO cpu``, the whole
-server's) is read around the window too.
+busy node. Redis's own CPU (``INFO cpu``) and its commands
+(``INFO commandstats``) are read around the window too, and for a target with
+Redis the busy node's cost is also given with Redis's CPU added
+(``busy_with_redis_cpu_s_per_1k``, issue 18): the work the hub hands to Redis
+is not free. Both are the whole server's: anything else on that Redis server
+(another database, another client) counts too, so run it on a quiet one.
+Commands per delivered patch count each ``redis.call`` inside a Lua script
+besides the ``EVALSHA`` that ran it, as Redis does (the script calls are also
+given apart), and leave out the ``INFO`` calls this harness makes;
+with ``--rest-seconds``, the commands the server ran during the rest (both
+nodes idle, and whatever else uses that server) are also taken out at that
+rate (``redis_commands_per_patch_over_rest``).
 
 The Redis database (``--redis-url``, db 14 by default; never the tests' db 15)
 is flushed before every target. A target that breaks down (a node fails to
@@ -44,14 +58,28 @@ import aiohttp
 import redis
 
 from loadtest.procs import TargetProcess, start_baseline, start_hub
-from loadtest.runner import SLACK_S, START_DELAY_S, generator_figures, plans_for, relay_figures
+from loadtest.runner import (
+    SLACK_S,
+    START_DELAY_S,
+    generator_figures,
+    plans_for,
+    relay_figures,
+    scrape_metrics,
+)
 from loadtest.scenario import RelayConfig, RelayWorker
 from loadtest.sessions import Tokens
 from loadtest.wire import WireClient
 from loadtest.workers import WorkerPool, split
 from realtime.base.identity import Role
 
-TARGETS = ("baseline", "baseline-redis", "hub", "hub-redis")
+TARGETS = (
+    "baseline", "baseline-redis", "baseline-stock", "baseline-stock-redis", "hub", "hub-redis",
+)  # fmt: skip
+TOP_COMMANDS = 5
+# The harness's own reads of the server, left out of the commands counted.
+OWN_COMMANDS = ("info",)
+# Commands that run a script: commandstats also counts each redis.call inside one.
+SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 TESTS_REDIS_DB = "15"
 REST_S = 5.0
@@ -66,6 +94,7 @@ class FanoutTarget:
     name: str
     kind: str  # "hub" or "baseline"
     redis: bool
+    stock: bool = False  # a baseline on plain asyncio, stdlib json and Engine.IO's driver
 
     @property
     def nodes(self) -> int:
@@ -75,7 +104,9 @@ class FanoutTarget:
 def fanout_target(name: str) -> FanoutTarget:
     if name not in TARGETS:
         raise ValueError(f"expected one of {', '.join(TARGETS)}, got {name!r}")
-    return FanoutTarget(name, name.removesuffix("-redis"), name.endswith("-redis"))
+    base = name.removesuffix("-redis")
+    kind = "hub" if base == "hub" else "baseline"
+    return FanoutTarget(name, kind, name.endswith("-redis"), stock=base == "baseline-stock")
 
 
 def check_redis_url(url: str) -> None:
@@ -110,7 +141,9 @@ def started_nodes(
                 nodes.append(start_hub(workdir, root=root, extra_env=shared, label=label))
             else:
                 url = redis_url if target.redis else None
-                nodes.append(start_baseline(workdir, label=label, redis_url=url))
+                nodes.append(
+                    start_baseline(workdir, label=label, redis_url=url, stock=target.stock)
+                )
         yield nodes
     finally:
         for node in reversed(nodes):
@@ -139,6 +172,47 @@ def redis_cpu(client: redis.Redis) -> float | None:
     except redis.RedisError:
         return None
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_commands(client: redis.Redis) -> dict[str, int] | None:
+    """Calls so far by command (``INFO commandstats``); None if Redis does not answer."""
+    try:
+        info = client.info("commandstats")
+    except redis.RedisError:
+        return None
+    return {key.removeprefix("cmdstat_"): int(v["calls"]) for key, v in info.items()}
+
+
+def command_figures(
+    start: dict[str, int] | None, end: dict[str, int] | None, delivered: int
+) -> dict[str, Any]:
+    """Redis commands over the window: in all, per delivered patch, the most called.
+
+    Redis counts each ``redis.call`` inside a Lua script as a command of its own,
+    besides the ``EVALSHA`` that ran it; the script calls are also given apart, so
+    a reader can tell round trips from work done inside one.
+    """
+    if start is None or end is None:
+        return {"redis_commands": None, "redis_commands_per_patch": None,
+                "redis_script_calls_per_patch": None}  # fmt: skip
+    calls = {
+        name: n - start.get(name, 0)
+        for name, n in end.items()
+        if name not in OWN_COMMANDS and n > start.get(name, 0)
+    }
+    total = sum(calls.values())
+    scripts = sum(calls.get(name, 0) for name in SCRIPT_COMMANDS)
+    top = sorted(calls.items(), key=lambda item: -item[1])[:TOP_COMMANDS]
+    return {
+        "redis_commands": total,
+        "redis_commands_per_patch": round(total / delivered, 2) if delivered else None,
+        "redis_script_calls_per_patch": round(scripts / delivered, 2) if delivered else None,
+        "redis_top_commands": dict(top),
+    }
+
+
+def _sum(*values: float | None) -> float | None:
+    return None if any(v is None for v in values) else round(sum(v or 0.0 for v in values), 2)
 
 
 def _delta(end: float | None, start: float | None) -> float | None:
@@ -184,6 +258,8 @@ def run_fanout(
     for node in nodes:
         found = node.log_problems(limit=1000)
         summary.setdefault("exit_codes", {})[node.label] = node.exit_code
+        if node.stack:  # a baseline's own account of its loop, JSON library, driver
+            summary.setdefault("stacks", {})[node.label] = node.stack
         summary.setdefault("log_problems", {})[node.label] = found[:5]
         if found:
             problems.append(f"{node.label} logged {len(found)} errors")
@@ -210,20 +286,26 @@ def _measure(
             asyncio.run(touch(idle.url, busy.secret))
             if args.rest_seconds > 0:
                 rest_start = cpu_or_none(idle)
+                commands_rest = redis_commands(store)
                 time.sleep(args.rest_seconds)
                 rest = _delta(cpu_or_none(idle), rest_start)
                 out["idle_rest_cpu_s_per_s"] = (
                     round(rest / args.rest_seconds, 3) if rest is not None else None
                 )
+                calls = command_figures(commands_rest, redis_commands(store), 1)["redis_commands"]
+                out["redis_rest_commands_per_s"] = (
+                    round(calls / args.rest_seconds, 1) if calls is not None else None
+                )
         start_at = time.perf_counter() + START_DELAY_S
         pool.go(start_at)
         time.sleep(max(0.0, start_at - time.perf_counter()))
         cpu_start = [cpu_or_none(node) for node in nodes]
-        redis_start = redis_cpu(store)
+        redis_start, commands_start = redis_cpu(store), redis_commands(store)
         results = pool.done(args.seconds + SLACK_S)
         cpu_end = [cpu_or_none(node) for node in nodes]
-        redis_end = redis_cpu(store)
+        redis_end, commands_end = redis_cpu(store), redis_commands(store)
         window_s = time.perf_counter() - start_at
+        out["hub_metrics"] = scrape_metrics(busy)  # after the CPU readings: not counted
     for node in nodes:
         if node.process.poll() is not None:
             problems.append(f"{node.label} exited with {node.process.returncode} under load")
@@ -236,6 +318,17 @@ def _measure(
     over_rest = (
         round(idle_cpu - rest_rate * window_s, 2)
         if idle_cpu is not None and rest_rate is not None
+        else None
+    )
+    redis_s = _delta(redis_end, redis_start)
+    # Without Redis (one node), the server's CPU is someone else's: nothing to add.
+    busy_with_redis = _sum(busy_cpu, redis_s) if len(nodes) > 1 else busy_cpu
+    commands = command_figures(commands_start, commands_end, delivered)
+    # What the server ran anyway (both nodes at rest, and any other client), taken out.
+    rest_calls = out.get("redis_rest_commands_per_s")
+    over_rest_calls = (
+        round((commands["redis_commands"] - rest_calls * window_s) / delivered, 2)
+        if commands["redis_commands"] is not None and rest_calls is not None and delivered
         else None
     )
     unacked = figures["sent"] - figures["acked"]
@@ -259,7 +352,12 @@ def _measure(
         "idle_cpu_s_per_1k": _per_1k(idle_cpu, delivered),
         "idle_cpu_s_over_rest": over_rest,
         "idle_cpu_s_over_rest_per_1k": _per_1k(over_rest, delivered),
-        "redis_cpu_s": _delta(redis_end, redis_start),
+        "redis_cpu_s": redis_s,
+        # With Redis: the busy node and the Redis server (the work it handed over).
+        "busy_with_redis_cpu_s": busy_with_redis,
+        "busy_with_redis_cpu_s_per_1k": _per_1k(busy_with_redis, delivered),
+        **commands,
+        "redis_commands_per_patch_over_rest": over_rest_calls,
         **generator_figures(results),
     }
 

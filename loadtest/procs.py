@@ -7,6 +7,7 @@ generator's.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -20,11 +21,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
+HTTP_TIMEOUT_S = 5.0
 POLL_INTERVAL_S = 0.05
 LOG_TAIL_CHARS = 3000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -86,6 +88,8 @@ class TargetProcess:
     log_path: Path
     _log: IO[bytes] = field(repr=False)
     exit_code: int | None = None
+    # The baseline's own account of its loop, JSON library and driver (``/healthz``).
+    stack: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -105,6 +109,20 @@ class TargetProcess:
         lines = self.log_path.read_text(errors="replace").splitlines()
         found = [line for line in lines if " ERROR " in line or EXCEPTION_LINE.match(line)]
         return [line[:300] for line in found[:limit]]
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` answers (the baseline says there what it runs, ``stack``)."""
+        with urllib.request.urlopen(f"{self.url}/healthz", timeout=HTTP_TIMEOUT_S) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
+
+    def get_text(self, path: str) -> str | None:
+        """The body of ``GET path`` (such as ``/metrics``), or None if it is not served."""
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}", timeout=HTTP_TIMEOUT_S) as resp:
+                return str(resp.read().decode())
+        except urllib.error.HTTPError:
+            return None
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
@@ -196,9 +214,11 @@ def start_hub(
 
 
 def start_baseline(
-    workdir: Path, *, label: str = "baseline", redis_url: str | None = None
+    workdir: Path, *, label: str = "baseline", redis_url: str | None = None, stock: bool = False
 ) -> TargetProcess:
-    """``python -m loadtest.baseline.relay``: the bare python-socketio relay.
+    """``python -m loadtest.baseline.relay``: the bare python-socketio relay, on the
+    hub's event loop, JSON library and Engine.IO driver, or with ``stock`` on plain
+    asyncio, the standard ``json`` and Engine.IO's own driver.
 
     With ``redis_url``, on python-socketio's stock ``AsyncRedisManager``.
     """
@@ -209,4 +229,12 @@ def start_baseline(
     argv = [sys.executable, "-m", "loadtest.baseline.relay"]
     if redis_url:
         argv += ["--redis-url", redis_url]
-    return _spawn("baseline", label, argv, env, ROOT, workdir)
+    if stock:
+        argv.append("--stock")
+    target = _spawn("baseline", label, argv, env, ROOT, workdir)
+    try:
+        target.stack = target.health()["stack"]
+    except BaseException:
+        target.stop()
+        raise
+    return target

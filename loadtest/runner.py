@@ -3,8 +3,9 @@
 Each run starts its own target process (a fresh SQLite file in a temporary
 directory for the hub) and stops it afterwards, so targets never overlap.
 The target's CPU seconds are read at the common start instant and when the
-last worker has reported; its RSS at the start, the end and as the peak
-(``VmHWM``); the generator's CPU is the sum over its workers.
+last worker has reported; its RSS at the start, the end, the highest reading
+in between (read about twice a second; not ``VmHWM``, which would include the
+set-up) and once a second; the generator's CPU is the sum over its workers.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest import hub_metrics
 from loadtest.connections import ConnectionsConfig, IdleWorker
 from loadtest.members import merge_errors
 from loadtest.procs import ROOT, TargetProcess, start_baseline, start_hub
@@ -33,19 +35,25 @@ SETTLE_S = 2.0
 SLACK_S = 120.0
 
 
+# ``baseline``: the bare relay on the hub's loop, JSON and driver; ``baseline-stock``:
+# on plain asyncio, the standard json and Engine.IO's driver (loadtest/baseline/relay.py).
+TARGETS = ("hub", "baseline", "baseline-stock")
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     kind: str
     root: Path
     label: str
+    stock: bool = False
 
 
 def target_specs(kinds: list[str], roots: list[Path]) -> list[TargetSpec]:
-    """The runs, in order: one hub per checkout in ``roots``, and the baseline."""
+    """The runs, in order: one hub per checkout in ``roots``, and the baselines."""
     specs = []
     for kind in kinds:
-        if kind == "baseline":
-            specs.append(TargetSpec("baseline", ROOT, "baseline"))
+        if kind.startswith("baseline"):
+            specs.append(TargetSpec("baseline", ROOT, kind, stock=kind == "baseline-stock"))
             continue
         for root in roots:
             label = "hub" if len(roots) == 1 else f"hub@{root}"
@@ -59,7 +67,7 @@ def started(spec: TargetSpec, workdir: Path, hub_env: dict[str, str]) -> Iterato
     if spec.kind == "hub":
         target = start_hub(workdir, root=spec.root, extra_env=hub_env, label=label)
     else:
-        target = start_baseline(workdir, label=label)
+        target = start_baseline(workdir, label=label, stock=spec.stock)
     try:
         yield target
     finally:
@@ -74,22 +82,29 @@ def plans_for(target: TargetProcess, sessions: int, students: int) -> list[Sessi
 
 @dataclass
 class Window:
-    """The target's CPU and memory over a measured window."""
+    """The target's CPU and memory over a measured window; its RSS once a second."""
 
     target: TargetProcess
     start_at: float = 0.0
     cpu_start: float = 0.0
     rss_start: float = 0.0
     rss_peak: float = 0.0
+    # The first reading in each second of the window (None: no tick in that second).
+    rss_per_s: list[float | None] = field(default_factory=list)
 
     def begin(self, start_at: float) -> None:
         time.sleep(max(0.0, start_at - time.perf_counter()))
         self.start_at = start_at
         self.cpu_start = self.target.cpu_seconds()
         self.rss_start = self.rss_peak = self.target.rss_mib()
+        self.rss_per_s = [self.rss_start]
 
     def tick(self) -> None:
-        self.rss_peak = max(self.rss_peak, self.target.rss_mib())
+        rss = self.target.rss_mib()
+        self.rss_peak = max(self.rss_peak, rss)
+        second = int(time.perf_counter() - self.start_at)
+        if second >= len(self.rss_per_s):
+            self.rss_per_s += [None] * (second - len(self.rss_per_s)) + [rss]
 
     def end(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self.start_at
@@ -101,13 +116,22 @@ class Window:
             "hub_rss_mib": {"start": round(self.rss_start, 1),
                             "end": round(self.target.rss_mib(), 1),
                             "peak": round(max(self.rss_peak, self.target.rss_mib()), 1)},
+            "hub_rss_mib_per_s": [None if x is None else round(x, 1) for x in self.rss_per_s],
         }  # fmt: skip
+
+
+def scrape_metrics(target: TargetProcess) -> dict[str, Any]:
+    """The hub's end-of-run figures from its ``/metrics`` (``loadtest.hub_metrics``);
+    empty for a target without one."""
+    text = target.get_text("/metrics") if target.kind == "hub" else None
+    return hub_metrics.read(text) if text else {}
 
 
 def _common(spec: TargetSpec, target: TargetProcess, workers: int) -> dict[str, Any]:
     # exit_code None: the target outlived SIGTERM by STOP_TIMEOUT_S and was killed.
     return {"target": spec.label, "kind": spec.kind, "root": str(spec.root), "workers": workers,
-            "exit_code": target.exit_code, "log_problems": target.log_problems()}  # fmt: skip
+            "exit_code": target.exit_code, "log_problems": target.log_problems(),
+            **({"stack": target.stack} if target.stack else {})}  # fmt: skip
 
 
 def generator_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -136,6 +160,8 @@ def run_relay(
             pool.go(start_at)
             window.begin(start_at)
             results = pool.done(args.seconds + SLACK_S, window.tick)
+            # Read before the window closes (its own small CPU cost counts in the window).
+            metrics = scrape_metrics(target)
             measured = window.end()
 
     figures, samples = relay_figures(results, args.seconds)
@@ -151,8 +177,10 @@ def run_relay(
         if measured["hub_cpu_s"]
         else None,
         **measured,
+        "hub_metrics": metrics,
         **generator_figures(results),
     }
+    samples["rss_mib_per_s"] = measured["hub_rss_mib_per_s"]
     return summary, {"target": spec.label, **samples}
 
 
@@ -168,15 +196,29 @@ def relay_figures(
     per_s = [sum(col) for col in zip(*(r["delivered_per_s"] for r in results), strict=True)]
     while len(per_s) > seconds and not per_s[-1]:
         per_s.pop()  # the drain's empty seconds
+    sent_s = [x for r in results for x in r["latency_sent_s"]]
+    over_time = latency_per_second(latencies, sent_s)
     figures = {
         **{k: total(k) for k in RELAY_COUNTS},
         "latency_ms": percentiles(latencies),
+        "latency_ms_per_s": over_time,
         "ack_latency_ms": percentiles([x for r in results for x in r["ack_ms"]]),
         "delivered_per_s": per_s,
         "events_ok": sum_counts([r["events_ok"] for r in results]),
         "errors": merge_errors(results),
     }
-    return figures, {"latency_ms": latencies, "delivered_per_s": per_s}
+    return figures, {"latency_ms": latencies, "delivered_per_s": per_s,
+                     "latency_ms_per_s": over_time}  # fmt: skip
+
+
+def latency_per_second(latencies: list[float], sent_s: list[int]) -> dict[str, list[Any]]:
+    """p50, p99 and max of the latencies, by the second of the run each patch was sent
+    in (None for a second nothing sent in arrived), so a stall shows with its time."""
+    by_second: list[list[float]] = [[] for _ in range(max(sent_s, default=-1) + 1)]
+    for latency, second in zip(latencies, sent_s, strict=True):
+        by_second[second].append(latency)
+    figures = [percentiles(values) for values in by_second]
+    return {key: [f[key] for f in figures] for key in ("n", "p50", "p99", "max")}
 
 
 RELAY_COUNTS = (

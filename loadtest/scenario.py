@@ -97,6 +97,8 @@ class Tutor:
     out_of_order: int = 0
     events: int = 0
     latency_ms: list[float] = field(default_factory=list)
+    # The second of the run each of ``latency_ms``'s patches was sent in.
+    sent_s: list[int] = field(default_factory=list)
     annotated: dict[str, list[int]] = field(default_factory=dict)
     annotations_sent: int = 0
     annotations_in_flight: int = 0
@@ -118,7 +120,9 @@ class Tutor:
             if item["author"] == "student":
                 self.delivered += 1
                 self.bins[second] += 1
-                self.latency_ms.append((now - item["ops"][0]["value"]["t"]) * 1000)
+                sent_at = item["ops"][0]["value"]["t"]
+                self.latency_ms.append((now - sent_at) * 1000)
+                self.sent_s.append(max(0, int(sent_at - self.start_at)))
 
 
 class RelayWorker:
@@ -328,6 +332,7 @@ class RelayWorker:
             "events_ok": dict(Counter(self.tally.ok)),
             "errors": self.tally.error_summary(),
             "latency_ms": [x for t in self.tutors for x in t.latency_ms],
+            "latency_sent_s": [x for t in self.tutors for x in t.sent_s],
             "ack_ms": self.ack_ms,
             "delivered_per_s": bins,
         }

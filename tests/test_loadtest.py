@@ -16,18 +16,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 
 from loadtest import __main__ as cli
-from loadtest import browser, canvas_apply, report, sql_calls
-from loadtest.procs import TargetProcess, cpu_seconds
+from loadtest import browser, canvas_apply, fanout, hub_metrics, report, sql_calls
+from loadtest.procs import TargetProcess, cpu_seconds, start_baseline
 from loadtest.runner import Window
 from loadtest.sessions import SessionPlan, Tokens, create_sessions
 from loadtest.wire import ConnectRefused, WireClient
 from realtime.base.identity import Role
+from tests.browser import need_chromium
 from tests.conftest import BENCH_REDIS_URL, need_service, redis_problem
 from tests.processes import HubProcess
 from tests.support import eventually
-from tests.test_browser import need_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -114,6 +115,84 @@ def test_relay_mode_delivers_every_patch_once_in_order_to_hub_and_baseline() -> 
     assert out["ratios"][0]["pair"] == "hub / baseline"
 
 
+@pytest.mark.timeout(60)
+def test_relay_mode_reports_over_time_the_hubs_metrics_and_a_like_for_like_baseline(
+    tmp_path: Path,
+) -> None:
+    argv = ["relay", "--sessions", "1", "--students", "2", "--rate", "10", "--seconds", "2",
+            "--workers", "1", "--target", "hub", "--target", "baseline",
+            "--plot", str(tmp_path / "relay.png")]  # fmt: skip
+    out = cli.main(argv)
+    hub, baseline = out["runs"]
+    # The baseline says what it runs, read off its running loop, codec and driver.
+    assert baseline["stack"]["loop"] == "uvloop.Loop"
+    assert baseline["stack"]["socketio_json"] == "orjson (realtime.base.codec.CODEC)"
+    assert baseline["stack"]["engineio_json"] == "orjson (realtime.base.codec.CODEC)"
+    assert baseline["stack"]["driver"] == "realtime.internals.engineio_websocket.WebSocket"
+    for run in out["runs"]:
+        over_time = run["latency_ms_per_s"]
+        assert sum(over_time["n"]) == run["delivered"] > 0
+        assert 1 <= len(over_time["p99"]) <= 2  # by the second sent: 0 and 1
+        assert all(p <= m for p, m in zip(over_time["p99"], over_time["max"], strict=True))
+        assert len(run["hub_rss_mib_per_s"]) >= 2 and run["hub_rss_mib_per_s"][0] > 0
+    # What today's hub exports is read; what it does not (yet) is left out.
+    assert hub["hub_metrics"]["hub_canvas_commit_seconds"]["count"] > 0
+    assert baseline["hub_metrics"] == {}
+    [ratios] = out["ratios"]
+    assert (ratios["pair"], ratios["reference"]) == ("hub / baseline", "like-for-like relay")
+    assert (tmp_path / "relay.png").stat().st_size > 0
+
+
+def test_the_stock_baseline_runs_asyncio_the_standard_json_and_engineios_driver(
+    tmp_path: Path,
+) -> None:
+    stock = start_baseline(tmp_path, label="baseline-stock", stock=True)
+    stock.stop()
+    assert stock.stack["loop"].startswith("asyncio.")
+    assert stock.stack["socketio_json"] == stock.stack["engineio_json"] == "engineio.json"
+    assert stock.stack["driver"] == "engineio.async_drivers.aiohttp.WebSocket"
+
+
+def test_hub_metrics_reads_loop_lag_over_thresholds_and_skips_what_is_missing() -> None:
+    registry = CollectorRegistry()
+    lag = Histogram("hub_event_loop_lag_seconds", "lag", registry=registry,
+                    buckets=(0.01, 0.05, 0.1, 0.25, 1.0))  # fmt: skip
+    for seconds in (0.001, 0.02, 0.07, 0.3, 2.0):
+        lag.observe(seconds)
+    Gauge("hub_canvas_log_bytes", "log", registry=registry).set(1234)
+    found = hub_metrics.read(generate_latest(registry).decode())
+    assert found == {
+        "hub_event_loop_lag_seconds": {
+            "count": 5, "sum": 2.391, "p99_at_most": None, "over_0.05": 3, "over_0.25": 2,
+        },
+        "hub_canvas_log_bytes": 1234.0,
+    }  # fmt: skip
+
+
+def test_relay_ratios_name_a_run_that_did_not_hold_the_load() -> None:
+    hub = {"target": "hub", "kind": "hub", "patches_per_hub_cpu_s": 600.0, "lost": 0,
+           "latency_ms": {"p50": 20.0, "p99": 2500.0}}  # fmt: skip
+    baseline = {**hub, "target": "baseline", "kind": "baseline",
+                "latency_ms": {"p50": 5.0, "p99": 40.0}}  # fmt: skip
+    stock = {**baseline, "target": "baseline-stock", "lost": 3}
+    ratios = report.relay_ratios([hub, stock, baseline])
+    assert [(r["pair"], r["overloaded"]) for r in ratios] == [
+        ("hub / baseline", ["hub"]),
+        ("hub / baseline-stock", ["hub", "baseline-stock"]),
+    ]
+    assert "overloaded (loss, or p99 over 100 ms): hub" in report.ratio_lines(ratios)
+
+
+def test_redis_commands_per_patch_leave_out_the_harness_own_info_calls() -> None:
+    start = {"info": 10, "evalsha": 100, "publish": 5}
+    end = {"info": 14, "evalsha": 300, "publish": 105, "time": 20}
+    figures = fanout.command_figures(start, end, delivered=100)
+    assert figures["redis_commands"] == 320
+    assert figures["redis_commands_per_patch"] == 3.2
+    assert figures["redis_script_calls_per_patch"] == 2.0
+    assert list(figures["redis_top_commands"]) == ["evalsha", "publish", "time"]
+
+
 @pytest.mark.timeout(120)
 def test_connections_mode_joins_everyone() -> None:
     out = cli.main(["connections", "--connections", "30", "--target", "hub"])
@@ -151,8 +230,11 @@ def test_fanout_mode_relays_everything_on_node_one_and_reads_both_nodes_cpu() ->
         assert run["sent"] > 0
         assert run["acked"] == run["sent"] == run["delivered"]
         assert run["lost"] == run["duplicated"] == run["out_of_order"] == 0
-        for key in ("busy_cpu_s", "busy_cpu_s_per_1k", "idle_cpu_s", "idle_cpu_s_per_1k"):
+        for key in ("busy_cpu_s", "busy_cpu_s_per_1k", "idle_cpu_s", "idle_cpu_s_per_1k",
+                    "busy_with_redis_cpu_s_per_1k", "redis_commands_per_patch"):  # fmt: skip
             assert run[key] is not None, key
+        # Every delivered patch went through Redis at least once (a publish, at least).
+        assert run["redis_commands"] >= run["delivered"]
     assert {r["pair"] for r in out["ratios"]} == {"hub-redis / baseline-redis"}
 
 

@@ -1,7 +1,7 @@
 """The floor for the relay load: a bare python-socketio relay speaking the hub's events.
 
-Same server stack as the hub (python-socketio ``AsyncServer`` on aiohttp, stock
-JSON), none of the hub's work: a connect takes any token and reads its claims
+Same server stack as the hub (python-socketio ``AsyncServer`` on aiohttp),
+none of the hub's work: a connect takes any token and reads its claims
 without verifying them; ``session:join`` puts a tutor in the session's staff
 room and a student in their own room; ``canvas:patch`` takes the next seq of an
 in-memory counter per canvas, is acked at once and relayed at once, one
@@ -17,22 +17,57 @@ stock ``AsyncRedisManager`` on that Redis: every emit is also published on
 the one ``socketio`` channel that every such process subscribes to (from its
 first client on) and decodes, as a cluster of stock servers does.
 
+It runs like-for-like with the hub by default: uvloop (``--loop``), the hub's
+codec ``realtime.base.codec.CODEC`` (orjson, ``--json``) for Socket.IO,
+Engine.IO and the Redis manager, and the hub's Engine.IO websocket driver
+(``realtime.internals.engineio_websocket``, ``--driver``). ``--stock`` is
+plain asyncio, the standard ``json`` and Engine.IO's stock driver, as the
+relay was before issue 18. One difference stays: python-socketio's stock
+dispatch (a task per event), where the hub runs handlers inline. What it
+runs, read off the running objects, is on ``/healthz`` (``stack``) and in its
+first log line.
+
     python -m loadtest.baseline.relay --port P [--redis-url redis://127.0.0.1:6379/14]
+    python -m loadtest.baseline.relay --port P --stock
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
+import json
 import logging
 import os
+from dataclasses import asdict, dataclass
 from typing import Any
 
+import engineio.packet
 import jwt
 import socketio
 from aiohttp import web
 
+from realtime.base.codec import CODEC
+from realtime.internals import engineio_websocket
+
 Ack = dict[str, Any]
+LOOPS = ("uvloop", "asyncio")
+JSONS = ("orjson", "stdlib")
+DRIVERS = ("hub", "stock")
+STACK: web.AppKey[dict[str, Any]] = web.AppKey("stack", dict)
+log = logging.getLogger("baseline.relay")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What the relay is built on: event loop, JSON library, Engine.IO websocket driver."""
+
+    loop: str = "uvloop"
+    json: str = "orjson"
+    driver: str = "hub"
+
+
+STOCK = Stack(loop="asyncio", json="stdlib", driver="stock")
 
 
 class BaselineRelay:
@@ -117,23 +152,51 @@ class RedisErrorFormatter(logging.Formatter):
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "stack": request.app[STACK]})
 
 
-def build_app(redis_url: str | None = None) -> web.Application:
-    manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
+def build_app(redis_url: str | None = None, stack: Stack = Stack()) -> web.Application:
+    codec: Any = CODEC if stack.json == "orjson" else None  # None: python-socketio's ``json``
+    manager = socketio.AsyncRedisManager(redis_url, json=codec) if redis_url else None
     # A logger of our own: the manager's Redis errors reach the log as "... ERROR ...".
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
-        logger=logging.getLogger("baseline.relay"),
+        logger=log,
         engineio_logger=False,
+        json=codec,
     )
+    if stack.driver == "hub":
+        engineio_websocket.install(sio.eio)
     app = web.Application()
     sio.attach(app)
     BaselineRelay(sio)
     app.router.add_get("/healthz", healthz)
+    app[STACK] = {"asked": asdict(stack)}
+
+    async def read_stack(app: web.Application) -> None:
+        # Read off the running objects, so a reader can check what "like-for-like" ran.
+        loop = type(asyncio.get_running_loop())
+        websocket = sio.eio._async["websocket"]
+        app[STACK].update(
+            loop=f"{loop.__module__}.{loop.__qualname__}",
+            socketio_json=_json_name(sio.packet_class.json),
+            engineio_json=_json_name(engineio.packet.Packet.json),
+            redis_manager_json=_json_name(manager.json) if manager is not None else "-",
+            driver=f"{websocket.__module__}.{websocket.__qualname__}",
+        )
+        log.warning("baseline relay runs %s", json.dumps(app[STACK]))
+
+    app.on_startup.append(read_stack)
     return app
+
+
+def _json_name(module: Any) -> str:
+    """``orjson (realtime.base.codec.CODEC)``, or the module's name (stock: ``engineio.json``,
+    python-engineio's wrapper of the standard ``json``)."""
+    if module is CODEC:
+        return "orjson (realtime.base.codec.CODEC)"
+    return str(getattr(module, "__name__", repr(module)))
 
 
 def main() -> None:
@@ -144,11 +207,36 @@ def main() -> None:
         default=os.environ.get("BASELINE_REDIS_URL") or None,
         help="share emits through socketio.AsyncRedisManager on this Redis",
     )
+    parser.add_argument("--loop", choices=LOOPS, help="default uvloop (the hub's); stock: asyncio")
+    parser.add_argument("--json", choices=JSONS, help="default orjson (the hub's CODEC)")
+    parser.add_argument("--driver", choices=DRIVERS,
+                        help="Engine.IO websocket driver; default the hub's")  # fmt: skip
+    parser.add_argument("--stock", action="store_true",
+                        help="asyncio, stdlib json, stock driver; --loop etc. win")  # fmt: skip
     args = parser.parse_args()
+    base = STOCK if args.stock else Stack()
+    stack = Stack(
+        loop=args.loop or base.loop, json=args.json or base.json, driver=args.driver or base.driver
+    )
     handler = logging.StreamHandler()
     handler.setFormatter(RedisErrorFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    web.run_app(build_app(args.redis_url), host="127.0.0.1", port=args.port, print=None)
+    web.run_app(
+        build_app(args.redis_url, stack),
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        loop=new_event_loop(stack.loop),
+    )
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """As the hub's ``realtime.cli.new_event_loop`` (not imported: the CLI sits atop the hub)."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 if __name__ == "__main__":
