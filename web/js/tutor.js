@@ -267,7 +267,7 @@ function showStatus() {
   const queued = pending ? ` · ${pending} mark(s) waiting to be sent` : "";
   const words = { online: "Online", offline: "Offline — keep marking", joining: "Reconnecting…", ended: "Session over" };
   setStatus(connectionStatus, (words[connectionStatus] || connectionStatus) + queued);
-  $("#status").dataset.pending = String(pending);
+  if ($("#status").dataset.pending !== String(pending)) $("#status").dataset.pending = String(pending);
 }
 
 function tick() {

@@ -10,6 +10,8 @@ export function say(message) {
 
 export function setStatus(kind, words) {
   const status = $("#status");
+  // Called on every relayed patch: touch the page only when something changed.
+  if (status.dataset.status === kind && status.textContent === words) return;
   status.className = `badge status ${kind}`;
   status.dataset.status = kind;
   status.textContent = words;
