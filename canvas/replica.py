@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,9 +38,13 @@ class Replica:
     retention: tuple[int, int]
     durable_seq: int
     snapshot_seq: int
-    snapshot_at: float
     log: deque[Patch] = field(default_factory=deque)
     log_bytes: int = 0
+    # Bytes of ops since the last snapshot, and how many are due before the next
+    # one; when the last patch came (time.monotonic()).
+    since_snapshot_bytes: int = 0
+    snapshot_after_bytes: int = 0
+    changed_at: float = field(default_factory=time.monotonic)
     # The future of the last patch appended here (resolves once it is stored).
     last_write: asyncio.Future[None] | None = None
     # A write failed: the replica is dropped and reloads from the database.
@@ -83,6 +88,8 @@ class Replica:
         log = self.log
         log.append(patch)
         self.log_bytes += patch.size
+        self.since_snapshot_bytes += patch.size
+        self.changed_at = time.monotonic()
         most, most_bytes = self.retention
         while len(log) > most or (self.log_bytes > most_bytes and len(log) > 1):
             self.log_bytes -= log.popleft().size

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -165,7 +164,6 @@ class Replicas:
             retention=(self._retention, self._retention_bytes),
             durable_seq=seq,
             snapshot_seq=stored.snapshot_seq,
-            snapshot_at=time.monotonic(),
         )
         for patch in patches:
             canvas.remember(patch)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,12 @@ from realtime.base.tasks import stop
 log = logging.getLogger(__name__)
 
 APPEND_ATTEMPTS = 200
+# A snapshot is due after ``snapshot_every`` patches and, in ops since the last one,
+# about as many bytes as the document holds (a share drawn per snapshot): so the
+# snapshots written stay within about twice the ops written however large the canvas
+# grows (a snapshot every N patches writes the whole, growing document again and
+# again), and a load replays at most about a document's worth of ops.
+SNAPSHOT_AFTER = (0.8, 1.2)
 SETTLE_ATTEMPTS = 20
 # Waits for another hub's commit grow from the first to the last.
 BUSY_POLL_S = (0.002, 0.05)
@@ -184,7 +191,10 @@ class SequencedCanvasStore:
         future = self.committer.enqueue(canvas, OPS, op_row(canvas.key, patch, effective), patch)
         if canvas.inbox:
             self.replicas.take(canvas, [])  # what arrived meanwhile
-        if canvas.seq - canvas.snapshot_seq >= self.snapshot_every:
+        if (
+            canvas.seq - canvas.snapshot_seq >= self.snapshot_every
+            and canvas.since_snapshot_bytes >= canvas.snapshot_after_bytes
+        ):
             self._snapshot(canvas)
         if self.metrics is not None:
             self.metrics.canvas_apply_seconds.observe(time.perf_counter() - started)
@@ -362,7 +372,10 @@ class SequencedCanvasStore:
             "created_at": utcnow(),
         }
         canvas.snapshot_seq = canvas.seq
-        canvas.snapshot_at = time.monotonic()
+        # The next one once the ops since come to about the document's size (a random
+        # share, so canvases that grew alike do not all snapshot in one commit).
+        canvas.since_snapshot_bytes = 0
+        canvas.snapshot_after_bytes = int(canvas.doc.bytes * random.uniform(*SNAPSHOT_AFTER))
         return self.committer.enqueue(canvas, SNAPSHOTS, row)
 
     async def _snapshot_loop(self) -> None:
@@ -371,8 +384,8 @@ class SequencedCanvasStore:
             await asyncio.sleep(period)
             now = time.monotonic()
             for canvas in list(self.replicas.loaded.values()):
-                if now - canvas.snapshot_at >= self.snapshot_interval_s:
-                    self._snapshot(canvas)
+                if now - canvas.changed_at >= self.snapshot_interval_s:
+                    self._snapshot(canvas)  # quiet for a while (does nothing if taken)
 
     # -- durable patches ------------------------------------------------------
 

@@ -83,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         help="repeatable; baseline: like-for-like with the hub, baseline-stock: stock",
     )
+    relay.add_argument("--growing", action="store_true",
+                       help="every stroke a new element (canvases grow)")  # fmt: skip
     relay.add_argument("--plot", type=Path, help="PNG: latency CDF, rate, p99/max, RSS per s")
     conns = modes.add_parser("connections", help="idle joined connections; RSS per connection")
     conns.add_argument("--connections", type=int, default=1000, help="student connections")

@@ -150,7 +150,14 @@ def run_relay(
         plans = plans_for(target, args.sessions, args.students)
         setup_s = time.perf_counter() - began
         configs = [
-            RelayConfig(target.url, target.secret, tuple(part), args.rate, args.seconds)
+            RelayConfig(
+                target.url,
+                target.secret,
+                tuple(part),
+                args.rate,
+                args.seconds,
+                growing=args.growing,
+            )
             for part in split(plans, args.workers)
         ]
         with WorkerPool(RelayWorker, configs) as pool:

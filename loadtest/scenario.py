@@ -59,6 +59,8 @@ class RelayConfig:
     seconds: float
     drain_s: float = 5.0
     seed: int = 0
+    # Every stroke a new element (the canvas grows all lesson), not one of ELEMENT_IDS.
+    growing: bool = False
 
 
 @dataclass(eq=False)
@@ -239,7 +241,8 @@ class RelayWorker:
                 self.ack_ms.append((time.perf_counter() - sent_at) * 1000)
 
         value = {"type": "stroke", "points": STROKE, "color": "#1f77b4", "width": 2, "t": sent_at}
-        op = {"op": "add", "path": f"/elements/e{n % ELEMENT_IDS}", "value": value}
+        element = n if self.config.growing else n % ELEMENT_IDS
+        op = {"op": "add", "path": f"/elements/e{element}", "value": value}
         payload = {"session_id": st.session_id, "ops": [op], "client_ref": n}
         await st.client.emit("canvas:patch", payload, acked)
 

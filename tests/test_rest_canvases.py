@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import xml.etree.ElementTree as ET
 
 from tests.conftest import Hub, HubFactory
@@ -57,6 +58,28 @@ async def test_snapshot_history(make_hub: HubFactory) -> None:
     assert [s["seq"] for s in got["data"]] == [5, 4, 2]
     assert got["pagination"]["total"] == 3
     assert all(s["epoch"] and s["created_at"] for s in got["data"])
+
+
+async def test_a_growing_canvas_is_snapshotted_less_often_as_it_grows(
+    make_hub: HubFactory,
+) -> None:
+    """A snapshot every N patches would write the whole, growing document again and
+    again (30 snapshots here, of 930 strokes in all, 15.5 times the 60 written); after
+    about the document's size in new ops, the snapshots stay within a few times the
+    ops written."""
+    hub = await make_hub(canvas_snapshot_every=2)
+    session_id, _, students = await live_session(hub, ("s1",))
+    for n in range(60):
+        await patch(students["s1"], session_id, stroke(f"e{n:02}"))
+    status, got = await hub.as_("tutor-1", "TUTOR").get(
+        canvas_path(session_id, "s1", "/snapshots"), limit=100
+    )
+    assert status == 200
+    seqs = sorted(s["seq"] for s in got["data"])
+    assert seqs[0] == 2 and len(seqs) <= 10, seqs
+    # Every stroke is the same size: a snapshot at seq k holds k of them.
+    assert sum(seqs) <= 3 * 60, seqs
+    assert all(b - a >= 2 for a, b in itertools.pairwise(seqs)), seqs
 
 
 async def test_svg_rendering(hub: Hub) -> None:
