@@ -29,7 +29,7 @@ def encode(patch: Patch) -> bytes:
             "epoch": patch.epoch,
             "author": patch.author.value,
             "author_id": patch.author_id,
-            "ops": patch.ops,
+            "ops": patch.fragment,
             "at": patch.at,
         }
     )

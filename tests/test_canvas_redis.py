@@ -272,7 +272,7 @@ async def converged(cluster: Cluster, count: int) -> None:
         log = await node.store.catch_up(key, 0)
         assert log.patches is not None
         assert [p.seq for p in log.patches] == list(range(1, count + 1))
-        assert replay(None, [orjson.loads(orjson.dumps(p.ops)) for p in log.patches]) == expected
+        assert replay(None, [orjson.loads(p.ops) for p in log.patches]) == expected
         assert node.store.replicas.loaded[key].doc.plain() == expected
 
 
