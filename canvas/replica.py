@@ -40,10 +40,10 @@ class Replica:
     snapshot_seq: int
     log: deque[Patch] = field(default_factory=deque)
     log_bytes: int = 0
-    # Bytes of ops since the last snapshot, and how many are due before the next
-    # one; when the last patch came (time.monotonic()).
+    # Bytes of ops since the last snapshot, the document's bytes at it (0: none taken
+    # here yet); when the last patch came (time.monotonic()).
     since_snapshot_bytes: int = 0
-    snapshot_after_bytes: int = 0
+    snapshot_bytes: int = 0
     changed_at: float = field(default_factory=time.monotonic)
     # The future of the last patch appended here (resolves once it is stored).
     last_write: asyncio.Future[None] | None = None

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +46,14 @@ from realtime.base.tasks import stop
 log = logging.getLogger(__name__)
 
 APPEND_ATTEMPTS = 200
-# A snapshot is due after ``snapshot_every`` patches and, in ops since the last one,
-# about as many bytes as the document holds (a share drawn per snapshot): so the
-# snapshots written stay within about twice the ops written however large the canvas
-# grows (a snapshot every N patches writes the whole, growing document again and
-# again), and a load replays at most about a document's worth of ops.
-SNAPSHOT_AFTER = (0.8, 1.2)
+# A snapshot is due after about ``snapshot_every`` patches that hold about as many
+# bytes of ops as the document did at the last one: so the snapshots written stay
+# within a few times the ops written however large the canvas grows (a snapshot every
+# N patches writes the whole, growing document again and again), and a load replays
+# at most about a document's worth of ops. "About" is a share in this range, fixed per
+# canvas and snapshot, so canvases that started together do not all snapshot in one
+# commit (a hundred at once stalled every commit behind them).
+SNAPSHOT_SHARE = (0.8, 1.2)
 SETTLE_ATTEMPTS = 20
 # Waits for another hub's commit grow from the first to the last.
 BUSY_POLL_S = (0.002, 0.05)
@@ -191,10 +193,7 @@ class SequencedCanvasStore:
         future = self.committer.enqueue(canvas, OPS, op_row(canvas.key, patch, effective), patch)
         if canvas.inbox:
             self.replicas.take(canvas, [])  # what arrived meanwhile
-        if (
-            canvas.seq - canvas.snapshot_seq >= self.snapshot_every
-            and canvas.since_snapshot_bytes >= canvas.snapshot_after_bytes
-        ):
+        if self._snapshot_due(canvas):
             self._snapshot(canvas)
         if self.metrics is not None:
             self.metrics.canvas_apply_seconds.observe(time.perf_counter() - started)
@@ -372,11 +371,22 @@ class SequencedCanvasStore:
             "created_at": utcnow(),
         }
         canvas.snapshot_seq = canvas.seq
-        # The next one once the ops since come to about the document's size (a random
-        # share, so canvases that grew alike do not all snapshot in one commit).
         canvas.since_snapshot_bytes = 0
-        canvas.snapshot_after_bytes = int(canvas.doc.bytes * random.uniform(*SNAPSHOT_AFTER))
+        canvas.snapshot_bytes = canvas.doc.bytes
         return self.committer.enqueue(canvas, SNAPSHOTS, row)
+
+    def _snapshot_due(self, canvas: Replica) -> bool:
+        """See ``SNAPSHOT_SHARE``."""
+        patches = canvas.seq - canvas.snapshot_seq
+        low, high = SNAPSHOT_SHARE
+        if patches < self.snapshot_every * low:
+            return False
+        mark = f"{canvas.key.session_id}/{canvas.key.student_id}/{canvas.snapshot_seq}"
+        share = low + (high - low) * zlib.crc32(mark.encode()) / 2**32
+        return (
+            patches >= self.snapshot_every * share
+            and canvas.since_snapshot_bytes >= canvas.snapshot_bytes * share
+        )
 
     async def _snapshot_loop(self) -> None:
         period = max(0.05, min(self.snapshot_interval_s / 2, 5.0))
