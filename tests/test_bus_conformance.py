@@ -421,3 +421,16 @@ async def test_a_hub_that_stops_hands_its_lease_on_at_once(backend: Backend) -> 
     # Closing releases only its own: b's lease of the other job stays b's.
     c = await backend.new_node()
     assert not await c.bus.lead(other, 60)
+
+
+async def test_more_commands_at_once_than_the_pool_holds_wait_for_a_connection() -> None:
+    """redis-py's own pool refuses a command when every connection is busy; the hub's
+    waits: 20 blocking commands on a pool of 2 all complete."""
+    need_service("Redis", await redis_problem())
+    client = redis_client(REDIS_URL, max_connections=2)
+    key = f"hub:test:empty:{uuid.uuid4().hex}"
+    try:
+        answers = await asyncio.gather(*(client.blpop([key], timeout=0.05) for _ in range(20)))
+        assert answers == [None] * 20
+    finally:
+        await client.aclose()
