@@ -57,6 +57,7 @@ MAX_SECONDS = 300.0
 HOPS_TIMEOUT_S = 120.0
 MAX_CLIENTS = 20_000
 MAX_BROWSER_STUDENTS = 100
+GENERATORS = ("python", "node")
 CONNECTIONS_COLUMNS = [
     "target", "clients", "joined", "connect_s", "hub_rss_mib_before", "hub_rss_mib_after",
     "hub_rss_kib_per_connection", "hub_cpu_s", "generator_cpu_s",
@@ -86,6 +87,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     relay.add_argument("--growing", action="store_true",
                        help="every stroke a new element (canvases grow)")  # fmt: skip
     relay.add_argument("--plot", type=Path, help="PNG: latency CDF, rate, p99/max, RSS per s")
+    relay.add_argument(
+        "--generator",
+        choices=GENERATORS,
+        default="python",
+        help="python: --workers processes of the lean wire client; node: one Node process "
+        "on the stock socket.io-client, pinned to one core (tests/js/node_modules)",
+    )
+    relay.add_argument(
+        "--pin",
+        action="store_true",
+        help="the target alone on the first CPU, the generator on the rest",
+    )
     conns = modes.add_parser("connections", help="idle joined connections; RSS per connection")
     conns.add_argument("--connections", type=int, default=1000, help="student connections")
     conns.add_argument("--per-session", type=int, default=5, help="students per session")
@@ -281,6 +294,9 @@ def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, A
     if args.mode == "relay":
         out["ratios"] = report.relay_ratios(out["runs"])
         table += "\n\n" + report.ratio_lines(out["ratios"])
+        generators = report.generator_lines(out["runs"])
+        if generators:
+            table += "\n\n" + generators
         metrics = report.hub_metrics_lines(out["runs"])
         if metrics:
             table += "\n\n" + metrics

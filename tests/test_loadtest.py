@@ -116,6 +116,33 @@ def test_relay_mode_delivers_every_patch_once_in_order_to_hub_and_baseline() -> 
 
 
 @pytest.mark.timeout(60)
+def test_relay_mode_with_the_node_generator_delivers_every_patch_with_its_latency(
+    node: str,
+) -> None:
+    argv = ["relay", "--generator", "node", "--sessions", "2", "--students", "2",
+            "--rate", "10", "--seconds", "2", "--target", "hub"]  # fmt: skip
+    out = cli.main(argv)
+    [run] = out["runs"]
+    # One Node process on one CPU, on the stock client, which counted its own CPU.
+    assert (run["generator"], run["workers"], len(run["generator_cpus"])) == ("node", 1, 1)
+    assert run["generator_client"].startswith("socket.io-client 4."), run["generator_client"]
+    assert run["generator_cpu_s"] > 0 and 0 < run["generator_cpu_share_max"] < 1
+    assert set(run["generator_loop_delay_ms"]) == {"p50", "p99", "max"}
+    # The same figures as the Python workers', from real traffic.
+    assert run["sent"] > 0 and run["acked"] == run["sent"] == run["delivered"], run
+    assert run["lost"] == run["duplicated"] == run["out_of_order"] == 0
+    assert run["annotations_sent"] > 0 and run["annotations_lost"] == 0
+    assert run["errors"] == {}
+    assert run["events_ok"]["canvas:patch"] >= run["sent"]
+    latency = run["latency_ms"]
+    assert latency["n"] == run["delivered"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    assert run["ack_latency_ms"]["n"] == run["acked"]
+    assert sum(run["latency_ms_per_s"]["n"]) == sum(run["delivered_per_s"]) == run["delivered"]
+    assert run["patches_per_hub_cpu_s"] and run["patches_per_hub_cpu_s"] > 0
+
+
+@pytest.mark.timeout(60)
 def test_relay_mode_reports_over_time_the_hubs_metrics_and_a_like_for_like_baseline(
     tmp_path: Path,
 ) -> None:
