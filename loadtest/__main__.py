@@ -24,11 +24,23 @@ Modes (each target runs alone, in a fresh process, one after another):
 
     python -m loadtest relay --sessions 50 --students 5 --rate 10 --seconds 20 \\
         --target hub --target baseline --target baseline-stock --plot relay.png --json relay.json
+    python -m loadtest relay --generator node --pin --sessions 100 --target hub --target baseline
     python -m loadtest connections --connections 5000
     python -m loadtest storm --students 1000
     python -m loadtest hops --root /tmp/before --root .
     python -m loadtest fanout --sessions 20 --students 5 --rate 10 --seconds 15
     python -m loadtest browser --students 12 --seconds 30 --root /tmp/before --root .
+
+The relay's generator (``--generator``): ``python`` (the default) is ``--workers``
+processes of the lean wire client (``loadtest/wire.py``), which share the cores
+with the target; ``node`` is ONE Node.js process on the stock ``socket.io-client``
+(``loadtest/node/relay.mjs``, from ``tests/js/node_modules``: ``make`` installs it),
+pinned to one CPU, running the same mix and reporting the same figures
+(``loadtest/node_generator.py``). Either way each run reports the generator's CPU
+seconds and its busiest process's share of a core (``generator_cpu_s``,
+``generator_cpu_share_max``; Node also how late its timers ran): a share near 1.0
+means the generator set the pace, not the target. ``--pin`` runs the target alone
+on the first CPU and the generator on the others.
 
 The JSON summary goes to stdout (and ``--json FILE``), a readable table to
 stderr; ``--record`` appends the table to ``docs/benchmarks.md``. Every loop is
