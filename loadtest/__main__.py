@@ -40,7 +40,9 @@ pinned to one CPU, running the same mix and reporting the same figures
 seconds and its busiest process's share of a core (``generator_cpu_s``,
 ``generator_cpu_share_max``; Node also how late its timers ran): a share near 1.0
 means the generator set the pace, not the target. ``--pin`` runs the target alone
-on the first CPU and the generator on the others.
+on the first CPU and the generator on the others. The stock client offers
+permessage-deflate (as browsers do) and the hub then compresses every frame it
+sends; the Python client does not: ``--no-deflate`` makes Node's like it.
 
 The JSON summary goes to stdout (and ``--json FILE``), a readable table to
 stderr; ``--record`` appends the table to ``docs/benchmarks.md``. Every loop is
@@ -106,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="python: --workers processes of the lean wire client; node: one Node process "
         "on the stock socket.io-client, pinned to one core (tests/js/node_modules)",
     )
+    relay.add_argument("--no-deflate", action="store_true",
+                       help="node: offer no permessage-deflate (as the Python client)")  # fmt: skip
     relay.add_argument(
         "--pin",
         action="store_true",

@@ -9,6 +9,11 @@ one Node process on the ``socket.io-client`` that ``tests/js`` installs,
 pinned to one core (``sched_setaffinity``, as ``taskset`` does: the last core
 this process may use; with ``--pin`` the target is alone on the first).
 
+One difference from the Python client is the stock client's own: its
+websockets offer permessage-deflate, as browsers' do, and the hub (aiohttp)
+accepts, so it compresses every frame it sends them; the Python wire client
+offers none. ``--no-deflate`` turns the offer off for a like-for-like run.
+
 Python prepares: the sessions exist (``loadtest/sessions.py``) and every
 member's token is minted here, written with the rest of the run into a JSON
 file for Node. ``NodePool`` then steps Node as ``WorkerPool`` steps its workers
@@ -85,8 +90,9 @@ def mix_constants() -> dict[str, Any]:
     }
 
 
-def node_config(config: scenario.RelayConfig) -> dict[str, Any]:
-    """What Node is told: the target, every member with a token, the run, the mix."""
+def node_config(config: scenario.RelayConfig, deflate: bool = True) -> dict[str, Any]:
+    """What Node is told: the target, every member with a token, the run, the mix; and
+    whether its websockets offer permessage-deflate (the stock client's default)."""
     tokens = Tokens(config.secret)
 
     def session(plan: SessionPlan) -> dict[str, Any]:
@@ -104,6 +110,7 @@ def node_config(config: scenario.RelayConfig) -> dict[str, Any]:
         "drain_s": config.drain_s,
         "seed": config.seed,
         "growing": config.growing,
+        "deflate": deflate,
         "hard_timeout_s": HARD_TIMEOUT_S,
         "mix": mix_constants(),
         "sessions": [session(plan) for plan in config.sessions],
@@ -113,10 +120,10 @@ def node_config(config: scenario.RelayConfig) -> dict[str, Any]:
 class NodePool:
     """``WorkerPool``'s steps for the one Node process (``ready``, ``go``, ``done``, ``close``)."""
 
-    def __init__(self, config: scenario.RelayConfig, workdir: Path) -> None:
+    def __init__(self, config: scenario.RelayConfig, workdir: Path, deflate: bool = True) -> None:
         node = node_executable()
         config_path = workdir / "node-relay.json"
-        config_path.write_text(json.dumps(node_config(config)))
+        config_path.write_text(json.dumps(node_config(config, deflate)))
         self.core = node_core()
         core = self.core
         argv = [node, str(SCRIPT), str(config_path)]

@@ -106,6 +106,10 @@ def generator_lines(summaries: list[dict[str, Any]]) -> str:
             + f"), {s['generator_cpu_s']} CPU-s in {s['window_s']} s, busiest process "
             f"{s['generator_cpu_share_max']} of a core"
         )
+        if "websocket_deflate" in s:
+            line += f"; websocket deflate {'on' if s['websocket_deflate'] else 'off'}"
+        if s.get("target_cpus"):
+            line += f"; the target alone on CPU {','.join(map(str, s['target_cpus']))}"
         delay = s.get("generator_loop_delay_ms")
         if delay:
             line += (

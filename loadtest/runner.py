@@ -178,12 +178,15 @@ def relay_pool(
                            growing=args.growing)  # fmt: skip
 
     if getattr(args, "generator", "python") == "node":
-        pool = NodePool(config(tuple(plans)), workdir)
-        return pool, {"generator": "node", "generator_cpus": [pool.core]}
+        deflate = not getattr(args, "no_deflate", False)
+        pool = NodePool(config(tuple(plans)), workdir, deflate)
+        return pool, {"generator": "node", "generator_cpus": [pool.core],
+                      "websocket_deflate": deflate}  # fmt: skip
     parts = split(plans, args.workers)
     return WorkerPool(RelayWorker, [config(tuple(p)) for p in parts], cpus), {
         "generator": "python",
         "generator_cpus": cpus,
+        "websocket_deflate": False,
     }
 
 
@@ -212,6 +215,7 @@ def run_relay(
     summary = {
         **_common(spec, target, len(results)),
         **generator,
+        "target_cpus": target_cpus,
         "sessions": args.sessions,
         "students_per_session": args.students,
         "rate_hz": args.rate,

@@ -107,6 +107,9 @@ function connectJoined(token, sessionId, handlers) {
       reconnection: false,
       forceNew: true,
       timeout: mix.join_timeout_s * 1000,
+      // Stock: permessage-deflate offered (the hub then compresses every frame it sends
+      // this client, as it does for browsers); off, as the Python wire client has it.
+      ...(config.deflate ? {} : { perMessageDeflate: false }),
     });
     for (const [event, handler] of Object.entries(handlers)) socket.on(event, handler);
     const fail = (why) => {
