@@ -24,11 +24,25 @@ Modes (each target runs alone, in a fresh process, one after another):
 
     python -m loadtest relay --sessions 50 --students 5 --rate 10 --seconds 20 \\
         --target hub --target baseline --target baseline-stock --plot relay.png --json relay.json
+    python -m loadtest relay --generator node --pin --sessions 100 --target hub --target baseline
     python -m loadtest connections --connections 5000
     python -m loadtest storm --students 1000
     python -m loadtest hops --root /tmp/before --root .
     python -m loadtest fanout --sessions 20 --students 5 --rate 10 --seconds 15
     python -m loadtest browser --students 12 --seconds 30 --root /tmp/before --root .
+
+The relay's generator (``--generator``): ``python`` (the default) is ``--workers``
+processes of the lean wire client (``loadtest/wire.py``), which share the cores
+with the target; ``node`` is ONE Node.js process on the stock ``socket.io-client``
+(``loadtest/node/relay.mjs``, from ``tests/js/node_modules``: ``make`` installs it),
+pinned to one CPU, running the same mix and reporting the same figures
+(``loadtest/node_generator.py``). Either way each run reports the generator's CPU
+seconds and its busiest process's share of a core (``generator_cpu_s``,
+``generator_cpu_share_max``; Node also how late its timers ran): a share near 1.0
+means the generator set the pace, not the target. ``--pin`` runs the target alone
+on the first CPU and the generator on the others. The stock client offers
+permessage-deflate (as browsers do) and the hub then compresses every frame it
+sends; the Python client does not: ``--no-deflate`` makes Node's like it.
 
 The JSON summary goes to stdout (and ``--json FILE``), a readable table to
 stderr; ``--record`` appends the table to ``docs/benchmarks.md``. Every loop is
@@ -57,6 +71,7 @@ MAX_SECONDS = 300.0
 HOPS_TIMEOUT_S = 120.0
 MAX_CLIENTS = 20_000
 MAX_BROWSER_STUDENTS = 100
+GENERATORS = ("python", "node")
 CONNECTIONS_COLUMNS = [
     "target", "clients", "joined", "connect_s", "hub_rss_mib_before", "hub_rss_mib_after",
     "hub_rss_kib_per_connection", "hub_cpu_s", "generator_cpu_s",
@@ -86,6 +101,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     relay.add_argument("--growing", action="store_true",
                        help="every stroke a new element (canvases grow)")  # fmt: skip
     relay.add_argument("--plot", type=Path, help="PNG: latency CDF, rate, p99/max, RSS per s")
+    relay.add_argument(
+        "--generator",
+        choices=GENERATORS,
+        default="python",
+        help="python: --workers processes of the lean wire client; node: one Node process "
+        "on the stock socket.io-client, pinned to one core (tests/js/node_modules)",
+    )
+    relay.add_argument("--no-deflate", action="store_true",
+                       help="node: offer no permessage-deflate (as the Python client)")  # fmt: skip
+    relay.add_argument(
+        "--pin",
+        action="store_true",
+        help="the target alone on the first CPU, the generator on the rest",
+    )
     conns = modes.add_parser("connections", help="idle joined connections; RSS per connection")
     conns.add_argument("--connections", type=int, default=1000, help="student connections")
     conns.add_argument("--per-session", type=int, default=5, help="students per session")
@@ -281,6 +310,9 @@ def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, A
     if args.mode == "relay":
         out["ratios"] = report.relay_ratios(out["runs"])
         table += "\n\n" + report.ratio_lines(out["ratios"])
+        generators = report.generator_lines(out["runs"])
+        if generators:
+            table += "\n\n" + generators
         metrics = report.hub_metrics_lines(out["runs"])
         if metrics:
             table += "\n\n" + metrics

@@ -69,6 +69,20 @@ def raise_nofile_limit() -> int:
     return hard
 
 
+def cores() -> list[int]:
+    """The CPUs this process may run on, in order (empty where that cannot be read)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
+def pinned_cores(pin: bool) -> tuple[list[int] | None, list[int] | None]:
+    """``--pin``: the target's cores and the generator's, or ``(None, None)``: the
+    target on the first core, the generator on the rest (at least two needed)."""
+    available = cores()
+    if not pin or len(available) < 2:
+        return None, None
+    return available[:1], available[1:]
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -163,9 +177,17 @@ class TargetProcess:
 
 
 def _spawn(
-    kind: str, label: str, argv: list[str], env: dict[str, str], cwd: Path, workdir: Path
+    kind: str,
+    label: str,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    workdir: Path,
+    cpus: list[int] | None = None,
 ) -> TargetProcess:
     port = free_port()
+    # Pinned before exec (every thread it starts inherits the mask); the pid stays its own.
+    preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     log_path = workdir / f"{label}.log"
     log = log_path.open("ab")
     try:
@@ -176,6 +198,7 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec,
         )
     except BaseException:
         log.close()
@@ -198,9 +221,15 @@ def _spawn(
 
 
 def start_hub(
-    workdir: Path, *, root: Path = ROOT, extra_env: dict[str, str] | None = None, label: str = "hub"
+    workdir: Path,
+    *,
+    root: Path = ROOT,
+    extra_env: dict[str, str] | None = None,
+    label: str = "hub",
+    cpus: list[int] | None = None,
 ) -> TargetProcess:
-    """``python -m realtime serve`` from checkout ``root``, a fresh SQLite file in ``workdir``."""
+    """``python -m realtime serve`` from checkout ``root``, a fresh SQLite file in ``workdir``
+    (on ``cpus`` alone, if given)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(HUB_BENCH_ENV)
     env.update(
@@ -210,17 +239,23 @@ def start_hub(
     )
     env.update(extra_env or {})
     argv = [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1"]
-    return _spawn("hub", label, argv, env, root, workdir)
+    return _spawn("hub", label, argv, env, root, workdir, cpus)
 
 
 def start_baseline(
-    workdir: Path, *, label: str = "baseline", redis_url: str | None = None, stock: bool = False
+    workdir: Path,
+    *,
+    label: str = "baseline",
+    redis_url: str | None = None,
+    stock: bool = False,
+    cpus: list[int] | None = None,
 ) -> TargetProcess:
     """``python -m loadtest.baseline.relay``: the bare python-socketio relay, on the
     hub's event loop, JSON library and Engine.IO driver, or with ``stock`` on plain
     asyncio, the standard ``json`` and Engine.IO's own driver.
 
-    With ``redis_url``, on python-socketio's stock ``AsyncRedisManager``.
+    With ``redis_url``, on python-socketio's stock ``AsyncRedisManager``; on ``cpus``
+    alone, if given.
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("BASELINE_REDIS_URL", None)
@@ -231,7 +266,7 @@ def start_baseline(
         argv += ["--redis-url", redis_url]
     if stock:
         argv.append("--stock")
-    target = _spawn("baseline", label, argv, env, ROOT, workdir)
+    target = _spawn("baseline", label, argv, env, ROOT, workdir, cpus)
     try:
         target.stack = target.health()["stack"]
     except BaseException:

@@ -91,6 +91,34 @@ def relay_table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def generator_lines(summaries: list[dict[str, Any]]) -> str:
+    """Per run, what drove the load and how busy it was: a process's CPU share near
+    1.0 means the generator, not the target, set the pace."""
+    lines = []
+    for s in summaries:
+        if "generator_cpu_share_max" not in s:
+            continue
+        where = s.get("generator_cpus")
+        line = (
+            f"{s['target']}: generator {s.get('generator', 'python')} "
+            f"({s['workers']} process{'es' if s['workers'] != 1 else ''}"
+            + (f" on CPU {','.join(map(str, where))}" if where else "")
+            + f"), {s['generator_cpu_s']} CPU-s in {s['window_s']} s, busiest process "
+            f"{s['generator_cpu_share_max']} of a core"
+        )
+        if "websocket_deflate" in s:
+            line += f"; websocket deflate {'on' if s['websocket_deflate'] else 'off'}"
+        if s.get("target_cpus"):
+            line += f"; the target alone on CPU {','.join(map(str, s['target_cpus']))}"
+        delay = s.get("generator_loop_delay_ms")
+        if delay:
+            line += (
+                f"; its timers late p50 {delay['p50']} ms, p99 {delay['p99']}, max {delay['max']}"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def ratio_lines(ratios: list[dict[str, Any]]) -> str:
     return "\n".join(
         f"{r['pair']} ({r['reference']}): patches per hub CPU-second "

@@ -23,7 +23,8 @@ from typing import Any
 from loadtest import hub_metrics
 from loadtest.connections import ConnectionsConfig, IdleWorker
 from loadtest.members import merge_errors
-from loadtest.procs import ROOT, TargetProcess, start_baseline, start_hub
+from loadtest.node_generator import NodePool
+from loadtest.procs import ROOT, TargetProcess, pinned_cores, start_baseline, start_hub
 from loadtest.report import percentiles
 from loadtest.scenario import RelayConfig, RelayWorker
 from loadtest.sessions import SessionPlan, create_sessions, generated_sessions
@@ -62,12 +63,14 @@ def target_specs(kinds: list[str], roots: list[Path]) -> list[TargetSpec]:
 
 
 @contextmanager
-def started(spec: TargetSpec, workdir: Path, hub_env: dict[str, str]) -> Iterator[TargetProcess]:
+def started(
+    spec: TargetSpec, workdir: Path, hub_env: dict[str, str], cpus: list[int] | None = None
+) -> Iterator[TargetProcess]:
     label = spec.label.replace("/", "_")
     if spec.kind == "hub":
-        target = start_hub(workdir, root=spec.root, extra_env=hub_env, label=label)
+        target = start_hub(workdir, root=spec.root, extra_env=hub_env, label=label, cpus=cpus)
     else:
-        target = start_baseline(workdir, label=label, stock=spec.stock)
+        target = start_baseline(workdir, label=label, stock=spec.stock, cpus=cpus)
     try:
         yield target
     finally:
@@ -141,26 +144,63 @@ def generator_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def generator_load(results: list[dict[str, Any]], window_s: float) -> dict[str, Any]:
+    """How busy the generator was: its CPU over the window in cores (the busiest
+    process's share near 1.0: it was the bottleneck), and, where the generator
+    reports it (Node), how late its own timers ran and which client it ran."""
+    out: dict[str, Any] = {
+        "generator_cpu_share_max": round(max(r["cpu_s"] for r in results) / window_s, 2)
+        if window_s
+        else None,
+    }
+    delays = [r["loop_delay_ms"] for r in results if "loop_delay_ms" in r]
+    if delays:
+        out["generator_loop_delay_ms"] = {k: max(d[k] for d in delays) for k in delays[0]}
+    clients = sorted({r["client"] for r in results if "client" in r})
+    if clients:
+        out["generator_client"] = ", ".join(clients)
+    return out
+
+
+def relay_pool(
+    args: argparse.Namespace,
+    target: TargetProcess,
+    plans: list[SessionPlan],
+    workdir: Path,
+    cpus: list[int] | None,
+) -> tuple[WorkerPool | NodePool, dict[str, Any]]:
+    """The generator ``--generator`` names, and what the summary says about it: Python
+    worker processes (``loadtest/workers.py``), or one Node process
+    (``loadtest/node_generator.py``) on one core."""
+
+    def config(part: tuple[SessionPlan, ...]) -> RelayConfig:
+        return RelayConfig(target.url, target.secret, part, args.rate, args.seconds,
+                           growing=args.growing)  # fmt: skip
+
+    if getattr(args, "generator", "python") == "node":
+        deflate = not getattr(args, "no_deflate", False)
+        pool = NodePool(config(tuple(plans)), workdir, deflate)
+        return pool, {"generator": "node", "generator_cpus": [pool.core],
+                      "websocket_deflate": deflate}  # fmt: skip
+    parts = split(plans, args.workers)
+    return WorkerPool(RelayWorker, [config(tuple(p)) for p in parts], cpus), {
+        "generator": "python",
+        "generator_cpus": cpus,
+        "websocket_deflate": False,
+    }
+
+
 def run_relay(
     spec: TargetSpec, args: argparse.Namespace, workdir: Path, hub_env: dict[str, str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The relay mix; the summary, and the raw samples the plot needs."""
-    with started(spec, workdir, hub_env) as target:
+    target_cpus, generator_cpus = pinned_cores(getattr(args, "pin", False))
+    with started(spec, workdir, hub_env, target_cpus) as target:
         began = time.perf_counter()
         plans = plans_for(target, args.sessions, args.students)
         setup_s = time.perf_counter() - began
-        configs = [
-            RelayConfig(
-                target.url,
-                target.secret,
-                tuple(part),
-                args.rate,
-                args.seconds,
-                growing=args.growing,
-            )
-            for part in split(plans, args.workers)
-        ]
-        with WorkerPool(RelayWorker, configs) as pool:
+        pool, generator = relay_pool(args, target, plans, workdir, generator_cpus)
+        with pool:
             pool.ready()
             window = Window(target)
             start_at = time.perf_counter() + START_DELAY_S
@@ -173,7 +213,9 @@ def run_relay(
 
     figures, samples = relay_figures(results, args.seconds)
     summary = {
-        **_common(spec, target, len(configs)),
+        **_common(spec, target, len(results)),
+        **generator,
+        "target_cpus": target_cpus,
         "sessions": args.sessions,
         "students_per_session": args.students,
         "rate_hz": args.rate,
@@ -186,6 +228,7 @@ def run_relay(
         **measured,
         "hub_metrics": metrics,
         **generator_figures(results),
+        **generator_load(results, measured["window_s"]),
     }
     samples["rss_mib_per_s"] = measured["hub_rss_mib_per_s"]
     return summary, {"target": spec.label, **samples}

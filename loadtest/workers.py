@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import multiprocessing.connection
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -47,8 +48,13 @@ class WorkerError(RuntimeError):
 
 
 def _child(
-    conn: multiprocessing.connection.Connection, factory: ScenarioFactory, config: Any
+    conn: multiprocessing.connection.Connection,
+    factory: ScenarioFactory,
+    config: Any,
+    cpus: list[int] | None = None,
 ) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     asyncio.run(_serve(conn, factory(config)))
 
 
@@ -73,15 +79,19 @@ async def _serve(conn: multiprocessing.connection.Connection, scenario: Scenario
 
 
 class WorkerPool:
-    """One process per config; every step waits for all of them, bounded by a timeout."""
+    """One process per config; every step waits for all of them, bounded by a timeout.
 
-    def __init__(self, factory: ScenarioFactory, configs: list[Any]) -> None:
+    With ``cpus`` every worker runs on those cores only (``--pin``)."""
+
+    def __init__(
+        self, factory: ScenarioFactory, configs: list[Any], cpus: list[int] | None = None
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self._conns: list[multiprocessing.connection.Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
         for config in configs:
             parent, child = context.Pipe()
-            proc = context.Process(target=_child, args=(child, factory, config), daemon=True)
+            proc = context.Process(target=_child, args=(child, factory, config, cpus), daemon=True)
             proc.start()
             child.close()
             self._conns.append(parent)

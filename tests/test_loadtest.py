@@ -20,10 +20,13 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 
 from loadtest import __main__ as cli
 from loadtest import browser, canvas_apply, fanout, hub_metrics, report, sql_calls
-from loadtest.procs import TargetProcess, cpu_seconds, start_baseline
+from loadtest.node_generator import NodePool
+from loadtest.procs import TargetProcess, cpu_seconds, free_port, start_baseline
 from loadtest.runner import Window
-from loadtest.sessions import SessionPlan, Tokens, create_sessions
+from loadtest.scenario import RelayConfig
+from loadtest.sessions import SessionPlan, Tokens, create_sessions, generated_sessions
 from loadtest.wire import ConnectRefused, WireClient
+from loadtest.workers import WorkerError
 from realtime.base.identity import Role
 from tests.browser import need_chromium
 from tests.conftest import BENCH_REDIS_URL, need_service, redis_problem
@@ -113,6 +116,44 @@ def test_relay_mode_delivers_every_patch_once_in_order_to_hub_and_baseline() -> 
         for key in ("hub_cpu_s", "generator_cpu_s", "hub_rss_mib", "latency_ms", "ack_latency_ms"):
             assert key in run
     assert out["ratios"][0]["pair"] == "hub / baseline"
+
+
+@pytest.mark.timeout(60)
+def test_relay_mode_with_the_node_generator_delivers_every_patch_with_its_latency(
+    node: str,
+) -> None:
+    argv = ["relay", "--generator", "node", "--sessions", "2", "--students", "2",
+            "--rate", "10", "--seconds", "2", "--target", "hub"]  # fmt: skip
+    out = cli.main(argv)
+    [run] = out["runs"]
+    # One Node process on one CPU, on the stock client, which counted its own CPU.
+    assert (run["generator"], run["workers"], len(run["generator_cpus"])) == ("node", 1, 1)
+    assert run["generator_client"].startswith("socket.io-client 4."), run["generator_client"]
+    assert run["generator_cpu_s"] > 0 and 0 < run["generator_cpu_share_max"] < 1
+    assert set(run["generator_loop_delay_ms"]) == {"p50", "p99", "max"}
+    assert run["websocket_deflate"] is True  # the stock client's offer, as a browser's
+    # The same figures as the Python workers', from real traffic.
+    assert run["sent"] > 0 and run["acked"] == run["sent"] == run["delivered"], run
+    assert run["lost"] == run["duplicated"] == run["out_of_order"] == 0
+    assert run["annotations_sent"] > 0 and run["annotations_lost"] == 0
+    assert run["errors"] == {}
+    assert run["events_ok"]["canvas:patch"] >= run["sent"]
+    latency = run["latency_ms"]
+    assert latency["n"] == run["delivered"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    assert run["ack_latency_ms"]["n"] == run["acked"]
+    assert sum(run["latency_ms_per_s"]["n"]) == sum(run["delivered_per_s"]) == run["delivered"]
+    assert run["patches_per_hub_cpu_s"] and run["patches_per_hub_cpu_s"] > 0
+
+
+@pytest.mark.timeout(30)
+def test_the_node_generator_reports_why_it_failed(node: str, tmp_path: Path) -> None:
+    [plan] = generated_sessions(1, 1)
+    nobody = f"http://127.0.0.1:{free_port()}"
+    config = RelayConfig(nobody, "s" * 32, (plan,), rate=10, seconds=1)
+    with NodePool(config, tmp_path) as pool, pytest.raises(WorkerError) as failed:
+        pool.ready(timeout=20)
+    assert f"session:join {plan.session_id}: connect refused" in str(failed.value)
 
 
 @pytest.mark.timeout(60)
