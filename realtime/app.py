@@ -115,6 +115,7 @@ def build_app(
         max_http_buffer_size=settings.max_message_bytes,
         ping_interval=settings.ping_interval_s,
         ping_timeout=settings.ping_timeout_s,
+        websocket_compression=settings.websocket_compression,
         logger=False,
         engineio_logger=False,
         json=CODEC,

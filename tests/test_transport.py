@@ -136,3 +136,18 @@ async def test_a_malformed_engineio_packet_drops_only_its_sender(
     assert tutor.sio.connected
     assert (await tutor.call("session:leave", {"session_id": session_id})) == {"ok": True}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize("compression", [False, True])
+async def test_websocket_compression_is_taken_only_when_the_hub_allows_it(
+    make_hub: HubFactory, compression: bool
+) -> None:
+    """A client that offers permessage-deflate (as browsers and the stock socket.io-client
+    do) gets it only with ``HUB_WEBSOCKET_COMPRESSION``; either way it is served."""
+    hub = await make_hub(websocket_compression=compression)
+    url = hub.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    async with hub.http.ws_connect(url, compress=15) as ws:
+        assert bool(ws.compress) is compression, ws.compress  # what the handshake settled
+        assert (await ws.receive_str(timeout=5)).startswith("0")  # Engine.IO open
+        await ws.send_str("40" + json.dumps({"token": hub.tokens("s1", "STUDENT")}))
+        assert (await ws.receive_str(timeout=5)).startswith("40")

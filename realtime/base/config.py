@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     ping_interval_s: float = Field(default=25.0, gt=0)
     ping_timeout_s: float = Field(default=20.0, gt=0)
+    # Accept a websocket client's permessage-deflate offer (browsers and the stock
+    # socket.io-client make one) and compress every frame sent to it. Off, as in
+    # Socket.IO's own server: for small JSON frames it costs the hub more CPU than it
+    # saves on a LAN (docs/benchmarks.md).
+    websocket_compression: bool = False
 
     # Rate limits: each socket's client events, and each user's REST calls.
     socket_events_per_s: float = Field(default=50.0, gt=0)

@@ -25,6 +25,7 @@ an Engine.IO server: a socket's send queue, and its table of sockets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -51,20 +52,22 @@ def open_sockets(eio: Any) -> int:
     return len(eio.sockets)
 
 
-def install(eio: Any) -> None:
-    """Serve ``eio``'s websocket connections with this driver (this server only)."""
+def install(eio: Any, *, compress: bool = False) -> None:
+    """Serve ``eio``'s websocket connections with this driver (this server only);
+    ``compress``: accept a client's permessage-deflate offer (browsers make one), and
+    compress every frame sent to it."""
     if eio.async_mode == "aiohttp":
-        eio._async = {**eio._async, "websocket": WebSocket}
+        eio._async = {**eio._async, "websocket": functools.partial(WebSocket, compress=compress)}
 
 
 class WebSocket:
     """Engine.IO's websocket driver interface: called with the request's environ."""
 
-    def __init__(self, handler: Any, server: Any) -> None:
+    def __init__(self, handler: Any, server: Any, *, compress: bool = False) -> None:
         # ``handler`` is the socket's own ``_websocket_handler``: run ours on its socket.
         self.socket: AsyncSocket = handler.__self__
         self.server = server
-        self.ws = web.WebSocketResponse(max_msg_size=server.max_http_buffer_size)
+        self.ws = web.WebSocketResponse(max_msg_size=server.max_http_buffer_size, compress=compress)
         self._watchdog: asyncio.TimerHandle | None = None
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:

@@ -66,9 +66,9 @@ class InlineDispatchServer(socketio.AsyncServer):  # type: ignore[misc]
     """An ``AsyncServer`` that runs handlers inline and serves websockets with
     ``engineio_websocket``'s driver; subclasses implement ``answer``."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, websocket_compression: bool = False, **kwargs: Any) -> None:
         super().__init__(async_handlers=False, serializer=StrictPacket, **kwargs)
-        engineio_websocket.install(self.eio)
+        engineio_websocket.install(self.eio, compress=websocket_compression)
 
     def answer(self, sid: str, ack_id: int, result: Any) -> None:
         """Send the client the ack ``ack_id`` for what its handler returned."""
