@@ -4,8 +4,9 @@ A hub learns that a patch is durable from its own commits, from other hubs'
 frames, from a takeover and from the shared log after an outage; the same
 patch may come by more than one. Per replica, patches are handed on in seq
 order, a gap before them filled from the replica's log (everything before a
-durable patch is durable); per canvas, an (epoch, seq) at or below the last
-one handed on in its epoch was handed on already and is skipped.
+durable patch is durable); per canvas, a seq at or below the last one handed
+on (in any epoch) was handed on already, or is a late one of an older epoch,
+and is skipped.
 """
 
 from __future__ import annotations
@@ -59,8 +60,11 @@ class Handoff:
         """To ``on_durable``, skipping what was handed on already."""
         fresh = []
         for key, patch in patches:
-            epoch, seq = self._handed.get(key, ("", 0))
-            if patch.epoch != epoch or patch.seq > seq:
+            # Not even in another epoch: a canvas starts again from the database, which
+            # holds every patch handed on (they are durable), so a new epoch's patches
+            # come after them, and an old epoch's at or below them arrive late.
+            seq = self._handed.get(key, ("", 0))[1]
+            if patch.seq > seq:
                 self._handed[key] = (patch.epoch, patch.seq)
                 fresh.append((key, patch))
         if fresh and self.on_durable is not None:

@@ -12,12 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from canvas import takeover, wire
 from canvas.handoff import Handoff
-from canvas.replicas import Replicas
+from canvas.replicas import Replicas, stored_patch
 from canvas.sequencer import Entry, Sequencer
 from canvas.store import CanvasKey
+from persistence.repositories import CanvasRepository
 from realtime.base.errors import HubError
 
 log = logging.getLogger(__name__)
+
+# Patches read from the database after an outage, per canvas, at most (a client
+# further behind resyncs at the gap).
+RESUME_MOST = 1000
 
 
 class Peers:
@@ -51,21 +56,40 @@ class Peers:
 
         In the same epoch that is what follows the last seq handed on; in a new
         epoch (Redis lost its state), every durable patch of the new log, whose
-        epoch tells the clients to resync. Without this the tail of what was
-        published meanwhile would never reach the clients: no later patch would
-        show them the gap.
+        epoch tells the clients to resync; what the shared log does not hold (it
+        lost it, or it holds none: ``sequencer_leased``) comes from the database.
+        Without this the tail of what was published meanwhile would never reach
+        the clients: no later patch would show them the gap.
         """
         for key, epoch, seq in self._handoff.positions():
             try:
                 state = await self._sequencer.state(key)
-                if state is None or (state.epoch == epoch and state.dseq <= seq):
-                    continue
-                first = seq + 1 if state.epoch == epoch else 0
-                entries = await self._sequencer.entries(key, first, state.dseq)
+                if state is not None and state.current and state.epoch == epoch:
+                    if state.dseq <= seq:
+                        continue
+                    entries = await self._sequencer.entries(key, seq + 1, state.dseq)
+                    if len(entries) != state.dseq - seq:
+                        entries = await self.stored_after(key, seq)
+                elif state is not None and state.current:
+                    entries = await self._sequencer.entries(key, 0, state.dseq)
+                    entries = [e for e in entries if e.patch.epoch == state.epoch]
+                else:
+                    # Redis lost the state, or a hub holds the canvas and published
+                    # patches while this one was away (``sequencer_leased``): what it
+                    # stored is in the database.
+                    entries = await self.stored_after(key, seq)
             except HubError as exc:
                 log.warning("canvas %s: catching up after a Redis outage failed: %r", key, exc)
                 continue
-            self._received(key, [e for e in entries if e.patch.epoch == state.epoch])
+            self._received(key, entries)
+
+    async def stored_after(self, key: CanvasKey, seq: int) -> list[Entry]:
+        """What the database holds of the canvas after ``seq`` (at most ``RESUME_MOST``)."""
+        async with self._db() as db:
+            stored = await CanvasRepository(db).ops_between(
+                key.session_id, key.student_id, seq + 1, seq + RESUME_MOST
+            )
+        return [Entry(stored_patch(op), op.ops) for op in stored]
 
     def _received(self, key: CanvasKey, received: list[Entry]) -> None:
         if not received:

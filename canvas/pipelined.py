@@ -131,6 +131,16 @@ class ScriptConnection:
                 replies[i] = reply
         return replies
 
+    async def commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Each command's reply, or the error Redis answered it with, in order, sent
+        after the calls and commands before them (one connection)."""
+        if not self._direct:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(await pipe.execute(raise_on_error=False))
+        return await self._send(await self._connected(), commands)
+
     async def _load(self, scripts: Sequence[AsyncScript]) -> None:
         unique = list({id(s): s for s in scripts}.values())
         if not self._direct:

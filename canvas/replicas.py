@@ -23,12 +23,17 @@ from canvas.handoff import Handoff
 from canvas.replica import Replica
 from canvas.sequencer import NO_BOUND, Entry, SeqState, Sequencer, Unavailable
 from canvas.store import CanvasKey, Patch
+from persistence.models import CanvasOp
 from persistence.repositories import CanvasRepository
 from realtime.base.errors import ErrorCode, HubError
 
 log = logging.getLogger(__name__)
 
 LOAD_ATTEMPTS = 5
+
+
+def stored_patch(op: CanvasOp) -> Patch:
+    return Patch.of(op.seq, op.epoch, Author(op.author), op.author_id, op.ops, op.at)
 
 
 class Replicas:
@@ -116,6 +121,13 @@ class Replicas:
         for _ in range(LOAD_ATTEMPTS):
             canvas, stored_epoch = await self._read_stored(key)
             state, entries = await sequencer.load(key, canvas.seq + 1)
+            if state is not None and not state.current:
+                if state.holder == sequencer.node_id:
+                    log.warning("canvas %s: this hub lost track of it; resetting", key)
+                    await sequencer.drop(key, state.epoch, NO_BOUND)
+                    continue
+                # Another hub holds it: the database has everything it published.
+                state, entries = SeqState(canvas.seq, canvas.seq, state.epoch, "", 0), []
             if state is None:
                 epoch = sequencer.new_epoch(key, stored_epoch)
                 if not await sequencer.init(key, canvas.seq, epoch):
@@ -151,10 +163,7 @@ class Replicas:
             # The catch-up log holds the last `retention` patches, snapshot or not.
             recent = await repo.recent_ops(key.session_id, key.student_id, self._retention)
         doc = replay(stored.snapshot_doc, [op.ops for op in stored.ops])
-        patches = [
-            Patch.of(op.seq, op.epoch, Author(op.author), op.author_id, op.ops, op.at)
-            for op in recent
-        ]
+        patches = [stored_patch(op) for op in recent]
         seq = stored.ops[-1].seq if stored.ops else stored.snapshot_seq
         canvas = Replica(
             key=key,

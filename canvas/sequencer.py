@@ -1,10 +1,14 @@
 """The sequencer interface: who assigns a canvas's seqs and where its durable seq stands.
 
 Backends, side by side: ``sequencer_local.LocalSequencer`` (this process is the
-only writer; its state lives in memory) and ``sequencer_redis.RedisSequencer``
-(several hubs write the same canvases; the state and the recent log live in
-Redis, changed by the scripts in ``canvas/lua/``). The store
-(``canvas.store_sequenced``) drives either through this interface.
+only writer; its state lives in memory), ``sequencer_leased.LeasedSequencer``
+(several hubs write the same canvases, each held by one hub at a time, which
+assigns its seqs; Redis holds who holds it) and ``sequencer_redis.RedisSequencer``
+(the state and the recent log live in Redis, changed by the scripts in
+``canvas/lua/`` for every patch). The store (``canvas.store_sequenced``) drives
+each through this interface; for the leased one, read "holds undurable patches"
+below as "holds the canvas", and its ``state`` is not ``current`` while another
+hub holds it.
 
 Contract (``tests/test_sequencer_conformance.py`` runs it against every backend):
 
@@ -61,6 +65,9 @@ class SeqState:
     epoch: str
     holder: str
     idle_ms: int  # since the holder of undurable patches last made progress
+    # False: another instance holds the canvas (``sequencer_leased``), and seq and
+    # dseq are as they were when it took it; its published patches are the news.
+    current: bool = True
 
 
 class Appended(NamedTuple):
@@ -111,9 +118,10 @@ class Sequencer(Protocol):
         allows, logging it as an entry of this instance."""
         ...
 
-    async def advance(self, lasts: Sequence[tuple[CanvasKey, Patch]]) -> list[int]:
-        """For each canvas, move ``dseq`` to its last durable patch; per canvas the
-        count of patches passed (and told to the other instances), or OTHER_EPOCH/GAP."""
+    async def advance(self, batches: Sequence[tuple[CanvasKey, Sequence[Patch]]]) -> list[int]:
+        """For each canvas, move ``dseq`` to the last of its newly durable patches (in
+        seq order); per canvas the count of patches passed (and told to the other
+        instances), or OTHER_EPOCH/GAP."""
         ...
 
     async def publish(self, key: CanvasKey, patches: Sequence[Patch]) -> None:

@@ -74,8 +74,8 @@ class LocalSequencer:
             state.holder, state.progress_at = self.node_id, time.monotonic()
         return Appended("OK", state.seq)
 
-    async def advance(self, lasts: Sequence[tuple[CanvasKey, Patch]]) -> list[int]:
-        return [self._advance(key, last) for key, last in lasts]
+    async def advance(self, batches: Sequence[tuple[CanvasKey, Sequence[Patch]]]) -> list[int]:
+        return [self._advance(key, patches[-1]) for key, patches in batches]
 
     def _advance(self, key: CanvasKey, last: Patch) -> int:
         state = self._states.get(key)

@@ -44,7 +44,7 @@ from realtime.bus.bus_redis import as_text
 log = logging.getLogger(__name__)
 
 
-def _lua(name: str, *, clock: bool = True) -> str:
+def lua(name: str, *, clock: bool = True) -> str:
     """The script ``canvas/lua/<name>.lua``; ``clock``: after the prelude that sets
     ``now`` (Redis's time, in milliseconds)."""
     folder = files("canvas") / "lua"
@@ -52,14 +52,14 @@ def _lua(name: str, *, clock: bool = True) -> str:
     return (folder / "now_ms.lua").read_text() + script if clock else script
 
 
-APPEND = _lua("append")
-ADVANCE = _lua("advance")
-INIT = _lua("init")
-DROP = _lua("drop", clock=False)
-STATE = _lua("state")
+APPEND = lua("append")
+ADVANCE = lua("advance")
+INIT = lua("init")
+DROP = lua("drop", clock=False)
+STATE = lua("state")
 
 
-def _state(reply: Any) -> SeqState | None:
+def state_of(reply: Any) -> SeqState | None:
     if reply is None:
         return None
     seq, dseq, epoch, pnode, idle = reply
@@ -74,8 +74,9 @@ def _entries(reply: Any) -> list[Entry]:
     ]
 
 
-class RedisSequencer:
-    """``Sequencer`` shared by hubs through Redis (see ``canvas.sequencer``)."""
+class RedisCanvasStates:
+    """What both Redis sequencers share: each canvas's state hash (and stream) in
+    Redis, set up and dropped by scripts, over a pipelined connection of their own."""
 
     shared = True
 
@@ -85,16 +86,12 @@ class RedisSequencer:
         *,
         node_id: str,
         prefix: str = "hub:cv:",
-        retention: int = 1000,
         metrics: HubMetrics | None = None,
     ) -> None:
         self.node_id = node_id
         self._redis = client
         self._prefix = prefix
-        self._retention = retention
         self._metrics = metrics
-        self._append = client.register_script(APPEND)
-        self._advance = client.register_script(ADVANCE)
         self._init = client.register_script(INIT)
         self._drop = client.register_script(DROP)
         self._state = client.register_script(STATE)
@@ -103,23 +100,6 @@ class RedisSequencer:
     def keys(self, key: CanvasKey) -> list[str]:
         tag = f"{self._prefix}{{{key.session_id}:{key.student_id}}}"
         return [f"{tag}:m", f"{tag}:log"]
-
-    async def state(self, key: CanvasKey) -> SeqState | None:
-        try:
-            return _state(await self._state(keys=self.keys(key)[:1]))
-        except RedisError as exc:
-            raise _unavailable("reading a canvas state", exc) from None
-
-    async def load(self, key: CanvasKey, first: int) -> tuple[SeqState | None, list[Entry]]:
-        m, stream = self.keys(key)
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                await self._state(keys=[m], client=pipe)
-                pipe.xrange(stream, f"0-{first}", "+")
-                state_reply, stream_reply = await pipe.execute()
-        except RedisError as exc:
-            raise _unavailable("loading a canvas", exc) from None
-        return _state(state_reply), _entries(stream_reply)
 
     def new_epoch(self, key: CanvasKey, stored_epoch: str | None) -> str:
         # Clients may hold positions in the log Redis lost: a new epoch tells them to
@@ -130,14 +110,58 @@ class RedisSequencer:
         try:
             return bool(await self._init(keys=self.keys(key), args=[seq, epoch]))
         except RedisError as exc:
-            raise _unavailable("setting a canvas state up", exc) from None
+            raise unavailable("setting a canvas state up", exc) from None
+
+    async def drop(self, key: CanvasKey, epoch: str, below: int) -> bool:
+        try:
+            return bool(await self._drop(keys=self.keys(key), args=[epoch, below]))
+        except RedisError as exc:
+            raise unavailable("resetting a canvas state", exc) from None
+
+    async def close(self) -> None:
+        await self._scripts.close()
+
+
+class RedisSequencer(RedisCanvasStates):
+    """``Sequencer`` shared by hubs through Redis (see ``canvas.sequencer``)."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        node_id: str,
+        prefix: str = "hub:cv:",
+        retention: int = 1000,
+        metrics: HubMetrics | None = None,
+    ) -> None:
+        super().__init__(client, node_id=node_id, prefix=prefix, metrics=metrics)
+        self._retention = retention
+        self._append = client.register_script(APPEND)
+        self._advance = client.register_script(ADVANCE)
+
+    async def state(self, key: CanvasKey) -> SeqState | None:
+        try:
+            return state_of(await self._state(keys=self.keys(key)[:1]))
+        except RedisError as exc:
+            raise unavailable("reading a canvas state", exc) from None
+
+    async def load(self, key: CanvasKey, first: int) -> tuple[SeqState | None, list[Entry]]:
+        m, stream = self.keys(key)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await self._state(keys=[m], client=pipe)
+                pipe.xrange(stream, f"0-{first}", "+")
+                state_reply, stream_reply = await pipe.execute()
+        except RedisError as exc:
+            raise unavailable("loading a canvas", exc) from None
+        return state_of(state_reply), _entries(stream_reply)
 
     async def append(self, key: CanvasKey, expected: int, patch: Patch) -> Appended:
         args = [expected, patch.epoch, self.node_id, wire.encode(patch), self._retention]
         try:
             reply = await self._scripts.run(self._append, self.keys(key), args)
         except RedisError as exc:
-            raise _unavailable("canvas append", exc) from None
+            raise unavailable("canvas append", exc) from None
         outcome = as_text(reply[0])
         if outcome == "OK":
             return Appended("OK", int(reply[1]))
@@ -147,12 +171,13 @@ class RedisSequencer:
             return Appended("BUSY", int(reply[1]), int(reply[2]))
         return Appended("NOSTATE" if outcome == "NOSTATE" else "EPOCH")
 
-    async def advance(self, lasts: Sequence[tuple[CanvasKey, Patch]]) -> list[int]:
+    async def advance(self, batches: Sequence[tuple[CanvasKey, Sequence[Patch]]]) -> list[int]:
+        calls = [self._advance_call(key, patches[-1]) for key, patches in batches]
         try:
-            replies = await self._scripts.run_many([self._advance_call(k, p) for k, p in lasts])
+            replies = await self._scripts.run_many(calls)
             return [self._published(reply) for reply in replies]
         except RedisError as exc:
-            raise _unavailable("advancing durable canvas seqs", exc) from None
+            raise unavailable("advancing durable canvas seqs", exc) from None
 
     def _advance_call(self, key: CanvasKey, last: Patch) -> Call:
         """The call of the script that advances dseq to ``last`` and publishes the
@@ -176,31 +201,22 @@ class RedisSequencer:
         try:
             await self._redis.publish(session_channel(key.center_id, key.session_id), message)
         except RedisError as exc:
-            raise _unavailable("publishing canvas patches", exc) from None
+            raise unavailable("publishing canvas patches", exc) from None
         if self._metrics is not None:
             self._metrics.redis_published.labels("canvas").inc()
             self._metrics.redis_published_bytes.labels("canvas").inc(len(message))
-
-    async def drop(self, key: CanvasKey, epoch: str, below: int) -> bool:
-        try:
-            return bool(await self._drop(keys=self.keys(key), args=[epoch, below]))
-        except RedisError as exc:
-            raise _unavailable("resetting a canvas state", exc) from None
 
     async def entries(self, key: CanvasKey, first: int, last: int | None) -> list[Entry]:
         end = "+" if last is None else f"0-{last}"
         try:
             return _entries(await self._redis.xrange(self.keys(key)[1], f"0-{first}", end))
         except RedisError as exc:
-            raise _unavailable("reading a canvas stream", exc) from None
+            raise unavailable("reading a canvas stream", exc) from None
 
     def forget(self, key: CanvasKey) -> None:
         return None  # the state is shared: other hubs use it
 
-    async def close(self) -> None:
-        await self._scripts.close()
 
-
-def _unavailable(what: str, exc: RedisError) -> Unavailable:
+def unavailable(what: str, exc: RedisError) -> Unavailable:
     log.warning("%s failed in Redis: %r", what, exc)
     return Unavailable()

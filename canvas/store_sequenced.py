@@ -3,10 +3,11 @@
 - ``canvas.replica``: each loaded canvas in memory, with its catch-up log;
 - ``canvas.committer``: the group committer, which stores every write;
 - ``canvas.sequencer``: who assigns the seqs and where the durable seq stands,
-  ``LocalSequencer`` (this hub alone) or ``RedisSequencer`` (hubs sharing the
-  canvases through Redis, which also carries the recent log between them);
+  ``LocalSequencer`` (this hub alone), ``LeasedSequencer`` (hubs sharing the
+  canvases through Redis, each canvas held by one of them) or
+  ``RedisSequencer`` (Redis assigns every seq and carries the recent log);
 - ``canvas.handoff``: durable patches to the relay, each once and in order;
-- ``canvas.takeover``: storing the patches of a hub that died holding them.
+- ``canvas.takeover``: a canvas of a hub that died holding it.
 
 A patch is applied to the replica, assigned its seq by the sequencer (only if
 the replica is current: otherwise it catches up and tries again), queued for
@@ -30,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from canvas.committer import OPS, SNAPSHOTS, GroupCommitter, Write, op_row
 from canvas.document import Author, CanvasLimits, replay
 from canvas.handoff import DurableListener, Handoff
-from canvas.peers import Peers
+from canvas.peers import RESUME_MOST, Peers
 from canvas.replica import Replica
 from canvas.replicas import Replicas
 from canvas.sequencer import Appended, Sequencer, Unavailable
@@ -223,6 +224,25 @@ class SequencedCanvasStore:
                 async with canvas.lock:
                     await self._current(canvas)
                     state = await self.sequencer.state(key)
+                    if state is not None and not state.current and state.idle_ms == 0:
+                        if state.holder == self.node_id or state.epoch != canvas.epoch:
+                            # Lost track of it, or it started again elsewhere: reload.
+                            self.replicas.drop(canvas)
+                            continue
+                        # Another hub holds it: this replica holds what it published, as
+                        # far as this hub listened (it stops when its last member leaves):
+                        # the rest is in the database.
+                        missed = await self.peers.stored_after(key, canvas.seq)
+                        if len(missed) >= RESUME_MOST:
+                            self.replicas.drop(canvas)
+                            continue
+                        if missed:
+                            self.replicas.take(canvas, missed)
+                            if canvas.stale or self.replicas.loaded.get(key) is not canvas:
+                                self.replicas.drop(canvas)  # another epoch: reload
+                                continue
+                            self.handoff.relay(canvas, [e.patch for e in missed])
+                        return canvas.view(since)
                     if state is None or state.epoch != canvas.epoch or canvas.seq > state.seq:
                         self.replicas.drop(canvas)
                         continue
@@ -408,8 +428,8 @@ class SequencedCanvasStore:
                 by_canvas.setdefault(write.canvas, []).append(write.patch)
         if by_canvas:
             try:
-                lasts = [(c.key, patches[-1]) for c, patches in by_canvas.items()]
-                passed = await self.sequencer.advance(lasts)
+                batches = [(c.key, patches) for c, patches in by_canvas.items()]
+                passed = await self.sequencer.advance(batches)
                 for (canvas, patches), count in zip(by_canvas.items(), passed, strict=True):
                     if count < 0:
                         # The sequencer's state moved on (Redis lost it and a hub rebuilt it

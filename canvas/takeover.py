@@ -6,6 +6,10 @@ shared log, stores them through the repository (rows already there are kept)
 and advances the durable seq, which publishes them. If the log no longer
 holds them all, or the database holds other patches at those seqs, the
 shared state is wrong: it is dropped, and rebuilt from the database.
+
+With ``sequencer_leased`` the dead hub's patches were never in Redis: the
+state (of a holder whose key is gone) is dropped at once, and the next load
+sets the canvas up again from the database, in a new epoch.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ async def take_over(
             return None
         if state.idle_ms < takeover_s * 1000:
             return None
+        if not state.current:
+            # A holder gone (``sequencer_leased``): what it stored is in the database,
+            # from which the next load sets the state up again.
+            log.warning("canvas %s: hub %s holding it is gone", key, state.holder)
+            await sequencer.drop(key, state.epoch, NO_BOUND)
+            return None
         entries = await sequencer.entries(key, state.dseq + 1, state.seq)
         if len(entries) != state.seq - state.dseq or entries[0].patch.seq != state.dseq + 1:
             await sequencer.drop(key, state.epoch, NO_BOUND)
@@ -52,7 +62,7 @@ async def take_over(
             # The database holds other patches at those seqs: the shared state is wrong.
             await sequencer.drop(key, state.epoch, NO_BOUND)
             return None
-        [published] = await sequencer.advance([(key, entries[-1].patch)])
+        [published] = await sequencer.advance([(key, [e.patch for e in entries])])
     except Unavailable:
         return None  # logged; the next append or catch-up tries again
     return (state, entries) if published > 0 else None

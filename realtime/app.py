@@ -172,7 +172,12 @@ def build_app(
         on_durable=relay.durable,
     )
     store = build_store(
-        reads, batch_writer(engine), **store_options, redis=redis, node_id=cluster.node_id
+        reads,
+        batch_writer(engine),
+        **store_options,
+        redis=redis,
+        node_id=cluster.node_id,
+        sharing=settings.canvas_sharing,
     )
     if redis is not None:
         # Seqs and the recent log shared by every hub; patches other hubs made durable

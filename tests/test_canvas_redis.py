@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from canvas.document import Author, plain, replay
+from canvas.sequencer import Sequencer
+from canvas.sequencer_leased import LeasedSequencer
 from canvas.sequencer_redis import RedisSequencer
 from canvas.store import CanvasKey, CatchUp, Patch
 from canvas.store_sequenced import SequencedCanvasStore
@@ -129,7 +132,11 @@ class Node:
     def kill(self) -> None:
         """The process dies: its committer stops, whatever it had queued is gone."""
         committer = self.store.committer
-        for task in [*self.store._tasks, committer._task]:
+        for task in [
+            *self.store._tasks,
+            *getattr(self.store.sequencer, "_tasks", []),
+            committer._task,
+        ]:
             assert task is not None
             task.cancel()
         committer._queue.clear()
@@ -144,6 +151,7 @@ class Cluster:
     redis: redis.asyncio.Redis
     prefix: str
     key: CanvasKey
+    sharing: str  # HUB_CANVAS_SHARING: "sequenced" or "leased"
     nodes: list[Node] = field(default_factory=list)
     # Every patch published on the session channel, in publishing order: (sender, seq).
     published: list[tuple[str, int]] = field(default_factory=list)
@@ -162,13 +170,20 @@ class Cluster:
         return replay(None, [op.ops for op in await self.stored_ops()])
 
     async def redis_seqs(self) -> tuple[int, int]:
+        """(seq, dseq) in Redis, or, while a node holds the canvas (leased), that node's."""
         m = f"{self.prefix}{{{self.key.session_id}:{self.key.student_id}}}:m"
-        seq, dseq = await self.redis.hmget(m, "seq", "dseq")
+        seq, dseq, holder = await self.redis.hmget(m, "seq", "dseq", "pnode")
+        for node in self.nodes:
+            sequencer = node.store.sequencer
+            if isinstance(sequencer, LeasedSequencer) and holder and not node.dead:
+                held = sequencer.holds(self.key)
+                if held is not None and node.store.node_id == holder.decode():
+                    return held
         return int(seq or 0), int(dseq or 0)
 
 
-@pytest.fixture
-async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
+@pytest.fixture(params=["sequenced", "leased"])
+async def cluster(engine: AsyncEngine, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
     need_service("Redis", await redis_problem())
     db = session_factory(engine)
     async with db.begin() as session:
@@ -186,7 +201,12 @@ async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
         session.add(live)
     client = redis_client(REDIS_URL)
     prefix = f"test:{uuid.uuid4().hex[:12]}:cv:"
-    cluster = Cluster(engine, db, client, prefix, CanvasKey("c1", live.id, "s1"))
+    cluster = Cluster(engine, db, client, prefix, CanvasKey("c1", live.id, "s1"), request.param)
+
+    def sequencer(through: redis.asyncio.Redis, name: str, takeover_s: float) -> Sequencer:
+        if request.param == "leased":
+            return LeasedSequencer(through, node_id=name, prefix=prefix, lease_s=takeover_s)
+        return RedisSequencer(through, node_id=name, prefix=prefix)
 
     async def add_node(
         name: str, takeover_s: float = TAKEOVER_S, through: redis.asyncio.Redis | None = None
@@ -196,7 +216,7 @@ async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
         node.store = SequencedCanvasStore(
             db=db,
             writer=writer,
-            sequencer=RedisSequencer(through or client, node_id=name, prefix=prefix),
+            sequencer=sequencer(through or client, name, takeover_s),
             takeover_s=takeover_s,
             on_durable=node.relayed.extend,
         )
@@ -257,7 +277,7 @@ async def converged(cluster: Cluster, count: int) -> None:
     key = cluster.key
 
     def done() -> bool:
-        return all(len(n.relayed_seqs(key)) >= count for n in cluster.nodes if not n.dead)
+        return all(n.relayed_seqs(key)[-1:] == [count] for n in cluster.nodes if not n.dead)
 
     await eventually(done, within=10, what=f"{count} patches relayed on every node")
     expected = await cluster.stored_doc()
@@ -265,7 +285,15 @@ async def converged(cluster: Cluster, count: int) -> None:
         if node.dead:
             continue
         # Relayed here in seq order, once each.
-        assert node.relayed_seqs(key) == list(range(1, count + 1)), node.store.node_id
+        relayed = [(p.epoch, p.seq) for k, p in node.relayed if k == key]
+        if cluster.sharing == "leased":
+            # A canvas taken over starts again in a new epoch from the database: the
+            # patches its holder stored but never published are in the document the
+            # clients take at the new epoch.
+            for (epoch, seq), (next_epoch, next_seq) in itertools.pairwise(relayed):
+                assert next_seq == seq + 1 or (next_seq > seq and next_epoch != epoch)
+        else:
+            assert node.relayed_seqs(key) == list(range(1, count + 1)), node.store.node_id
         whole = await node.store.catch_up(key, None)
         assert whole.position.offset == count
         assert plain(whole.doc) == expected, node.store.node_id
@@ -319,6 +347,19 @@ async def test_a_node_that_dies_before_committing_is_taken_over(cluster: Cluster
     )
     a.kill()
 
+    if cluster.sharing == "leased":
+        # a held the canvas: b waits for a's key to expire, then takes the canvas from
+        # the database in a new epoch. a's patch 3 was never acked: it is gone.
+        assert await acked(b, key, Author.TUTOR, mark("after-takeover")) == 3
+        stored = await cluster.stored_ops()
+        assert [op.seq for op in stored] == [1, 2, 3]
+        assert stored[2].epoch != stored[1].epoch
+        doc = await cluster.stored_doc()
+        assert set(doc["elements"]) == {"acked-on-a"}
+        assert set(doc["annotations"]) == {"acked-on-b", "after-takeover"}
+        assert plain((await b.store.catch_up(key, None)).doc) == doc
+        assert b.relayed_seqs(key) == [1, 2, 3]
+        return
     # b waits for a's patch, then (a silent for TAKEOVER_S) stores it itself.
     assert await acked(b, key, Author.TUTOR, mark("after-takeover")) == 4
     stored = await cluster.stored_ops()
@@ -362,7 +403,13 @@ async def test_flushdb_mid_stream_starts_a_new_epoch_and_loses_nothing_acked(
 
     stored = await cluster.stored_ops()
     assert [op.seq for op in stored] == list(range(1, len(stored) + 1))  # seqs went on
-    assert len({op.epoch for op in stored}) == 2
+    if cluster.sharing == "leased":
+        # a holds the canvas until it renews its key and finds it gone; meanwhile b set
+        # the state up again and both wrote: the database refused one of each pair,
+        # which was not acked, and each refusal started the canvas again.
+        assert len({op.epoch for op in stored}) >= 2
+    else:
+        assert len({op.epoch for op in stored}) == 2
     assert after_a.position.offset == len(stored)
     doc = await cluster.stored_doc()
     assert plain(after_a.doc) == plain(after_b.doc) == doc
@@ -415,6 +462,8 @@ async def test_a_hub_back_from_a_redis_outage_hands_on_what_it_missed(cluster: C
     epoch = (await a.store.catch_up(key, None)).position.epoch
     b.deaf = True
     await cluster.redis.flushdb()
+    if cluster.sharing == "leased":
+        await asyncio.sleep(TAKEOVER_S)  # a renews its key: it notices it was gone
     assert await acked(a, key, Author.STUDENT, stroke("x5")) == 5
     assert await acked(a, key, Author.STUDENT, stroke("x6")) == 6
     new_epoch = (await a.store.catch_up(key, None)).position.epoch
@@ -503,6 +552,18 @@ async def test_a_redis_outage_refuses_appends_retryably_and_the_node_recovers(
         key = cluster.key
         assert await acked(a, key, Author.STUDENT, stroke("before")) == 1
         await proxy.stop()
+        if cluster.sharing == "leased":
+            # a holds the canvas: it goes on without Redis until its key may have
+            # expired; b then takes the canvas over from the database in a new epoch.
+            assert await acked(a, key, Author.STUDENT, stroke("during")) == 2
+            assert await acked(b, key, Author.TUTOR, mark("other-node")) == 3
+            await proxy.start()
+            assert await acked(a, key, Author.STUDENT, stroke("after")) == 4
+            await converged(cluster, 4)
+            doc = await cluster.stored_doc()
+            assert set(doc["elements"]) == {"before", "during", "after"}
+            assert set(doc["annotations"]) == {"other-node"}
+            return
         with pytest.raises(HubError) as refused:
             await a.store.append(key, Author.STUDENT, "student-1", stroke("during"))
         assert refused.value.code is ErrorCode.INTERNAL

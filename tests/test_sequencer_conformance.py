@@ -160,7 +160,7 @@ async def test_another_epoch_changes_nothing(sequencer: Sequencer) -> None:
     assert await sequencer.init(KEY, 3, EPOCH)
     assert (await sequencer.append(KEY, 3, patch(4, "e2"))).outcome == "EPOCH"
     await appended(sequencer, KEY, 2, first=4)
-    assert await sequencer.advance([(KEY, patch(5, "e2"))]) == [OTHER_EPOCH]
+    assert await sequencer.advance([(KEY, [patch(5, "e2")])]) == [OTHER_EPOCH]
     assert not await sequencer.drop(KEY, "e2", NO_BOUND)
     state = await sequencer.state(KEY)
     assert state is not None
@@ -175,13 +175,13 @@ async def test_the_durable_seq_only_advances_and_never_past_the_seq(
     await appended(sequencer, KEY, 5)
     await appended(sequencer, OTHER, 1)
     # Per canvas, the patches each advance passed.
-    assert await sequencer.advance([(KEY, patch(3)), (OTHER, patch(1))]) == [3, 1]
-    assert await sequencer.advance([(KEY, patch(2))]) == [0]  # not back
-    assert await sequencer.advance([(KEY, patch(3))]) == [0]
-    assert await sequencer.advance([(KEY, patch(7))]) == [GAP]  # 6 and 7 never assigned
+    assert await sequencer.advance([(KEY, [patch(3)]), (OTHER, [patch(1)])]) == [3, 1]
+    assert await sequencer.advance([(KEY, [patch(2)])]) == [0]  # not back
+    assert await sequencer.advance([(KEY, [patch(3)])]) == [0]
+    assert await sequencer.advance([(KEY, [patch(7)])]) == [GAP]  # 6 and 7 never assigned
     state = await sequencer.state(KEY)
     assert state is not None and (state.seq, state.dseq) == (5, 3)
-    assert await sequencer.advance([(KEY, patch(5))]) == [2]
+    assert await sequencer.advance([(KEY, [patch(5)])]) == [2]
     state = await sequencer.state(KEY)
     assert state is not None and (state.seq, state.dseq) == (5, 5)
 
@@ -194,7 +194,7 @@ async def test_the_holders_silence_counts_from_its_last_progress(sequencer: Sequ
     state = await sequencer.state(KEY)
     assert state is not None and state.holder == sequencer.node_id
     assert 90 <= state.idle_ms
-    assert await sequencer.advance([(KEY, patch(1))]) == [1]  # progress
+    assert await sequencer.advance([(KEY, [patch(1)])]) == [1]  # progress
     state = await sequencer.state(KEY)
     assert state is not None
     assert state.idle_ms <= (time.monotonic() - started) * 1000 - 90
@@ -205,7 +205,7 @@ async def test_drop_removes_the_state_only_in_its_epoch_below_the_bound(
 ) -> None:
     assert await sequencer.init(KEY, 0, EPOCH)
     await appended(sequencer, KEY, 4)
-    assert await sequencer.advance([(KEY, patch(2))]) == [2]
+    assert await sequencer.advance([(KEY, [patch(2)])]) == [2]
     assert not await sequencer.drop(KEY, EPOCH, 2)  # dseq 2 is not below 2
     assert not await sequencer.drop(KEY, "e2", NO_BOUND)
     assert await sequencer.state(KEY) is not None
@@ -264,9 +264,9 @@ async def test_another_hubs_undurable_patches_make_it_busy(redis_sequencers: Mak
     assert (busy.outcome, busy.seq) == ("BUSY", 2)
     assert busy.idle_ms >= 0
     await appended(a, KEY, 1, first=3)  # the holder pipelines its own
-    assert await b.advance([(KEY, patch(2))]) == [2]  # any hub may advance (a takeover)
+    assert await b.advance([(KEY, [patch(2)])]) == [2]  # any hub may advance (a takeover)
     assert (await b.append(KEY, 3, patch(4))).outcome == "BUSY"  # 3 is still a's
-    assert await a.advance([(KEY, patch(3))]) == [1]
+    assert await a.advance([(KEY, [patch(3)])]) == [1]
     assert (await b.append(KEY, 3, patch(4))).outcome == "OK"
     state = await a.state(KEY)
     assert state is not None
@@ -286,7 +286,7 @@ async def test_two_hubs_appending_at_once_get_gap_free_seqs(redis_sequencers: Ma
             if reply.outcome == "OK":
                 got[hub.node_id].append(reply.seq)
                 # Stored at once: durable, so the other hub may go on.
-                assert await hub.advance([(KEY, patch(reply.seq))]) == [1]
+                assert await hub.advance([(KEY, [patch(reply.seq)])]) == [1]
             else:
                 assert reply.outcome in ("BEHIND", "BUSY")
                 await asyncio.sleep(0)
@@ -309,9 +309,9 @@ async def test_advancing_tells_the_other_hubs_once_in_seq_order(
     try:
         assert await a.init(KEY, 0, EPOCH)
         await appended(a, KEY, 3)
-        assert await a.advance([(KEY, patch(2))]) == [2]
-        assert await a.advance([(KEY, patch(2))]) == [0]
-        assert await a.advance([(KEY, patch(3))]) == [1]
+        assert await a.advance([(KEY, [patch(2)])]) == [2]
+        assert await a.advance([(KEY, [patch(2)])]) == [0]
+        assert await a.advance([(KEY, [patch(3)])]) == [1]
         await a.publish(KEY, [patch(3)])  # what advance could not pass, directly
         frames: list[Any] = []
         deadline = time.monotonic() + 5
