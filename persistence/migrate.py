@@ -2,6 +2,8 @@
 
 Alembic is imported when a migration runs: it is half a second of a hub's
 start-up, which a hub started with ``HUB_MIGRATE_ON_START=false`` skips.
+``python -m realtime serve`` runs them in a child process of their own
+(``realtime.cli.migrate_in_child``), so that the hub never holds Alembic.
 """
 
 from __future__ import annotations

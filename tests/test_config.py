@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from realtime.base.config import DEFAULT_DATABASE_URL, DEV_JWT_SECRET, Environment, Settings
 from realtime.base.identity import Role, TokenVerifier
-from realtime.cli import load_settings
+from realtime.cli import can_migrate_apart, load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "config-test-secret-0123456789-abcdefghijkl"
@@ -288,6 +288,33 @@ def test_serve_with_a_bad_port_exits_naming_hub_port() -> None:
     assert result.returncode != 0
     assert "HUB_PORT" in result.stderr
     assert "valid integer" in result.stderr
+
+
+@pytest.mark.slow
+def test_serve_exits_when_the_migration_in_its_child_fails() -> None:
+    # Port 1 refuses the connection: the child forked to migrate fails at once.
+    result = run_cli(
+        "serve", HUB_PORT="0", HUB_DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:1/hub"
+    )
+
+    assert result.returncode != 0
+    assert "database migration failed" in result.stderr
+    assert "hub not started" in result.stderr
+    assert "hub serving" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "apart"),
+    [
+        ("sqlite+aiosqlite:///var/hub.db", True),
+        ("postgresql+asyncpg://hub@db/hub", True),
+        ("sqlite+aiosqlite:///:memory:", False),
+        ("sqlite+aiosqlite://", False),
+        ("sqlite+aiosqlite:///file:hub?mode=memory&cache=shared&uri=true", False),
+    ],
+)
+def test_only_a_database_another_process_can_open_is_migrated_apart(url: str, apart: bool) -> None:
+    assert can_migrate_apart(url) is apart
 
 
 @pytest.mark.slow

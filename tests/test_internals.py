@@ -7,12 +7,14 @@ misbehaving under load.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis.asyncio
 import socketio
 from engineio import exceptions as eio_exceptions
@@ -79,6 +81,61 @@ def test_engineio_socket_fields_and_methods_the_driver_uses() -> None:
     assert {"wait", "abort", "reason"} <= set(close), list(close)
     assert inspect.iscoroutinefunction(AsyncSocket.receive)
     assert inspect.iscoroutinefunction(AsyncSocket.close)
+
+
+def test_engineio_sockets_take_their_queue_from_the_server_hook() -> None:
+    # install() replaces the hook; every use Engine.IO makes of the queue, by name.
+    assert "self.queue = self.server.create_queue()" in source(AsyncSocket.__mro__[1].__init__)
+    used = set(re.findall(r"self\.queue\.(\w+)", inspect.getsource(AsyncSocket)))
+    assert used <= {"get", "get_nowait", "put", "put_nowait", "task_done", "join"}, used
+    server = InlineDispatchServer(async_mode="aiohttp")
+    assert isinstance(server.eio.create_queue(), driver.SendQueue)
+
+
+async def test_send_queue_is_fifo_and_get_waits_for_a_put() -> None:
+    queue = driver.SendQueue()
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    getter = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+    queue.put_nowait("a")
+    await queue.put("b")
+    assert await getter == "a"
+    assert (queue.qsize(), queue.empty()) == (1, False)
+    assert queue.get_nowait() == "b"
+    assert queue.empty()
+
+
+async def test_send_queue_get_cancelled_takes_nothing_and_passes_its_wake_up_on() -> None:
+    queue = driver.SendQueue()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(queue.get(), 0.01)  # Engine.IO's long-polling wait
+    first = asyncio.create_task(queue.get())
+    second = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait("x")  # wakes the first getter...
+    first.cancel()  # ...which is cancelled before it runs
+    assert await second == "x"
+    assert first.cancelled()
+    assert queue.empty()
+
+
+async def test_send_queue_join_waits_for_every_task_done() -> None:
+    queue = driver.SendQueue()
+    await asyncio.wait_for(queue.join(), 1)  # nothing put: at once
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    joined = asyncio.create_task(queue.join())
+    queue.get_nowait()
+    queue.task_done()
+    await asyncio.sleep(0)
+    assert not joined.done()
+    queue.get_nowait()
+    queue.task_done()
+    await asyncio.wait_for(joined, 1)
+    with pytest.raises(ValueError, match="too many"):
+        queue.task_done()
 
 
 def test_engineio_packets_and_errors_the_driver_uses() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from realtime.base.heap import heap_trimmer
 from realtime.base.metrics import HubMetrics
 from realtime.base.tasks import every, wind_down
 from realtime.bus.bus_memory import Cluster
@@ -129,3 +131,11 @@ async def test_a_repeating_job_asked_to_stop_finishes_the_run_under_way() -> Non
     assert finished == ["slow"]
     assert slow.done() and not slow.cancelled()  # returned between two runs
     assert stuck.cancelled()
+
+
+def test_heap_trimmer_is_glibcs_malloc_trim_where_there_is_one() -> None:
+    trim = heap_trimmer()
+    if platform.libc_ver()[0] != "glibc":
+        return  # musl, macOS: the hub runs without it
+    assert trim is not None
+    trim()
