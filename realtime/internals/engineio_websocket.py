@@ -30,7 +30,6 @@ its memory, which every connection holds for its whole life.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import deque
 from typing import Any
@@ -63,7 +62,8 @@ def install(eio: Any, *, compress: bool = False) -> None:
     ``SendQueue`` (this server only); ``compress``: accept a client's
     permessage-deflate offer (browsers make one), and compress every frame sent to it."""
     if eio.async_mode == "aiohttp":
-        eio._async = {**eio._async, "websocket": functools.partial(WebSocket, compress=compress)}
+        eio._async = {**eio._async, "websocket": WebSocket}
+        eio.websocket_compression = compress  # read by each WebSocket
         eio.create_queue = SendQueue
 
 
@@ -149,11 +149,14 @@ class SendQueue:
 class WebSocket:
     """Engine.IO's websocket driver interface: called with the request's environ."""
 
-    def __init__(self, handler: Any, server: Any, *, compress: bool = False) -> None:
+    def __init__(self, handler: Any, server: Any) -> None:
         # ``handler`` is the socket's own ``_websocket_handler``: run ours on its socket.
         self.socket: AsyncSocket = handler.__self__
         self.server = server
-        self.ws = web.WebSocketResponse(max_msg_size=server.max_http_buffer_size, compress=compress)
+        self.ws = web.WebSocketResponse(
+            max_msg_size=server.max_http_buffer_size,
+            compress=getattr(server, "websocket_compression", False),
+        )
         self._watchdog: asyncio.TimerHandle | None = None
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
