@@ -424,10 +424,11 @@ async def test_flushdb_mid_stream_starts_a_new_epoch_and_loses_nothing_acked(
     for seq, name in acks.items():
         assert stored[seq - 1].seq == seq
         assert name in doc["elements"] or name in doc["annotations"], (seq, name)
-    # And the stream goes on, in the new epoch.
+    # And the stream goes on, in the new epoch (leased: in the one the hubs settle on).
     seq = await acked(b, key, Author.TUTOR, mark("later"))
     assert seq == len(stored) + 1
-    assert (await a.store.catch_up(key, None)).position.epoch == after_a.position.epoch
+    if cluster.sharing == "sequenced":
+        assert (await a.store.catch_up(key, None)).position.epoch == after_a.position.epoch
 
 
 async def test_scripts_lost_in_redis_are_loaded_again_and_run_once(cluster: Cluster) -> None:
@@ -470,8 +471,9 @@ async def test_a_hub_back_from_a_redis_outage_hands_on_what_it_missed(cluster: C
     epoch = (await a.store.catch_up(key, None)).position.epoch
     b.deaf = True
     await cluster.redis.flushdb()
-    if cluster.sharing == "leased":
-        await asyncio.sleep(TAKEOVER_S)  # a renews its key: it notices it was gone
+    sequencer = a.store.sequencer
+    if isinstance(sequencer, LeasedSequencer):  # a renews its key, finds it gone, lets go
+        await eventually(lambda: sequencer.holds(key) is None, what="a lets the canvas go")
     assert await acked(a, key, Author.STUDENT, stroke("x5")) == 5
     assert await acked(a, key, Author.STUDENT, stroke("x6")) == 6
     new_epoch = (await a.store.catch_up(key, None)).position.epoch
@@ -479,7 +481,21 @@ async def test_a_hub_back_from_a_redis_outage_hands_on_what_it_missed(cluster: C
     b.deaf = False
     await b.store.resume()
     got = [(p.epoch, p.seq) for k, p in b.relayed if k == key]
-    assert got == [(epoch, 1), (epoch, 2), (epoch, 3), (epoch, 4), (new_epoch, 5), (new_epoch, 6)]
+    if cluster.sharing == "leased":
+        # A frame of the new epoch may reach b before its resume reads the database:
+        # then what lies before it is skipped, and clients take the document at the
+        # new epoch anyway.
+        assert got[:4] == [(epoch, 1), (epoch, 2), (epoch, 3), (epoch, 4)]
+        assert got[-1] == (new_epoch, 6) and set(got[4:]) <= {(new_epoch, 5), (new_epoch, 6)}
+    else:
+        assert got == [
+            (epoch, 1),
+            (epoch, 2),
+            (epoch, 3),
+            (epoch, 4),
+            (new_epoch, 5),
+            (new_epoch, 6),
+        ]
     assert plain((await b.store.catch_up(key, None)).doc) == await cluster.stored_doc()
 
 
