@@ -134,6 +134,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="repeatable; default: all six, in this order")  # fmt: skip
     fan.add_argument("--rest-seconds", type=float, default=fanout.REST_S,
                      help="node 2's CPU at rest is read this long first (0: not)")  # fmt: skip
+    fan.add_argument(
+        "--tutors-on-node-2",
+        action="store_true",
+        help="the tutors connect to node 2 (their students stay on node 1): every "
+        "annotation is written from the other node, and every patch crosses Redis "
+        "to reach its tutor; node 2's figures are then no longer an idle node's",
+    )
     fan.add_argument("--redis-url", default=fanout.DEFAULT_REDIS_URL,
                      help="flushed before every target; never the tests' db 15")  # fmt: skip
     hops = modes.add_parser("hops", help="one patch's function hops and package crossings")

@@ -275,11 +275,23 @@ def _measure(
 ) -> dict[str, Any]:
     busy, idle = nodes[0], nodes[1] if len(nodes) > 1 else None
     plans = plans_for(busy, args.sessions, args.students)
+    tutor_url = idle.url if idle is not None and args.tutors_on_node_2 else ""
     configs = [
-        RelayConfig(busy.url, busy.secret, tuple(part), args.rate, args.seconds, DRAIN_S)
+        RelayConfig(
+            busy.url,
+            busy.secret,
+            tuple(part),
+            args.rate,
+            args.seconds,
+            DRAIN_S,
+            tutor_url=tutor_url,
+        )
         for part in split(plans, args.workers)
     ]
-    out: dict[str, Any] = {"workers": len(configs)}
+    out: dict[str, Any] = {
+        "workers": len(configs),
+        "tutors_on": "node 2" if tutor_url else "node 1",
+    }
     with WorkerPool(RelayWorker, configs) as pool:
         pool.ready()
         if idle is not None:

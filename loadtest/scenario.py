@@ -61,6 +61,8 @@ class RelayConfig:
     seed: int = 0
     # Every stroke a new element (the canvas grows all lesson), not one of ELEMENT_IDS.
     growing: bool = False
+    # Where the tutors connect ("": ``url``, with their students).
+    tutor_url: str = ""
 
 
 @dataclass(eq=False)
@@ -142,9 +144,12 @@ class RelayWorker:
         gate = asyncio.Semaphore(JOIN_CONCURRENCY)
 
         async def join(user_id: str, role: Role, session_id: str) -> WireClient:
+            url = self.config.url
+            if role is Role.TUTOR and self.config.tutor_url:
+                url = self.config.tutor_url
             async with gate:
                 token = self.tokens(user_id, role)
-                client, _ = await connect_joined(http, self.config.url, token, session_id)
+                client, _ = await connect_joined(http, url, token, session_id)
                 return client
 
         plans = self.config.sessions
