@@ -190,6 +190,21 @@ async def test_frames_reach_every_other_hub_watching_the_channel(backend: Backen
         assert node.inbox.frames == sent
 
 
+@pytest.mark.parametrize("backend", params(shared_only=True), indirect=True)
+async def test_sessions_watched_all_at_once_on_a_new_hub_each_hear_their_frames(
+    backend: Backend,
+) -> None:
+    """A class's tutors joining a hub that just started: every one of the watches,
+    made at once, hears its session (not only the one that opened the connection)."""
+    a, b = await backend.new_node(), await backend.new_node()
+    sessions = [new_session() for _ in range(20)]
+    await asyncio.gather(*(b.bus.watch(*session) for session in sessions))
+    for n, session in enumerate(sessions):
+        a.bus.publish(channel(session), EMIT, b"to session %d" % n)
+    for n in range(len(sessions)):
+        await b.inbox.until(b"to session %d" % n)
+
+
 @pytest.mark.parametrize("backend", params(), indirect=True)
 async def test_a_hub_never_receives_its_own_frames(backend: Backend) -> None:
     a = await backend.new_node()

@@ -121,6 +121,7 @@ class RedisCluster(Cluster):
         self._lease = redis.register_script(LEASE)
         self._release = redis.register_script(RELEASE)
         self._leases: dict[str, tuple[float, bool]] = {}  # name: (asked at, held)
+        self._connecting = asyncio.Lock()
 
     async def start(self) -> None:
         self._tasks = [
@@ -212,9 +213,16 @@ class RedisCluster(Cluster):
             log.debug("unsubscribing from %s failed: %r", channel, exc)
 
     async def _connected(self) -> PubSub:
-        if self._pubsub is None:
-            self._pubsub = self._subscriber.pubsub()
-        return self._pubsub
+        """The subscription's connection, made once. redis-py's ``PubSub.connect``
+        takes a connection whenever it has none, so subscribes made at once on a new
+        ``PubSub`` each took one, and all but the last were left unread: their
+        sessions never heard another hub (``loadtest fanout --tutors-on-node-2``)."""
+        async with self._connecting:
+            if self._pubsub is None:
+                self._pubsub = self._subscriber.pubsub()
+            if self._pubsub.connection is None:
+                await self._pubsub.connect()  # type: ignore[no-untyped-call]
+            return self._pubsub
 
     async def _close_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
