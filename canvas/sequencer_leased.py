@@ -150,12 +150,15 @@ class LeasedSequencer(RedisCanvasStates):
             if outcome == "OK":
                 seq = int(reply[1])
                 self._held[key] = _Held(seq, int(reply[2]), patch.epoch)
+                self._count("taken")
                 return Appended("OK", seq)
             if outcome == "BUSY":
                 holder = as_text(reply[2])
                 if not await self._redis.exists(self._node(holder)):
+                    self._count("holder_gone")
                     return Appended("BUSY", int(reply[1]), GONE_MS)
                 await self._redis.publish(self._node(holder), _key_bytes(key))
+                self._count("busy")
                 return Appended("BUSY", int(reply[1]), 0)
         except RedisError as exc:
             raise unavailable("taking a canvas", exc) from None
@@ -225,6 +228,11 @@ class LeasedSequencer(RedisCanvasStates):
 
     # -- holding ------------------------------------------------------------------
 
+    def _count(self, event: str) -> None:
+        if self._metrics is not None:
+            self._metrics.canvas_handovers.labels(event).inc()
+            self._metrics.canvas_holds.set(len(self._held))
+
     def holds(self, key: CanvasKey) -> tuple[int, int] | None:
         """(seq, dseq) of the canvas if this hub holds it."""
         held = self._holding(key)
@@ -241,6 +249,7 @@ class LeasedSequencer(RedisCanvasStates):
                 len(self._held),
             )
             self._held.clear()
+            self._count("lapsed")
             return None
         return self._held.get(key)
 
@@ -254,6 +263,7 @@ class LeasedSequencer(RedisCanvasStates):
         if held is None or held.dseq != held.seq:
             return
         del self._held[key]
+        self._count("let_go")
         try:
             await self._scripts.run(
                 self._let_go, self.keys(key)[:1], [self.node_id, held.epoch, held.seq]
@@ -267,6 +277,7 @@ class LeasedSequencer(RedisCanvasStates):
         longer holds it, drop the state that says it does."""
         key = CanvasKey(*orjson.loads(data))
         held = self._held.get(key)
+        self._count("asked")
         if held is not None:
             held.releasing = True
             if held.dseq == held.seq:
@@ -311,6 +322,7 @@ class LeasedSequencer(RedisCanvasStates):
                 len(self._held),
             )
             self._held.clear()
+            self._count("lapsed")
         self._alive_until = sent + self._lease_s - min(MARGIN_S, self._lease_s / 4)
 
     async def _keep_alive(self) -> None:

@@ -36,6 +36,7 @@ from persistence.batch import BatchWriter, Rows, batch_writer
 from persistence.db import session_factory
 from persistence.models import CanvasOp, LiveSession
 from realtime.base.errors import ErrorCode, HubError
+from realtime.base.metrics import HubMetrics
 from realtime.bus.bus import CANVAS, session_channel, unframe
 from realtime.bus.bus_redis import redis_client
 from tests.conftest import REDIS_URL, need_service, redis_problem
@@ -205,7 +206,9 @@ async def cluster(engine: AsyncEngine, request: pytest.FixtureRequest) -> AsyncI
 
     def sequencer(through: redis.asyncio.Redis, name: str, takeover_s: float) -> Sequencer:
         if request.param == "leased":
-            return LeasedSequencer(through, node_id=name, prefix=prefix, lease_s=takeover_s)
+            return LeasedSequencer(
+                through, node_id=name, prefix=prefix, lease_s=takeover_s, metrics=HubMetrics()
+            )
         return RedisSequencer(through, node_id=name, prefix=prefix)
 
     async def add_node(
@@ -272,6 +275,15 @@ async def acked(node: Node, key: CanvasKey, author: Author, ops: list[dict[str, 
     return accepted.patch.seq
 
 
+def handovers(node: Node, event: str) -> float:
+    """``hub_canvas_handovers_total{event}`` of a node's (leased) sequencer."""
+    assert isinstance(node.store.sequencer, LeasedSequencer)
+    metrics = node.store.sequencer._metrics
+    assert metrics is not None
+    value = metrics.registry.get_sample_value("hub_canvas_handovers_total", {"event": event})
+    return value or 0.0
+
+
 async def converged(cluster: Cluster, count: int) -> None:
     """Every live node relayed all ``count`` patches, and every replica is at ``count``."""
     key = cluster.key
@@ -331,6 +343,12 @@ async def test_interleaved_appends_from_two_nodes_get_gap_free_seqs_and_converge
     # Published once each, in seq order, whichever node stored them.
     assert [seq for _, seq in cluster.published] == seqs
     assert await cluster.redis_seqs() == (45, 45)
+    if cluster.sharing == "leased":
+        # Three writers of one canvas: it went from hand to hand, and the metrics say so.
+        taken = [handovers(node, "taken") for node in (a, b, c)]
+        assert all(n >= 1 for n in taken), taken
+        let_go = sum(handovers(node, "let_go") for node in (a, b, c))
+        assert let_go >= sum(taken) - 1  # all but the last holder's
 
 
 async def test_a_node_that_dies_before_committing_is_taken_over(cluster: Cluster) -> None:

@@ -186,6 +186,18 @@ class HubMetrics:
             "Frames dropped because Redis was unreachable for too long",
             registry=r,
         )
+        self.canvas_holds = Gauge(
+            "hub_canvas_holds",
+            "Canvases this hub holds, assigning their seqs (HUB_CANVAS_SHARING=leased)",
+            registry=r,
+        )
+        self.canvas_handovers = Counter(
+            "hub_canvas_handovers_total",
+            "Canvases changing hands between hubs (leased): taken by this hub, let go, "
+            "asked of their holder, found busy, taken over from a hub that was gone",
+            ["event"],
+            registry=r,
+        )
         self.cluster_relay_seconds = Histogram(
             "hub_cluster_relay_seconds",
             "From another hub publishing a frame to this hub reading it (wall clocks)",
