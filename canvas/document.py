@@ -53,7 +53,7 @@ MAX_KEY_LENGTH = 128
 _ABSENT = object()  # an entry's previous value when the patch added it
 # What the last patch changed: the byte count before it; per entry touched, its
 # section, key, size after and before, and value before; the sections it replaced.
-_Undo = tuple[int, list[tuple[str, str, int, int, Any]], dict[str, dict[str, Any]]]
+_Undo = tuple[int, list[tuple[str, str, Any]], dict[str, dict[str, Any]]]
 
 
 class Author(StrEnum):
@@ -204,12 +204,13 @@ class CanvasDocument:
             section: {key: _encode(value) for key, value in (source.get(section) or {}).items()}
             for section in SECTIONS
         }
-        self._sizes = {
-            (section, key): _entry_size(key, value)
-            for section in SECTIONS
-            for key, value in self.doc[section].items()
-        }
-        self.bytes = sum(self._sizes.values())
+        # An entry's size is its key's and encoded value's (``_entry_size``): kept as a
+        # total only, not per entry (a dict of sizes was a tenth of a canvas's memory).
+        self.bytes = sum(
+            _entry_size(key, value)
+            for entries in self.doc.values()
+            for key, value in entries.items()
+        )
         self._undo: _Undo = (self.bytes, [], {})
 
     @property
@@ -279,7 +280,7 @@ class CanvasDocument:
                     moved_out.add(source[:2])
             effective.append(op)
         total, count = self.bytes, self.entries
-        changes = []  # (section, key, size now, size before, value before)
+        changes = []  # (section, key, value before)
         for section, key in touched:
             present = key in working[section]
             size = 0
@@ -287,11 +288,11 @@ class CanvasDocument:
                 encoded = working[section][key] = _encode(working[section][key])
                 size = _entry_size(key, encoded)
             previous = self.doc[section].get(key, _ABSENT)
-            before = self._sizes.get((section, key), 0)
+            before = _entry_size(key, previous) if isinstance(previous, bytes) else 0
             total += size - before
             if section != "meta":
                 count += present - (previous is not _ABSENT)
-            changes.append((section, key, size, before, previous))
+            changes.append((section, key, previous))
         if total > limits.max_canvas_bytes:
             raise HubError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
@@ -304,8 +305,6 @@ class CanvasDocument:
                 f"a canvas holds at most {limits.max_entries} elements and annotations",
             )
         replaced = self._write(working, moved_out)
-        for section, key, size, _, _ in changes:
-            self._resize((section, key), size)
         self._undo = (self.bytes, changes, replaced)
         self.bytes = total
         return effective
@@ -330,22 +329,15 @@ class CanvasDocument:
             entries.update(after)
         return replaced
 
-    def _resize(self, entry: tuple[str, str], size: int) -> None:
-        if size:
-            self._sizes[entry] = size
-        else:
-            self._sizes.pop(entry, None)
-
     def revert(self) -> None:
         """Undo the last ``apply`` (the document must not have changed since)."""
         self.bytes, changes, replaced = self._undo
         self.doc.update(replaced)
-        for section, key, _, before, previous in changes:
+        for section, key, previous in changes:
             if section not in replaced and previous is _ABSENT:
                 self.doc[section].pop(key, None)
             elif section not in replaced:
                 self.doc[section][key] = previous
-            self._resize((section, key), before)
         self._undo = (self.bytes, [], {})
 
 
