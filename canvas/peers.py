@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from canvas import takeover, wire
 from canvas.handoff import Handoff
+from canvas.replica import Replica
 from canvas.replicas import Replicas, stored_patch
 from canvas.sequencer import Entry, Sequencer
 from canvas.store import CanvasKey
@@ -82,6 +83,16 @@ class Peers:
                 log.warning("canvas %s: catching up after a Redis outage failed: %r", key, exc)
                 continue
             self._received(key, entries)
+
+    async def caught_up_from_database(self, canvas: Replica) -> bool:
+        """Bring a replica of a canvas another hub holds up to what the database holds
+        (its frames are all this hub gets, and it stops listening when its last member
+        of the session leaves); False if the replica must be loaded again instead."""
+        missed = await self.stored_after(canvas.key, canvas.seq)
+        if len(missed) >= RESUME_MOST:
+            return False
+        self._received(canvas.key, missed)
+        return self._replicas.loaded.get(canvas.key) is canvas and not canvas.stale
 
     async def stored_after(self, key: CanvasKey, seq: int) -> list[Entry]:
         """What the database holds of the canvas after ``seq`` (at most ``RESUME_MOST``)."""

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from canvas.committer import OPS, SNAPSHOTS, GroupCommitter, Write, op_row
 from canvas.document import Author, CanvasLimits, replay
 from canvas.handoff import DurableListener, Handoff
-from canvas.peers import RESUME_MOST, Peers
+from canvas.peers import Peers
 from canvas.replica import Replica
 from canvas.replicas import Replicas
 from canvas.sequencer import Appended, Sequencer, Unavailable
@@ -225,23 +225,16 @@ class SequencedCanvasStore:
                     await self._current(canvas)
                     state = await self.sequencer.state(key)
                     if state is not None and not state.current and state.idle_ms == 0:
-                        if state.holder == self.node_id or state.epoch != canvas.epoch:
-                            # Lost track of it, or it started again elsewhere: reload.
+                        # Another hub holds it: answer from this replica, brought up to
+                        # the database. Reload if this hub held it and lost track, or
+                        # the canvas started again elsewhere.
+                        if (
+                            state.holder == self.node_id
+                            or state.epoch != canvas.epoch
+                            or not await self.peers.caught_up_from_database(canvas)
+                        ):
                             self.replicas.drop(canvas)
                             continue
-                        # Another hub holds it: this replica holds what it published, as
-                        # far as this hub listened (it stops when its last member leaves):
-                        # the rest is in the database.
-                        missed = await self.peers.stored_after(key, canvas.seq)
-                        if len(missed) >= RESUME_MOST:
-                            self.replicas.drop(canvas)
-                            continue
-                        if missed:
-                            self.replicas.take(canvas, missed)
-                            if canvas.stale or self.replicas.loaded.get(key) is not canvas:
-                                self.replicas.drop(canvas)  # another epoch: reload
-                                continue
-                            self.handoff.relay(canvas, [e.patch for e in missed])
                         return canvas.view(since)
                     if state is None or state.epoch != canvas.epoch or canvas.seq > state.seq:
                         self.replicas.drop(canvas)
