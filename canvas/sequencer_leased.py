@@ -275,7 +275,13 @@ class LeasedSequencer(RedisCanvasStates):
     async def _asked(self, data: bytes) -> None:
         """Another hub wants a canvas: let it go once durable, or, when this hub no
         longer holds it, drop the state that says it does."""
-        key = CanvasKey(*orjson.loads(data))
+        try:
+            center, session, student = orjson.loads(data)
+            key = CanvasKey(str(center), str(session), str(student))
+        except (ValueError, TypeError):
+            # Only hubs publish here; whatever else arrives must not stop the listener.
+            log.warning("hub %s: ignoring an unreadable canvas request %r", self.node_id, data[:80])
+            return
         held = self._held.get(key)
         self._count("asked")
         if held is not None:

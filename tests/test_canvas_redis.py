@@ -623,3 +623,18 @@ async def test_a_redis_outage_refuses_appends_retryably_and_the_node_recovers(
         cluster.nodes.clear()
         await through.aclose()
         await proxy.stop()
+
+
+@pytest.mark.parametrize("cluster", ["leased"], indirect=True)
+async def test_a_hub_ignores_an_unreadable_request_and_goes_on_listening(
+    cluster: Cluster,
+) -> None:
+    """Garbage on a hub's own channel (only hubs publish there) is logged and skipped:
+    the next real request still makes the hub let its canvas go."""
+    a, b = await nodes(cluster, "node-a", "node-b")
+    key = cluster.key
+    assert await acked(a, key, Author.STUDENT, stroke("on-a")) == 1
+    for garbage in (b"not json", b"[1, 2]", b'{"a": 1}'):
+        await cluster.redis.publish(f"{cluster.prefix}node:node-a", garbage)
+    assert await acked(b, key, Author.TUTOR, mark("on-b")) == 2  # a was asked, let go
+    assert a.store.sequencer.holds(key) is None  # type: ignore[attr-defined]
