@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 LOOP_LAG = "hub_event_loop_lag_seconds"
 LOOP_LAG_OVER_S = (0.05, 0.25)
+GC_PAUSES = "hub_gc_pause_seconds"
 GAUGES = ("hub_canvas_document_bytes", "hub_canvas_log_bytes")
 HISTOGRAMS = ("hub_canvas_commit_seconds", "hub_canvas_commit_batch_size")
 
@@ -26,6 +27,8 @@ def read(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if LOOP_LAG in families:
         out[LOOP_LAG] = histogram(families[LOOP_LAG], over=LOOP_LAG_OVER_S)
+    if GC_PAUSES in families:  # every generation together
+        out[GC_PAUSES] = histogram(families[GC_PAUSES], over=LOOP_LAG_OVER_S)
     for name in GAUGES:
         if name in families:
             out[name] = sum(s.value for s in families[name].samples if s.name == name)

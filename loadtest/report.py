@@ -140,8 +140,12 @@ def hub_metrics_lines(summaries: list[dict[str, Any]]) -> str:
         parts = []
         lag = found.get("hub_event_loop_lag_seconds")
         if lag:
-            over = ", ".join(f"{v} {k.replace('_', ' ')} s" for k, v in lag.items() if "over" in k)
-            parts.append(f"event-loop lag {lag['count']} readings, {over}")
+            parts.append(f"event-loop lag {lag['count']} readings, {_over(lag)}")
+        gc_pauses = found.get("hub_gc_pause_seconds")
+        if gc_pauses:
+            parts.append(
+                f"{gc_pauses['count']} GC pauses, {gc_pauses['sum']} s in all, {_over(gc_pauses)}"
+            )
         for name in ("hub_canvas_document_bytes", "hub_canvas_log_bytes"):
             if name in found:
                 parts.append(f"{name.removeprefix('hub_canvas_')} {found[name]:,.0f}")
@@ -151,6 +155,11 @@ def hub_metrics_lines(summaries: list[dict[str, Any]]) -> str:
         if parts:
             lines.append(f"{s['target']}: " + "; ".join(parts))
     return "\n".join(lines)
+
+
+def _over(histogram: dict[str, Any]) -> str:
+    """``histogram``'s counts over its thresholds: "3 over 0.05 s, 0 over 0.25 s"."""
+    return ", ".join(f"{v} {k.replace('_', ' ')} s" for k, v in histogram.items() if "over" in k)
 
 
 def plot(path: Path, runs: list[dict[str, Any]]) -> None:

@@ -36,6 +36,7 @@ from loadtest.redis_calls import per_call_us
 from persistence import migrate
 from persistence.batch import SqliteBatchWriter
 from persistence.db import (
+    WalCheckpoints,
     create_engine,
     dispose,
     read_session_factory,
@@ -82,7 +83,8 @@ async def measure(directory: Path, calls: int) -> list[dict[str, float]]:
     # The committer before: its own engine, BEGIN IMMEDIATE, a Connection per batch.
     sync_engine = sync_sqlite_engine(engine.url, busy_timeout_ms=30_000)
     event.listen(sync_engine, "begin", sqlite_begin_immediate)
-    writer = SqliteBatchWriter(engine.url)
+    checkpoints = WalCheckpoints(engine.url)
+    writer = SqliteBatchWriter(engine.url, checkpoints)
     seqs = itertools.count(1)
 
     def rows(n: int) -> list[dict[str, Any]]:
@@ -131,6 +133,7 @@ async def measure(directory: Path, calls: int) -> list[dict[str, float]]:
             rounds.append(figures)
     finally:
         await writer.close()
+        await checkpoints.close()
         sync_engine.dispose()
         await dispose(engine)
     return rounds

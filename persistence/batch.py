@@ -18,9 +18,8 @@ than the write (the wake-ups and the thread's fight for the GIL). That
 connection never waits: its busy timeout is 0, and a batch that finds the
 lock taken (an ORM write, another hub on the same file) goes to the writer's
 thread, whose connection waits up to ``COMMITTER_BUSY_TIMEOUT_MS``. The
-loop's connection does not checkpoint (a checkpoint syncs the file); the
-thread copies the log into the database every ``CHECKPOINT_EVERY_S`` while
-the loop commits.
+loop's connection does not checkpoint (a checkpoint syncs the file): it tells
+the file's ``WalCheckpoints``, whose thread does.
 
 Both run on the DBAPI connection itself, with each column's SQLAlchemy bind
 processing (so rows read back as the ORM wrote them): a transaction through
@@ -31,9 +30,7 @@ SQLAlchemy's ``Connection`` cost several times the inserts it carried
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,15 +41,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from persistence.db import busy, sync_sqlite_engine
+from persistence.db import WalCheckpoints, busy, sync_sqlite_engine, wal_checkpoints
 
 Rows = Mapping[Table, list[dict[str, Any]]]
-log = logging.getLogger(__name__)
 
 # The committer's thread may wait this long for another writer (it blocks no one).
 COMMITTER_BUSY_TIMEOUT_MS = 30_000
-# How often the thread copies the WAL into the database while the loop commits.
-CHECKPOINT_EVERY_S = 1.0
 
 
 def insert_into(table: Table, dialect: Dialect) -> Insert:
@@ -87,7 +81,7 @@ class AsyncBatchWriter:
 
 
 class SqliteBatchWriter:
-    def __init__(self, url: URL, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
+    def __init__(self, url: URL, checkpoints: WalCheckpoints) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canvas-writer")
         self._engine: Engine = sync_sqlite_engine(
             url,
@@ -95,20 +89,16 @@ class SqliteBatchWriter:
             pool_size=2,  # one connection on the event loop, one on the thread
             max_overflow=0,
         )
-        self._checkpoint_every_s = checkpoint_every_s
+        self._checkpoints = checkpoints
         self._inline: Any = None  # DBAPI connections, each made where it is used
         self._threaded: Any = None
         self._statements: dict[tuple[Table, tuple[str, ...]], _Statement] = {}
-        self._unchecked = False  # the loop committed since the last checkpoint
-        self._checkpointed = time.monotonic()
-        self._checkpoint: asyncio.Future[None] | None = None
 
     async def insert(self, rows: Rows) -> None:
-        loop = asyncio.get_running_loop()
         if self._inline is None:
             self._inline = self._engine.raw_connection()
             # Never wait on the loop: a locked database goes to the thread instead.
-            # Checkpoints (which sync the file) run on the thread too.
+            # Checkpoints (which sync the file) run on a thread too.
             self._inline.execute("PRAGMA busy_timeout=0")
             self._inline.execute("PRAGMA wal_autocheckpoint=0")
         try:
@@ -117,16 +107,11 @@ class SqliteBatchWriter:
             if not busy(exc):
                 raise
             # Another writer holds the lock: wait for it on the thread.
-            await loop.run_in_executor(self._thread, self._write_threaded, rows)
+            await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._write_threaded, rows
+            )
             return
-        self._unchecked = True
-        if (
-            self._checkpoint is None
-            and time.monotonic() - self._checkpointed >= self._checkpoint_every_s
-        ):
-            self._unchecked = False
-            self._checkpoint = loop.run_in_executor(self._thread, self._checkpoint_wal)
-            self._checkpoint.add_done_callback(self._checkpoint_done)
+        self._checkpoints.wrote()
 
     def _write(self, connection: Any, rows: Rows) -> None:
         # The DBAPI connection itself: a transaction through SQLAlchemy's Connection
@@ -150,16 +135,6 @@ class SqliteBatchWriter:
     def _write_threaded(self, rows: Rows) -> None:
         self._write(self._on_thread(), rows)
 
-    def _checkpoint_wal(self) -> None:
-        # PASSIVE: copies what no reader still needs, without taking the write lock.
-        self._on_thread().execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
-        self._checkpoint = None
-        self._checkpointed = time.monotonic()
-        if not future.cancelled() and future.exception() is not None:
-            log.warning("WAL checkpoint failed: %s", future.exception())
-
     def _statement(self, table: Table, columns: tuple[str, ...]) -> _Statement:
         statement = self._statements.get((table, columns))
         if statement is None:
@@ -168,10 +143,6 @@ class SqliteBatchWriter:
         return statement
 
     async def close(self) -> None:
-        if self._checkpoint is not None:
-            await asyncio.wait([self._checkpoint])
-        if self._unchecked:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint_wal)
         if self._inline is not None:
             self._inline.close()
             self._inline = None
@@ -211,7 +182,7 @@ class _Statement:
 
 def batch_writer(engine: AsyncEngine) -> BatchWriter:
     """The writer for ``engine``'s database (see the module docstring)."""
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:":
-        return SqliteBatchWriter(engine.url)
+    checkpoints = wal_checkpoints(engine)  # a SQLite file's
+    if checkpoints is not None:
+        return SqliteBatchWriter(engine.url, checkpoints)
     return AsyncBatchWriter(engine)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from realtime.base import codec
 
+log = logging.getLogger(__name__)
+
 # Execution option of read-only sessions.
 READ_ONLY = "hub_read_only"
 # How long a read on the event loop may wait for SQLite (in WAL mode only a
@@ -29,6 +34,12 @@ INLINE_BUSY_TIMEOUT_MS = 200
 # The sync engines whose sessions run on the loop, by the engine they stand in for
 # and whether they only read (see _inline_engine).
 _INLINE: weakref.WeakKeyDictionary[AsyncEngine, dict[bool, Engine]] = weakref.WeakKeyDictionary()
+# How often a SQLite file's log is copied into it while the loop commits (WalCheckpoints).
+CHECKPOINT_EVERY_S = 1.0
+_CHECKPOINTS: weakref.WeakKeyDictionary[AsyncEngine, WalCheckpoints] = weakref.WeakKeyDictionary()
+# Connections an inline engine keeps open between sessions (more are opened when
+# needed, and closed when returned): opening one runs four PRAGMAs.
+INLINE_POOL_SIZE = 16
 
 
 def create_engine(url: str, *, echo: bool = False, schema: str | None = None) -> AsyncEngine:
@@ -63,9 +74,10 @@ def create_engine(url: str, *, echo: bool = False, schema: str | None = None) ->
 
 
 def sqlite_pragmas(
-    busy_timeout_ms: int = 5000,
+    busy_timeout_ms: int = 5000, *, checkpoints: bool = True
 ) -> Callable[[Any, ConnectionPoolEntry], None]:
-    """The ``connect`` listener that sets up each SQLite connection."""
+    """The ``connect`` listener that sets up each SQLite connection; ``checkpoints``
+    False: its commits never copy the log into the database (see WalCheckpoints)."""
 
     def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Hand transaction control to SQLAlchemy (see sqlite_begin_immediate).
@@ -75,6 +87,8 @@ def sqlite_pragmas(
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        if not checkpoints:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     return on_connect
@@ -106,11 +120,12 @@ class SerializedWrites(async_sessionmaker[AsyncSession]):
     def __init__(self, engine: AsyncEngine, **kw: Any) -> None:
         super().__init__(engine, **kw)
         self._turn = asyncio.Lock()
-        self._inline: async_sessionmaker[AsyncSession] | None = (
-            async_sessionmaker(sync_session_class=_bound_to(_inline_engine(engine, False)), **kw)
-            if _is_sqlite_file(engine)
-            else None
-        )
+        self._inline: async_sessionmaker[AsyncSession] | None = None
+        self._checkpoints: WalCheckpoints | None = None
+        if _is_sqlite_file(engine):
+            inline = _inline_engine(engine, False)
+            self._inline = async_sessionmaker(sync_session_class=_bound_to(inline), **kw)
+            self._checkpoints = wal_checkpoints(engine)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:  # type: ignore[override]
@@ -123,6 +138,8 @@ class SerializedWrites(async_sessionmaker[AsyncSession]):
             try:
                 yield session
                 await session.commit()
+                if self._checkpoints is not None:
+                    self._checkpoints.wrote()
             except BaseException:
                 await session.rollback()
                 raise
@@ -164,7 +181,9 @@ def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
     return async_sessionmaker(sync_session_class=_bound_to(inline), expire_on_commit=False)
 
 
-def sync_sqlite_engine(url: URL, *, busy_timeout_ms: int, **kw: Any) -> Engine:
+def sync_sqlite_engine(
+    url: URL, *, busy_timeout_ms: int, checkpoints: bool = True, **kw: Any
+) -> Engine:
     """A sync engine (the standard library's driver) on the SQLite file of ``url``, set up
     as every hub connection is (``sqlite_pragmas``, the hub's JSON codec)."""
     engine = sqlalchemy.create_engine(
@@ -173,7 +192,8 @@ def sync_sqlite_engine(url: URL, *, busy_timeout_ms: int, **kw: Any) -> Engine:
         json_deserializer=codec.loads_stored,
         **kw,
     )
-    event.listen(engine, "connect", sqlite_pragmas(busy_timeout_ms=busy_timeout_ms))
+    pragmas = sqlite_pragmas(busy_timeout_ms=busy_timeout_ms, checkpoints=checkpoints)
+    event.listen(engine, "connect", pragmas)
     return engine
 
 
@@ -186,6 +206,8 @@ def _inline_engine(engine: AsyncEngine, read_only: bool) -> Engine:
         inline = sync_sqlite_engine(
             engine.url,
             busy_timeout_ms=INLINE_BUSY_TIMEOUT_MS if read_only else 0,
+            checkpoints=False,  # a checkpoint syncs the file: WalCheckpoints' thread does it
+            pool_size=INLINE_POOL_SIZE,
             # Never make the loop wait for a connection: a session held across an
             # await elsewhere takes another one.
             max_overflow=-1,
@@ -216,8 +238,83 @@ def _bound_to(inline: Engine) -> type[Session]:
     return InlineSession
 
 
+def wal_checkpoints(engine: AsyncEngine) -> WalCheckpoints | None:
+    """The checkpointer of ``engine``'s SQLite file (one per engine), None elsewhere."""
+    if not _is_sqlite_file(engine):
+        return None
+    checkpoints = _CHECKPOINTS.get(engine)
+    if checkpoints is None:
+        checkpoints = _CHECKPOINTS[engine] = WalCheckpoints(engine.url)
+    return checkpoints
+
+
+class WalCheckpoints:
+    """Copies a SQLite file's write-ahead log into the database on a thread of its own.
+
+    The connections that commit on the event loop (the ORM's write sessions, the
+    canvas committer's) never checkpoint (``wal_autocheckpoint=0``). SQLite's
+    automatic checkpoint runs in the commit that finds the log past a thousand
+    pages, and it copies the log and syncs the file: on the loop that was 30-70
+    ms stalls in ORM commits while growing canvases' snapshots filled the log
+    (``docs/benchmarks.md``). Instead, each commit on the loop says so (``wrote``)
+    and the thread copies the log in, at most every ``every_s`` (PASSIVE: it
+    takes no lock a writer or reader waits for).
+    """
+
+    def __init__(self, url: URL, every_s: float = CHECKPOINT_EVERY_S) -> None:
+        self._engine = sync_sqlite_engine(url, busy_timeout_ms=0, pool_size=1, max_overflow=0)
+        self._every_s = every_s
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
+        self._connection: Any = None  # made on the thread
+        self._unchecked = False  # a commit since the running or last checkpoint began
+        self._last = time.monotonic()
+        self._running: asyncio.Future[None] | None = None
+
+    def wrote(self) -> None:
+        """A commit on the loop: checkpoint now unless one ran within ``every_s``."""
+        self._unchecked = True
+        if self._running is None and time.monotonic() - self._last >= self._every_s:
+            self._start()
+
+    def _start(self) -> asyncio.Future[None]:
+        self._unchecked = False
+        running = asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
+        running.add_done_callback(self._done)
+        self._running = running
+        return running
+
+    def _checkpoint(self) -> None:
+        if self._connection is None:
+            self._connection = self._engine.raw_connection()
+        self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _done(self, future: asyncio.Future[None]) -> None:
+        self._running = None
+        self._last = time.monotonic()
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("WAL checkpoint failed: %s", future.exception())
+
+    async def close(self) -> None:
+        """Checkpoint what is unchecked, then close."""
+        if self._running is not None:
+            await asyncio.wait([self._running])
+        if self._unchecked:
+            await asyncio.wait([self._start()])
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
+        self._thread.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self._engine.dispose()
+
+
 async def dispose(engine: AsyncEngine) -> None:
-    """Close ``engine``'s connections, and those its inline sessions opened."""
+    """Close ``engine``'s connections, those its inline sessions opened and its checkpointer."""
+    checkpoints = _CHECKPOINTS.pop(engine, None)
+    if checkpoints is not None:
+        await checkpoints.close()
     for inline in _INLINE.pop(engine, {}).values():
         inline.dispose()
     await engine.dispose()

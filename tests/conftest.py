@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from persistence import migrate
-from persistence.db import create_engine, session_factory
+from persistence.db import create_engine, dispose, session_factory
 from realtime.app import build_app
 from realtime.base.config import Settings
 from rest.keys import DB, ENGINE
@@ -133,7 +133,7 @@ async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database.url, schema=database.schema)
     await migrate.upgrade(engine)
     yield engine
-    await engine.dispose()
+    await dispose(engine)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence.batch import SqliteBatchWriter, batch_writer
-from persistence.db import session_factory
+from persistence.db import WalCheckpoints, dispose, session_factory
 from persistence.models import CanvasOp, CanvasSnapshot
 from tests.conftest import Database
 from tests.support import WAITED_ON_THE_LOOP_S, longest_loop_turn
@@ -163,7 +164,8 @@ async def test_the_loop_s_commits_are_checkpointed_into_the_file(
     checkpoint.close()
     size = file_size(path)
 
-    writer = SqliteBatchWriter(engine.url, checkpoint_every_s=0)
+    checkpoints = WalCheckpoints(engine.url, every_s=0)
+    writer = SqliteBatchWriter(engine.url, checkpoints)
     rows = [op_row(session_id, seq) for seq in range(1, 2001)]
     for start in range(0, len(rows), 100):
         await writer.insert({CanvasOp.__table__: rows[start : start + 100]})
@@ -173,3 +175,28 @@ async def test_the_loop_s_commits_are_checkpointed_into_the_file(
         await asyncio.sleep(0.01)
     assert file_size(path) > size
     await writer.close()
+
+
+@SQLITE_ONLY
+async def test_write_sessions_on_the_loop_leave_checkpoints_to_a_thread(
+    engine: AsyncEngine, database: Database
+) -> None:
+    """Regression: the ORM's write sessions on the loop ran SQLite's automatic
+    checkpoint in the commit that found the log past a thousand pages (30-70 ms
+    stalls at 100 sessions). They never checkpoint now; a thread copies what they
+    committed into the file."""
+    session_id = await a_session(engine)
+    path = sqlite_path(database)
+    size = file_size(path)
+    factory = session_factory(engine)
+    async with factory.begin() as db:
+        setting = db.sync_session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint")
+        assert setting.scalar() == 0
+    big = {"elements": {f"e{n}": {"points": [[n, n + 0.5]] * 400} for n in range(20)}}
+    encoded = len(json.dumps(big, separators=(",", ":")))
+    for seq in range(1, 60):  # 59 x 100 KB: past SQLite's automatic checkpoint (4 MB)
+        async with factory.begin() as db:
+            db.add(CanvasSnapshot(**snapshot_row(session_id, seq, big)))
+        await asyncio.sleep(0.02)  # a checkpoint at most every second (CHECKPOINT_EVERY_S)
+    await dispose(engine)  # checkpoints what is left
+    assert file_size(path) > size + 59 * encoded
