@@ -36,7 +36,7 @@ class Handoff:
             return []
         gap = []
         if fresh[0].seq > replica.relayed + 1:
-            gap = [p for p in replica.log if replica.relayed < p.seq < fresh[0].seq]
+            gap = replica.log.before(replica.relayed, fresh[0].seq)
         replica.relayed = fresh[-1].seq
         return [(replica.key, p) for p in (*gap, *fresh)]
 

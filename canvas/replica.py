@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from canvas.document import CanvasDocument, CanvasLimits
+from canvas.patch_log import PatchLog
 from canvas.sequencer import Entry
 from canvas.store import CanvasKey, CatchUp, Patch, StreamPosition
 from realtime.base.errors import HubError
@@ -38,8 +38,7 @@ class Replica:
     retention: tuple[int, int]
     durable_seq: int
     snapshot_seq: int
-    log: deque[Patch] = field(default_factory=deque)
-    log_bytes: int = 0
+    log: PatchLog = field(default_factory=PatchLog)
     # Bytes of ops since the last snapshot, the document's bytes at it (0: none taken
     # here yet); when the last patch came (time.monotonic()).
     since_snapshot_bytes: int = 0
@@ -83,22 +82,27 @@ class Replica:
                 self.foreign = patch.seq
         return True
 
+    @property
+    def log_bytes(self) -> int:
+        """Bytes of the ops the log holds."""
+        return self.log.size
+
     def remember(self, patch: Patch) -> None:
         """Keep ``patch`` in the log, dropping the oldest beyond the retention."""
         log = self.log
         log.append(patch)
-        self.log_bytes += patch.size
         self.since_snapshot_bytes += patch.size
         self.changed_at = time.monotonic()
         most, most_bytes = self.retention
-        while len(log) > most or (self.log_bytes > most_bytes and len(log) > 1):
-            self.log_bytes -= log.popleft().size
+        while len(log) > most or (log.size > most_bytes and len(log) > 1):
+            log.drop_oldest()
 
     def logged(self, since: int, upto: int) -> list[Patch] | None:
         """The patches after ``since`` up to ``upto`` from the log, if it holds them all."""
-        if not self.log or self.log[0].seq > since + 1 or self.seq < upto:
+        first = self.log.first_seq
+        if first is None or first > since + 1 or self.seq < upto:
             return None
-        held = [p for p in self.log if since < p.seq <= upto]
+        held = self.log.between(since, upto)
         # Only a gap-free run: a replica that missed frames may hold holes.
         if len(held) != upto - since or (held and held[0].seq != since + 1):
             return None
@@ -110,6 +114,7 @@ class Replica:
         if since is not None and since <= self.seq:
             if since == self.seq:
                 return CatchUp(position, [], None)
-            if self.log and self.log[0].seq <= since + 1:
-                return CatchUp(position, [p for p in self.log if p.seq > since], None)
+            first = self.log.first_seq
+            if first is not None and first <= since + 1:
+                return CatchUp(position, self.log.between(since), None)
         return CatchUp(position, None, self.doc.snapshot())
