@@ -33,6 +33,7 @@ from realtime.base.tasks import every, watch_loop_lag, wind_down
 from realtime.bus.bus import CANVAS, Bus
 from realtime.bus.bus_memory import Cluster
 from realtime.bus.bus_redis import RedisCluster, redis_client
+from realtime.gateway.addresses import AddressLimits
 from realtime.gateway.gateway import CLOSE_WAIT_S, Gateway
 from realtime.gateway.server import HubServer
 from realtime.internals import check_versions
@@ -119,6 +120,8 @@ def build_app(
         ping_interval=settings.ping_interval_s,
         ping_timeout=settings.ping_timeout_s,
         websocket_compression=settings.websocket_compression,
+        max_queued_bytes=settings.max_queued_bytes,
+        connect_within_s=settings.join_deadline_s,
         logger=False,
         engineio_logger=False,
         json=CODEC,
@@ -130,6 +133,7 @@ def build_app(
         metrics=metrics,
         events_per_s=settings.socket_events_per_s,
         event_burst=settings.socket_event_burst,
+        join_deadline_s=settings.join_deadline_s,
     )
     members = gateway.members
     people = directory.Directory(db)
@@ -246,7 +250,13 @@ def build_app(
                 verifier,
                 KeyedBuckets(settings.rest_requests_per_s, settings.rest_request_burst),
                 on_identity=people.record,
-            )
+            ),
+            AddressLimits(
+                most=settings.max_connections_per_address,
+                trusted=settings.trusted_proxies,
+                body_timeout_s=settings.http_body_timeout_s,
+                metrics=metrics,
+            ).middleware,
         ],
     )
     app[SETTINGS] = settings

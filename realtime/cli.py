@@ -19,6 +19,7 @@ from persistence import migrate
 from persistence.db import create_engine
 from realtime.base.config import Settings
 from realtime.base.identity import Role, mint_token
+from realtime.base.logbudget import MalformedRequests
 
 log = logging.getLogger("realtime")
 
@@ -101,11 +102,24 @@ def serve(args: argparse.Namespace) -> None:
         print=None,
         access_log=None,
         backlog=settings.listen_backlog,
+        # aiohttp closes a connection that has not sent a whole request this long
+        # after it opened or after its last response: the header read timeout.
+        keepalive_timeout=settings.http_header_timeout_s,
+        logger=http_logger(),  # handed to each connection handler
         # After the clients were told and closed (at most CLOSE_WAIT_S), what is
         # still open is a client that stopped reading: don't wait long for it.
         shutdown_timeout=3,
         loop=new_event_loop(settings.event_loop),
     )
+
+
+def http_logger() -> logging.Logger:
+    """The logger of aiohttp's connection handlers: requests it cannot parse are
+    logged as the client's doing (``MalformedRequests``), not as server errors."""
+    logger = logging.getLogger("realtime.http")
+    if not any(isinstance(f, MalformedRequests) for f in logger.filters):
+        logger.addFilter(MalformedRequests())
+    return logger
 
 
 def listen(host: str, port: int, backlog: int) -> socket.socket:

@@ -29,8 +29,10 @@ from realtime.base import codec
 from realtime.base.codec import loads
 from realtime.base.errors import ErrorCode, HubError, refuse_nul, validation_error
 from realtime.base.identity import Identity, TokenVerifier
+from realtime.base.logbudget import LogBudget
 from realtime.base.metrics import HubMetrics
 from realtime.base.ratelimit import KeyedBuckets
+from realtime.gateway.addresses import client_address
 from rest.openapi import check_declared, is_public
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ _HTTP_ERROR_CODES: dict[int, str] = {
     403: ErrorCode.FORBIDDEN.value,  # a CORS preflight from an origin not allowed
     404: "ROUTE_NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",  # the body did not arrive in time (realtime.gateway.addresses)
     413: ErrorCode.PAYLOAD_TOO_LARGE.value,
 }
 
@@ -95,7 +98,7 @@ def identity(request: web.Request) -> Identity:
 
 
 def client_ip(request: web.Request) -> str | None:
-    return request.remote
+    return client_address(request)
 
 
 def record_change(
@@ -168,6 +171,8 @@ def error_middleware(
     failure, and request metrics. ``on_identity`` hears of each verified caller
     before its handler runs (the directory records them)."""
 
+    gone = LogBudget(log)  # clients that hang up: their doing, a line every 10 s at most
+
     @web.middleware
     async def middleware(request: web.Request, handler: RestHandler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -191,7 +196,7 @@ def error_middleware(
         except ConnectionError as exc:
             # The client went away mid-request (say, a websocket handshake it gave up
             # on): nothing failed here, and the answer will most likely not be read.
-            log.info("%s %s: the client went away (%s)", request.method, request.path, exc)
+            gone.log(logging.INFO, "%s %s: the client went away (%s)", request.method, route, exc)
             response = error_response(CLIENT_CLOSED, "CLIENT_CLOSED", "the client went away")
         except Exception:
             log.exception("%s %s failed", request.method, request.path)

@@ -389,7 +389,7 @@ async def update_relationship(request: web.Request) -> web.Response:
 async def end_relationship(request: web.Request) -> web.Response:
     """Ends it (inactive, ``end_date``); its history and its sessions stay. Idempotent."""
     who = identity(request)
-    body = await parse_body(request, RelationshipEnd) if request.can_read_body else None
+    body = await parse_body(request, RelationshipEnd) if request.body_exists else None
     async with request.app[DB].begin() as db:
         rel = await readable_relationship(
             who, db, request.match_info["relationship_id"], for_update=True

@@ -29,7 +29,8 @@ from persistence import migrate
 from persistence.db import create_engine, dispose, session_factory
 from realtime.app import build_app
 from realtime.base.config import Settings
-from rest.keys import DB, ENGINE
+from realtime.gateway.gateway import Gateway
+from rest.keys import DB, ENGINE, GATEWAY, METRICS
 from tests.processes import LOG_TAIL_CHARS, HubProcess, settings_env, spawn_hub, start_hub
 from tests.support import KEPT_HUB_VARS as KEPT
 from tests.support import TEST_SECRET, UNLIMITED, Api, Client, Tokens
@@ -240,6 +241,17 @@ class Hub:
 
     def api(self, token: str | None) -> Api:
         return Api(self.http, self.url, token)
+
+    def gateway(self) -> Gateway:
+        """The first hub's gateway (in-process hubs)."""
+        assert self.app is not None, "a hub in the test's process"
+        return self.app[GATEWAY]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the first hub's metrics (in-process hubs); 0 if never set."""
+        assert self.app is not None, "a hub in the test's process"
+        value = self.app[METRICS].registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
 
     def as_(self, sub: str, role: str, center: str = "c1", **kw: Any) -> Api:
         return self.api(self.tokens(sub, role, center, **kw))

@@ -27,6 +27,8 @@ UNLIMITED: dict[str, float] = {
     "socket_event_burst": 100_000,
     "rest_requests_per_s": 100_000,
     "rest_request_burst": 100_000,
+    # Every test client comes from 127.0.0.1.
+    "max_connections_per_address": 100_000,
 }
 # HUB_* variables a developer's or CI's environment passes on to the hubs under
 # test (`make canary` sets it); every other HUB_* variable is dropped.

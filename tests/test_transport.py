@@ -120,6 +120,7 @@ async def test_many_events_from_many_sockets_arrive_whole_and_in_order(
 async def test_a_malformed_engineio_packet_drops_only_its_sender(
     make_hub: HubFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     hub = await make_hub()
     session_id = await make_session(hub)
     tutor = await hub.connect("tutor-1", "TUTOR")
@@ -136,6 +137,10 @@ async def test_a_malformed_engineio_packet_drops_only_its_sender(
     assert tutor.sio.connected
     assert (await tutor.call("session:leave", {"session_id": session_id})) == {"ok": True}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    # Counted each, logged once (a client cannot grow the log faster than a line in 10 s).
+    assert hub.metric("hub_dropped_connections_total", why="malformed_packet") == 3
+    lines = [r for r in caplog.records if "dropped: malformed packet" in r.getMessage()]
+    assert len(lines) == 1, caplog.text
 
 
 @pytest.mark.parametrize("compression", [False, True])

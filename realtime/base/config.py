@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from enum import StrEnum
 from pathlib import Path
@@ -71,6 +72,23 @@ class Settings(BaseSettings):
     # Socket.IO's own server: for small JSON frames it costs the hub more CPU than it
     # saves on a LAN (docs/benchmarks.md).
     websocket_compression: bool = False
+    # A websocket whose unsent packets (behind the next one) hold more than this is
+    # dropped: a client that stopped reading is not buffered without bound. More
+    # than the largest ack a client may get (a join carries its session's canvases).
+    max_queued_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    # A connection that has not joined a session this long after connecting is
+    # closed (hub:closing JOIN_TIMEOUT); a websocket that has not even connected to
+    # Socket.IO by then is dropped. 0: no deadline.
+    join_deadline_s: float = Field(default=30.0, ge=0)
+    # At most this many open Socket.IO requests (websockets, long polls) per client
+    # address; a center behind one NAT address needs room for all its clients.
+    max_connections_per_address: int = Field(default=256, ge=1)
+    # Proxies (JSON list of addresses) whose X-Forwarded-For names the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # HTTP: how long a connection may take to send a request's headers (and may
+    # sit idle between requests), and a request's body.
+    http_header_timeout_s: float = Field(default=15.0, gt=0)
+    http_body_timeout_s: float = Field(default=30.0, gt=0)
 
     # Rate limits: each socket's client events, and each user's REST calls.
     socket_events_per_s: float = Field(default=50.0, gt=0)
@@ -126,6 +144,15 @@ class Settings(BaseSettings):
         if level not in logging.getLevelNamesMapping():
             raise ValueError(f"expected a logging level such as INFO or DEBUG, got {value!r}")
         return level
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        """Each an IP address, written as ``request.remote`` writes it."""
+        try:
+            return [str(ipaddress.ip_address(address.strip())) for address in value]
+        except ValueError as exc:
+            raise ValueError(f"expected IP addresses: {exc}") from None
 
     @field_validator("database_url")
     @classmethod

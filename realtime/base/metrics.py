@@ -62,6 +62,20 @@ class HubMetrics:
             ["outcome"],
             registry=r,
         )
+        self.refused_connections = Counter(
+            "hub_refused_connections_total",
+            "HTTP requests and Socket.IO requests refused by a connection limit, by limit "
+            "(address_limit, body_timeout)",
+            ["limit"],
+            registry=r,
+        )
+        self.dropped_connections = Counter(
+            "hub_dropped_connections_total",
+            "Websockets the hub dropped, by why (slow_consumer, not_admitted, ping_timeout, "
+            "malformed_packet, join_timeout)",
+            ["why"],
+            registry=r,
+        )
         self.joined = Gauge(
             "hub_joined_sessions",
             "Session memberships held by this process's sockets",

@@ -29,6 +29,7 @@ from realtime.base.identity import Identity, TokenVerifier
 from realtime.base.metrics import HubMetrics
 from realtime.base.ratelimit import TokenBucket
 from realtime.base.tasks import stop
+from realtime.gateway.addresses import client_address
 from realtime.gateway.membership import Connection, Membership
 from realtime.gateway.ports import Ack, AfterLock, Route
 from realtime.gateway.server import LaterAck
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 UNKNOWN_EVENT = "unknown"
 # hub:closing code when the process stops: unlike TOKEN_EXPIRED, reconnecting helps.
 SHUTTING_DOWN = "SHUTTING_DOWN"
+# hub:closing code of a connection that joined no session in time.
+JOIN_TIMEOUT = "JOIN_TIMEOUT"
 # How long a stopping hub waits for its clients' transports to close.
 CLOSE_WAIT_S = 2.0
 # The longest a timer handle may be scheduled for; asyncio copes, but a token
@@ -62,13 +65,17 @@ class Gateway:
         metrics: HubMetrics,
         events_per_s: float = 50.0,
         event_burst: int = 100,
+        join_deadline_s: float = 0.0,
     ) -> None:
+        """``join_deadline_s``: close a connection that has joined no session that
+        long after connecting (0: never)."""
         self.sio = sio
         self.members = Membership()
         self._verifier = verifier
         self._metrics = metrics
         self._events_per_s = events_per_s
         self._event_burst = event_burst
+        self._join_deadline_s = join_deadline_s
         self._disconnect_hooks: list[DisconnectHook] = []
         self._connect_hooks: list[ConnectHook] = []
         self._background: set[asyncio.Task[None]] = set()  # token expiries
@@ -121,11 +128,15 @@ class Gateway:
         connection = Connection(
             sid=sid,
             identity=identity,
-            ip=getattr(request, "remote", None),
+            ip=client_address(request) if request is not None else None,
             events=TokenBucket(self._events_per_s, self._event_burst),
         )
         self.members.add(connection)
         self._schedule_expiry(connection)
+        if self._join_deadline_s > 0:
+            asyncio.get_running_loop().call_later(
+                self._join_deadline_s, self._start_join_check, connection
+            )
         self._metrics.connects.labels("ok").inc()
         self._metrics.connections.inc()
         log.debug("connect %s as %s/%s", sid, identity.role, identity.user_id)
@@ -150,6 +161,28 @@ class Gateway:
         connection.expiry = asyncio.get_running_loop().call_later(
             wait, self._start_expiry, connection
         )
+
+    def _start_join_check(self, connection: Connection) -> None:
+        if (
+            self._stopping
+            or connection.sessions
+            or self.members.get(connection.sid) is not connection
+        ):
+            return
+        task = asyncio.create_task(self._close_unjoined(connection))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _close_unjoined(self, connection: Connection) -> None:
+        self._metrics.dropped_connections.labels("join_timeout").inc()
+        try:
+            await self._close(
+                connection.sid,
+                JOIN_TIMEOUT,
+                f"no session joined within {self._join_deadline_s:g} s of connecting",
+            )
+        except Exception:
+            log.exception("disconnecting %s (no session joined) failed", connection.sid)
 
     def _start_expiry(self, connection: Connection) -> None:
         if self._stopping:

@@ -111,6 +111,7 @@ class HubServer(InlineDispatchServer):
         self.cluster = manager.cluster
         self._metrics = metrics
         self._undecodable_log = LogBudget(log)
+        self._dropped_log = LogBudget(log)
 
     async def refuse(self, sid: str, eio_sid: str, ack_id: int | None, reason: str) -> None:
         if self._metrics is not None:
@@ -121,6 +122,11 @@ class HubServer(InlineDispatchServer):
             self.outbox.ack(sid, ack_id, [error.ack()])
         else:
             await self.eio.disconnect(eio_sid)
+
+    def dropped(self, eio_sid: str, why: str) -> None:
+        if self._metrics is not None:
+            self._metrics.dropped_connections.labels(why.replace(" ", "_")).inc()
+        self._dropped_log.log(logging.INFO, "websocket %s dropped: %s", eio_sid, why)
 
     def answer(self, sid: str, ack_id: int, result: Any) -> None:
         if isinstance(result, LaterAck):

@@ -66,9 +66,34 @@ class InlineDispatchServer(socketio.AsyncServer):  # type: ignore[misc]
     """An ``AsyncServer`` that runs handlers inline and serves websockets with
     ``engineio_websocket``'s driver; subclasses implement ``answer``."""
 
-    def __init__(self, *, websocket_compression: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        websocket_compression: bool = False,
+        max_queued_bytes: int = 0,
+        connect_within_s: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        """``max_queued_bytes``, ``connect_within_s``: a websocket whose unsent packets
+        hold more bytes, or that has not connected to the namespace within that many
+        seconds of opening, is dropped (0: no bound; ``engineio_websocket.install``)."""
         super().__init__(async_handlers=False, serializer=StrictPacket, **kwargs)
-        engineio_websocket.install(self.eio, compress=websocket_compression)
+        engineio_websocket.install(
+            self.eio,
+            compress=websocket_compression,
+            max_queued_bytes=max_queued_bytes,
+            admitted=self._connected,
+            admit_within_s=connect_within_s,
+            dropped=self.dropped,
+        )
+
+    def _connected(self, eio_sid: str) -> bool:
+        return self.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is not None
+
+    def dropped(self, eio_sid: str, why: str) -> None:
+        """The websocket ``eio_sid`` was dropped (``why``: "slow consumer", "not
+        admitted", "ping timeout", "malformed packet"); its disconnect handlers run
+        as it closes."""
 
     def answer(self, sid: str, ack_id: int, result: Any) -> None:
         """Send the client the ack ``ack_id`` for what its handler returned."""
