@@ -62,7 +62,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadtest import browser, fanout, report
+from loadtest import browser, fanout, report, soak
 from loadtest.procs import ROOT, raise_nofile_limit
 from loadtest.runner import TARGETS, run_connections, run_relay, run_storm, target_specs
 from loadtest.storm import DROP_KINDS
@@ -115,6 +115,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="the target alone on the first CPU, the generator on the rest",
     )
+    soaking = modes.add_parser(
+        "soak", help="the relay mix for minutes; RSS, open fds and loop lag over time"
+    )
+    soaking.add_argument("--sessions", type=int, default=10)
+    soaking.add_argument("--students", type=int, default=5, help="students per session")
+    soaking.add_argument("--rate", type=float, default=10.0, help="patches per student per second")
+    soaking.add_argument("--minutes", type=float, default=30, help=f"at most {soak.MAX_MINUTES}")
+    soaking.add_argument("--warm-up", type=float, default=soak.WARM_UP_MIN,
+                         help="minutes left out of the verdicts")  # fmt: skip
+    soaking.add_argument("--generator", choices=GENERATORS, default="node")
     conns = modes.add_parser("connections", help="idle joined connections; RSS per connection")
     conns.add_argument("--connections", type=int, default=1000, help="student connections")
     conns.add_argument("--per-session", type=int, default=5, help="students per session")
@@ -147,7 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hops.add_argument("--root", type=Path, action="append",
                       help="checkout to trace (repeat for before/after)")  # fmt: skip
     hops.add_argument("--json", type=Path, help="also write the JSON summary here")
-    for mode in (relay, conns, storm, fan):
+    for mode in (relay, soaking, conns, storm, fan):
         _common_options(mode)
     page = modes.add_parser("browser", help="the control center in Chromium, N students drawing")
     page.add_argument("--students", type=int, default=12)
@@ -221,12 +231,18 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if args.interval_ms < 10:
             parser.error("--interval-ms must be at least 10")
         return
-    if getattr(args, "seconds", 1.0) <= 0 or getattr(args, "seconds", 1.0) > MAX_SECONDS:
+    if args.mode == "soak":
+        if not 0 <= args.warm_up < args.minutes <= soak.MAX_MINUTES:
+            parser.error(f"expected 0 <= --warm-up < --minutes <= {soak.MAX_MINUTES}")
+        # The relay run underneath: the hub alone, one Node process or Python workers.
+        args.seconds, args.target = args.minutes * 60.0, ["hub"]
+        args.growing, args.plot, args.no_deflate, args.pin = False, None, False, False
+    elif getattr(args, "seconds", 1.0) <= 0 or getattr(args, "seconds", 1.0) > MAX_SECONDS:
         parser.error(f"--seconds must be in (0, {MAX_SECONDS:g}]")
     if getattr(args, "rate", 1.0) <= 0:
         parser.error("--rate must be above 0")
     clients = getattr(args, "connections", 0) or getattr(args, "students", 0)
-    if args.mode in ("relay", "fanout"):
+    if args.mode in ("relay", "fanout", "soak"):
         clients = args.sessions * (args.students + 1)
     if not 0 < clients <= MAX_CLIENTS:
         parser.error(f"expected 1 to {MAX_CLIENTS} clients, got {clients}")
@@ -267,6 +283,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.mode == "relay":
                 summary, samples = run_relay(spec, args, workdir, hub_env)
                 raw.append(samples)
+            elif args.mode == "soak":
+                summary, _ = run_relay(spec, args, workdir, hub_env, soak.SoakWindow)
+                summary["soak"] = soak.summary(summary, args.warm_up)
             elif args.mode == "connections":
                 summary = run_connections(spec, args, workdir, hub_env)
             else:
@@ -343,6 +362,8 @@ def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, A
 def _table(mode: str, runs: list[dict[str, Any]]) -> str:
     if mode == "relay":
         return report.relay_table(runs)
+    if mode == "soak":
+        return soak.table(runs)
     if mode == "fanout":
         return report.fanout_table(runs)
     if mode == "browser":

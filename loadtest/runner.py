@@ -191,9 +191,14 @@ def relay_pool(
 
 
 def run_relay(
-    spec: TargetSpec, args: argparse.Namespace, workdir: Path, hub_env: dict[str, str]
+    spec: TargetSpec,
+    args: argparse.Namespace,
+    workdir: Path,
+    hub_env: dict[str, str],
+    window_class: type[Window] = Window,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The relay mix; the summary, and the raw samples the plot needs."""
+    """The relay mix; the summary, and the raw samples the plot needs. ``window_class``
+    measures the hub meanwhile (``loadtest.soak`` samples more)."""
     target_cpus, generator_cpus = pinned_cores(getattr(args, "pin", False))
     with started(spec, workdir, hub_env, target_cpus) as target:
         began = time.perf_counter()
@@ -202,7 +207,7 @@ def run_relay(
         pool, generator = relay_pool(args, target, plans, workdir, generator_cpus)
         with pool:
             pool.ready()
-            window = Window(target)
+            window = window_class(target)
             start_at = time.perf_counter() + START_DELAY_S
             pool.go(start_at)
             window.begin(start_at)

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 
 from loadtest import __main__ as cli
-from loadtest import browser, canvas_apply, fanout, hub_metrics, report, sql_calls
+from loadtest import browser, canvas_apply, fanout, hub_metrics, report, soak, sql_calls
 from loadtest.node_generator import NodePool
 from loadtest.procs import TargetProcess, cpu_seconds, free_port, start_baseline
 from loadtest.runner import Window
@@ -208,6 +208,44 @@ def test_hub_metrics_reads_loop_lag_over_thresholds_and_skips_what_is_missing() 
         },
         "hub_canvas_log_bytes": 1234.0,
     }  # fmt: skip
+
+
+@pytest.mark.timeout(120)
+def test_soak_mode_samples_rss_descriptors_and_loop_lag_over_time() -> None:
+    out = cli.main(["soak", "--sessions", "2", "--students", "2", "--generator", "python",
+                    "--minutes", "0.4", "--warm-up", "0"])  # fmt: skip
+    (run,) = out["runs"]
+    assert run["acked"] == run["sent"] == run["delivered"] > 0
+    samples = run["soak_samples"]
+    assert len(samples) >= 2 and all(s["fds"] > 0 and s["rss_mib"] > 0 for s in samples)
+    assert samples[-1]["lag_readings"] > samples[0]["lag_readings"]
+    assert run["soak"]["zero_loss"] and run["soak"]["minutes"][0]["delivered"] == run["delivered"]
+
+
+def soak_run(rss: list[float], fds: list[int], lag_over: list[int]) -> dict[str, Any]:
+    """A soak run's figures: a sample a minute."""
+    samples = [
+        {"s": 60.0 * i + 59, "rss_mib": r, "fds": f, "lag_readings": 100 * i, "lag_over_50ms": o}
+        for i, (r, f, o) in enumerate(zip(rss, fds, lag_over, strict=True))
+    ]
+    minutes = len(rss)
+    return {"soak_samples": samples, "seconds": 60.0 * minutes, "sent": 10, "acked": 10,
+            "lost": 0, "delivered_per_s": [1] * 60 * minutes,
+            "latency_ms_per_s": {"p99": [5.0] * 60 * minutes}}  # fmt: skip
+
+
+def test_soak_verdicts_see_memory_descriptors_and_lag_that_climb() -> None:
+    flat = soak.summary(soak_run([200, 210, 211, 210, 211, 210], [40] * 6, [0, 1, 1, 2, 2, 3]), 1)
+    assert (flat["rss_flat"], flat["fds_flat"], flat["lag_flat"]) == (True, True, True)
+    assert [m["lag_over_50ms"] for m in flat["minutes"]] == [0, 1, 0, 1, 0, 1]
+    climbing = soak.summary(
+        soak_run([200, 210, 220, 230, 240, 250], [40, 41, 43, 45, 47, 49], [0, 0, 0, 10, 30, 60]),
+        1,
+    )
+    assert (climbing["rss_flat"], climbing["fds_flat"], climbing["lag_flat"]) == (
+        False, False, False,
+    )  # fmt: skip
+    assert climbing["rss_mib_per_10_min"] == 100.0
 
 
 def test_relay_ratios_name_a_run_that_did_not_hold_the_load() -> None:
