@@ -76,6 +76,9 @@ def test_engineio_socket_fields_and_methods_the_driver_uses() -> None:
     init = source(AsyncSocket.__init__) + source(AsyncSocket.__mro__[1].__init__)
     for field in ("queue", "connected", "upgraded", "upgrading", "closed", "server", "sid"):
         assert f"self.{field} =" in init, field
+    # The heartbeat timer reads when the PING waiting for its PONG was sent (None: none).
+    assert "self.last_ping = time.time()" in source(AsyncSocket._send_ping)
+    assert "self.last_ping = None" in source(AsyncSocket.schedule_ping)
     assert parameters(AsyncSocket.receive) == ["self", "pkt"]
     close = inspect.signature(AsyncSocket.close).parameters
     assert {"wait", "abort", "reason"} <= set(close), list(close)
@@ -180,6 +183,8 @@ async def test_socketio_manager_room_registry() -> None:
     await manager.enter_room(sid, "/", "room-a")
     assert list(manager.get_participants("/", "room-a")) == [(sid, "eio-1")]
     assert manager.eio_sid_from_sid(sid, "/") == "eio-1"
+    assert manager.sid_from_eio_sid("eio-1", "/") == sid  # the driver's admission check
+    assert manager.sid_from_eio_sid("eio-2", "/") is None
 
 
 def test_inline_dispatch_server_installs_the_driver_and_the_strict_packet() -> None:

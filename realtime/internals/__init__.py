@@ -8,9 +8,11 @@ signature relied on here, so an upgrade that moves one fails one precise test.
 - ``engineio_websocket``: Engine.IO's websocket transport on aiohttp, installed
   in the server's driver table (``AsyncServer._async["websocket"]``), driving
   ``AsyncSocket`` (``queue``, ``connected``, ``upgraded``, ``upgrading``,
-  ``closed``, ``receive``, ``close(wait=, abort=, reason=)``,
+  ``closed``, ``last_ping``, ``receive``, ``close(wait=, abort=, reason=)``,
   ``server.reason``), without the stock loop's task and timer per packet:
-  x1.25 patches per hub CPU-second (fourth pass). Also ``enqueue``: put an
+  x1.25 patches per hub CPU-second (fourth pass); its heartbeat timer reads
+  ``last_ping`` (Engine.IO's own check comes a ping timeout late), and its
+  admission check the manager's ``sid_from_eio_sid``. Also ``enqueue``: put an
   encoded packet on a socket's send queue (``AsyncServer.sockets``,
   ``AsyncSocket.queue``), which the outbox uses to encode a relay once for
   all its recipients instead of a task per recipient (first pass, x1.12 with
