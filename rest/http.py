@@ -144,6 +144,16 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise validation_error(exc, "invalid request body") from None
 
 
+def _refuse_nul_parameters(request: web.Request) -> None:
+    """VALIDATION_ERROR for a NUL in a path or query parameter: Postgres stores none,
+    so it would fail in the query (a 500 there, a 404 on SQLite); as ``refuse_nul``."""
+    values = [*request.match_info.values(), *request.query.values()]
+    if any("\x00" in value for value in values):
+        raise HubError(
+            ErrorCode.VALIDATION_ERROR, "path and query parameters may not contain NUL (\\u0000)"
+        )
+
+
 def parse_query(request: web.Request, model: type[M]) -> M:
     check_declared(request, model, "query")
     try:
@@ -185,6 +195,8 @@ def error_middleware(
                 request[IDENTITY_KEY] = who
                 if on_identity is not None:
                     await on_identity(who)
+            if _api(request):
+                _refuse_nul_parameters(request)
             response = await handler(request)
         except HubError as exc:
             response = error_response(exc.http_status, exc.error_code, exc.message, exc.details)

@@ -260,3 +260,16 @@ async def test_a_stock_js_tutor_decodes_everything_after_a_poisoning_attempt(
         stroke_value
     ]
     assert seen["tutor_rejoin"]["canvases"]["s1"]["doc"]["elements"] == {"ok": stroke_value}
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/sessions/a%00b", "/api/v1/people/%00", "/api/v1/sessions?status=%00"]
+)
+async def test_a_nul_in_a_path_or_query_parameter_is_refused_on_every_database(
+    hub: Hub, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: on Postgres (which stores no NUL) this was a 500 with an ERROR
+    traceback, on SQLite a 404 (found by the fuzzing harness)."""
+    status, body = await hub.as_("tutor-1", "TUTOR").get(path)
+    assert (status, body["errorCode"]) == (422, "VALIDATION_ERROR"), body
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
