@@ -68,7 +68,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadtest import browser, fanout, report, tenancy
+from loadtest import browser, fanout, report
+from loadtest import tenancy_run as tenancy
 from loadtest.procs import ROOT, raise_nofile_limit
 from loadtest.runner import TARGETS, run_connections, run_relay, run_storm, target_specs
 from loadtest.storm import DROP_KINDS

@@ -35,17 +35,13 @@ import asyncio
 import datetime as dt
 import itertools
 import random
-import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis
 
-from loadtest.procs import ROOT, TargetProcess, start_hub
 from loadtest.tenancy_oracle import NOTE_MARK, Conn, Oracle, SessionInfo, live_role
 from loadtest.wire import WireClient
 from realtime.base.config import Settings
@@ -83,12 +79,7 @@ PEOPLE: tuple[tuple[str, Role, tuple[str, ...], int], ...] = (
     ("st07", Role.STUDENT, (), 1),
 )
 CHURNER = "st04"
-REDIS_DBS = ("9", "10")
-# Rate limits out of the way (a client awaits each ack; the soak is about who gets what).
-HUB_SOAK_ENV = {
-    "HUB_SOCKET_EVENTS_PER_S": "100000",
-    "HUB_SOCKET_EVENT_BURST": "100000",
-}
+REFRESH_EVERY = 50
 NOTE_VISIBILITIES = ("PRIVATE", "STUDENT", "PARENT")
 
 
@@ -122,8 +113,10 @@ class Soak:
         self.acks: Counter[str] = Counter()
         self.refusals_accepted: Counter[str] = Counter()
         self.lost_acks: Counter[str] = Counter()
+        self.disconnected: set[str] = set()
         self.total_sent = 0
         self.stop = asyncio.Event()
+        self.halfway = asyncio.Event()
         self.sessions: dict[str, SessionInfo] = {}
         self.by_center: dict[str, list[str]] = {}  # center -> [S0, S1, S2 ids]
         self.actors: list[Actor] = []
@@ -238,8 +231,15 @@ class Soak:
         protocol says no, and an ``ok`` counts in ``refusals_accepted``."""
         self.sent[event] += 1
         self.total_sent += 1
+        if self.total_sent >= self.config.events // 2:
+            self.halfway.set()
         if self.total_sent >= self.config.events:
             self.stop.set()
+        if not actor.client.connected:
+            # A hub died or dropped the socket: the run is over, and says so.
+            self.disconnected.add(actor.conn.tag)
+            self.stop.set()
+            return None
         try:
             ack = await actor.client.call(event, data, timeout_s=CALL_TIMEOUT_S)
         except (TimeoutError, ConnectionError):
@@ -255,7 +255,7 @@ class Soak:
 
     async def join(self, actor: Actor, session_id: str) -> bool:
         assert self.oracle is not None
-        expected = live_role(actor.conn, self.sessions[session_id])
+        expected = self.oracle.may_join(actor.conn, session_id)
         self.oracle.joining(actor.conn, session_id)
         ack = await self.call(
             actor, "session:join", {"session_id": session_id}, refused=expected is None
@@ -263,6 +263,8 @@ class Soak:
         if ack is not None:
             self.oracle.ack(actor.conn, session_id, ack)
             actor.joined.add(session_id)
+        elif session_id not in actor.joined:
+            self.oracle.left(actor.conn, session_id)
         return ack is not None
 
     async def leave(self, actor: Actor, session_id: str) -> None:
@@ -296,14 +298,29 @@ class Soak:
         probing = not actor.plan or role not in ("TUTOR", "STUDENT")
         while not self.stop.is_set():
             actor.n += 1
-            if not actor.plan:
+            if actor.n % REFRESH_EVERY == 0:
+                await self.refresh(actor)
+            elif not actor.plan:
                 await self.probe_step(actor)
             else:
                 await step(actor)
             if probing:
                 await asyncio.sleep(PROBE_PAUSE_S)
 
+    async def refresh(self, actor: Actor) -> None:
+        """``auth:refresh``: with a fresh token of its own, or (every other time)
+        another user's of its center, which must be refused."""
+        conn = actor.conn
+        if actor.n % (2 * REFRESH_EVERY):
+            token = self.token(conn.user, Role(conn.role), conn.center)
+            await self.call(actor, "auth:refresh", {"token": token})
+        else:
+            name = "st03" if conn.user.endswith("-st02") else "st02"
+            other = self.token(f"{conn.center}-{name}", Role.STUDENT, conn.center)
+            await self.call(actor, "auth:refresh", {"token": other}, refused=True)
+
     def _other_sessions(self, actor: Actor, *, same_center: bool) -> list[str]:
+        """Sessions it may never join (ended and left ones aside)."""
         return [
             s
             for s, info in self.sessions.items()
@@ -407,7 +424,10 @@ class Soak:
             )
             if ack is not None:
                 self.oracle.expect(
-                    "canvas:patches", marker, self.stable(session_id, students=(student,))
+                    session_id,
+                    "canvas:patches",
+                    marker,
+                    self.stable(session_id, students=(student,)),
                 )
         elif r < 0.42:
             mode = self.rng.choice(("TEACH", "OBSERVE"))
@@ -427,7 +447,10 @@ class Soak:
             )
             if ack is not None:
                 self.oracle.expect(
-                    "exercise:assigned", exercise, self.stable(session_id, students=(student,))
+                    session_id,
+                    "exercise:assigned",
+                    exercise,
+                    self.stable(session_id, students=(student,)),
                 )
         elif r < 0.56:
             visibility = NOTE_VISIBILITIES[n % 3]
@@ -462,7 +485,10 @@ class Soak:
             if ack is not None:
                 self.help[session_id][help_id] = (owner, new)
                 self.oracle.expect(
-                    "help:updated", f"{help_id}:{new}", self.stable(session_id, students=(owner,))
+                    session_id,
+                    "help:updated",
+                    f"{help_id}:{new}",
+                    self.stable(session_id, students=(owner,)),
                 )
         elif r < 0.73:
             named = n % 2 == 0
@@ -480,7 +506,10 @@ class Soak:
                 self.timers.setdefault(session_id, []).append(timer_id)
                 students = (student,) if named else tuple(info.students)
                 self.oracle.expect(
-                    "timer:started", timer_id, self.stable(session_id, students=students)
+                    session_id,
+                    "timer:started",
+                    timer_id,
+                    self.stable(session_id, students=students),
                 )
         elif r < 0.77:
             running = self.timers.get(session_id) or []
@@ -504,7 +533,9 @@ class Soak:
             ack = await self.call(actor, "announcement:send", body)
             if ack is not None:
                 students = (student,) if named else tuple(info.students)
-                self.oracle.expect("announcement", text, self.stable(session_id, students=students))
+                self.oracle.expect(
+                    session_id, "announcement", text, self.stable(session_id, students=students)
+                )
         elif r < 0.93:
             await self.call(
                 actor, "canvas:sync", {"session_id": session_id, "student_id": student, "since": 0}
@@ -554,7 +585,10 @@ class Soak:
             if ack is not None and not actor.churner:
                 expected = self.stable(session_id, students=(user,))
                 self.oracle.expect(
-                    "canvas:patches", marker, [i for i in expected if i != actor.conn.index]
+                    session_id,
+                    "canvas:patches",
+                    marker,
+                    [i for i in expected if i != actor.conn.index],
                 )
         elif r < 0.65:
             state = "idle" if n % 2 else "active"
@@ -567,7 +601,9 @@ class Soak:
                 {"session_id": session_id, "exercise_id": exercise, "progress_pct": pct},
             )
             if ack is not None and not actor.churner:
-                self.oracle.expect("progress:update", f"{exercise}:{pct}", self.stable(session_id))
+                self.oracle.expect(
+                    session_id, "progress:update", f"{exercise}:{pct}", self.stable(session_id)
+                )
         elif r < 0.79:
             ack = await self.call(
                 actor,
@@ -579,7 +615,10 @@ class Soak:
                 self.help.setdefault(session_id, {})[help_id] = (user, "OPEN")
                 if not actor.churner:
                     self.oracle.expect(
-                        "help:updated", f"{help_id}:OPEN", self.stable(session_id, students=(user,))
+                        session_id,
+                        "help:updated",
+                        f"{help_id}:OPEN",
+                        self.stable(session_id, students=(user,)),
                     )
         elif r < 0.83:
             mine = [
@@ -598,6 +637,7 @@ class Soak:
                     self.help[session_id][help_id] = (user, "CANCELLED")
                     if not actor.churner:
                         self.oracle.expect(
+                            session_id,
                             "help:updated",
                             f"{help_id}:CANCELLED",
                             self.stable(session_id, students=(user,)),
@@ -667,6 +707,35 @@ class Soak:
             sessions = self._other_sessions(actor, same_center=pick == 3)
             await self.join(actor, self.rng.choice(sessions))
 
+    async def midway(self, http: aiohttp.ClientSession) -> None:
+        """Halfway: in each center ta ends S1 (``session:end``) and tb removes st06 from
+        S2 over REST; from then on neither may see anything more of those sessions."""
+        assert self.oracle is not None
+        await self.halfway.wait()
+        if self.stop.is_set():
+            return
+        for center, (_, s1, s2) in self.by_center.items():
+            tutor = next(a for a in self.actors if a.conn.user == f"{center}-ta")
+            members = self.stable(s1, students=tuple(self.sessions[s1].students))
+            if await self.call(tutor, "session:end", {"session_id": s1}) is not None:
+                self.oracle.session_ended(s1)
+                self.oracle.expect(s1, "session:ended", s1, members)
+                for actor in self.actors:
+                    actor.joined.discard(s1)
+            student = f"{center}-st06"
+            removed = self.stable(s2, staff=False, students=(student,))
+            token = self.token(f"{center}-tb", Role.TUTOR, center)
+            path = f"{self.config.urls[-1]}/api/v1/sessions/{s2}/enrollments/{student}"
+            self.sent["DELETE enrollment"] += 1
+            async with http.delete(path, headers={"Authorization": f"Bearer {token}"}) as resp:
+                self.acks[f"DELETE enrollment {resp.status}"] += 1
+                if resp.status in (200, 204):
+                    self.oracle.student_removed(s2, student)
+                    self.oracle.expect(s2, "session:removed", s2, removed)
+                    for actor in self.actors:
+                        if actor.conn.user == student:
+                            actor.joined.discard(s2)
+
     # The run.
 
     async def quiet(self, since: float) -> None:
@@ -691,10 +760,12 @@ class Soak:
             setup_sent = self.total_sent
             start = time.monotonic()
             tasks = [asyncio.create_task(self.run_actor(a)) for a in self.actors]
+            tasks.append(asyncio.create_task(self.midway(http)))
             try:
                 await asyncio.wait_for(self.stop.wait(), self.config.seconds)
             except TimeoutError:
                 self.stop.set()
+            self.halfway.set()
             load_s = time.monotonic() - start
             results = await asyncio.gather(*tasks, return_exceptions=True)
             failures = [repr(r) for r in results if isinstance(r, BaseException)]
@@ -727,74 +798,9 @@ class Soak:
             "acks": dict(sorted(self.acks.items())),
             "actor_failures": failures[:5],
             "disconnected_at_end": disconnected,
+            "disconnected_while_sending": sorted(self.disconnected),
         }
 
 
 async def run_tenancy(config: TenancyConfig) -> dict[str, Any]:
     return await Soak(config).run()
-
-
-def check_redis_url(url: str) -> None:
-    """The soak flushes its Redis database: only 9 or 10, never another's."""
-    if url.rstrip("/").rsplit("/", 1)[-1] not in REDIS_DBS:
-        raise ValueError(f"expected a Redis URL ending in /9 or /10, got {url}")
-
-
-def soak(
-    workdir: Path,
-    *,
-    hubs: int = 1,
-    redis_url: str | None = None,
-    events: int = 100_000,
-    seconds: float = 600.0,
-    centers: int = 3,
-    hub_env: dict[str, str] | None = None,
-    root: Path = ROOT,
-) -> dict[str, Any]:
-    """Start ``hubs`` hub processes on one SQLite file (and ``redis_url``, flushed
-    first, for two or more), run the soak against them, stop them; the summary.
-    (The command line takes only Redis databases 9 and 10: ``check_redis_url``.)"""
-    if hubs > 1 and not redis_url:
-        raise ValueError("several hubs share sessions only through Redis: give a redis_url")
-    if redis_url:
-        client = redis.Redis.from_url(redis_url, socket_timeout=5)
-        try:
-            client.flushdb()
-        finally:
-            client.close()
-    secret = f"tenancy-{secrets.token_hex(16)}"
-    env = {
-        **HUB_SOAK_ENV,
-        "HUB_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tenancy.db",
-        "HUB_JWT_SECRET": secret,
-        **({"HUB_REDIS_URL": redis_url} if redis_url else {}),
-        **(hub_env or {}),
-    }
-    targets: list[TargetProcess] = []
-    start = time.monotonic()
-    try:
-        for n in range(1, hubs + 1):
-            # One after another: only the first migrates the fresh database.
-            targets.append(start_hub(workdir, root=root, extra_env=env, label=f"hub-{n}"))
-        config = TenancyConfig(tuple(t.url for t in targets), secret, centers, events, seconds)
-        summary = asyncio.run(run_tenancy(config))
-        summary["hub_log_problems"] = [p for t in targets for p in t.log_problems()]
-        summary["hub_alive_at_end"] = [t.process.poll() is None for t in targets]
-    finally:
-        for target in targets:
-            target.stop()
-    summary["wall_s"] = round(time.monotonic() - start, 1)
-    summary["redis_url"] = redis_url
-    return summary
-
-
-def table(summary: dict[str, Any]) -> str:
-    """The figures a reader wants first, as a Markdown table."""
-    keys = [
-        "hubs", "connections", "events_sent", "events_received", "violations",
-        "refusals_accepted", "expected_deliveries", "missing", "load_s", "wall_s",
-    ]  # fmt: skip
-    rows = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    rows.append("| " + " | ".join(str(summary.get(k)) for k in keys) + " |")
-    kinds = ", ".join(f"{k} {n}" for k, n in summary["violations_by_kind"].items())
-    return "\n".join([*rows, "", f"violations by kind: {kinds}"])

@@ -20,6 +20,9 @@ receives; it counts each delivery the protocol forbids, by kind:
 - ``note_leak``: any pushed payload carrying a note's text (notes are never pushed);
 - ``echo``: a student's patch relayed back to the socket that sent it.
 
+A socket's membership ends with its leave's ack, and with the ``session:ended`` or
+``session:removed`` it receives: anything of that session after it is ``not_member``.
+
 Every user id is ``ctr<N>-<name>`` (its center ``ctr<N>``) and every student's
 ``ctr<N>-st<NN>``,
 so a payload is scanned for ids as text: nothing another student owns can reach a
@@ -146,23 +149,42 @@ class Oracle:
         # Every marker delivered, and to whom: an event may come before the ack that
         # makes the soak expect it.
         self.seen: dict[tuple[str, str], set[int]] = {}
+        self.ended: set[str] = set()
+        self.expected_in: dict[tuple[str, str], str] = {}
+        self.removed: set[tuple[str, str]] = set()
 
     # What the soak tells it.
 
+    def may_join(self, conn: Conn, session_id: str) -> str | None:
+        """The live role a join sent now must get; None: it must be refused."""
+        if session_id in self.ended or (session_id, conn.user) in self.removed:
+            return None
+        return live_role(conn, self.sessions[session_id])
+
     def joining(self, conn: Conn, session_id: str) -> None:
         """A join was sent: events may come before its ack, if it is to be granted."""
-        role = live_role(conn, self.sessions[session_id])
+        role = self.may_join(conn, session_id)
         if role is not None:
             conn.member[session_id] = role
+
+    def session_ended(self, session_id: str) -> None:
+        """The end was acked: from now on no join is granted."""
+        self.ended.add(session_id)
+
+    def student_removed(self, session_id: str, student: str) -> None:
+        """The enrollment's removal was answered: from now on no join of theirs is granted."""
+        self.removed.add((session_id, student))
 
     def left(self, conn: Conn, session_id: str) -> None:
         """A leave was acked (events until its ack are allowed)."""
         conn.member.pop(session_id, None)
 
-    def expect(self, kind: str, marker: str, conns: list[int]) -> None:
-        """The protocol promises ``marker`` (of event ``kind``) to each of ``conns``."""
+    def expect(self, session_id: str, kind: str, marker: str, conns: list[int]) -> None:
+        """The protocol promises ``marker`` (of event ``kind`` in the session) to each
+        of ``conns``."""
         if not conns:
             return
+        self.expected_in[(kind, marker)] = session_id
         self.expected_total += len(conns)
         seen = self.seen.get((kind, marker), set())
         self.delivered_expected += len(seen.intersection(conns))
@@ -198,6 +220,18 @@ class Oracle:
                     }
                 )
 
+    def missing_examples(self, limit: int = 20) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for key, left in self.expected.items():
+            if left and len(out) < limit:
+                session_id = self.expected_in.get(key, "")
+                out.append({
+                    "event": key[0], "marker": key[1], "session_id": session_id,
+                    "session_ended": session_id in self.ended,
+                    "to": sorted(self.conns[i].tag for i in left),
+                })  # fmt: skip
+        return out
+
     def missing(self) -> Counter[str]:
         out: Counter[str] = Counter()
         for (kind, _), left in self.expected.items():
@@ -223,6 +257,9 @@ class Oracle:
                 )
         if isinstance(payload, dict):
             self._delivered(conn, event, payload)
+            if event in ("session:ended", "session:removed"):
+                # The hub has taken this socket out of the session: nothing more of it.
+                conn.member.pop(str(payload.get("session_id")), None)
 
     def _judge(self, conn: Conn, event: str, payload: Any) -> list[str]:
         if event not in KNOWN_EVENTS:
@@ -276,6 +313,8 @@ class Oracle:
             keys = [(event, str((payload.get("exercise") or {}).get("id")))]
         elif event == "progress:update":
             keys = [(event, f"{payload.get('exercise_id')}:{payload.get('progress_pct')}")]
+        elif event in ("session:ended", "session:removed"):
+            keys = [(event, str(payload.get("session_id")))]
         elif event == "help:updated":
             help_request = payload.get("help_request") or {}
             keys = [(event, f"{help_request.get('id')}:{help_request.get('status')}")]
@@ -297,6 +336,7 @@ class Oracle:
             "expected_delivered": self.delivered_expected,
             "missing": sum(self.missing().values()),
             "missing_by_event": dict(self.missing()),
+            "missing_examples": self.missing_examples(),
         }
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from loadtest import __main__ as cli
-from loadtest.tenancy import check_redis_url, soak
 from loadtest.tenancy_oracle import Conn, Oracle, SessionInfo
+from loadtest.tenancy_run import check_redis_url, soak
 from tests.conftest import REDIS_URL, need_service, redis_problem
 
 SHORT_EVENTS = 2_000
@@ -122,7 +122,7 @@ def test_the_oracle_counts_an_expected_delivery_that_never_came() -> None:
     oracle, c = people()
     # The tutor's copy arrives before the ack that makes the soak expect it.
     oracle.receive(c["tutor"], "canvas:patches", patch("ctr0-st01", "ctr0-st01#0:7"))
-    oracle.expect("canvas:patches", "ctr0-st01#0:7", [0, 2, 6])
+    oracle.expect("s-0", "canvas:patches", "ctr0-st01#0:7", [0, 2, 6])
     oracle.receive(c["st01b"], "canvas:patches", patch("ctr0-st01", "ctr0-st01#0:7"))
     summary = oracle.summary()
     assert (summary["expected_deliveries"], summary["expected_delivered"]) == (3, 2)
@@ -153,6 +153,8 @@ def assert_clean(summary: dict[str, Any]) -> None:
     assert summary["actor_failures"] == []
     assert summary["hub_log_problems"] == []
     assert summary["disconnected_at_end"] == 0
+    assert summary["disconnected_while_sending"] == []
+    assert all(summary["hub_alive_at_end"])
     # Every kind of session event went out and came back to someone.
     for event in EVERY_KIND:
         assert summary["received_by_event"].get(event, 0) > 0, event
