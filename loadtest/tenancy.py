@@ -24,6 +24,10 @@ they are not enrolled in or another center's; an observer annotating or
 announcing; an admin joining another center's session; the refused roles
 joining and syncing. Such an attempt acked ``ok`` is ``refusals_accepted``.
 
+Halfway through, each center's ta ends S1 and tb removes st06 from S2 over REST;
+from then on the actors of those sessions only try to join them again (refused).
+Every actor also refreshes its token now and then, and tries another user's.
+
 Every event received and every join ack goes through ``loadtest.tenancy_oracle``;
 the run ends after ``events`` client -> hub events or ``seconds``, whichever
 comes first, then drains until nothing has arrived for ``DRAIN_QUIET_S``.
@@ -295,17 +299,22 @@ class Soak:
         step = {"TUTOR": self.tutor_step, "STUDENT": self.student_step}.get(
             role, self.observer_step
         )
-        probing = not actor.plan or role not in ("TUTOR", "STUDENT")
         while not self.stop.is_set():
             actor.n += 1
+            live = self.live_plan(actor)
             if actor.n % REFRESH_EVERY == 0:
                 await self.refresh(actor)
-            elif not actor.plan:
+            elif not live:
                 await self.probe_step(actor)
             else:
                 await step(actor)
-            if probing:
+            if not live or role not in ("TUTOR", "STUDENT"):
                 await asyncio.sleep(PROBE_PAUSE_S)
+
+    def live_plan(self, actor: Actor) -> list[str]:
+        """Its sessions it may still join (not ended, its enrollment not removed)."""
+        assert self.oracle is not None
+        return [s for s in actor.plan if self.oracle.may_join(actor.conn, s) is not None]
 
     async def refresh(self, actor: Actor) -> None:
         """``auth:refresh``: with a fresh token of its own, or (every other time)
@@ -330,8 +339,12 @@ class Soak:
 
     async def probe_step(self, actor: Actor) -> None:
         """A role with no live session tries to join one, or to sync a canvas."""
-        candidates = self._other_sessions(actor, same_center=True) + self._other_sessions(
-            actor, same_center=False
+        # Also its own sessions once ended or its enrollment removed.
+        gone = [s for s in actor.plan if s not in self.live_plan(actor)]
+        candidates = (
+            self._other_sessions(actor, same_center=True)
+            + self._other_sessions(actor, same_center=False)
+            + gone
         )
         session_id = self.rng.choice(candidates)
         info = self.sessions[session_id]
@@ -347,7 +360,7 @@ class Soak:
             )
 
     async def observer_step(self, actor: Actor) -> None:
-        session_id = self.rng.choice(actor.plan)
+        session_id = self.rng.choice(self.live_plan(actor))
         info = self.sessions[session_id]
         student = self.rng.choice(sorted(info.students))
         r = self.rng.random()
@@ -392,7 +405,7 @@ class Soak:
                 )
 
     async def tutor_step(self, actor: Actor) -> None:
-        session_id = self.rng.choice(actor.plan)
+        session_id = self.rng.choice(self.live_plan(actor))
         info = self.sessions[session_id]
         student = self.rng.choice(sorted(info.students))
         tag, n = actor.conn.tag, actor.n
@@ -556,7 +569,8 @@ class Soak:
             else:
                 await self.join(actor, session_id)
             return
-        joined = sorted(actor.joined) or list(actor.plan)
+        live = self.live_plan(actor)
+        joined = sorted(actor.joined.intersection(live)) or live
         session_id = self.rng.choice(joined)
         info = self.sessions[session_id]
         user, tag, n = actor.conn.user, actor.conn.tag, actor.n
