@@ -30,12 +30,15 @@ student under any field name without showing up.
 
 It also keeps what the protocol promises: a marker (an announcement's text, a
 timer's id, an exercise's id, a canvas element's ``m`` value, a help request's id
-and status) expected at a set of connections; ``missing`` is what never came.
+and status, a session's end or removal) expected at a set of connections;
+``missing`` is what never came, and ``missing_at_end`` what never came of what was
+promised less than ``END_RACE_S`` before its session ended.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +83,10 @@ STUDENT_ALERTS = frozenset({"TIMER_WARNING", "TIMER_END", "SESSION_ENDING"})
 USER_ID = re.compile(r"(ctr\d+)-(?:st\d\d|[a-z]+)")
 STUDENT_ID = re.compile(r"ctr\d+-st\d\d")
 NOTE_MARK = "note~"
+# A delivery promised this little before its session's end is acked is counted apart
+# (``missing_at_end``): the end takes every socket out of the session, and a relay
+# still on its way (through Redis, from another hub) then has no one to reach.
+END_RACE_S = 1.0
 KINDS = (
     "unknown_event",
     "no_session",
@@ -150,6 +157,8 @@ class Oracle:
         # makes the soak expect it.
         self.seen: dict[tuple[str, str], set[int]] = {}
         self.ended: set[str] = set()
+        self.ended_at: dict[str, float] = {}
+        self.expected_at: dict[tuple[str, str], float] = {}
         self.expected_in: dict[tuple[str, str], str] = {}
         self.removed: set[tuple[str, str]] = set()
 
@@ -167,9 +176,10 @@ class Oracle:
         if role is not None:
             conn.member[session_id] = role
 
-    def session_ended(self, session_id: str) -> None:
-        """The end was acked: from now on no join is granted."""
+    def session_ended(self, session_id: str, at: float | None = None) -> None:
+        """The end was acked (``at``, ``time.monotonic()``): from now on no join is granted."""
         self.ended.add(session_id)
+        self.ended_at[session_id] = time.monotonic() if at is None else at
 
     def student_removed(self, session_id: str, student: str) -> None:
         """The enrollment's removal was answered: from now on no join of theirs is granted."""
@@ -179,12 +189,15 @@ class Oracle:
         """A leave was acked (events until its ack are allowed)."""
         conn.member.pop(session_id, None)
 
-    def expect(self, session_id: str, kind: str, marker: str, conns: list[int]) -> None:
+    def expect(
+        self, session_id: str, kind: str, marker: str, conns: list[int], at: float | None = None
+    ) -> None:
         """The protocol promises ``marker`` (of event ``kind`` in the session) to each
         of ``conns``."""
         if not conns:
             return
         self.expected_in[(kind, marker)] = session_id
+        self.expected_at[(kind, marker)] = time.monotonic() if at is None else at
         self.expected_total += len(conns)
         seen = self.seen.get((kind, marker), set())
         self.delivered_expected += len(seen.intersection(conns))
@@ -227,15 +240,23 @@ class Oracle:
                 session_id = self.expected_in.get(key, "")
                 out.append({
                     "event": key[0], "marker": key[1], "session_id": session_id,
-                    "session_ended": session_id in self.ended,
+                    "session_ended": session_id in self.ended, "at_end": self.at_end(key),
                     "to": sorted(self.conns[i].tag for i in left),
                 })  # fmt: skip
         return out
 
-    def missing(self) -> Counter[str]:
+    def at_end(self, key: tuple[str, str]) -> bool:
+        """Was this expected within ``END_RACE_S`` before its session's end was acked?"""
+        ended_at = self.ended_at.get(self.expected_in.get(key, ""))
+        return ended_at is not None and ended_at - self.expected_at[key] < END_RACE_S
+
+    def missing(self, *, at_end: bool = False) -> Counter[str]:
+        """Promised deliveries that never came; ``at_end``: only those promised just
+        before their session ended (else all others)."""
         out: Counter[str] = Counter()
-        for (kind, _), left in self.expected.items():
-            out[kind] += len(left)
+        for key, left in self.expected.items():
+            if left and self.at_end(key) == at_end:
+                out[key[0]] += len(left)
         return out
 
     # What a connection received.
@@ -336,6 +357,8 @@ class Oracle:
             "expected_delivered": self.delivered_expected,
             "missing": sum(self.missing().values()),
             "missing_by_event": dict(self.missing()),
+            "missing_at_end": sum(self.missing(at_end=True).values()),
+            "missing_at_end_by_event": dict(self.missing(at_end=True)),
             "missing_examples": self.missing_examples(),
         }
 

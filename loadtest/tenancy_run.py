@@ -84,7 +84,8 @@ def table(summary: dict[str, Any]) -> str:
     """The figures a reader wants first, as a Markdown table."""
     keys = [
         "hubs", "connections", "events_sent", "events_received", "violations",
-        "refusals_accepted", "expected_deliveries", "missing", "load_s", "wall_s",
+        "refusals_accepted", "expected_deliveries", "missing", "missing_at_end", "load_s",
+        "wall_s",
     ]  # fmt: skip
     rows = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     rows.append("| " + " | ".join(str(summary.get(k)) for k in keys) + " |")
