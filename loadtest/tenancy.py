@@ -626,6 +626,7 @@ class Soak:
             )
             if ack is not None:
                 help_id = ack["help_request"]["id"]
+                self.oracle.help_request(help_id, session_id, user)
                 self.help.setdefault(session_id, {})[help_id] = (user, "OPEN")
                 if not actor.churner:
                     self.oracle.expect(
@@ -789,6 +790,8 @@ class Soak:
             await self.quiet(drain_start)
             drain_s = time.monotonic() - drain_start
             disconnected = sum(1 for a in self.actors if not a.client.connected)
+            assert self.oracle is not None
+            self.oracle.check_queues()
             await asyncio.gather(*(a.client.close() for a in self.actors))
         assert self.oracle is not None
         received = sum(self.oracle.received.values())

@@ -158,6 +158,12 @@ class Oracle:
         self.seen: dict[tuple[str, str], set[int]] = {}
         self.ended: set[str] = set()
         self.ended_at: dict[str, float] = {}
+        # Help request ids are opaque: whose each is comes from the acks of help:request,
+        # and the queues received are checked against that at the end (check_queues).
+        self.help_ids: dict[str, tuple[str, str]] = {}
+        self.queues: list[tuple[Conn, str, tuple[str, ...]]] = []
+        self.queue_ids_unknown = 0
+        self.queue_ids_checked = 0
         self.expected_at: dict[tuple[str, str], float] = {}
         self.expected_in: dict[tuple[str, str], str] = {}
         self.removed: set[tuple[str, str]] = set()
@@ -245,6 +251,34 @@ class Oracle:
                 })  # fmt: skip
         return out
 
+    def help_request(self, help_id: str, session_id: str, student: str) -> None:
+        """``help:request`` was acked: the request ``help_id`` is ``student``'s in the session."""
+        self.help_ids[help_id] = (session_id, student)
+
+    def check_queues(self) -> None:
+        """Every ``help:updated`` queue received: a student's holds only their own
+        requests, staff's only their session's (``other_student_data``,
+        ``foreign_student``). Run once, after the drain."""
+        for conn, session_id, queue in self.queues:
+            for help_id in queue:
+                owner = self.help_ids.get(help_id)
+                self.queue_ids_checked += owner is not None
+                if owner is None:
+                    self.queue_ids_unknown += 1
+                elif owner[0] != session_id:
+                    self._count(conn, "foreign_student", "help:updated queue", help_id)
+                elif conn.role == "STUDENT" and owner[1] != conn.user:
+                    self._count(conn, "other_student_data", "help:updated queue", help_id)
+        self.queues.clear()
+
+    def _count(self, conn: Conn, kind: str, event: str, text: str) -> None:
+        self.violations[kind] += 1
+        self.by_event[(kind, event)] += 1
+        if len(self.examples) < 20:
+            self.examples.append(
+                {"kind": kind, "to": conn.user, "conn": conn.tag, "event": event, "payload": text}
+            )
+
     def at_end(self, key: tuple[str, str]) -> bool:
         """Was this expected within ``END_RACE_S`` before its session's end was acked?"""
         ended_at = self.ended_at.get(self.expected_in.get(key, ""))
@@ -304,6 +338,8 @@ class Oracle:
         if role is None:
             return [*found, "not_member"]
         if role in STAFF:
+            if event == "help:updated":
+                self.queues.append((conn, session.session_id, tuple(payload.get("queue") or ())))
             if event == "help:position":
                 found.append("student_only_event")
             if any(s not in session.students for s in STUDENT_ID.findall(text)):
@@ -315,6 +351,8 @@ class Oracle:
             found.append("staff_only_event")
         if any(s != conn.user for s in STUDENT_ID.findall(text)):
             found.append("other_student_data")
+        if event == "help:updated":
+            self.queues.append((conn, session.session_id, tuple(payload.get("queue") or ())))
         if event == "canvas:patches":
             for item in payload.get("items", ()):
                 if any(m.split(":", 1)[0] == conn.tag for m in _markers(item)):
@@ -355,6 +393,8 @@ class Oracle:
             "received_by_event": dict(sorted(self.received.items())),
             "expected_deliveries": self.expected_total,
             "expected_delivered": self.delivered_expected,
+            "help_queue_ids_checked": self.queue_ids_checked,
+            "help_queue_ids_unknown": self.queue_ids_unknown,
             "missing": sum(self.missing().values()),
             "missing_by_event": dict(self.missing()),
             "missing_at_end": sum(self.missing(at_end=True).values()),

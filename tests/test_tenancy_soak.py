@@ -140,6 +140,21 @@ def test_a_delivery_promised_just_before_its_session_ended_is_counted_apart() ->
     assert (summary["missing"], summary["missing_at_end"]) == (2, 1)
 
 
+def test_a_help_queue_naming_anothers_request_is_counted_once_the_owners_are_known() -> None:
+    oracle, c = people()
+    oracle.help_request("h1", "s-0", "ctr0-st01")
+    oracle.help_request("h2", "s-0", "ctr0-st02")
+    oracle.help_request("h3", "s-1", "ctr0-st03")
+    own = {"session_id": "s-0", "help_request": {"student_id": "ctr0-st01"}, "queue": ["h1"]}
+    oracle.receive(c["st01"], "help:updated", own)
+    oracle.receive(c["tutor"], "help:updated", {**own, "queue": ["h1", "h2"]})
+    oracle.receive(c["st01"], "help:updated", {**own, "queue": ["h1", "h2"]})
+    oracle.receive(c["tutor"], "help:updated", {**own, "queue": ["h1", "h3", "h9"]})
+    oracle.check_queues()
+    assert dict(oracle.violations) == {"other_student_data": 1, "foreign_student": 1}
+    assert oracle.summary()["help_queue_ids_unknown"] == 1
+
+
 def test_a_student_join_ack_naming_another_student_is_counted() -> None:
     oracle, c = people()
     oracle.ack(c["st01"], "s-0", {"ok": True, "students": [{"student_id": "ctr0-st02"}]})
@@ -160,6 +175,7 @@ def assert_clean(summary: dict[str, Any]) -> None:
     assert summary["missing"] == 0, summary["missing_examples"]
     assert summary["events_sent"] >= 500, summary["sent_by_event"]
     assert summary["expected_deliveries"] > 0
+    assert summary["help_queue_ids_checked"] > 0
     assert summary["lost_acks"] == {}
     assert summary["actor_failures"] == []
     assert summary["hub_log_problems"] == []
