@@ -11,12 +11,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from loadtest import __main__ as cli
+from loadtest.tenancy import Soak, TenancyConfig
 from loadtest.tenancy_oracle import Conn, Oracle, SessionInfo
 from loadtest.tenancy_run import check_redis_url, soak
 from tests.conftest import REDIS_URL, need_service, redis_problem
+from tests.processes import HubProcess
+from tests.support import eventually
 
 SHORT_EVENTS = 2_000
 SHORT_SECONDS = 25.0
@@ -167,6 +171,41 @@ def test_the_command_line_takes_only_redis_databases_nine_and_ten() -> None:
         check_redis_url("redis://127.0.0.1:6379/0")
     with pytest.raises(SystemExit):
         cli.parse_args(["tenancy", "--hubs", "2", "--redis-url", "redis://127.0.0.1:6379/15"])
+
+
+@pytest.mark.slow
+async def test_a_real_delivery_the_oracle_was_not_told_of_is_a_violation(
+    hub_process: HubProcess,
+) -> None:
+    """End to end through the soak's own clients: st02 joins S0 behind the oracle's
+    back, so the tutor's announcement reaching it is, to the oracle, a delivery to a
+    socket outside the session."""
+    assert hub_process.settings.jwt_secret is not None
+    secret = hub_process.settings.jwt_secret.get_secret_value()
+    soak_ = Soak(TenancyConfig((hub_process.url,), secret, centers=2, events=1))
+    async with aiohttp.ClientSession() as http:
+        await soak_.seed(http)
+        soak_.build(http)
+        assert soak_.oracle is not None
+        tutor, student = (
+            next(a for a in soak_.actors if a.conn.tag == tag)
+            for tag in ("ctr0-ta#0", "ctr0-st02#0")
+        )
+        s0 = soak_.by_center["ctr0"][0]
+        try:
+            for actor in (tutor, student):
+                await actor.client.connect(actor.token)
+            assert await soak_.join(tutor, s0)
+            ack = await student.client.call("session:join", {"session_id": s0})
+            assert ack["ok"] is True
+            sent = await soak_.call(tutor, "announcement:send", {"session_id": s0, "text": "hi"})
+            assert sent is not None
+            await eventually(lambda: soak_.oracle and soak_.oracle.violations["not_member"])
+        finally:
+            for actor in (tutor, student):
+                await actor.client.close()
+    assert soak_.oracle.by_event[("not_member", "announcement")] == 1
+    assert soak_.oracle.received["announcement"] == 2
 
 
 def assert_clean(summary: dict[str, Any]) -> None:
