@@ -732,13 +732,17 @@ class Soak:
         for center, (_, s1, s2) in self.by_center.items():
             tutor = next(a for a in self.actors if a.conn.user == f"{center}-ta")
             members = self.stable(s1, students=tuple(self.sessions[s1].students))
+            # Nothing of S1 is promised to anyone from the moment the end is sent: an
+            # event acked meanwhile may be handled after the end took everyone out.
+            self.forget(s1)
             if await self.call(tutor, "session:end", {"session_id": s1}) is not None:
                 self.oracle.session_ended(s1)
                 self.oracle.expect(s1, "session:ended", s1, members)
-                for actor in self.actors:
-                    actor.joined.discard(s1)
+                self.forget(s1)  # joins granted while the end was on its way
             student = f"{center}-st06"
             removed = self.stable(s2, staff=False, students=(student,))
+            # Likewise nothing of S2 is promised to st06 once the removal is sent.
+            self.forget(s2, student)
             token = self.token(f"{center}-tb", Role.TUTOR, center)
             path = f"{self.config.urls[-1]}/api/v1/sessions/{s2}/enrollments/{student}"
             self.sent["DELETE enrollment"] += 1
@@ -747,9 +751,13 @@ class Soak:
                 if resp.status in (200, 204):
                     self.oracle.student_removed(s2, student)
                     self.oracle.expect(s2, "session:removed", s2, removed)
-                    for actor in self.actors:
-                        if actor.conn.user == student:
-                            actor.joined.discard(s2)
+                    self.forget(s2, student)
+
+    def forget(self, session_id: str, user: str | None = None) -> None:
+        """Promise nothing more of the session to anyone (or to ``user``): see ``stable``."""
+        for actor in self.actors:
+            if user is None or actor.conn.user == user:
+                actor.joined.discard(session_id)
 
     # The run.
 
