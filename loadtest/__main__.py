@@ -18,6 +18,10 @@ Modes (each target runs alone, in a fresh process, one after another):
                  each node's CPU per 1,000 patches, for the stock AsyncRedisManager
                  and the hub, against one process alone (issue 5); Redis CPU
                  added to the busy node, Redis commands per patch (issue 18).
+    tenancy      3 centers, 9 sessions, every role, real clients on one hub or on
+                 two sharing Redis: at least --events client -> hub events; every
+                 event received judged against docs/protocol.md (who may see
+                 what), violations and missing deliveries by kind (issue 19).
     browser      the tutor's control center in headless Chromium while N students
                  draw: frame intervals, long tasks, stroke-to-screen latency, heap,
                  tiles against the stored documents, hub and Chromium CPU (issue 17).
@@ -29,6 +33,8 @@ Modes (each target runs alone, in a fresh process, one after another):
     python -m loadtest storm --students 1000
     python -m loadtest hops --root /tmp/before --root .
     python -m loadtest fanout --sessions 20 --students 5 --rate 10 --seconds 15
+    python -m loadtest tenancy --events 100000
+    python -m loadtest tenancy --events 100000 --hubs 2 --redis-url redis://127.0.0.1:6379/10
     python -m loadtest browser --students 12 --seconds 30 --root /tmp/before --root .
 
 The relay's generator (``--generator``): ``python`` (the default) is ``--workers``
@@ -63,11 +69,14 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import browser, fanout, report, soak
+from loadtest import tenancy_run as tenancy
 from loadtest.procs import ROOT, raise_nofile_limit
 from loadtest.runner import TARGETS, run_connections, run_relay, run_storm, target_specs
 from loadtest.storm import DROP_KINDS
 
 MAX_SECONDS = 300.0
+MAX_TENANCY_SECONDS = 1800.0
+MAX_TENANCY_EVENTS = 2_000_000
 HOPS_TIMEOUT_S = 120.0
 MAX_CLIENTS = 20_000
 MAX_BROWSER_STUDENTS = 100
@@ -159,6 +168,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hops.add_argument("--json", type=Path, help="also write the JSON summary here")
     for mode in (relay, soaking, conns, storm, fan):
         _common_options(mode)
+    ten = modes.add_parser("tenancy", help="centers, sessions and roles at once; who saw what")
+    ten.add_argument("--events", type=int, default=100_000, help="client -> hub events to send")
+    ten.add_argument("--seconds", type=float, default=MAX_TENANCY_SECONDS,
+                     help=f"sending stops by then (at most {MAX_TENANCY_SECONDS:g})")  # fmt: skip
+    ten.add_argument("--centers", type=int, default=3)
+    ten.add_argument("--hubs", type=int, choices=(1, 2), default=1)
+    ten.add_argument("--redis-url", help="with --hubs 2: redis://127.0.0.1:6379/9 or /10 (flushed)")
+    ten.add_argument("--root", type=Path, help="checkout to run the hubs from")
+    ten.add_argument("--hub-env", action="append", default=[], metavar="KEY=VALUE")
+    ten.add_argument("--json", type=Path, help="also write the JSON summary here")
     page = modes.add_parser("browser", help="the control center in Chromium, N students drawing")
     page.add_argument("--students", type=int, default=12)
     page.add_argument("--seconds", type=float, default=30.0, help=f"at most {MAX_SECONDS:g}")
@@ -223,6 +242,24 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.mode == "hops":
         return
+    if args.mode == "tenancy":
+        if not 0 < args.seconds <= MAX_TENANCY_SECONDS:
+            parser.error(f"--seconds must be in (0, {MAX_TENANCY_SECONDS:g}]")
+        if not 1 <= args.events <= MAX_TENANCY_EVENTS:
+            parser.error(f"--events must be in [1, {MAX_TENANCY_EVENTS}]")
+        if not 2 <= args.centers <= 10:
+            parser.error("--centers must be in [2, 10]")
+        if (args.hubs > 1) != bool(args.redis_url):
+            parser.error("--hubs 2 needs --redis-url, and --redis-url needs --hubs 2")
+        if args.redis_url:
+            try:
+                tenancy.check_redis_url(args.redis_url)
+            except ValueError as exc:
+                parser.error(str(exc))
+        for item in args.hub_env:
+            if "=" not in item or not item.startswith("HUB_"):
+                parser.error(f"--hub-env expects HUB_KEY=VALUE, got {item!r}")
+        return
     if args.mode == "browser":
         if not 0 < args.seconds <= MAX_SECONDS:
             parser.error(f"--seconds must be in (0, {MAX_SECONDS:g}]")
@@ -267,6 +304,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return _hops([r.resolve() for r in args.root or [ROOT]], args.json)
     if args.mode == "browser":
         return _browser(args, [r.resolve() for r in args.root or [ROOT]])
+    if args.mode == "tenancy":
+        return _tenancy(args)
     raise_nofile_limit()
     hub_env = dict(item.split("=", 1) for item in args.hub_env)
     roots = [r.resolve() for r in args.root or [ROOT]]
@@ -310,6 +349,23 @@ def _fanout(args: argparse.Namespace, roots: list[Path], hub_env: dict[str, str]
                 run = replace(target, name=f"{name}@{index}") if tagged else target
                 out["runs"].append(fanout.run_fanout(run, args, root, workdir, hub_env))
     _report(args, out, [])
+    return out
+
+
+def _tenancy(args: argparse.Namespace) -> dict[str, Any]:
+    hub_env = dict(item.split("=", 1) for item in args.hub_env)
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
+        summary = tenancy.soak(
+            Path(tmp), hubs=args.hubs, redis_url=args.redis_url, events=args.events,
+            seconds=args.seconds, centers=args.centers, hub_env=hub_env,
+            root=(args.root or ROOT).resolve(),
+        )  # fmt: skip
+    out: dict[str, Any] = {"mode": "tenancy", "cpu_count": os.cpu_count(), "runs": [summary]}
+    text = json.dumps(out, indent=2)
+    print(text)
+    print(tenancy.table(summary), file=sys.stderr)
+    if args.json:
+        args.json.write_text(text + "\n")
     return out
 
 

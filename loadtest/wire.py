@@ -83,6 +83,8 @@ class WireClient:
         self._next_id = 0
         self.sid: str | None = None
         self.on_close: Callable[[], None] | None = None
+        # Called with every event's name and payload, known to ``on`` or not (before its handler).
+        self.on_any: Callable[[str, Any], object] | None = None
 
     @property
     def connected(self) -> bool:
@@ -211,6 +213,8 @@ class WireClient:
             end += 1
         if kind == b"2":
             name, *args = loads(data[end:])
+            if self.on_any is not None:
+                self.on_any(name, args[0] if args else None)
             handler = self._handlers.get(name)
             if handler is not None:
                 handler(args[0] if args else None)
