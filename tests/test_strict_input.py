@@ -181,6 +181,10 @@ async def test_deeply_nested_values_are_a_validation_error_and_log_nothing(
         "421[]",  # an empty event list
         "421" + "[" * 10_000 + "]" * 10_000,  # nested past the decoder's depth limit
         '421["canvas:patch",{"session_id":',  # cut short
+        # Found by tests/fuzz.py: an event name that is not a string (python-socketio
+        # looked it up in a dict: TypeError, an ERROR traceback, no answer).
+        '421[["canvas:patch"],{}]',
+        '421[{"a":1}]',
     ],
 )
 async def test_an_undecodable_packet_with_an_ack_id_is_answered(
@@ -196,7 +200,9 @@ async def test_an_undecodable_packet_with_an_ack_id_is_answered(
     assert errors_logged(caplog) == []
 
 
-@pytest.mark.parametrize("frame", ["42", "42[NaN]", b"\xff\xfe\x00garbage"])
+# "4": an empty Socket.IO packet, found by tests/fuzz.py (python-socketio skipped
+# decoding it and read the missing event list: TypeError, an ERROR traceback).
+@pytest.mark.parametrize("frame", ["42", "42[NaN]", b"\xff\xfe\x00garbage", "4", "42[[]]"])
 async def test_an_undecodable_packet_without_an_ack_id_ends_only_its_connection(
     hub: Hub, caplog: pytest.LogCaptureFixture, frame: str | bytes
 ) -> None:

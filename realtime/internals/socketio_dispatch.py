@@ -49,6 +49,13 @@ class StrictPacket(sio_packet.Packet):  # type: ignore[misc]
 
     json = CODEC
 
+    def __init__(self, *args: Any, encoded_packet: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, encoded_packet=encoded_packet, **kwargs)
+        if encoded_packet is not None and not encoded_packet:
+            # python-socketio decodes no empty message ("4"), leaving an event without data.
+            self.packet_type = sio_packet.EVENT
+            self.data = [Undecodable("an empty packet")]
+
     def decode(self, encoded_packet: Any) -> int:
         try:
             attachments = int(super().decode(encoded_packet))
@@ -59,6 +66,10 @@ class StrictPacket(sio_packet.Packet):  # type: ignore[misc]
         if self.packet_type == sio_packet.EVENT and not (isinstance(self.data, list) and self.data):
             got = "nothing" if self.data is None else type(self.data).__name__
             self.data = [Undecodable(f"expected an event list, got {got}")]
+        elif self.packet_type == sio_packet.EVENT and not isinstance(self.data[0], str):
+            # python-socketio looks the name up in a dict: a list or an object there raised.
+            got = type(self.data[0]).__name__
+            self.data = [Undecodable(f"expected an event name first, got {got}")]
         return attachments
 
 
