@@ -1,0 +1,101 @@
+"""The fuzzing harness (``tests/fuzz.py``) in the suite: a short run of each part.
+
+Each test starts a hub process of its own (SQLite in the test's tmp dir) and
+fuzzes it with a small budget; the long run (10,000 payloads per event) is
+``python -m tests.fuzz`` (docs/reliability.md). A finding fails the test with
+what was sent; hypothesis shrinks it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests import fuzz
+from tests.processes import HubProcess
+
+# Each test stays well under the suite's 60 s per test, also under `-n 3` on 2 cores.
+SHORT = fuzz.Budget(per_event=30, per_route=6, raw_frames=60, batch=6)
+EVENTS = list(fuzz.EVENTS)
+HALF = len(EVENTS) // 2
+
+
+@pytest.fixture
+def runner() -> Iterator[asyncio.Runner]:
+    # The harness runs hypothesis' examples synchronously, each on this loop.
+    with asyncio.Runner() as runner:
+        yield runner
+
+
+@pytest.fixture
+def world(runner: asyncio.Runner, tmp_path: Path) -> Iterator[fuzz.World]:
+    hub = fuzz.start(tmp_path)
+    http = runner.run(fuzz._session())
+    world = fuzz.World(hub, http, fuzz.Tally())
+    try:
+        runner.run(world.setup())
+        yield world
+        world.check_log("the test")
+    finally:
+        runner.run(http.close())
+        assert hub.stop() == 0, hub.log_tail()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("events", [EVENTS[:HALF], EVENTS[HALF:]], ids=["first", "second"])
+def test_socket_events_with_hostile_payloads(
+    runner: asyncio.Runner, world: fuzz.World, node: str, events: list[str]
+) -> None:
+    watch = runner.run(fuzz.JsWatch.start(node, world, max_s=120))
+    fuzz.run_socket_events(runner, world, SHORT, events)
+    runner.run(fuzz.check_js(world, runner.run(watch.finish())))
+    tally = world.tally
+    assert set(tally.sent) == {*events, "JS clients"}, tally.sent
+    assert all(tally.sent[event] >= SHORT.per_event for event in events), tally.sent
+    # The properties were exercised: refusals compared, and some payloads accepted.
+    assert tally.compared > 0
+    assert sum(tally.outcomes[event]["ok"] for event in events) > 0, tally.outcomes
+
+
+@pytest.mark.slow
+def test_raw_malformed_frames(runner: asyncio.Runner, world: fuzz.World) -> None:
+    fuzz.run_raw_frames(runner, world, SHORT)
+    assert world.tally.sent["raw frame"] >= SHORT.raw_frames
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", [0, 1, 2])
+def test_rest_routes_with_hostile_requests(
+    runner: asyncio.Runner, world: fuzz.World, part: int
+) -> None:
+    document = runner.run(fuzz.openapi(world))
+    routes = fuzz.operations(document)
+    mine = {(method, path) for method, path, _ in routes[part::3]}
+    fuzz.run_rest(runner, world, SHORT, document, only=lambda m, p: (m, p) in mine)
+    assert {what for what in world.tally.sent} == {f"{m} {p}" for m, p in mine}
+    assert world.tally.compared > 0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="open defect: aiohttp's parser refuses a header line over 8,190 bytes with a "
+    "plain-text 400 and logs 'Error handling request' with a traceback (realtime/cli.py)",
+)
+async def test_a_bearer_token_over_the_header_limit_gets_a_json_error_and_no_traceback(
+    hub_process: HubProcess,
+) -> None:
+    # Hardening finding 4 ("a 100 KB bearer token gets a plain-text 400 and an ERROR
+    # traceback"), still there; found again by the harness.
+    headers = {"Authorization": "Bearer " + "e" * 100_000}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{hub_process.url}/api/v1/sessions", headers=headers) as resp:
+            status, raw = resp.status, await resp.read()
+    log = hub_process.log_path.read_text(errors="replace")
+    assert fuzz.LOG_PROBLEM.search(log) is None, log[-3000:]
+    assert status in (400, 401, 431), status
+    assert fuzz.strict(raw, "the answer")["errorCode"], raw
