@@ -1,4 +1,4 @@
-"""The fuzzing harness (``tests/fuzz.py``) in the suite: a short run of each part.
+"""The fuzzing harness (``tests/fuzz/``) in the suite: a short run of each part.
 
 Each test starts a hub process of its own (SQLite in the test's tmp dir) and
 fuzzes it with a small budget; the long run (10,000 payloads per event) is
@@ -15,12 +15,25 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests import fuzz
+from tests.fuzz.rest import operations
+from tests.fuzz.run import (
+    Budget,
+    JsWatch,
+    check_js,
+    new_http,
+    openapi,
+    run_raw_frames,
+    run_rest,
+    run_socket_events,
+    start,
+)
+from tests.fuzz.values import EVENTS
+from tests.fuzz.world import LOG_PROBLEM, Tally, World, strict
 from tests.processes import HubProcess
 
 # Each test stays well under the suite's 60 s per test, also under `-n 3` on 2 cores.
-SHORT = fuzz.Budget(per_event=30, per_route=6, raw_frames=60, batch=6)
-EVENTS = list(fuzz.EVENTS)
+SHORT = Budget(per_event=30, per_route=6, raw_frames=60, batch=6)
+EVENTS = list(EVENTS)
 HALF = len(EVENTS) // 2
 
 
@@ -32,10 +45,10 @@ def runner() -> Iterator[asyncio.Runner]:
 
 
 @pytest.fixture
-def world(runner: asyncio.Runner, tmp_path: Path) -> Iterator[fuzz.World]:
-    hub = fuzz.start(tmp_path)
-    http = runner.run(fuzz._session())
-    world = fuzz.World(hub, http, fuzz.Tally())
+def world(runner: asyncio.Runner, tmp_path: Path) -> Iterator[World]:
+    hub = start(tmp_path)
+    http = runner.run(new_http())
+    world = World(hub, http, Tally())
     try:
         runner.run(world.setup())
         yield world
@@ -48,11 +61,11 @@ def world(runner: asyncio.Runner, tmp_path: Path) -> Iterator[fuzz.World]:
 @pytest.mark.slow
 @pytest.mark.parametrize("events", [EVENTS[:HALF], EVENTS[HALF:]], ids=["first", "second"])
 def test_socket_events_with_hostile_payloads(
-    runner: asyncio.Runner, world: fuzz.World, node: str, events: list[str]
+    runner: asyncio.Runner, world: World, node: str, events: list[str]
 ) -> None:
-    watch = runner.run(fuzz.JsWatch.start(node, world, max_s=120))
-    fuzz.run_socket_events(runner, world, SHORT, events)
-    runner.run(fuzz.check_js(world, runner.run(watch.finish())))
+    watch = runner.run(JsWatch.start(node, world, max_s=120))
+    run_socket_events(runner, world, SHORT, events)
+    runner.run(check_js(world, runner.run(watch.finish())))
     tally = world.tally
     assert set(tally.sent) == {*events, "JS clients"}, tally.sent
     assert all(tally.sent[event] >= SHORT.per_event for event in events), tally.sent
@@ -62,20 +75,18 @@ def test_socket_events_with_hostile_payloads(
 
 
 @pytest.mark.slow
-def test_raw_malformed_frames(runner: asyncio.Runner, world: fuzz.World) -> None:
-    fuzz.run_raw_frames(runner, world, SHORT)
+def test_raw_malformed_frames(runner: asyncio.Runner, world: World) -> None:
+    run_raw_frames(runner, world, SHORT)
     assert world.tally.sent["raw frame"] >= SHORT.raw_frames
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", [0, 1, 2])
-def test_rest_routes_with_hostile_requests(
-    runner: asyncio.Runner, world: fuzz.World, part: int
-) -> None:
-    document = runner.run(fuzz.openapi(world))
-    routes = fuzz.operations(document)
+def test_rest_routes_with_hostile_requests(runner: asyncio.Runner, world: World, part: int) -> None:
+    document = runner.run(openapi(world))
+    routes = operations(document)
     mine = {(method, path) for method, path, _ in routes[part::3]}
-    fuzz.run_rest(runner, world, SHORT, document, only=lambda m, p: (m, p) in mine)
+    run_rest(runner, world, SHORT, document, only=lambda m, p: (m, p) in mine)
     assert {what for what in world.tally.sent} == {f"{m} {p}" for m, p in mine}
     assert world.tally.compared > 0
 
@@ -96,6 +107,6 @@ async def test_a_bearer_token_over_the_header_limit_gets_a_json_error_and_no_tra
         async with http.get(f"{hub_process.url}/api/v1/sessions", headers=headers) as resp:
             status, raw = resp.status, await resp.read()
     log = hub_process.log_path.read_text(errors="replace")
-    assert fuzz.LOG_PROBLEM.search(log) is None, log[-3000:]
+    assert LOG_PROBLEM.search(log) is None, log[-3000:]
     assert status in (400, 401, 431), status
-    assert fuzz.strict(raw, "the answer")["errorCode"], raw
+    assert strict(raw, "the answer")["errorCode"], raw
