@@ -223,8 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-frames", type=int, default=10_000, help="raw malformed frames")
     parser.add_argument("--batch", type=int, default=50, help="payloads in flight at once")
     parser.add_argument("--node", default="node", help="Node.js, with tests/js/node_modules")
+    parser.add_argument(
+        "--compare-every", type=int, default=1, help="compare the state around every n-th batch"
+    )
     args = parser.parse_args(argv)
-    budget = Budget(args.per_event, args.per_route, args.raw_frames, args.batch)
+    budget = Budget(args.per_event, args.per_route, args.raw_frames, args.batch, args.compare_every)
     started = time.monotonic()
     tally = Tally()
     findings: list[str] = []

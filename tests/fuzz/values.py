@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from typing import Any
@@ -132,11 +133,16 @@ def with_raw(event: str, payload: dict[str, Any], key: str, raw: str) -> str:
     return event_text(event, {**payload, key: marker}).replace(f'"{marker}"', raw)
 
 
+@functools.cache
+def schema_of(event: str) -> dict[str, Any]:
+    """The JSON schema of ``event``'s payload (pydantic builds it anew on each call)."""
+    return EVENTS[event].model_json_schema()
+
+
 @st.composite
 def mutated(draw: st.DrawFn, event: str, base: dict[str, Any]) -> Payload:
     """``base`` (a valid payload) sent as is or made hostile, one way drawn."""
-    model = EVENTS[event]
-    schema = model.model_json_schema()
+    schema = schema_of(event)
     props: dict[str, Any] = schema["properties"]
     required = set(schema.get("required", []))
     keys = sorted(base) or ["session_id"]
