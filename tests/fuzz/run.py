@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 (event, lambda event=event: fuzz_event(runner, world, budget, event))
                 for event in EVENTS
             ]
-            parts.append(("raw frames", lambda: run_raw_frames(runner, world, budget)))
+            parts.append(("raw frame", lambda: run_raw_frames(runner, world, budget)))
             parts.append(
                 ("JS clients", lambda: runner.run(check_js(world, runner.run(watch.finish()))))
             )
@@ -258,7 +258,12 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # a finding, reported with the others
                     findings.append(f"{name}: {type(exc).__name__}: {str(exc)[:3000]}")
                     print(f"FINDING in {name}:\n{str(exc)[:3000]}", flush=True)
-                print(f"{time.monotonic() - started:.0f} s: {name} done", flush=True)
+                outcomes = ", ".join(f"{k} {v}" for k, v in tally.outcomes[name].most_common())
+                print(
+                    f"{time.monotonic() - started:.0f} s: {name} done: {tally.sent[name]} sent"
+                    f" ({outcomes}); {tally.compared} refused batches compared so far",
+                    flush=True,
+                )
             world.check_log("the run")
         finally:
             runner.run(http.close())
