@@ -9,12 +9,14 @@ what was sent; hypothesis shrinks it first.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.conftest import Database, Hub
 from tests.fuzz.rest import operations
 from tests.fuzz.run import (
     Budget,
@@ -110,3 +112,33 @@ async def test_a_bearer_token_over_the_header_limit_gets_a_json_error_and_no_tra
     assert LOG_PROBLEM.search(log) is None, log[-3000:]
     assert status in (400, 401, 431), status
     assert strict(raw, "the answer")["errorCode"], raw
+
+
+NUL_PATHS = [
+    "/api/v1/sessions/\x00",
+    "/api/v1/sessions/a\x00b/enrollments",
+    "/api/v1/people/\x00",
+    "/api/v1/cohorts/\x00",
+    "/api/v1/relationships/\x00",
+    "/api/v1/teacher/sessions/\x00",
+]
+
+
+@pytest.mark.parametrize("path", NUL_PATHS)
+async def test_a_nul_in_a_path_parameter_is_refused_and_logs_no_traceback(
+    hub: Hub,
+    database: Database,
+    path: str,
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Found by probing with the harness's hostile path parameters ("%00") on Postgres,
+    # which stores no NUL: the query fails, the hub answers 500 INTERNAL and logs an
+    # ERROR traceback. SQLite answers 404. The fix belongs in rest/http.py's middleware
+    # (refuse a NUL in any path parameter before the handler runs), which another change
+    # is reworking; see docs/reliability.md.
+    if database.kind == "postgres":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="open defect: 500 on Postgres"))
+    status, body = await hub.as_("tutor-1", "TUTOR").get(path)
+    assert status in (403, 404, 422), (status, body)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
