@@ -176,6 +176,9 @@ def request_for(
 
     def segment(name: str) -> str:
         value = draw(st.one_of(st.sampled_from(known.get(name, ["x1"])), hostile_text))
+        if world.postgres:
+            # An open defect there (test_fuzz.py::test_a_nul_in_a_path_parameter_...).
+            value = value.replace("\x00", "")
         return urllib.parse.quote(value.encode("utf-8", "surrogatepass"), safe="")
 
     path = re.sub(r"\{(\w+)\}", lambda m: segment(m.group(1)), template)

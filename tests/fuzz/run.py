@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -202,10 +203,28 @@ def fuzz_route(
     batches()
 
 
-def start(tmp: Path) -> HubProcess:
-    hub = spawn_hub(tmp, f"fuzz-secret-{secrets.token_hex(16)}", forked=True)
+def start(tmp: Path, database_url: str | None = None, schema: str | None = None) -> HubProcess:
+    """A hub process on loopback: SQLite in ``tmp``, or ``database_url`` (Postgres, its
+    tables in ``schema``, which must exist)."""
+    env = {}
+    if database_url is not None:
+        env["HUB_DATABASE_URL"] = database_url
+        if schema is not None:
+            env["HUB_DATABASE_SCHEMA"] = schema
+    hub = spawn_hub(tmp, f"fuzz-secret-{secrets.token_hex(16)}", settings=env, forked=True)
     hub.wait_healthy()
     return hub
+
+
+async def postgres_schema(database_url: str, create: bool, schema: str) -> None:
+    """Create (or drop) the run's own schema in the Postgres database."""
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        sql = f'CREATE SCHEMA "{schema}"' if create else f'DROP SCHEMA "{schema}" CASCADE'
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 async def openapi(world: World) -> dict[str, Any]:
@@ -224,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=50, help="payloads in flight at once")
     parser.add_argument("--node", default="node", help="Node.js, with tests/js/node_modules")
     parser.add_argument(
+        "--database-url",
+        help="a Postgres URL (postgresql+asyncpg://...) for the hub, in a schema of the run's"
+        " own; default: SQLite in a temporary directory",
+    )
+    parser.add_argument(
         "--compare-every", type=int, default=1, help="compare the state around every n-th batch"
     )
     args = parser.parse_args(argv)
@@ -231,10 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     tally = Tally()
     findings: list[str] = []
+    schema = f"fuzz_{secrets.token_hex(6)}"
+    postgres = args.database_url is not None
     with tempfile.TemporaryDirectory(prefix="hub-fuzz-") as tmp, asyncio.Runner() as runner:
-        hub = start(Path(tmp))
+        if postgres:
+            runner.run(postgres_schema(args.database_url, True, schema))
+        hub = start(Path(tmp), args.database_url, schema if postgres else None)
         http = runner.run(new_http())
-        world = World(hub, http, tally)
+        world = World(hub, http, tally, postgres=postgres)
         try:
             runner.run(world.setup())
             document = runner.run(openapi(world))
@@ -268,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             runner.run(http.close())
             code = hub.stop()
+            if postgres:
+                runner.run(postgres_schema(args.database_url, False, schema))
         wall = time.monotonic() - started
         print(report(tally, wall, hub, code))
         print(f"findings: {len(findings)}")

@@ -146,8 +146,11 @@ class Wire(RawSocket):
 class World:
     """A hub process, two centers' sessions, and a joined raw socket per actor."""
 
-    def __init__(self, hub: HubProcess, http: aiohttp.ClientSession, tally: Tally) -> None:
+    def __init__(
+        self, hub: HubProcess, http: aiohttp.ClientSession, tally: Tally, *, postgres: bool = False
+    ) -> None:
         self.hub = hub
+        self.postgres = postgres
         self.http = http
         self.tally = tally
         self.sessions: dict[str, str] = {}  # center -> session id
