@@ -167,7 +167,9 @@ def request_for(
     components = document["components"]
     must_refuse = False
     known = {
-        "session_id": list(world.sessions.values()),
+        "session_id": [*world.sessions.values(), *world.ids["course_session_id"]],
+        "cohort_id": world.ids["cohort_id"],
+        "announcement_id": world.ids["announcement_id"],
         "student_id": ["s1", "s2", "s9"],
         "tutor_id": ["tutor-1", "tutor-2"],
         "user_id": ["tutor-1", "s1", "p1"],
@@ -175,7 +177,7 @@ def request_for(
     }
 
     def segment(name: str) -> str:
-        value = draw(st.one_of(st.sampled_from(known.get(name, ["x1"])), hostile_text))
+        value = draw(st.one_of(st.sampled_from(known.get(name) or ["x1"]), hostile_text))
         if world.postgres:
             # An open defect there (test_fuzz.py::test_a_nul_in_a_path_parameter_...).
             value = value.replace("\x00", "")

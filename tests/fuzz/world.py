@@ -10,7 +10,7 @@ import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -188,8 +188,40 @@ class World:
                 path = f"{SESSIONS}/{session_id}/enrollments"
                 status, _, raw = await self.rest("POST", path, token, json=body)
                 assert status == 201, raw
+        await self.more_objects()
         for actor in ACTORS:
             await self.rejoin(actor)
+
+    async def more_objects(self) -> None:
+        """A cohort, a course session and its announcement in center c1, so that REST path
+        parameters can name real rows (their ids go to ``self.ids``)."""
+        admin = self.hub.token("admin-1", Role.CENTER_ADMIN, "c1")
+        tutor = self.hub.token("tutor-1", Role.TUTOR, "c1")
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+        course = {
+            "session_name": "Fuzzing",
+            "teacher_id": "tutor-1",
+            "course_id": "math-101",
+            "start_date": start.isoformat(),
+            "end_date": (start + timedelta(days=90)).isoformat(),
+            "max_students": 30,
+        }
+        made = [
+            ("cohort_id", "POST", f"{API}/cohorts", admin, {"name": "Y7", "student_ids": []}),
+            ("course_session_id", "POST", f"{API}/teacher/sessions", tutor, course),
+        ]
+        for kind, method, path, token, body in made:
+            status, _, raw = await self.rest(method, path, token, json=body)
+            assert status == 201, (path, raw)
+            data = strict(raw, path)["data"]
+            self.ids[kind].append(data.get("id") or data[kind])
+        path = f"{API}/teacher/sessions/{self.ids['course_session_id'][0]}/announcements"
+        body = {"title": "Room", "message": "We meet in room 12."}
+        status, _, raw = await self.rest("POST", path, tutor, json=body)
+        assert status == 201, (path, raw)
+        self.ids["announcement_id"].append(
+            strict(raw, path)["data"]["course_session_announcement_id"]
+        )
 
     async def rejoin(self, actor: str) -> None:
         """A connected raw socket for ``actor``, joined to its center's session."""
