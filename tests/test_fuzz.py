@@ -34,7 +34,7 @@ from tests.fuzz.world import LOG_PROBLEM, Tally, World, strict
 from tests.processes import HubProcess
 
 # Each test stays well under the suite's 60 s per test, also under `-n 3` on 2 cores.
-SHORT = Budget(per_event=30, per_route=6, raw_frames=60, batch=6)
+SHORT = Budget(per_event=30, per_route=4, raw_frames=60, batch=6)
 EVENTS = list(EVENTS)
 HALF = len(EVENTS) // 2
 
