@@ -153,8 +153,11 @@ def fuzz_event(runner: asyncio.Runner, world: World, budget: Budget, event: str)
     def batches(data: st.DataObject) -> None:
         actor = data.draw(st.sampled_from(WEIGHTED_ACTORS), label="actor")
         rng = random.Random(data.draw(st.integers(0, 2**32), label="seed"))
+        # Half the batches only hostile in ways always refused: those are compared.
+        refused_only = data.draw(st.booleans(), label="refused only")
         payloads = [
-            data.draw(mutated(event, bases(world, actor, event, rng))) for _ in range(budget.batch)
+            data.draw(mutated(event, bases(world, actor, event, rng), refused_only))
+            for _ in range(budget.batch)
         ]
         count[0] += 1
         compare = count[0] % budget.compare_every == 0

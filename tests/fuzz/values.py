@@ -133,6 +133,19 @@ def with_raw(event: str, payload: dict[str, Any], key: str, raw: str) -> str:
     return event_text(event, {**payload, key: marker}).replace(f'"{marker}"', raw)
 
 
+# The hostile ways the contract refuses whatever the state (see ``mutated``).
+REFUSED_KINDS = [
+    "drop",
+    "extra",
+    "wrong_type",
+    "unsafe_number",
+    "nul",
+    "deep",
+    "arguments",
+    "not_object",
+]
+
+
 @functools.cache
 def schema_of(event: str) -> dict[str, Any]:
     """The JSON schema of ``event``'s payload (pydantic builds it anew on each call)."""
@@ -140,34 +153,48 @@ def schema_of(event: str) -> dict[str, Any]:
 
 
 @st.composite
-def mutated(draw: st.DrawFn, event: str, base: dict[str, Any]) -> Payload:
-    """``base`` (a valid payload) sent as is or made hostile, one way drawn."""
+def mutated(
+    draw: st.DrawFn, event: str, base: dict[str, Any], refused_only: bool = False
+) -> Payload:
+    """``base`` (a valid payload) sent as is or made hostile, one way drawn;
+    ``refused_only``: only ways the contract refuses."""
     schema = schema_of(event)
     props: dict[str, Any] = schema["properties"]
     required = set(schema.get("required", []))
     keys = sorted(base) or ["session_id"]
     key = draw(st.sampled_from(keys))
-    kind = draw(
-        st.sampled_from(
-            [
-                "valid",
-                "drop",
-                "extra",
-                "wrong_type",
-                "bad_enum",
-                "unsafe_number",
-                "nul",
-                "deep",
-                "huge",
-                "arguments",
-                "not_object",
-                "binary",
-                "odd_value",
-                "big_int",
-            ]
-            + (["bad_path", "bad_op"] if event == "canvas:patch" else [])
+    if refused_only:
+        kind = draw(
+            st.sampled_from(
+                REFUSED_KINDS + (["bad_path", "bad_op"] if event == "canvas:patch" else [])
+            )
         )
-    )
+        if kind == "drop":
+            key = draw(st.sampled_from(sorted(required & set(keys))))
+        elif kind == "wrong_type" and not wrong_types(props.get(key, {})):
+            kind = "extra"
+    else:
+        kind = draw(
+            st.sampled_from(
+                [
+                    "valid",
+                    "drop",
+                    "extra",
+                    "wrong_type",
+                    "bad_enum",
+                    "unsafe_number",
+                    "nul",
+                    "deep",
+                    "huge",
+                    "arguments",
+                    "not_object",
+                    "binary",
+                    "odd_value",
+                    "big_int",
+                ]
+                + (["bad_path", "bad_op"] if event == "canvas:patch" else [])
+            )
+        )
     if kind == "valid":
         return Payload(event, kind, event_text(event, base), False)
     if kind == "drop":
@@ -227,7 +254,7 @@ def mutated(draw: st.DrawFn, event: str, base: dict[str, Any]) -> Payload:
         refused = ["", "/", "elements", "/elements", "/meta", "/nothing/x", "/-", "//"]
         refused += ["/elements/~2", "/elements/a~"]
         maybe = ["/elements/", "/elements/a/b", "/annotations/x", "/meta/x/0", "/elements/a/-"]
-        path = draw(st.sampled_from(refused + maybe))
+        path = draw(st.sampled_from(refused if refused_only else refused + maybe))
         ops = [{"op": "add", "path": path, "value": {"type": "stroke"}}]
         return Payload(event, kind, event_text(event, {**base, "ops": ops}), path in refused)
     assert kind == "bad_op"
@@ -253,7 +280,7 @@ def mutated(draw: st.DrawFn, event: str, base: dict[str, Any]) -> Payload:
         {"op": "remove", "path": "/elements/a"},
         {"op": "replace", "path": "/meta/title", "value": None},
     ]
-    op = draw(st.sampled_from(refused_ops + maybe_ops))
+    op = draw(st.sampled_from(refused_ops if refused_only else refused_ops + maybe_ops))
     ops = [op] if draw(st.booleans()) else [{"op": "add", "path": "/elements/c", "value": 2}, op]
     return Payload(event, kind, event_text(event, {**base, "ops": ops}), op in refused_ops)
 
