@@ -12,6 +12,7 @@ import random
 import secrets
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,9 @@ def fuzz_route(
     batches()
 
 
+MAX_FINDING_CHARS = 30_000
+
+
 def start(tmp: Path, database_url: str | None = None, schema: str | None = None) -> HubProcess:
     """A hub process on loopback: SQLite in ``tmp``, or ``database_url`` (Postgres, its
     tables in ``schema``, which must exist)."""
@@ -287,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     part()
                 except Exception as exc:  # a finding, reported with the others
-                    findings.append(f"{name}: {type(exc).__name__}: {str(exc)[:3000]}")
-                    print(f"FINDING in {name}:\n{str(exc)[:3000]}", flush=True)
+                    # The whole of it: hypothesis' groups name their failures only inside.
+                    told = "".join(traceback.format_exception(exc))[-MAX_FINDING_CHARS:]
+                    findings.append(f"{name}: {type(exc).__name__}: {str(exc)[:300]}")
+                    print(f"FINDING in {name}:\n{told}", flush=True)
                 outcomes = ", ".join(f"{k} {v}" for k, v in tally.outcomes[name].most_common())
                 print(
                     f"{time.monotonic() - started:.0f} s: {name} done: {tally.sent[name]} sent"

@@ -69,6 +69,9 @@ for (const [name, socket] of Object.entries(sockets)) {
     seen.disconnects.push([name, `no answer: ${error}`]);
   }
 }
-process.stdout.write(JSON.stringify(seen)); // before our own disconnects below
-for (const socket of Object.values(sockets)) socket.disconnect();
-process.exit(0);
+// Our own disconnects and the exit once the pipe took it all (process.exit right after
+// a large write cut it at 64 KiB).
+process.stdout.write(JSON.stringify(seen), () => {
+  for (const socket of Object.values(sockets)) socket.disconnect();
+  process.exit(0);
+});
