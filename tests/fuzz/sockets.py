@@ -157,7 +157,9 @@ async def raw_batch(world: World, frames: list[str | bytes]) -> None:
         await wire.ws.send_str(f"42{n}{ping}")
         # After a Socket.IO disconnect ("41") the socket has left the namespace: the hub
         # rightly drops its later events, as python-socketio does.
-        left = any(isinstance(f, str) and f.startswith("41") for f in frames)
+        # So after an Engine.IO close ("1"): the hub answers nothing more and closes the
+        # websocket only at the ping timeout (45 s by default; noted in docs/reliability.md).
+        left = any(isinstance(f, str) and f.startswith(("41", "1")) for f in frames)
         try:
             acks, closed = await wire.collect({n}, within=2.0 if left else WAIT_S)
         except Finding:
