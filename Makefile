@@ -14,7 +14,7 @@ DEV_LOCK := requirements-dev.lock
 COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
 	--generate-hashes --no-emit-index-url --quiet
 
-.PHONY: run test lint format migrate token bench lock canary clean vendor
+.PHONY: run test lint format migrate token bench fuzz lock canary clean vendor
 
 # Everything comes from the dev lock, hash-checked, nothing resolved here; the hub
 # itself is installed editable, built by the locked setuptools.
@@ -63,6 +63,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m loadtest relay --sessions 20 --students 5 --rate 10 --seconds 20 \
 		--target hub --target baseline
+
+## fuzz: the long fuzzing run (10,000 payloads per event; docs/reliability.md)
+fuzz: $(STAMP) $(JS_STAMP)
+	flock /tmp/bench.lock $(BIN)/python -m tests.fuzz --per-event 10000 --batch 100 --compare-every 2
 
 ## lock: the two locks again from pyproject.toml, keeping every pin that still fits
 ## (a new dependency, a changed range); UPGRADE=--upgrade takes the newest allowed

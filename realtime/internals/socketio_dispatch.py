@@ -31,6 +31,15 @@ from realtime.base.codec import CODEC
 from realtime.internals import engineio_websocket
 
 NAMESPACE = "/"
+# The packet types a client may send (a CONNECT_ERROR comes only from a server).
+_FROM_CLIENTS = {
+    sio_packet.CONNECT,
+    sio_packet.DISCONNECT,
+    sio_packet.EVENT,
+    sio_packet.ACK,
+    sio_packet.BINARY_EVENT,
+    sio_packet.BINARY_ACK,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +58,41 @@ class StrictPacket(sio_packet.Packet):  # type: ignore[misc]
 
     json = CODEC
 
+    def __init__(self, *args: Any, encoded_packet: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, encoded_packet=encoded_packet, **kwargs)
+        if encoded_packet is not None and not encoded_packet:
+            # python-socketio decodes no empty message ("4"), leaving an event without data.
+            self.packet_type = sio_packet.EVENT
+            self.data = [Undecodable("an empty packet")]
+
     def decode(self, encoded_packet: Any) -> int:
         try:
             attachments = int(super().decode(encoded_packet))
         except Exception as exc:  # whatever the client sent: its fault, not ours
-            self.packet_type = sio_packet.EVENT
-            self.data = [Undecodable(f"{type(exc).__name__}: {exc}"[:200])]
-            return 0  # no binary attachments to wait for
-        if self.packet_type == sio_packet.EVENT and not (isinstance(self.data, list) and self.data):
-            got = "nothing" if self.data is None else type(self.data).__name__
-            self.data = [Undecodable(f"expected an event list, got {got}")]
+            return self._undecodable(f"{type(exc).__name__}: {exc}"[:200])
+        # python-socketio's server raised (an ERROR traceback, no answer) on each of these.
+        if self.packet_type not in _FROM_CLIENTS:
+            return self._undecodable(f"a client sends no packet of type {self.packet_type}")
+        binary = self.packet_type in (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK)
+        if binary and attachments < 1:
+            # It would take the socket's next message, whatever it is, as an attachment.
+            return self._undecodable("a binary packet without attachments")
+        if self.packet_type in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
+            if not (isinstance(self.data, list) and self.data):
+                got = "nothing" if self.data is None else type(self.data).__name__
+                return self._undecodable(f"expected an event list, got {got}")
+            if not isinstance(self.data[0], str):
+                # python-socketio looks the name up in a dict: a list or an object raised.
+                return self._undecodable(
+                    f"expected an event name first, got {type(self.data[0]).__name__}"
+                )
         return attachments
+
+    def _undecodable(self, reason: str) -> int:
+        """Make this an event carrying ``[Undecodable(reason)]`` (keeping its ack id)."""
+        self.packet_type = sio_packet.EVENT
+        self.data = [Undecodable(reason)]
+        return 0  # no binary attachments to wait for
 
 
 class InlineDispatchServer(socketio.AsyncServer):  # type: ignore[misc]
