@@ -156,3 +156,24 @@ async def test_websocket_compression_is_taken_only_when_the_hub_allows_it(
         assert (await ws.receive_str(timeout=5)).startswith("0")  # Engine.IO open
         await ws.send_str("40" + json.dumps({"token": hub.tokens("s1", "STUDENT")}))
         assert (await ws.receive_str(timeout=5)).startswith("40")
+
+
+async def test_a_client_s_engineio_close_ends_its_websocket_at_once(
+    make_hub: HubFactory,
+) -> None:
+    """Found by the fuzzing harness: after a client's CLOSE packet ("1") the websocket
+    stayed open until the heartbeat noticed (the ping timeout, 45 s by default)."""
+    hub = await make_hub()
+    url = hub.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    async with hub.http.ws_connect(url) as ws:
+        assert (await ws.receive_str(timeout=5)).startswith("0")
+        await ws.send_str("40" + json.dumps({"token": hub.tokens("s1", "STUDENT")}))
+        assert (await ws.receive_str(timeout=5)).startswith("40")
+        await ws.send_str("1")
+        started = time.monotonic()
+        message = await ws.receive(timeout=10)
+        while message.type == aiohttp.WSMsgType.TEXT:  # a packet already on its way
+            message = await ws.receive(timeout=10)
+    assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), message
+    assert time.monotonic() - started < 2
+    await eventually(lambda: len(hub.gateway().members) == 0, what="the socket gone")

@@ -407,6 +407,8 @@ class WebSocket:
                 return
             except Exception:
                 log.exception("%s: Engine.IO receive failed", socket.sid)
+            if socket.closed:  # the client's CLOSE packet: end the connection now
+                return
 
     async def _write(self) -> None:
         """Send what the socket queues, one packet at a time (what waits for a slow
