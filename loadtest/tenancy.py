@@ -87,6 +87,19 @@ REFRESH_EVERY = 50
 NOTE_VISIBILITIES = ("PRIVATE", "STUDENT", "PARENT")
 
 
+def add_patch(
+    session_id: str, path: str, value: dict[str, Any], *, student_id: str | None = None
+) -> dict[str, Any]:
+    """A ``canvas:patch`` payload of one ``add`` (a tutor's names the student)."""
+    payload: dict[str, Any] = {
+        "session_id": session_id,
+        "ops": [{"op": "add", "path": path, "value": value}],
+    }
+    if student_id is not None:
+        payload["student_id"] = student_id
+    return payload
+
+
 @dataclass(frozen=True)
 class TenancyConfig:
     urls: tuple[str, ...]
@@ -372,17 +385,12 @@ class Soak:
             await self.call(
                 actor,
                 "canvas:patch",
-                {
-                    "session_id": session_id,
-                    "student_id": student,
-                    "ops": [
-                        {
-                            "op": "add",
-                            "path": f"/annotations/x-{student}",
-                            "value": {"type": "rect", "m": f"{actor.conn.tag}:{actor.n}"},
-                        }
-                    ],
-                },
+                add_patch(
+                    session_id,
+                    f"/annotations/x-{student}",
+                    {"type": "rect", "m": f"{actor.conn.tag}:{actor.n}"},
+                    student_id=student,
+                ),
                 refused=True,
             )
         elif r < 0.85:
@@ -416,24 +424,12 @@ class Soak:
             ack = await self.call(
                 actor,
                 "canvas:patch",
-                {
-                    "session_id": session_id,
-                    "student_id": student,
-                    "ops": [
-                        {
-                            "op": "add",
-                            "path": f"/annotations/a-{student}-{n % ANNOTATION_IDS}",
-                            "value": {
-                                "type": "rect",
-                                "x": n % 100,
-                                "y": 1,
-                                "w": 5,
-                                "h": 5,
-                                "m": marker,
-                            },
-                        }
-                    ],
-                },
+                add_patch(
+                    session_id,
+                    f"/annotations/a-{student}-{n % ANNOTATION_IDS}",
+                    {"type": "rect", "x": n % 100, "y": 1, "w": 5, "h": 5, "m": marker},
+                    student_id=student,
+                ),
             )
             if ack is not None:
                 self.oracle.expect(
@@ -581,20 +577,11 @@ class Soak:
             ack = await self.call(
                 actor,
                 "canvas:patch",
-                {
-                    "session_id": session_id,
-                    "ops": [
-                        {
-                            "op": "add",
-                            "path": f"/elements/e-{user}-{n % ELEMENT_IDS}",
-                            "value": {
-                                "type": "stroke",
-                                "points": [[n % 50, 1], [2, 3]],
-                                "m": marker,
-                            },
-                        }
-                    ],
-                },
+                add_patch(
+                    session_id,
+                    f"/elements/e-{user}-{n % ELEMENT_IDS}",
+                    {"type": "stroke", "points": [[n % 50, 1], [2, 3]], "m": marker},
+                ),
             )
             if ack is not None and not actor.churner:
                 expected = self.stable(session_id, students=(user,))
@@ -674,17 +661,12 @@ class Soak:
             await self.call(
                 actor,
                 "canvas:patch",
-                {
-                    "session_id": session_id,
-                    "student_id": other,
-                    "ops": [
-                        {
-                            "op": "add",
-                            "path": f"/elements/p-{actor.conn.user}",
-                            "value": {"type": "rect", "m": f"{actor.conn.tag}:p{actor.n}"},
-                        }
-                    ],
-                },
+                add_patch(
+                    session_id,
+                    f"/elements/p-{actor.conn.user}",
+                    {"type": "rect", "m": f"{actor.conn.tag}:p{actor.n}"},
+                    student_id=other,
+                ),
                 refused=True,
             )
         elif pick == 1 and others:
