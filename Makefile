@@ -14,7 +14,7 @@ DEV_LOCK := requirements-dev.lock
 COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
 	--generate-hashes --no-emit-index-url --quiet
 
-.PHONY: run test lint format migrate token bench fuzz lock canary clean vendor
+.PHONY: run test lint format migrate token bench fuzz lock canary clean vendor dashboard ops-check
 
 # Everything comes from the dev lock, hash-checked, nothing resolved here; the hub
 # itself is installed editable, built by the locked setuptools.
@@ -78,6 +78,15 @@ lock: $(STAMP)
 ## throwaway venv (RESOLUTION=lowest-direct tries the lower bounds instead)
 canary: $(STAMP)
 	.ci/canary $(RESOLUTION)
+
+## dashboard: docs/ops/hub-dashboard.json again from its generator, docs/ops/dashboard.py
+dashboard: $(STAMP)
+	$(BIN)/python docs/ops/dashboard.py > docs/ops/hub-dashboard.json
+
+## ops-check: promtool checks the alert rules and runs their unit tests (Debian: prometheus)
+ops-check:
+	promtool check rules docs/ops/alerts.yml
+	promtool test rules docs/ops/alerts.test.yml
 
 format: $(STAMP)
 	$(BIN)/ruff format .
