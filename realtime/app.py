@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -69,6 +70,7 @@ from rest.keys import (
     REDIS,
     SESSIONS,
     SETTINGS,
+    STOPPING,
     TIMERS,
     VERIFIER,
 )
@@ -85,6 +87,8 @@ SWEEP_FINISH_S = 2.0
 LOOP_LAG_EVERY_S = 0.025
 # How often freed C heap pages go back to the system (a trim takes 0.3-1 ms).
 HEAP_TRIM_EVERY_S = 10.0
+# How often hub_ready and hub_dependency_up are refreshed between scrapes.
+READY_CHECK_EVERY_S = 5.0
 
 
 def build_app(
@@ -230,6 +234,7 @@ def build_app(
         clock=clock,
         session_ending_warn_s=settings.session_ending_warn_s,
         idle_alert_s=settings.idle_alert_s,
+        metrics=metrics,
     )
     # The features' events, and their parts of every join, leave and ending (in this
     # order: the join ack's fields and the leave hooks run as listed).
@@ -272,6 +277,7 @@ def build_app(
     app[HELP] = help_desk
     app[TIMERS] = timers
     app[COURSE_ANNOUNCEMENTS] = course_announcements
+    app[STOPPING] = asyncio.Event()
     # Lazy: the client connects on first use.
     app[REDIS] = redis
     sio.attach(app, socketio_path="socket.io")
@@ -311,6 +317,8 @@ def _presence(redis: Redis | None, cluster: Bus) -> PresenceTracker:
 async def _disconnect_clients(app: web.Application) -> None:
     started = time.perf_counter()
     log.info("stopping: SIGTERM or shutdown")
+    app[STOPPING].set()
+    app[METRICS].ready.set(0)
     gateway = app[GATEWAY]
     clients = len(gateway.members)
     await gateway.disconnect_all()
@@ -351,6 +359,10 @@ async def _canvas_store(app: web.Application) -> AsyncIterator[None]:
     log.info("stopping: canvases stored in %.2f s", _since(started))
 
 
+async def _check_ready(app: web.Application) -> None:
+    await health.check_readiness(app)
+
+
 def _since(started: float) -> float:
     return time.perf_counter() - started
 
@@ -365,6 +377,9 @@ async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(app[PRESENCE].watch_idle(every_s, stopping)),
         asyncio.create_task(app[TIMERS].watch(every_s, stopping)),
         asyncio.create_task(app[COURSE_ANNOUNCEMENTS].watch(every_s, stopping)),
+        asyncio.create_task(
+            every(READY_CHECK_EVERY_S, partial(_check_ready, app), "readiness", stopping)
+        ),
     ]
     trim = heap_trimmer()
     if trim is not None:
