@@ -105,8 +105,10 @@ def build_app(
     """
     for mismatch in check_versions(allow_untested=settings.allow_untested_libraries):
         log.warning("HUB_ALLOW_UNTESTED_LIBRARIES: starting with %s", mismatch)
-    verifier = TokenVerifier(settings)
     metrics = HubMetrics()
+    verifier = TokenVerifier(
+        settings, on_verified=lambda key: metrics.tokens_verified.labels(key).inc()
+    )
     engine = create_engine(
         settings.database_url, echo=settings.database_echo, schema=settings.database_schema
     )
@@ -282,6 +284,10 @@ def build_app(
     app[REDIS] = redis
     sio.attach(app, socketio_path="socket.io")
     app.add_routes(health.routes)
+    if settings.metrics_port is None:
+        app.add_routes(health.metrics_routes)
+    else:
+        app.cleanup_ctx.append(_metrics_port)
     app.add_routes(sessions.routes)
     app.add_routes(enrollments.routes)
     app.add_routes(canvas_routes.routes)
@@ -393,6 +399,27 @@ async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
     yield
     # The sweeps finish the round under way before the database is closed.
     await wind_down(stopping, tasks, SWEEP_FINISH_S)
+
+
+async def _metrics_port(app: web.Application) -> AsyncIterator[None]:
+    """/metrics alone on HUB_METRICS_PORT, so that the public port need not serve it."""
+    settings = app[SETTINGS]
+    assert settings.metrics_port is not None
+    metrics_app = web.Application()
+    metrics_app[SETTINGS] = settings
+    metrics_app[METRICS] = app[METRICS]
+    metrics_app.add_routes(health.metrics_routes)
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    host = settings.metrics_host or settings.host
+    await web.TCPSite(runner, host, settings.metrics_port).start()
+    log.info("metrics on %s", ", ".join(f"http://{h}:{p}/metrics" for h, p in _hosts(runner)))
+    yield
+    await runner.cleanup()
+
+
+def _hosts(runner: web.AppRunner) -> list[tuple[str, int]]:
+    return [(f"[{a[0]}]" if ":" in a[0] else a[0], a[1]) for a in runner.addresses]
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

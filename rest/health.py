@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import Awaitable
 from typing import Literal
@@ -12,8 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from typing_extensions import TypedDict
 
 from persistence.db import ping
+from realtime.base.errors import ErrorCode
 from realtime.base.logbudget import LogBudget
-from rest.keys import ENGINE, METRICS, REDIS, STOPPING
+from rest.http import error_response
+from rest.keys import ENGINE, METRICS, REDIS, SETTINGS, STOPPING
 from rest.openapi import Envelope, documented
 
 log = logging.getLogger(__name__)
@@ -84,9 +87,29 @@ async def _check(dependency: str, answer: Awaitable[object]) -> str:
 _failures: dict[str, LogBudget] = {}
 
 
-@routes.get("/metrics")
+# On the public port, or on HUB_METRICS_PORT alone (``realtime.app``).
+metrics_routes = web.RouteTableDef()
+
+
+@metrics_routes.get("/metrics")
 @documented(str, envelope=Envelope.BARE, media_type=CONTENT_TYPE_LATEST, public=True)
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus metrics, in its text format."""
+    """Prometheus metrics, in its text format; with ``Authorization: Bearer <token>``
+    when the hub has a HUB_METRICS_TOKEN."""
+    token = request.app[SETTINGS].metrics_token
+    if token is not None and not _bearer_is(request, token.get_secret_value()):
+        # Answered here, not raised: on HUB_METRICS_PORT no middleware makes error bodies.
+        refused = error_response(
+            401, ErrorCode.UNAUTHORIZED.value, "/metrics needs the hub's metrics bearer token"
+        )
+        refused.headers["WWW-Authenticate"] = "Bearer"
+        return refused
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _bearer_is(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )

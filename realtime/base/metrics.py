@@ -227,6 +227,13 @@ class HubMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.tokens_verified = Counter(
+            "hub_tokens_verified_total",
+            "Tokens verified, by the key that verified them (current, or previous while a "
+            "key is rotated: when it stays at 0, the previous key can go)",
+            ["key"],
+            registry=r,
+        )
         self.canvas_commit_failures = Counter(
             "hub_canvas_commit_failures_total",
             "Canvas writes that could not be stored: their patches were refused (INTERNAL), "
