@@ -134,6 +134,7 @@ class GroupCommitter:
                     raise
                 except Exception:
                     log.exception("canvas commit failed unexpectedly")
+                    self._count_failed(batch)
                     _fail(batch, "internal error")
                 last_commit = time.monotonic()
             self._idle.set()
@@ -180,11 +181,16 @@ class GroupCommitter:
     def _broken(self, writes: list[Write]) -> None:
         """These writes could not be stored: fail them and mark their replicas broken."""
         log.exception("could not store %d canvas writes", len(writes))
+        self._count_failed(writes)
         canvases = {w.canvas for w in writes}
         for canvas in canvases:
             canvas.broken = True  # reload from what the database holds
         _fail(writes, "could not store the patch")
         self._on_broken(canvases)
+
+    def _count_failed(self, writes: list[Write]) -> None:
+        if self._metrics is not None:
+            self._metrics.canvas_commit_failures.inc(sum(not w.future.done() for w in writes))
 
 
 def _fail(writes: list[Write], why: str) -> None:

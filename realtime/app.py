@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -69,6 +70,7 @@ from rest.keys import (
     REDIS,
     SESSIONS,
     SETTINGS,
+    STOPPING,
     TIMERS,
     VERIFIER,
 )
@@ -85,6 +87,8 @@ SWEEP_FINISH_S = 2.0
 LOOP_LAG_EVERY_S = 0.025
 # How often freed C heap pages go back to the system (a trim takes 0.3-1 ms).
 HEAP_TRIM_EVERY_S = 10.0
+# How often hub_ready and hub_dependency_up are refreshed between scrapes.
+READY_CHECK_EVERY_S = 5.0
 
 
 def build_app(
@@ -101,8 +105,10 @@ def build_app(
     """
     for mismatch in check_versions(allow_untested=settings.allow_untested_libraries):
         log.warning("HUB_ALLOW_UNTESTED_LIBRARIES: starting with %s", mismatch)
-    verifier = TokenVerifier(settings)
     metrics = HubMetrics()
+    verifier = TokenVerifier(
+        settings, on_verified=lambda key: metrics.tokens_verified.labels(key).inc()
+    )
     engine = create_engine(
         settings.database_url, echo=settings.database_echo, schema=settings.database_schema
     )
@@ -230,6 +236,7 @@ def build_app(
         clock=clock,
         session_ending_warn_s=settings.session_ending_warn_s,
         idle_alert_s=settings.idle_alert_s,
+        metrics=metrics,
     )
     # The features' events, and their parts of every join, leave and ending (in this
     # order: the join ack's fields and the leave hooks run as listed).
@@ -272,10 +279,15 @@ def build_app(
     app[HELP] = help_desk
     app[TIMERS] = timers
     app[COURSE_ANNOUNCEMENTS] = course_announcements
+    app[STOPPING] = asyncio.Event()
     # Lazy: the client connects on first use.
     app[REDIS] = redis
     sio.attach(app, socketio_path="socket.io")
     app.add_routes(health.routes)
+    if settings.metrics_port is None:
+        app.add_routes(health.metrics_routes)
+    else:
+        app.cleanup_ctx.append(_metrics_port)
     app.add_routes(sessions.routes)
     app.add_routes(enrollments.routes)
     app.add_routes(canvas_routes.routes)
@@ -311,6 +323,8 @@ def _presence(redis: Redis | None, cluster: Bus) -> PresenceTracker:
 async def _disconnect_clients(app: web.Application) -> None:
     started = time.perf_counter()
     log.info("stopping: SIGTERM or shutdown")
+    app[STOPPING].set()
+    app[METRICS].ready.set(0)
     gateway = app[GATEWAY]
     clients = len(gateway.members)
     await gateway.disconnect_all()
@@ -351,6 +365,10 @@ async def _canvas_store(app: web.Application) -> AsyncIterator[None]:
     log.info("stopping: canvases stored in %.2f s", _since(started))
 
 
+async def _check_ready(app: web.Application) -> None:
+    await health.check_readiness(app)
+
+
 def _since(started: float) -> float:
     return time.perf_counter() - started
 
@@ -365,6 +383,9 @@ async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(app[PRESENCE].watch_idle(every_s, stopping)),
         asyncio.create_task(app[TIMERS].watch(every_s, stopping)),
         asyncio.create_task(app[COURSE_ANNOUNCEMENTS].watch(every_s, stopping)),
+        asyncio.create_task(
+            every(READY_CHECK_EVERY_S, partial(_check_ready, app), "readiness", stopping)
+        ),
     ]
     trim = heap_trimmer()
     if trim is not None:
@@ -378,6 +399,27 @@ async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
     yield
     # The sweeps finish the round under way before the database is closed.
     await wind_down(stopping, tasks, SWEEP_FINISH_S)
+
+
+async def _metrics_port(app: web.Application) -> AsyncIterator[None]:
+    """/metrics alone on HUB_METRICS_PORT, so that the public port need not serve it."""
+    settings = app[SETTINGS]
+    assert settings.metrics_port is not None
+    metrics_app = web.Application()
+    metrics_app[SETTINGS] = settings
+    metrics_app[METRICS] = app[METRICS]
+    metrics_app.add_routes(health.metrics_routes)
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    host = settings.metrics_host or settings.host
+    await web.TCPSite(runner, host, settings.metrics_port).start()
+    log.info("metrics on %s", ", ".join(f"http://{h}:{p}/metrics" for h, p in _hosts(runner)))
+    yield
+    await runner.cleanup()
+
+
+def _hosts(runner: web.AppRunner) -> list[tuple[str, int]]:
+    return [(f"[{a[0]}]" if ":" in a[0] else a[0], a[1]) for a in runner.addresses]
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

@@ -6,6 +6,8 @@ start and stop hooks read them. REST sits above the features it calls.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -35,4 +37,6 @@ CANVASES: web.AppKey[CanvasService] = web.AppKey("canvases")
 HELP: web.AppKey[HelpDesk] = web.AppKey("help")
 TIMERS: web.AppKey[Timers] = web.AppKey("timers")
 REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
+# Set when the hub starts stopping (SIGTERM): it is no longer ready.
+STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping")
 COURSE_ANNOUNCEMENTS: web.AppKey[CourseAnnouncements] = web.AppKey("course_announcements")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
@@ -37,6 +37,7 @@ from persistence.repositories import EnrollmentRepository
 from persistence.views import iso
 from realtime.base.errors import ErrorCode, HubError, not_found
 from realtime.base.events import Id, Payload
+from realtime.base.metrics import HubMetrics
 from realtime.base.names import staff_room, student_room, students_room
 from realtime.base.tasks import every
 from realtime.bus.bus import SWEEPS, sweeps_lease_s
@@ -105,6 +106,7 @@ class Timers(JoinReads):
         clock: Callable[[], datetime] = utcnow,
         session_ending_warn_s: float = 300.0,
         idle_alert_s: float = 300.0,
+        metrics: HubMetrics | None = None,
     ) -> None:
         self._db = db
         self._reads = reads
@@ -116,6 +118,7 @@ class Timers(JoinReads):
         self._help = help_desk
         self._ending_warn = timedelta(seconds=session_ending_warn_s)
         self._idle_alert_s = idle_alert_s
+        self._metrics = metrics
         # Alert keys known to have fired, so each tick does not ask the database again.
         self._fired: set[tuple[str, str, str]] = set()
 
@@ -223,6 +226,8 @@ class Timers(JoinReads):
             await self._fire_timers(now)
             await self._session_alerts(now)
             await self._help_alerts(now)
+        else:
+            self._report_help_queue(now, [])  # the leading hub reports it
         await self._idle_alerts(now)
 
     async def _fire_timers(self, now: datetime) -> None:
@@ -262,6 +267,7 @@ class Timers(JoinReads):
             "label": timer.label,
             "student_id": timer.student_id,
         }
+        self._count(kind)
         await self._tell(timer, "timer:alert", data)
 
     async def _session_alerts(self, now: datetime) -> None:
@@ -327,6 +333,7 @@ class Timers(JoinReads):
                     )
                 )
             ).all()
+        self._report_help_queue(now, waiting)
         for request in waiting:
             target = self._help.targets[HelpPriority(request.priority)]
             if (now - request.created_at).total_seconds() > target:
@@ -340,6 +347,24 @@ class Timers(JoinReads):
                     now,
                     help_id=request.id,
                 )
+
+    def _count(self, kind: AlertKind) -> None:
+        if self._metrics is not None:
+            self._metrics.alerts.labels(kind.value).inc()
+
+    def _report_help_queue(self, now: datetime, waiting: Sequence[HelpRequest]) -> None:
+        """The help queue's gauges: open requests, the oldest one's wait and those past
+        their target, by priority."""
+        if self._metrics is None:
+            return
+        for priority in HelpPriority:
+            waits = [
+                (now - r.created_at).total_seconds() for r in waiting if r.priority == priority
+            ]
+            target = self._help.targets[priority]
+            self._metrics.help_waiting.labels(priority.value).set(len(waits))
+            self._metrics.help_oldest_wait.labels(priority.value).set(max(waits, default=0.0))
+            self._metrics.help_overdue.labels(priority.value).set(sum(w > target for w in waits))
 
     async def _raise(
         self,
@@ -378,6 +403,7 @@ class Timers(JoinReads):
             self._fired.add(key)  # fired before (by this hub, or another, or before a restart)
             return None
         self._fired.add(key)
+        self._count(kind)
         data = {
             "session_id": session_id,
             "kind": kind.value,

@@ -634,6 +634,9 @@ async def test_a_nul_character_in_a_patch_fails_no_other_canvas(
     )
     results = await asyncio.gather(bad, good.durable, return_exceptions=True)
     assert results[1] is None, f"a valid patch of another canvas failed: {results[1]!r}"
+    # A write the database refused is counted (the "commits failing" alert reads it).
+    refused = isinstance(results[0], HubError) and results[0].code is ErrorCode.INTERNAL
+    assert hub.metric("hub_canvas_commit_failures_total") == (1 if refused else 0), results
     # Over the socket the hub refuses a NUL in any string up front, on every backend.
     student = await hub.connect("s1", "STUDENT")
     assert (await student.join(session_id))["ok"]

@@ -9,6 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.procs import free_port
+from realtime.base.metrics import hub_version
+from rest.keys import STOPPING
 from tests.conftest import REDIS_URL, Hub, HubFactory, need_service, redis_problem
 from tests.support import eventually
 
@@ -137,3 +139,30 @@ async def test_a_stall_of_the_event_loop_shows_in_the_loop_lag_histogram(hub: Hu
     await asyncio.sleep(0.1)
     samples = await metric_samples(hub)
     assert stalls() == before + 1
+
+
+async def test_readiness_is_exported_for_alerts(make_hub: HubFactory) -> None:
+    # hub_ready and hub_dependency_up back the "not ready" and "Redis unreachable"
+    # alerts (docs/ops/alerts.yml): refreshed by the hub itself, not only by probes.
+    hub = await make_hub(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    await eventually(
+        lambda: hub.metric("hub_dependency_up", dependency="database") == 1,
+        what="the first readiness check",
+        within=15,
+    )
+    assert hub.metric("hub_dependency_up", dependency="redis") == 0
+    assert hub.metric("hub_ready") == 0
+    samples = await metric_samples(hub)
+    assert [labels for name, labels in samples if name == "hub_build_info"] == [
+        (("version", hub_version()),)
+    ]
+
+
+async def test_a_stopping_hub_is_not_ready(hub: Hub) -> None:
+    status, _ = await hub.api(None).get("/readyz")
+    assert status == 200 and hub.metric("hub_ready") == 1
+    assert hub.app is not None
+    hub.app[STOPPING].set()  # what SIGTERM sets before the clients are told to go
+    status, body = await hub.api(None).get("/readyz")
+    assert (status, body["checks"].get("hub")) == (503, "stopping")
+    assert hub.metric("hub_ready") == 0

@@ -506,3 +506,62 @@ def test_mint_token_without_secret_or_private_key_raises(rsa_key: RsaKey) -> Non
 
     with pytest.raises(ValueError, match="no HS256 secret"):
         mint_token(settings, sub="t1", role=Role.TUTOR, center="c1")
+
+
+# -- key rotation: the previous key is accepted until it is removed -----------
+
+
+def test_a_token_of_the_previous_secret_is_accepted_while_it_is_configured() -> None:
+    used: list[str] = []
+    rotating = TokenVerifier(
+        Settings(jwt_secret=OTHER_SECRET, jwt_previous_secret=SECRET), on_verified=used.append
+    )
+    assert rotating.verify(hs256(claims(sub="old"), SECRET)).user_id == "old"
+    assert rotating.verify(hs256(claims(sub="new"), OTHER_SECRET)).user_id == "new"
+    assert used == ["previous", "current"]
+    assert rotating.algorithms == ["HS256"]
+    # Once the previous secret is removed, its tokens are refused.
+    rotated = TokenVerifier(Settings(jwt_secret=OTHER_SECRET))
+    with pytest.raises(HubError) as refused:
+        rotated.verify(hs256(claims(), SECRET))
+    assert refused.value.code is ErrorCode.UNAUTHORIZED
+
+
+def test_a_token_of_neither_key_is_refused_and_expiry_is_still_checked() -> None:
+    rotating = TokenVerifier(Settings(jwt_secret=OTHER_SECRET, jwt_previous_secret=SECRET))
+    with pytest.raises(HubError) as forged:
+        rotating.verify(hs256(claims(), "a-third-secret-nobody-configured-0123456789"))
+    assert (forged.value.code, forged.value.message) == (
+        ErrorCode.UNAUTHORIZED,
+        "invalid token: Signature verification failed",
+    )
+    with pytest.raises(HubError) as expired:
+        rotating.verify(hs256(claims(exp=int(time.time()) - 3600), SECRET))
+    assert expired.value.code is ErrorCode.TOKEN_EXPIRED
+
+
+def test_rotation_between_key_types_accepts_both_algorithms(rsa_key: RsaKey, ec_key: EcKey) -> None:
+    # From RS256 to ES256: both verify during the change, each with its own key.
+    rotating = TokenVerifier(
+        Settings(jwt_public_key=public_pem(ec_key), jwt_previous_public_key=public_pem(rsa_key))
+    )
+    assert rotating.algorithms == ["ES256", "RS256"]
+    old = jwt.encode(claims(sub="old"), rsa_key, algorithm="RS256")
+    new = jwt.encode(claims(sub="new"), ec_key, algorithm="ES256")
+    assert [rotating.verify(t).user_id for t in (old, new)] == ["old", "new"]
+
+
+def test_rotation_between_rsa_keys(rsa_key: RsaKey) -> None:
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rotating = TokenVerifier(
+        Settings(jwt_public_key=public_pem(new_key), jwt_previous_public_key=public_pem(rsa_key))
+    )
+    for key in (rsa_key, new_key):
+        assert rotating.verify(jwt.encode(claims(), key, algorithm="RS256")).user_id == "user-1"
+
+
+def test_a_previous_key_needs_a_current_one() -> None:
+    with pytest.raises(ValueError, match="needs a current one"):
+        Settings(jwt_previous_secret=SECRET)
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        Settings(jwt_secret=SECRET, jwt_previous_secret="short")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from rest.keys import METRICS
 from tests.conftest import Hub, HubFactory
 from tests.support import Client, eventually, session_body
 from tests.test_canvas import live_session
@@ -201,3 +202,48 @@ async def test_session_ending_and_over_time(make_hub: HubFactory) -> None:
     await eventually(lambda: alerts(tutor, "SESSION_OVERTIME"), what="over time")
     assert alerts(student, "SESSION_OVERTIME") == []
     assert len(alerts(tutor, "SESSION_ENDING")) == 1
+
+
+def most(hub: Hub, name: str, **labels: str) -> float:
+    """The metric's largest value over the test's hubs (one of them leads the sweeps)."""
+    return max(app[METRICS].registry.get_sample_value(name, labels) or 0.0 for app in hub.apps)
+
+
+async def test_alerts_and_the_help_queue_are_measured(make_hub: HubFactory) -> None:
+    # What the ops dashboard and the "help waiting" alert read (docs/ops/).
+    clock = FakeClock()
+    hub = await timed_hub(make_hub, clock, help_target_normal_s=300, help_target_urgent_s=60)
+    session_id, tutor, students = await live_session(hub, ("s1", "s2"))
+    raised = {}
+    for student, priority in (("s1", "NORMAL"), ("s2", "URGENT")):
+        raised[student] = await students[student].call(
+            "help:request", {"session_id": session_id, "message": "?", "priority": priority}
+        )
+        assert raised[student]["ok"], raised
+    clock.advance(100)
+    await eventually(
+        lambda: most(hub, "hub_help_request_oldest_wait_seconds", priority="URGENT") >= 100,
+        what="the help queue's gauges",
+    )
+    assert most(hub, "hub_help_requests_waiting", priority="NORMAL") == 1
+    assert most(hub, "hub_help_requests_waiting", priority="URGENT") == 1
+    assert most(hub, "hub_help_requests_waiting", priority="LOW") == 0
+    # 100 s is past the urgent target (60 s), not the normal one (300 s).
+    assert most(hub, "hub_help_requests_overdue", priority="URGENT") == 1
+    assert most(hub, "hub_help_requests_overdue", priority="NORMAL") == 0
+    await eventually(lambda: alerts(tutor, "HELP_WAITING"), what="the urgent request's alert")
+    assert most(hub, "hub_alerts_total", kind="HELP_WAITING") == 1
+    cancel = {"session_id": session_id, "help_id": raised["s2"]["help_request"]["id"]}
+    assert (await students["s2"].call("help:update", {**cancel, "status": "CANCELLED"}))["ok"]
+    clock.advance(1)
+    await eventually(
+        lambda: most(hub, "hub_help_requests_waiting", priority="URGENT") == 0,
+        what="the cancelled request leaving the queue",
+    )
+    assert most(hub, "hub_help_requests_overdue", priority="URGENT") == 0
+    assert most(hub, "hub_help_request_oldest_wait_seconds", priority="URGENT") == 0
+    await tutor.call("timer:start", {"session_id": session_id, "label": "t", "duration_s": 1})
+    clock.advance(2)
+    await eventually(lambda: alerts(tutor, "TIMER_END"), what="the timer's end")
+    assert most(hub, "hub_alerts_total", kind="TIMER_END") == 1
+    assert most(hub, "hub_alerts_total", kind="HELP_WAITING") == 1

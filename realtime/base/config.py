@@ -51,12 +51,22 @@ class Settings(BaseSettings):
     database_echo: bool = False
     migrate_on_start: bool = True
     redis_url: str | None = None
+    # /metrics on its own port (on HUB_METRICS_HOST) instead of the public one, and/or
+    # only with "Authorization: Bearer <HUB_METRICS_TOKEN>".
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str | None = None
+    metrics_token: SecretStr | None = None
 
     # Identity. A secret enables HS256; a PEM public key enables RS256 or ES256
     # (by the key's type). Both may be set at once.
     jwt_secret: SecretStr | None = None
     jwt_public_key: SecretStr | None = None
     jwt_public_key_file: Path | None = None
+    # Rotation: a key the hub still accepts but no longer names as its own, while
+    # tokens signed with it may be in use (docs/runbook.md, "Rotating the JWT key").
+    jwt_previous_secret: SecretStr | None = None
+    jwt_previous_public_key: SecretStr | None = None
+    jwt_previous_public_key_file: Path | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=600)
@@ -171,7 +181,7 @@ class Settings(BaseSettings):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value or None
 
-    @field_validator("jwt_secret")
+    @field_validator("jwt_secret", "jwt_previous_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
@@ -183,6 +193,15 @@ class Settings(BaseSettings):
     def _identity_configured(self) -> Self:
         if self.jwt_public_key is not None and self.jwt_public_key_file is not None:
             raise ValueError("set HUB_JWT_PUBLIC_KEY or HUB_JWT_PUBLIC_KEY_FILE, not both")
+        if self.jwt_previous_public_key is not None and self.jwt_previous_public_key_file:
+            raise ValueError(
+                "set HUB_JWT_PREVIOUS_PUBLIC_KEY or HUB_JWT_PREVIOUS_PUBLIC_KEY_FILE, not both"
+            )
+        if self.has_previous_keys and not self.has_configured_keys:
+            raise ValueError(
+                "a previous JWT key (HUB_JWT_PREVIOUS_*) needs a current one "
+                "(HUB_JWT_SECRET or HUB_JWT_PUBLIC_KEY(_FILE))"
+            )
         if self.env is Environment.PRODUCTION:
             if not self.has_configured_keys:
                 raise ValueError(
@@ -212,6 +231,17 @@ class Settings(BaseSettings):
         )
 
     @property
+    def has_previous_keys(self) -> bool:
+        return any(
+            v is not None
+            for v in (
+                self.jwt_previous_secret,
+                self.jwt_previous_public_key,
+                self.jwt_previous_public_key_file,
+            )
+        )
+
+    @property
     def development_mode(self) -> bool:
         """The hub runs on the built-in development secret (never in production): the
         pages' sign-in and ``POST /api/v1/dev/token`` exist only then."""
@@ -226,8 +256,20 @@ class Settings(BaseSettings):
         return None
 
     def public_key_pem(self) -> str | None:
-        if self.jwt_public_key is not None:
-            return self.jwt_public_key.get_secret_value()
-        if self.jwt_public_key_file is not None:
-            return self.jwt_public_key_file.read_text()
-        return None
+        return _pem(self.jwt_public_key, self.jwt_public_key_file)
+
+    def previous_keys(self) -> tuple[str | None, str | None]:
+        """The previous HS256 secret and PEM public key, each if set."""
+        secret = self.jwt_previous_secret
+        return (
+            secret.get_secret_value() if secret is not None else None,
+            _pem(self.jwt_previous_public_key, self.jwt_previous_public_key_file),
+        )
+
+
+def _pem(key: SecretStr | None, path: Path | None) -> str | None:
+    if key is not None:
+        return key.get_secret_value()
+    if path is not None:
+        return path.read_text()
+    return None

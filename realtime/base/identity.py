@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -58,25 +59,24 @@ class TokenVerifier:
     ``exp`` is required; ``aud`` and ``iss`` are checked when configured.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._keys: dict[str, Any] = {}
-        secret = settings.hs256_secret()
-        if secret is not None:
-            self._keys["HS256"] = secret
-        pem = settings.public_key_pem()
-        if pem is not None:
-            key = load_pem_public_key(pem.encode())
-            if isinstance(key, rsa.RSAPublicKey):
-                self._keys["RS256"] = key
-            elif isinstance(key, ec.EllipticCurvePublicKey):
-                if not isinstance(key.curve, ec.SECP256R1):
-                    raise ValueError(f"expected an EC key on P-256 for ES256, got {key.curve.name}")
-                self._keys["ES256"] = key
-            else:
-                raise ValueError(f"expected an RSA or EC public key, got {type(key).__name__}")
+    def __init__(
+        self, settings: Settings, on_verified: Callable[[str], None] | None = None
+    ) -> None:
+        # Per algorithm, the current key first, then the previous one (key rotation).
+        self._keys: dict[str, list[Any]] = {}
+        previous_secret, previous_pem = settings.previous_keys()
+        for secret in (settings.hs256_secret(), previous_secret):
+            if secret is not None:
+                self._keys.setdefault("HS256", []).append(secret)
+        for pem in (settings.public_key_pem(), previous_pem):
+            if pem is not None:
+                algorithm, key = _public_key(pem)
+                self._keys.setdefault(algorithm, []).append(key)
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway_s
+        # Told "current" or "previous": which key verified a token.
+        self._on_verified = on_verified
 
     @property
     def algorithms(self) -> list[str]:
@@ -92,30 +92,55 @@ class TokenVerifier:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError as exc:
             raise HubError(ErrorCode.UNAUTHORIZED, f"malformed token: {exc}") from None
-        key = self._keys.get(alg) if isinstance(alg, str) else None
-        if key is None or not isinstance(alg, str):
+        keys = self._keys.get(alg, []) if isinstance(alg, str) else []
+        if not keys or not isinstance(alg, str):
             raise HubError(
                 ErrorCode.UNAUTHORIZED,
                 f"token algorithm {alg!r} is not accepted; expected one of {self.algorithms}",
             )
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[alg],
-                audience=self._audience,
-                issuer=self._issuer,
-                leeway=self._leeway,
-                options={
-                    "require": ["exp", "sub"],
-                    "verify_aud": self._audience is not None,
-                },
-            )
-        except jwt.ExpiredSignatureError:
-            raise HubError(ErrorCode.TOKEN_EXPIRED, "token has expired") from None
-        except jwt.PyJWTError as exc:
-            raise HubError(ErrorCode.UNAUTHORIZED, f"invalid token: {exc}") from None
+        claims = self._decode(token, alg, keys)
         return replace(_identity_from_claims(claims), leeway_s=float(self._leeway))
+
+    def _decode(self, token: str, alg: str, keys: list[Any]) -> dict[str, Any]:
+        """The claims of a token signed with one of ``keys`` (tried in order)."""
+        for n, key in enumerate(keys):
+            try:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[alg],
+                    audience=self._audience,
+                    issuer=self._issuer,
+                    leeway=self._leeway,
+                    options={
+                        "require": ["exp", "sub"],
+                        "verify_aud": self._audience is not None,
+                    },
+                )
+            except jwt.InvalidSignatureError as exc:
+                if n + 1 < len(keys):
+                    continue  # perhaps signed with the previous key
+                raise HubError(ErrorCode.UNAUTHORIZED, f"invalid token: {exc}") from None
+            except jwt.ExpiredSignatureError:
+                raise HubError(ErrorCode.TOKEN_EXPIRED, "token has expired") from None
+            except jwt.PyJWTError as exc:
+                raise HubError(ErrorCode.UNAUTHORIZED, f"invalid token: {exc}") from None
+            if self._on_verified is not None:
+                self._on_verified("current" if n == 0 else "previous")
+            return claims
+        raise AssertionError("unreachable: an algorithm with no keys is refused before")
+
+
+def _public_key(pem: str) -> tuple[str, Any]:
+    """The algorithm a PEM public key verifies (RS256 or ES256), and the key."""
+    key = load_pem_public_key(pem.encode())
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256", key
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise ValueError(f"expected an EC key on P-256 for ES256, got {key.curve.name}")
+        return "ES256", key
+    raise ValueError(f"expected an RSA or EC public key, got {type(key).__name__}")
 
 
 def _identity_from_claims(claims: dict[str, Any]) -> Identity:

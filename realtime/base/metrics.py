@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -40,6 +41,14 @@ def _time_gc(phase: str, info: dict[str, int]) -> None:
 
 
 gc.callbacks.append(_time_gc)
+
+
+def hub_version() -> str:
+    """The installed distribution's version, or "unknown" when run from a bare tree."""
+    try:
+        return version("tutor-hub")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class HubMetrics:
@@ -218,6 +227,65 @@ class HubMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.tokens_verified = Counter(
+            "hub_tokens_verified_total",
+            "Tokens verified, by the key that verified them (current, or previous while a "
+            "key is rotated: when it stays at 0, the previous key can go)",
+            ["key"],
+            registry=r,
+        )
+        self.canvas_commit_failures = Counter(
+            "hub_canvas_commit_failures_total",
+            "Canvas writes that could not be stored: their patches were refused (INTERNAL), "
+            "never acked",
+            registry=r,
+        )
+        self.alerts = Counter(
+            "hub_alerts_total",
+            "The hub's alerts to a session's staff (timer:alert) stored and sent, by kind",
+            ["kind"],
+            registry=r,
+        )
+        # The help queue is read from the database by the hub leading the sweeps; the
+        # others report 0, so a query across hubs takes the max.
+        self.help_waiting = Gauge(
+            "hub_help_requests_waiting",
+            "Open help requests in live sessions, by priority (0 on hubs not leading the sweeps)",
+            ["priority"],
+            registry=r,
+        )
+        self.help_oldest_wait = Gauge(
+            "hub_help_request_oldest_wait_seconds",
+            "How long the oldest open help request in a live session has waited, by priority "
+            "(0 on hubs not leading the sweeps)",
+            ["priority"],
+            registry=r,
+        )
+        self.help_overdue = Gauge(
+            "hub_help_requests_overdue",
+            "Open help requests waiting past their priority's target, by priority "
+            "(0 on hubs not leading the sweeps)",
+            ["priority"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "hub_ready",
+            "1 while the last readiness check passed and the hub is not stopping, else 0",
+            registry=r,
+        )
+        self.dependency_up = Gauge(
+            "hub_dependency_up",
+            "1 if the dependency (database, redis) answered the last check, else 0",
+            ["dependency"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "hub_build_info",
+            "The hub's version, as a label (the value is 1)",
+            ["version"],
+            registry=r,
+        )
+        self.build_info.labels(hub_version()).set(1)
         self.http_requests = Counter(
             "hub_http_requests_total",
             "REST requests by route template and status",
