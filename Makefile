@@ -57,6 +57,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy docs/ops/dashboard.py
 	$(BIN)/lint-imports
 
 ## bench: the hub against a bare python-socketio relay, 20 sessions x 5 students x 10 Hz

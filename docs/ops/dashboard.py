@@ -19,7 +19,9 @@ import sys
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as d
 from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.variants import Dataquery
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as m
 
@@ -60,7 +62,7 @@ class Queries:
 
     def __init__(self) -> None:
         self._letters = iter("ABCDEFGHIJ")
-        self.targets: list[prometheus.Dataquery] = []
+        self.targets: list[Builder[Dataquery]] = []
 
     def add(self, expr: str, legend: str, *, instant: bool = False) -> Queries:
         target = (
@@ -165,7 +167,7 @@ def single(
     )
 
 
-def variables() -> list[d.DatasourceVariable | d.QueryVariable]:
+def variables() -> list[Builder[m.VariableModel]]:
     source = d.DatasourceVariable("datasource").label("Data source").type("prometheus")
     job = (
         d.QueryVariable("job")
@@ -631,7 +633,7 @@ def build() -> d.Dashboard:
         .time("now-3h", "now")
         .refresh("30s")
         .timezone("browser")
-        .variables(variables())  # type: ignore[arg-type]
+        .variables(variables())
         .annotation(restarts())
     )
 
