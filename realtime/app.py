@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -365,8 +364,14 @@ async def _canvas_store(app: web.Application) -> AsyncIterator[None]:
     log.info("stopping: canvases stored in %.2f s", _since(started))
 
 
-async def _check_ready(app: web.Application) -> None:
-    await health.check_readiness(app)
+async def _watch_readiness(app: web.Application, stopping: asyncio.Event) -> None:
+    """``hub_ready`` and ``hub_dependency_up`` from the start, then between scrapes."""
+
+    async def check() -> None:
+        await health.check_readiness(app)
+
+    await check()
+    await every(READY_CHECK_EVERY_S, check, "readiness", stopping)
 
 
 def _since(started: float) -> float:
@@ -383,9 +388,7 @@ async def _idle_watch(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(app[PRESENCE].watch_idle(every_s, stopping)),
         asyncio.create_task(app[TIMERS].watch(every_s, stopping)),
         asyncio.create_task(app[COURSE_ANNOUNCEMENTS].watch(every_s, stopping)),
-        asyncio.create_task(
-            every(READY_CHECK_EVERY_S, partial(_check_ready, app), "readiness", stopping)
-        ),
+        asyncio.create_task(_watch_readiness(app, stopping)),
     ]
     trim = heap_trimmer()
     if trim is not None:
