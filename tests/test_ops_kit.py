@@ -306,6 +306,15 @@ def test_every_alert_has_a_severity_a_summary_and_its_runbook_entry() -> None:
         assert 'job="tutor-hub"' in rule["expr"], name
 
 
+def test_every_alerts_runbook_entry_exists() -> None:
+    """Each runbook_url's anchor is a heading of docs/runbook.md (as GitHub makes them)."""
+    headings = re.findall(r"^#+ (.+)$", (ROOT / "docs" / "runbook.md").read_text(), re.M)
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    for rule in alert_rules():
+        anchor = rule["annotations"]["runbook_url"].partition("#")[2]
+        assert anchor in anchors, f"{rule['alert']}: docs/runbook.md has no #{anchor}"
+
+
 def test_every_alert_is_shown_firing_and_not_firing() -> None:
     firing, quiet = set(), set()
     for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]:
