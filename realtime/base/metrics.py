@@ -103,12 +103,6 @@ class HubMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.canvas_patches = Counter(
-            "hub_canvas_patches_total",
-            "Canvas patches by outcome (accepted or the refusal's error code)",
-            ["outcome"],
-            registry=r,
-        )
         self.canvas_apply_seconds = Histogram(
             "hub_canvas_apply_seconds",
             "Validating and applying one patch in memory",
