@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,8 @@ from pydantic import BaseModel
 
 from realtime.base import logs
 from realtime.base.identity import Role
-from tests.processes import HubProcess, spawn_hub
+from tests.conftest import need_service
+from tests.processes import HubProcess, RedisServer, spawn_hub
 from tests.support import Client, eventually, session_body
 
 SESSIONS = "/api/v1/sessions"
@@ -225,6 +227,52 @@ async def test_a_timer_started_by_a_rest_call_is_not_labelled_with_its_request_i
     released = one(lines, logger="canvas.service")
     assert "request_id" not in released, released
     assert released["session_id"] == session_id
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_the_lease_tasks_a_canvas_patch_starts_log_as_the_hub(tmp_path: Path) -> None:
+    """With Redis, a hub's first canvas append starts the tasks that keep its canvas
+    lease (canvas/sequencer_leased.py), inside that socket's canvas:patch. Before,
+    they copied the event's context and every line they wrote, for the hub's whole
+    life, carried that socket's sid and user."""
+    if shutil.which("redis-server") is None:
+        need_service("redis-server", "not on PATH", hint="install redis-server")
+    redis = RedisServer(tmp_path)  # the test's own: it is killed below
+    await redis.start()
+    hub = spawn_hub(
+        tmp_path,
+        f"logs-test-secret-{secrets.token_hex(16)}",
+        settings={"HUB_LOG_FORMAT": "json", "HUB_REDIS_URL": redis.url},
+        forked=True,
+    )
+    try:
+        hub.wait_healthy()
+        tutor = hub.token("tutor-1", Role.TUTOR)
+        _, created, _ = await rest(hub, "POST", SESSIONS, tutor, session_body("tutor-1"))
+        session_id = created["data"]["id"]
+        await rest(hub, "POST", f"{SESSIONS}/{session_id}/enrollments", tutor, {"student_id": "s1"})
+        student = await Client().connect(hub.url, hub.token("s1", Role.STUDENT))
+        try:
+            assert (await student.join(session_id))["ok"]
+            ops = [{"op": "add", "path": "/elements/e1", "value": 1}]
+            ack = await student.call("canvas:patch", {"session_id": session_id, "ops": ops})
+            assert ack["ok"], ack
+            redis.stop()
+            await eventually(
+                lambda: "listening for canvas requests failed" in hub.log_path.read_text(),
+                within=10,
+                what="the lease listener's warning",
+            )
+        finally:
+            await student.sio.disconnect()
+    finally:
+        hub.stop()
+        redis.stop()
+    lease = [line for line in read_lines(hub) if line["logger"] == "canvas.sequencer_leased"]
+    assert lease
+    for line in lease:
+        assert not {"sid", "event", "user_id", "session_id"} & line.keys(), line
 
 
 # -- the formatters and the context, on their own ---------------------------------
