@@ -23,9 +23,10 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from realtime.base import logs
+from realtime.base.config import Settings
 from realtime.base.identity import Role
 from tests.conftest import need_service
 from tests.processes import HubProcess, RedisServer, spawn_hub
@@ -326,6 +327,13 @@ def test_a_traceback_leaves_out_the_input_pydantic_quotes() -> None:
     assert "ValidationError" in line["exc"] and "words" in line["exc"], line["exc"]
     assert "NOTEMARKER" not in line["exc"]
     assert "NOTEMARKER" not in formatted(logs.TextFormatter(), made)
+
+
+def test_hub_log_format_is_text_by_default_and_takes_json_and_nothing_else() -> None:
+    assert Settings().log_format == "text"
+    assert Settings(log_format="json").log_format == "json"
+    with pytest.raises(ValidationError, match="log_format"):
+        Settings(log_format="xml")
 
 
 def test_a_client_request_id_is_kept_only_if_short_and_plain() -> None:
