@@ -178,9 +178,11 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: str, fmt: LogFormat, stream: TextIO | None = None) -> logging.Handler:
     """The root logger writes to ``stream`` (stderr) at ``level`` in ``fmt``; any
-    handler configured before is replaced."""
+    handler configured before is replaced. Python's warnings go through it too
+    (logger ``py.warnings``), so that a JSON log holds nothing but JSON lines."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.addFilter(ContextFields())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.captureWarnings(True)
     return handler
