@@ -47,6 +47,9 @@ API_PREFIX = "/api/v1"
 REQUEST_ID = "X-Request-ID"
 # Scraped every few seconds: their access lines are DEBUG, not to drown the log.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+# HTTP lets a client name any method (aiohttp's C parser takes those llhttp knows,
+# its Python parser any token): the log and the metrics name these, OTHER the others.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 IDENTITY_KEY = web.RequestKey("identity", Identity)
 
 # aiohttp's own refusals, given the protocol's codes.
@@ -218,6 +221,7 @@ def error_middleware(
     async def respond(request: web.Request, handler: RestHandler) -> web.StreamResponse:
         started = time.perf_counter()
         route = _route_label(request)
+        method = _method(request)
         try:
             if _api(request) and not _preflight(request) and not is_public(request):
                 who = verifier.verify(_bearer(request))
@@ -235,21 +239,21 @@ def error_middleware(
             response = error_response(exc.http_status, exc.error_code, exc.message, exc.details)
         except web.HTTPException as exc:
             if exc.status < 400:
-                _access(request, route, exc.status, started)
+                _access(request, method, route, exc.status, started)
                 raise
             error_code = _HTTP_ERROR_CODES.get(exc.status, "HTTP_ERROR")
             response = error_response(exc.status, error_code, exc.reason)
         except ConnectionError as exc:
             # The client went away mid-request (say, a websocket handshake it gave up
             # on): nothing failed here, and the answer will most likely not be read.
-            gone.log(logging.INFO, "%s %s: the client went away (%s)", request.method, route, exc)
+            gone.log(logging.INFO, "%s %s: the client went away (%s)", method, route, exc)
             response = error_response(CLIENT_CLOSED, "CLIENT_CLOSED", "the client went away")
         except Exception:
-            log.exception("%s %s failed", request.method, route)
+            log.exception("%s %s failed", method, route)
             response = error_response(500, ErrorCode.INTERNAL.value, "internal error")
-        _access(request, route, response.status, started)
-        metrics.http_requests.labels(request.method, route, str(response.status)).inc()
-        metrics.http_seconds.labels(request.method, route).observe(time.perf_counter() - started)
+        _access(request, method, route, response.status, started)
+        metrics.http_requests.labels(method, route, str(response.status)).inc()
+        metrics.http_seconds.labels(method, route).observe(time.perf_counter() - started)
         return response
 
     return middleware
@@ -290,7 +294,11 @@ def _bearer(request: web.Request) -> str | None:
     return token.strip()
 
 
-def _access(request: web.Request, route: str, status: int, started: float) -> None:
+def _method(request: web.Request) -> str:
+    return request.method if request.method in METHODS else "OTHER"
+
+
+def _access(request: web.Request, method: str, route: str, status: int, started: float) -> None:
     """The request's access line: the route's template, never its path or query."""
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     remote = client_address(request)
@@ -298,13 +306,13 @@ def _access(request: web.Request, route: str, status: int, started: float) -> No
     access_log.log(
         logging.DEBUG if quiet else logging.INFO,
         "%s %s %d %.1f ms %s",
-        request.method,
+        method,
         route,
         status,
         duration_ms,
         remote,
         extra=logs.with_fields(
-            method=request.method,
+            method=method,
             route=route,
             status=status,
             duration_ms=duration_ms,

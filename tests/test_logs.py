@@ -124,6 +124,9 @@ async def test_json_lines_carry_their_request_socket_and_session_and_no_secrets(
     )
     assert status == 200
     assert re.fullmatch(r"[0-9a-f]{32}", replaced), replaced
+    # A method HTTP allows but no route takes: logged as OTHER.
+    status, _, _ = await rest(hub, "PROPFIND", SESSIONS, tutor)
+    assert status == 405
     # A bad token, over REST and on a socket (and in auth:refresh, below).
     status, _, _ = await rest(hub, "GET", SESSIONS, bad_token)
     assert status == 401
@@ -169,6 +172,7 @@ async def test_json_lines_carry_their_request_socket_and_session_and_no_secrets(
     create = one(lines, logger="realtime.access", request_id="create-0001")
     assert (create["method"], create["route"], create["status"]) == ("POST", SESSIONS, 201)
     one(lines, logger="realtime.access", request_id=replaced)
+    assert one(lines, logger="realtime.access", status=405)["method"] == "OTHER"
     unauthenticated = one(lines, logger="realtime.access", status=401)
     assert "user_id" not in unauthenticated
     # /healthz is polled: DEBUG, below the hub's INFO.
