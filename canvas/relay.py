@@ -21,6 +21,7 @@ from typing import Any
 
 from canvas.document import Author
 from canvas.store import CanvasKey, Patch
+from realtime.base import logs
 from realtime.base.metrics import HubMetrics
 from realtime.base.names import staff_room, student_room
 from realtime.gateway.outbox import Outbox
@@ -65,7 +66,8 @@ class CanvasRelay:
             sid = self._authors.pop((key, patch.seq), None)
             self._pending.append(_Item(key, patch, sid, now))
         if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush_later())
+            # Relays the patches of many sockets: labelled with none of them.
+            self._flushing = asyncio.create_task(self._flush_later(), context=logs.fresh_context())
 
     async def _flush_later(self) -> None:
         if self._interval > 0:

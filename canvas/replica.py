@@ -73,8 +73,14 @@ class Replica:
                 return True
             try:
                 self.doc.apply(entry.ops, patch.author, NO_LIMITS)
-            except HubError:
-                log.exception("a shared canvas patch did not apply here; reloading")
+            except HubError as exc:
+                # Not its message, which quotes the op's path and error (canvas content).
+                log.warning(
+                    "canvas %s: shared patch %d did not apply here (%s); reloading",
+                    self.key,
+                    patch.seq,
+                    exc.code.value,
+                )
                 return False
             self.seq = patch.seq
             self.remember(patch)

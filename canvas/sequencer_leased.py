@@ -46,6 +46,7 @@ from canvas import wire
 from canvas.sequencer import GAP, OTHER_EPOCH, Appended, Entry, SeqState, Unavailable
 from canvas.sequencer_redis import RedisCanvasStates, lua, state_of, unavailable
 from canvas.store import CanvasKey, Patch
+from realtime.base import logs
 from realtime.base.metrics import HubMetrics
 from realtime.base.tasks import stop
 from realtime.bus.bus import session_channel
@@ -254,7 +255,7 @@ class LeasedSequencer(RedisCanvasStates):
         return self._held.get(key)
 
     def _let_go_later(self, key: CanvasKey) -> None:
-        task = asyncio.create_task(self._let_go_now(key))
+        task = asyncio.create_task(self._let_go_now(key), context=logs.fresh_context())
         self._letting_go.add(task)
         task.add_done_callback(self._letting_go.discard)
 
@@ -300,7 +301,9 @@ class LeasedSequencer(RedisCanvasStates):
 
     async def _started(self) -> None:
         if self._starting is None:
-            self._starting = asyncio.ensure_future(self._start())
+            # Started by the first append, inside a socket event or a REST request; the
+            # lease tasks it starts live as long as the hub, and log as the hub.
+            self._starting = asyncio.create_task(self._start(), context=logs.fresh_context())
         try:
             await asyncio.shield(self._starting)
         except RedisError:

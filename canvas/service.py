@@ -15,6 +15,7 @@ from canvas.document import Author, parse_ops
 from canvas.relay import CanvasRelay
 from canvas.store import CanvasKey, CanvasStore, CatchUp
 from persistence.repositories import EnrollmentRepository
+from realtime.base import logs
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.events import Id, Payload
 from realtime.base.tasks import stop
@@ -176,6 +177,9 @@ class CanvasService:
             return
         await self.store.compact_session(session_id)
         await self.store.forget(session_id)
+        log.info(
+            "session %s: nobody here watches it; its canvases are stored and freed", session_id
+        )
 
     async def _after_keep(
         self, what: str | CanvasKey, action: Callable[[], Coroutine[Any, Any, None]]
@@ -185,8 +189,15 @@ class CanvasService:
             await action()
             return
         self._cancel(what)
+        # Runs after the socket (or REST call) that emptied it is done: labelled with the
+        # session alone, not with that socket or request.
+        session_id = what if isinstance(what, str) else what.session_id
         self._pending[what] = asyncio.get_running_loop().call_later(
-            self._keep_s, self._start, what, action
+            self._keep_s,
+            self._start,
+            what,
+            action,
+            context=logs.fresh_context(session_id=session_id),
         )
 
     def _start(

@@ -56,6 +56,9 @@ def create_engine(url: str, *, echo: bool = False, schema: str | None = None) ->
         "pool_pre_ping": True,
         "json_serializer": codec.dumps,
         "json_deserializer": codec.loads_stored,
+        # A failed statement's error (logged with its traceback) shows the SQL, not the
+        # values: canvas ops, notes, help messages (docs/logging.md).
+        "hide_parameters": True,
     }
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -190,6 +193,7 @@ def sync_sqlite_engine(
         url.set(drivername="sqlite"),
         json_serializer=codec.dumps,
         json_deserializer=codec.loads_stored,
+        hide_parameters=True,  # as create_engine's
         **kw,
     )
     pragmas = sqlite_pragmas(busy_timeout_ms=busy_timeout_ms, checkpoints=checkpoints)

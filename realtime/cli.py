@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from persistence import migrate
 from persistence.db import create_engine
+from realtime.base import logs
 from realtime.base.config import Settings
 from realtime.base.identity import Role, mint_token
 from realtime.base.logbudget import MalformedRequests
@@ -52,9 +53,7 @@ def serve(args: argparse.Namespace) -> None:
     if args.port is not None:
         overrides["port"] = args.port
     settings = load_settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     if not settings.has_configured_keys:
         log.warning(
             "no HUB_JWT_SECRET or HUB_JWT_PUBLIC_KEY set: using the development secret "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -25,22 +26,30 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.repositories import AuditLog, Page
-from realtime.base import codec
+from realtime.base import codec, logs
 from realtime.base.codec import loads
 from realtime.base.errors import ErrorCode, HubError, refuse_nul, validation_error
 from realtime.base.identity import Identity, TokenVerifier
 from realtime.base.logbudget import LogBudget
 from realtime.base.metrics import HubMetrics
 from realtime.base.ratelimit import KeyedBuckets
-from realtime.gateway.addresses import client_address
+from realtime.gateway.addresses import SOCKET_PATH, client_address
 from rest.openapi import check_declared, is_public
 
 log = logging.getLogger(__name__)
+# One line per request (``error_middleware``), apart from the hub's other lines.
+access_log = logging.getLogger("realtime.access")
 
 M = TypeVar("M", bound=BaseModel)
 RestHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 API_PREFIX = "/api/v1"
+REQUEST_ID = "X-Request-ID"
+# Scraped every few seconds: their access lines are DEBUG, not to drown the log.
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+# HTTP lets a client name any method (aiohttp's C parser takes those llhttp knows,
+# its Python parser any token): the log and the metrics name these, OTHER the others.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 IDENTITY_KEY = web.RequestKey("identity", Identity)
 
 # aiohttp's own refusals, given the protocol's codes.
@@ -178,18 +187,46 @@ def error_middleware(
     on_identity: IdentityHook | None = None,
 ) -> Any:
     """Bearer identity and per-user rate limits for /api/v1, the error body for every
-    failure, and request metrics. ``on_identity`` hears of each verified caller
-    before its handler runs (the directory records them)."""
+    failure, request metrics, the request id and the access log. ``on_identity``
+    hears of each verified caller before its handler runs (the directory records
+    them).
+
+    Each request gets an id: the client's ``X-Request-ID`` if ``logs.safe_id``
+    accepts it, else a new one; it is bound to the log context with the caller
+    (once verified) for every line the request writes, and sent back in the
+    response's ``X-Request-ID``. Socket.IO's requests get none: their events are
+    logged by socket (``realtime.gateway``)."""
 
     gone = LogBudget(log)  # clients that hang up: their doing, a line every 10 s at most
 
     @web.middleware
     async def middleware(request: web.Request, handler: RestHandler) -> web.StreamResponse:
+        if request.path.startswith(SOCKET_PATH):
+            return await respond(request, handler)
+        request_id = request.headers.get(REQUEST_ID, "")
+        if not logs.safe_id(request_id):
+            request_id = uuid.uuid4().hex
+        scope = logs.bind(request_id=request_id)
+        try:
+            response = await respond(request, handler)
+        except web.HTTPException as exc:  # a redirect
+            exc.headers[REQUEST_ID] = request_id
+            raise
+        finally:
+            logs.unbind(scope)
+        if not response.prepared:
+            response.headers[REQUEST_ID] = request_id
+        return response
+
+    async def respond(request: web.Request, handler: RestHandler) -> web.StreamResponse:
         started = time.perf_counter()
         route = _route_label(request)
+        method = _method(request)
         try:
             if _api(request) and not _preflight(request) and not is_public(request):
                 who = verifier.verify(_bearer(request))
+                # Undone with the request's scope (``middleware``).
+                logs.bind(user_id=who.user_id, center_id=who.center, role=who.role.value)
                 if not limits.take(f"{who.center}\x00{who.user_id}"):
                     raise HubError(ErrorCode.RATE_LIMITED, "too many requests; slow down")
                 request[IDENTITY_KEY] = who
@@ -202,19 +239,21 @@ def error_middleware(
             response = error_response(exc.http_status, exc.error_code, exc.message, exc.details)
         except web.HTTPException as exc:
             if exc.status < 400:
+                _access(request, method, route, exc.status, started)
                 raise
             error_code = _HTTP_ERROR_CODES.get(exc.status, "HTTP_ERROR")
             response = error_response(exc.status, error_code, exc.reason)
         except ConnectionError as exc:
             # The client went away mid-request (say, a websocket handshake it gave up
             # on): nothing failed here, and the answer will most likely not be read.
-            gone.log(logging.INFO, "%s %s: the client went away (%s)", request.method, route, exc)
+            gone.log(logging.INFO, "%s %s: the client went away (%s)", method, route, exc)
             response = error_response(CLIENT_CLOSED, "CLIENT_CLOSED", "the client went away")
         except Exception:
-            log.exception("%s %s failed", request.method, request.path)
+            log.exception("%s %s failed", method, route)
             response = error_response(500, ErrorCode.INTERNAL.value, "internal error")
-        metrics.http_requests.labels(request.method, route, str(response.status)).inc()
-        metrics.http_seconds.labels(request.method, route).observe(time.perf_counter() - started)
+        _access(request, method, route, response.status, started)
+        metrics.http_requests.labels(method, route, str(response.status)).inc()
+        metrics.http_seconds.labels(method, route).observe(time.perf_counter() - started)
         return response
 
     return middleware
@@ -229,7 +268,7 @@ def allow_cross_origin(app: web.Application, origins: Sequence[str]) -> None:
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=False,
         allow_headers=("Authorization", "Content-Type"),
-        expose_headers=("X-Canvas-Seq",),
+        expose_headers=("X-Canvas-Seq", REQUEST_ID),
         allow_methods=("GET", "POST", "PUT", "PATCH", "DELETE"),
         max_age=CORS_MAX_AGE_S,
     )
@@ -253,6 +292,33 @@ def _bearer(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         raise HubError(ErrorCode.UNAUTHORIZED, "expected an 'Authorization: Bearer <token>' header")
     return token.strip()
+
+
+def _method(request: web.Request) -> str:
+    return request.method if request.method in METHODS else "OTHER"
+
+
+def _access(request: web.Request, method: str, route: str, status: int, started: float) -> None:
+    """The request's access line: the route's template, never its path or query."""
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    remote = client_address(request)
+    quiet = route in QUIET_ROUTES or request.path.startswith(SOCKET_PATH)
+    access_log.log(
+        logging.DEBUG if quiet else logging.INFO,
+        "%s %s %d %.1f ms %s",
+        method,
+        route,
+        status,
+        duration_ms,
+        remote,
+        extra=logs.with_fields(
+            method=method,
+            route=route,
+            status=status,
+            duration_ms=duration_ms,
+            remote=remote,
+        ),
+    )
 
 
 def _route_label(request: web.Request) -> str:

@@ -29,6 +29,7 @@ from persistence.repositories import (
 from persistence.views import enrollment_view, iso, session_view
 from presence.activity import Status
 from presence.live import LivePresence, student_state
+from realtime.base import logs
 from realtime.base.codec import dumps, loads
 from realtime.base.errors import ErrorCode, HubError
 from realtime.base.events import SessionJoin, SessionLeave
@@ -147,6 +148,12 @@ class SessionRooms:
             extra.update(
                 await extension.joined(connection, joined, student_ids, payload.since or {})
             )
+        log.info(
+            "joined session %s as %s",
+            session.id,
+            role.value,
+            extra=logs.about(session_id=session.id, center_id=session.center_id),
+        )
         return {
             "you": {
                 "user_id": identity.user_id,
@@ -176,22 +183,37 @@ class SessionRooms:
     # -- session:leave, and disconnects --------------------------------------
 
     async def _leave(self, connection: Connection, payload: SessionLeave) -> Ack:
-        await self._leave_session(connection, self._members.joined(connection, payload.session_id))
+        joined = self._members.joined(connection, payload.session_id)
+        await self._leave_session(connection, joined, "session:leave")
         return {}
 
     async def disconnected(self, connection: Connection) -> None:
         """The gateway's disconnect hook: the socket leaves every session it was in."""
         for joined in list(connection.sessions.values()):
             try:
-                await self._leave_session(connection, joined)
+                await self._leave_session(connection, joined, "disconnect")
             except Exception:
                 log.exception("leaving %s on disconnect of %s", joined.session_id, connection.sid)
 
-    async def _leave_session(self, connection: Connection, joined: Joined) -> None:
+    async def _leave_session(self, connection: Connection, joined: Joined, why: str) -> None:
         """Take a socket out of a session: rooms, presence and attendance."""
         if connection.sessions.pop(joined.session_id, None) is None:
             return
         self._metrics.joined.dec()
+        identity = connection.identity
+        log.info(
+            "left session %s (%s)",
+            joined.session_id,
+            why,
+            # Also when a REST call or another hub ended the session: about this socket.
+            extra=logs.about(
+                sid=connection.sid,
+                session_id=joined.session_id,
+                center_id=joined.center_id,
+                user_id=identity.user_id,
+                role=identity.role.value,
+            ),
+        )
         for room in _rooms_of(joined):
             await self._rooms.leave_room(connection.sid, room)
         left_at = self.clock()
@@ -287,7 +309,7 @@ class SessionRooms:
             if joined is None:
                 return
             await self._rooms.emit(event, data, to=connection.sid)
-            await self._leave_session(connection, joined)
+            await self._leave_session(connection, joined, event)
 
 
 def _rooms_of(joined: Joined) -> tuple[str, ...]:

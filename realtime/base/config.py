@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # retry (the kernel caps this at net.core.somaxconn).
     listen_backlog: int = Field(default=4096, ge=1, le=65535)
     log_level: str = "INFO"
+    # "json": one JSON object per line, with the request, socket and session a line
+    # concerns as fields (docs/logging.md); "text": one line of text, the same context
+    # appended in brackets.
+    log_format: Literal["text", "json"] = "text"
     # Start even when python-engineio, python-socketio or redis is outside the versions
     # the hub's use of their internals was written for (realtime/internals/).
     allow_untested_libraries: bool = False

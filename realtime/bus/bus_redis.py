@@ -16,6 +16,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from realtime.base import logs
 from realtime.base.metrics import HubMetrics
 from realtime.base.tasks import stop
 from realtime.bus.bus import (
@@ -197,7 +198,9 @@ class RedisCluster(Cluster):
         self._channels.discard(channel)
         self._metrics.redis_subscriptions.set(len(self._channels))
         if self._pubsub is not None:
-            task = asyncio.create_task(self._unsubscribe(self._pubsub, channel))
+            task = asyncio.create_task(
+                self._unsubscribe(self._pubsub, channel), context=logs.fresh_context()
+            )
             self._tasks.append(task)
             task.add_done_callback(self._forget_task)
 

@@ -10,6 +10,10 @@ python-socketio.
 The gateway knows nothing of sessions beyond the ``Membership`` registry: the
 session rooms feature joins and leaves them, and is told through
 ``on_disconnect`` when a socket goes.
+
+Connects, events and disconnects run with the socket (its sid and caller, the
+event, a validated short ``session_id``) bound to the log context
+(``realtime.base.logs``); the connect and the disconnect are logged at INFO.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from typing import Any
 import socketio
 from pydantic import ValidationError
 
+from realtime.base import logs
 from realtime.base.errors import ErrorCode, HubError, validation_error
 from realtime.base.events import AuthRefresh
 from realtime.base.identity import Identity, TokenVerifier
+from realtime.base.logbudget import LogBudget
 from realtime.base.metrics import HubMetrics
 from realtime.base.ratelimit import TokenBucket
 from realtime.base.tasks import stop
@@ -80,6 +86,7 @@ class Gateway:
         self._connect_hooks: list[ConnectHook] = []
         self._background: set[asyncio.Task[None]] = set()  # token expiries
         self._stopping = False
+        self._refusals = LogBudget(log)  # refused connects: a client may retry in a loop
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         sio.on("*", self._on_unknown)
@@ -115,42 +122,60 @@ class Gateway:
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
+        request = environ.get("aiohttp.request")
+        ip = client_address(request) if request is not None else None
         try:
             identity = self._verifier.verify(token)
         except HubError as exc:
             self._metrics.connects.labels(exc.code.value).inc()
+            # The code only: the message may quote the token's parts (PyJWT's reasons).
+            self._refusals.log(logging.INFO, "connect from %s refused: %s", ip, exc.code.value)
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code.value, "message": exc.message}
             ) from None
+        with logs.bound(**_about(sid, identity)):
+            await self._connected(sid, identity, ip)
+
+    async def _connected(self, sid: str, identity: Identity, ip: str | None) -> None:
         for hook in self._connect_hooks:
             await hook(identity)
-        request = environ.get("aiohttp.request")
         connection = Connection(
             sid=sid,
             identity=identity,
-            ip=client_address(request) if request is not None else None,
+            ip=ip,
             events=TokenBucket(self._events_per_s, self._event_burst),
         )
         self.members.add(connection)
         self._schedule_expiry(connection)
         if self._join_deadline_s > 0:
             asyncio.get_running_loop().call_later(
-                self._join_deadline_s, self._start_join_check, connection
+                self._join_deadline_s,
+                self._start_join_check,
+                connection,
+                context=logs.fresh_context(**_about(sid, identity)),
             )
         self._metrics.connects.labels("ok").inc()
         self._metrics.connections.inc()
-        log.debug("connect %s as %s/%s", sid, identity.role, identity.user_id)
+        log.info("connect from %s", ip, extra=logs.with_fields(remote=ip))
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         connection = self.members.get(sid)
         if connection is None:
             return
+        # python-socketio's reason is one of its own few strings ("transport close"...).
+        why = reason[:40] if isinstance(reason, str) else "unknown"
+        with logs.bound(**_about(sid, connection.identity)):
+            await self._disconnected(connection, why)
+
+    async def _disconnected(self, connection: Connection, why: str) -> None:
+        sid = connection.sid
         async with connection.lock:
             if self.members.pop(sid) is not connection:
                 return
             if connection.expiry is not None:
                 connection.expiry.cancel()
             self._metrics.connections.dec()
+            log.info("disconnect (%s)", why)
             for hook in self._disconnect_hooks:
                 await hook(connection)
 
@@ -158,8 +183,12 @@ class Gateway:
         if connection.expiry is not None:
             connection.expiry.cancel()
         wait = min(max(connection.identity.seconds_left(), 0.0), MAX_EXPIRY_WAIT_S)
+        # Labelled with its socket, not with the event (auth:refresh) that set it.
         connection.expiry = asyncio.get_running_loop().call_later(
-            wait, self._start_expiry, connection
+            wait,
+            self._start_expiry,
+            connection,
+            context=logs.fresh_context(**_about(connection.sid, connection.identity)),
         )
 
     def _start_join_check(self, connection: Connection) -> None:
@@ -277,6 +306,17 @@ class Gateway:
         self, route: Route[Any], sid: str, data: Any, extra: tuple[Any, ...]
     ) -> Ack | LaterAck:
         started = time.perf_counter()
+        connection = self.members.get(sid)
+        identity = connection.identity if connection is not None else None
+        scope = logs.bind(**_about(sid, identity), event=route.event)
+        try:
+            return await self._dispatch_here(route, sid, data, extra, started)
+        finally:
+            logs.unbind(scope)
+
+    async def _dispatch_here(
+        self, route: Route[Any], sid: str, data: Any, extra: tuple[Any, ...], started: float
+    ) -> Ack | LaterAck:
         try:
             result = await self._run(route, sid, data, extra)
         except Exception as exc:
@@ -322,6 +362,9 @@ class Gateway:
             payload = route.model.model_validate(data)
         except ValidationError as exc:
             raise validation_error(exc, f"invalid {route.event} payload") from None
+        session_id = getattr(payload, "session_id", None)
+        if logs.safe_id(session_id):
+            logs.bind(session_id=session_id)  # undone with the event's scope (_dispatch)
         if connection is None:
             raise HubError(ErrorCode.UNAUTHORIZED, "not connected")
         async with connection.lock:
@@ -352,3 +395,15 @@ class Gateway:
             error = exc
         self._metrics.events.labels(UNKNOWN_EVENT, error.code.value).inc()
         return error.ack()
+
+
+def _about(sid: str, identity: Identity | None) -> dict[str, str | None]:
+    """The log context of a socket: its sid and who connected it."""
+    if identity is None:
+        return {"sid": sid}
+    return {
+        "sid": sid,
+        "user_id": identity.user_id,
+        "center_id": identity.center,
+        "role": identity.role.value,
+    }
