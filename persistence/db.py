@@ -325,9 +325,12 @@ async def dispose(engine: AsyncEngine) -> None:
 
 
 async def ping(engine: AsyncEngine) -> None:
-    """Raise if the database does not answer."""
+    """Raise if the database does not answer. A read: on SQLite it must not take
+    the write lock (``sqlite_begin_immediate``), or a readiness check would queue
+    behind the writers, and one given up on would hold the lock from them."""
     async with engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
+        reader = await conn.execution_options(**{READ_ONLY: True})
+        await reader.execute(text("SELECT 1"))
 
 
 def sqlite_begin_immediate(conn: Connection) -> None:

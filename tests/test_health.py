@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
+from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.procs import free_port
 from realtime.base.metrics import hub_version
 from rest.keys import STOPPING
-from tests.conftest import REDIS_URL, Hub, HubFactory, need_service, redis_problem
+from tests.conftest import REDIS_URL, Database, Hub, HubFactory, need_service, redis_problem
 from tests.support import eventually
 
 
@@ -166,3 +170,37 @@ async def test_a_stopping_hub_is_not_ready(hub: Hub) -> None:
     status, body = await hub.api(None).get("/readyz")
     assert (status, body["checks"].get("hub")) == (503, "stopping")
     assert hub.metric("hub_ready") == 0
+
+
+async def test_readiness_does_not_wait_for_the_writers(hub: Hub, database: Database) -> None:
+    # The check is a read. On SQLite it took the write lock (BEGIN IMMEDIATE): behind a
+    # long write it timed out (503), and a check given up on kept the lock from the
+    # writers ("database is locked" in a suite run, once the hub checked every 5 s).
+    async with holding_the_write_lock(database):
+        started = time.perf_counter()
+        status, body = await hub.api(None).get("/readyz")
+        assert (status, body["checks"]["database"]) == (200, "ok")
+        assert time.perf_counter() - started < 1.0
+
+
+@contextlib.asynccontextmanager
+async def holding_the_write_lock(database: Database) -> AsyncIterator[None]:
+    """Another client in a write transaction: SQLite's one write lock, or on Postgres an
+    exclusive lock on a table the hub writes."""
+    if database.kind == "sqlite":
+        conn = sqlite3.connect(database.url.split(":///", 1)[1], isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            conn.close()
+        return
+    pg = await asyncpg.connect(database.url.replace("+asyncpg", ""))
+    try:
+        if database.schema is not None:
+            await pg.execute(f'SET search_path TO "{database.schema}"')
+        async with pg.transaction():
+            await pg.execute("LOCK TABLE live_sessions IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        await pg.close()
