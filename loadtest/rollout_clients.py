@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)  # then 1 s each time
 # Refusals the page resends (docs/protocol.md, "Offline"); any other drops the patch.
 RESENT = {"RATE_LIMITED", "INTERNAL", "NOT_JOINED"}
 MAX_PATCHES = 100_000
+# Engine.IO's client logs "packet queue is empty, aborting" each time a hub closes a
+# transport, which here is the point: the drill counts closings itself.
+logging.getLogger("engineio.client").setLevel(logging.CRITICAL)
 
 
 def elements_of(ops: list[dict[str, Any]]) -> set[str]:

@@ -112,6 +112,14 @@ def judge(
         for table, values in found:
             if values:
                 table[name] = values
+    # A patch resent after its ack was lost may have been stored the first time too: an
+    # element at two seqs (the protocol allows it; an add of an existing id replaces it).
+    stored_twice = sum(
+        count - 1
+        for held in stored.values()
+        for count in Counter(e for els in held.values() for e in els).values()
+        if count > 1
+    )
     recoveries = [r for s in students for r in s.recoveries]
     seconds = [r["seconds"] for r in recoveries]
     unrecovered = [s.user_id for s in students if s.broken_at is not None]
@@ -125,6 +133,7 @@ def judge(
         "acked": sum(len(s.acked) for s in students),
         "refused": dict(refused),
         "dropped": sum(len(s.dropped) for s in students),
+        "stored_twice": stored_twice,
         "lost_at_tutor": lost_tutor,
         "lost_in_database": lost_db,
         "doubled": doubled,
@@ -190,6 +199,7 @@ def table(summary: dict[str, Any]) -> str:
                                        f"{summary['students']}"),
         ("patches sent / acked", f"{summary['sent']} / {summary['acked']}"),
         ("refused (by code)", summary["refused"] or 0),
+        ("resent patches stored twice (first ack lost)", summary["stored_twice"]),
         ("lost: at the tutor / in the database", f"{lost} / {lost_db}"),
         ("doubled / out of order", f"{sum(len(v) for v in summary['doubled'].values())} / "
                                    f"{sum(len(v) for v in summary['out_of_order'].values())}"),
