@@ -58,7 +58,9 @@ class Link:
             owner.mark_broken("hub:closing")
 
         async def disconnect(*_: Any) -> None:
-            if not self.ours:
+            # Once, and only for the connection in use: a late second call for a link
+            # the client already left would count a recovery that never was.
+            if not self.ours and not self.closed.is_set() and owner.link in (self, None):
                 owner.mark_broken("transport closed")
             self.closed.set()
 
@@ -274,20 +276,28 @@ class Tutor(RollClient):
     students: tuple[str, ...] = ()
     canvases: dict[str, Canvas] = field(default_factory=dict)
     syncs: int = 0
+    early_relays: int = 0  # canvas:patches events that came before their join's answer
+    _early: list[dict[str, Any]] | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.canvases = {s: Canvas() for s in self.students}
 
     def on_link(self, link: Link) -> None:
+        # A joining socket is in its rooms before its catch-up is computed: relays may
+        # come before the join's answer. They wait for it, as a page's do.
+        self._early = []
         link.sio.on("canvas:patches", self._relay)
 
     def on_joined(self, ack: dict[str, Any], since: dict[str, int] | None) -> None:
+        for canvas in self.canvases.values():
+            canvas.relayed_here, canvas.last_relayed = set(), 0
         for student, answer in ack.get("canvases", {}).items():
             if student in self.canvases:
-                canvas = self.canvases[student]
-                canvas.relayed_here, canvas.last_relayed = set(), 0
                 self._catch_up(student, answer, (since or {}).get(student, 0))
+        early, self._early = self._early, None
+        for data in early or []:
+            self._items(data)
 
     def _catch_up(self, student: str, answer: dict[str, Any], since: int) -> None:
         """A join's or a sync's answer: the patches after ``since``, or the document."""
@@ -302,6 +312,13 @@ class Tutor(RollClient):
         canvas.catch_up = (since, answer["seq"])
 
     async def _relay(self, data: dict[str, Any]) -> None:
+        if self._early is not None:
+            self.early_relays += 1
+            self._early.append(data)
+        else:
+            self._items(data)
+
+    def _items(self, data: dict[str, Any]) -> None:
         for item in data["items"]:
             canvas = self.canvases.get(item["student_id"])
             if canvas is not None:

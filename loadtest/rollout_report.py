@@ -141,6 +141,7 @@ def judge(
         "relay_overlaps": sum(c.overlaps for c in canvas_of.values()),
         "relay_gaps": sum(c.gaps for c in canvas_of.values()),
         "tutor_syncs": sum(t.syncs for t in tutors),
+        "relays_before_join_answer": sum(t.early_relays for t in tutors),
         "epochs_per_canvas": dict(Counter(len(c.epochs) for c in canvas_of.values())),
         "students_moved": len({r["student"] for r in recoveries}),
         "recoveries": len(recoveries),
@@ -205,6 +206,8 @@ def table(summary: dict[str, Any]) -> str:
                                    f"{sum(len(v) for v in summary['out_of_order'].values())}"),
         ("relay overlaps / gaps / tutor syncs",
          f"{summary['relay_overlaps']} / {summary['relay_gaps']} / {summary['tutor_syncs']}"),
+        ("relay events before the join's answer (held until it)",
+         summary["relays_before_join_answer"]),
         ("epochs per canvas (epochs: canvases)", summary["epochs_per_canvas"]),
         ("students moved / recoveries", f"{summary['students_moved']} / "
                                         f"{summary['recoveries']}"),
