@@ -273,8 +273,14 @@ async def _restart(fleet: Fleet, workdir: Path, index: int) -> dict[str, Any]:
     fleet.retired.append(old)
     generation = sum(h.label.startswith(f"hub{index + 1}-") for h in fleet.retired) + 1
     label = f"hub{index + 1}-{generation}"
-    new = await asyncio.to_thread(start_hub, workdir, extra_env=fleet.env, label=label, port=port)
-    fleet.hubs[index] = new
+
+    def start() -> TargetProcess:
+        # Into the fleet from the thread itself: should the drill be cancelled meanwhile
+        # (--timeout, Ctrl-C), asyncio.run waits for this thread, then the fleet stops it.
+        fleet.hubs[index] = start_hub(workdir, extra_env=fleet.env, label=label, port=port)
+        return fleet.hubs[index]
+
+    new = await asyncio.to_thread(start)
     ready_s = await _ready(new)
     return {
         "hub": old.label, "port": port, "connections_at_sigterm": connections,

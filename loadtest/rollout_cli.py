@@ -4,6 +4,7 @@ the drill's table (``loadtest/rollout.py``)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -80,6 +81,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except rollout.NginxMissing as exc:
         print(f"rollout: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("rollout: interrupted; the hubs and nginx were stopped", file=sys.stderr)
+        raise SystemExit(130) from None
     out: dict[str, Any] = {"mode": "rollout", "cpu_count": os.cpu_count(), "runs": [summary]}
     print(rollout_report.table(summary))
     if args.json:
