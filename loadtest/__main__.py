@@ -25,6 +25,10 @@ Modes (each target runs alone, in a fresh process, one after another):
     browser      the tutor's control center in headless Chromium while N students
                  draw: frame intervals, long tasks, stroke-to-screen latency, heap,
                  tiles against the stored documents, hub and Chromium CPU (issue 17).
+    rollout      a rolling restart of N Redis-shared hubs behind nginx (configured
+                 from docs/deploy/nginx.conf) while students draw: each hub in turn
+                 SIGTERMed and started again; exit codes, stop times, patches lost,
+                 doubled or out of order, recovery times (docs/reliability.md).
 
     python -m loadtest relay --sessions 50 --students 5 --rate 10 --seconds 20 \\
         --target hub --target baseline --target baseline-stock --plot relay.png --json relay.json
@@ -36,6 +40,7 @@ Modes (each target runs alone, in a fresh process, one after another):
     python -m loadtest tenancy --events 100000
     python -m loadtest tenancy --events 100000 --hubs 2 --redis-url redis://127.0.0.1:6379/10
     python -m loadtest browser --students 12 --seconds 30 --root /tmp/before --root .
+    python -m loadtest rollout --hubs 2 --sessions 5 --students 5 --json rollout.json
 
 The relay's generator (``--generator``): ``python`` (the default) is ``--workers``
 processes of the lean wire client (``loadtest/wire.py``), which share the cores
@@ -68,7 +73,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadtest import browser, fanout, report, soak
+from loadtest import browser, fanout, report, rollout_cli, soak
 from loadtest import tenancy_run as tenancy
 from loadtest.procs import ROOT, raise_nofile_limit
 from loadtest.runner import TARGETS, run_connections, run_relay, run_storm, target_specs
@@ -192,6 +197,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     page.add_argument("--trace", type=Path, help="a Chrome trace of the run (the last root's)")
     page.add_argument("--json", type=Path, help="also write the JSON summary here")
     page.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
+    rollout_cli.options(modes)
     args = parser.parse_args(argv)
     _check(parser, args)
     return args
@@ -241,6 +247,9 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.mode == "hops":
+        return
+    if args.mode == "rollout":
+        rollout_cli.check(parser, args, MAX_CLIENTS)
         return
     if args.mode == "tenancy":
         if not 0 < args.seconds <= MAX_TENANCY_SECONDS:
@@ -306,6 +315,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return _browser(args, [r.resolve() for r in args.root or [ROOT]])
     if args.mode == "tenancy":
         return _tenancy(args)
+    if args.mode == "rollout":
+        return rollout_cli.run(args)
     raise_nofile_limit()
     hub_env = dict(item.split("=", 1) for item in args.hub_env)
     roots = [r.resolve() for r in args.root or [ROOT]]

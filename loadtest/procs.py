@@ -185,8 +185,9 @@ def _spawn(
     cwd: Path,
     workdir: Path,
     cpus: list[int] | None = None,
+    port: int | None = None,
 ) -> TargetProcess:
-    port = free_port()
+    port = port or free_port()
     # Pinned before exec (every thread it starts inherits the mask); the pid stays its own.
     preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     log_path = workdir / f"{label}.log"
@@ -228,9 +229,10 @@ def start_hub(
     extra_env: dict[str, str] | None = None,
     label: str = "hub",
     cpus: list[int] | None = None,
+    port: int | None = None,
 ) -> TargetProcess:
     """``python -m realtime serve`` from checkout ``root``, a fresh SQLite file in ``workdir``
-    (on ``cpus`` alone, if given)."""
+    (on ``cpus`` alone, if given; on ``port``, if given, else a free one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(HUB_BENCH_ENV)
     env.update(
@@ -240,7 +242,7 @@ def start_hub(
     )
     env.update(extra_env or {})
     argv = [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1"]
-    return _spawn("hub", label, argv, env, root, workdir, cpus)
+    return _spawn("hub", label, argv, env, root, workdir, cpus, port)
 
 
 def start_baseline(
