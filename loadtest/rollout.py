@@ -58,6 +58,8 @@ class RolloutConfig:
     warm_up: float = 5.0
     pause: float = 5.0
     after: float = 5.0
+    # SIGKILL instead of SIGTERM: a hub that dies, not one that stops (recovery time).
+    kill: bool = False
     timeout: float = 180.0
     redis_url: str = DEFAULT_REDIS_URL
     database_url: str | None = None  # None: a SQLite file in the work directory
@@ -203,7 +205,7 @@ async def _run(
         for index in range(config.hubs):
             if index:
                 await asyncio.sleep(config.pause)
-            restarts.append(await _restart(fleet, workdir, index))
+            restarts.append(await _restart(fleet, workdir, index, kill=config.kill))
             _fail_fast(drawing + watching)
         await asyncio.sleep(config.after)
         connections_at_end = {h.label: _connections(h) for h in fleet.hubs}
@@ -258,13 +260,14 @@ def _connections(hub: TargetProcess) -> int | None:
     return None
 
 
-async def _restart(fleet: Fleet, workdir: Path, index: int) -> dict[str, Any]:
-    """SIGTERM hub ``index``, wait for its exit, start it again on its port, wait for
-    ``/readyz``; what happened, with timings in seconds."""
+async def _restart(fleet: Fleet, workdir: Path, index: int, *, kill: bool) -> dict[str, Any]:
+    """SIGTERM (``kill``: SIGKILL) hub ``index``, wait for its exit, start it again on
+    its port, wait for ``/readyz``; what happened, with timings in seconds."""
     old, port = fleet.hubs[index], fleet.ports[index]
     connections = await asyncio.to_thread(_connections, old)
     started = time.monotonic()
-    old.process.send_signal(signal.SIGTERM)
+    sent = signal.SIGKILL if kill else signal.SIGTERM
+    old.process.send_signal(sent)
     with suppress(subprocess.TimeoutExpired):
         await asyncio.to_thread(old.process.wait, STOP_LIMIT_S)
     stop_s = time.monotonic() - started
@@ -284,7 +287,9 @@ async def _restart(fleet: Fleet, workdir: Path, index: int) -> dict[str, Any]:
     ready_s = await _ready(new)
     return {
         "hub": old.label, "port": port, "connections_at_sigterm": connections,
-        "exit_code": exit_code, "stop_s": round(stop_s, 2), "restarted_as": new.label,
+        "signal": sent.name, "exit_code": exit_code,
+        "expected_exit_code": -signal.SIGKILL if kill else 0,
+        "stop_s": round(stop_s, 2), "restarted_as": new.label,
         "sigterm_to_ready_s": round(ready_s - started, 2), "sigterm_at": started,
     }  # fmt: skip
 

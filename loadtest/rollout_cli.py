@@ -39,6 +39,9 @@ def options(modes: Any) -> None:
     roll.add_argument("--nginx-conf", type=Path, default=rollout_nginx.DOCUMENTED_CONF,
                       help="the nginx config to drill (its upstream servers and listen "
                       "are replaced); default: docs/deploy/nginx.conf")  # fmt: skip
+    roll.add_argument(
+        "--kill", action="store_true", help="SIGKILL each hub, not SIGTERM: hubs that die"
+    )
     roll.add_argument("--hub-env", action="append", default=[], metavar="KEY=VALUE")
     roll.add_argument("--json", type=Path, help="also write the JSON summary here")
 
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = rollout.RolloutConfig(
         hubs=args.hubs, sessions=args.sessions, students=args.students, rate=args.rate,
         warm_up=args.warm_up, pause=args.pause, after=args.after, timeout=args.timeout,
+        kill=args.kill,
         redis_url=args.redis_url, database_url=args.database_url, direct=args.direct,
         nginx_conf=args.nginx_conf.resolve(),
         hub_env=dict(item.split("=", 1) for item in args.hub_env),

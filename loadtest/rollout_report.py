@@ -25,7 +25,7 @@ MAX_TIMELINE_PAGES = 50
 # nginx answers 502 while it holds every hub unavailable (after a refused connect it
 # sends a hub nothing for fail_timeout, 10 s): the read is tried again for this long.
 REST_RETRY_S = 30.0
-RESTART_COLUMNS = ["hub", "port", "connections_at_sigterm", "exit_code", "stop_s",
+RESTART_COLUMNS = ["hub", "port", "connections_at_sigterm", "signal", "exit_code", "stop_s",
                    "sigterm_to_ready_s", "moved"]  # fmt: skip
 
 
@@ -178,8 +178,10 @@ def failures(summary: dict[str, Any]) -> list[str]:
             count = sum(len(v) for v in summary[key].values())
             out.append(f"{key}: {count} ({', '.join(sorted(summary[key]))})")
     for restart in summary["restarts"]:
-        if restart["exit_code"] != 0:
-            out.append(f"{restart['hub']} exited with {restart['exit_code']} on SIGTERM")
+        if restart["exit_code"] != restart["expected_exit_code"]:
+            out.append(
+                f"{restart['hub']} exited with {restart['exit_code']} on {restart['signal']}"
+            )
     if summary["unrecovered"]:
         out.append(f"students that never got an ack again: {summary['unrecovered']}")
     if summary["acked"] == 0:

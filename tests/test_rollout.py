@@ -83,3 +83,25 @@ def test_a_rolling_restart_behind_nginx_loses_nothing_acked(tmp_path: Path) -> N
     assert summary["students_moved"] == 4
     assert summary["recovery_max_s"] is not None and summary["recovery_max_s"] < 15.0
     assert summary["closings"].get("SHUTTING_DOWN", 0) >= 6
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_hubs_killed_one_after_another_lose_nothing_acked(tmp_path: Path) -> None:
+    """The objective "recovery after a hub dies" (docs/objectives.md): SIGKILL, so no
+    hub:closing and no stored hand-over; the survivor takes the canvases over once
+    the dead hub's key lapses. Full-size figures: docs/reliability.md."""
+    need_service("Redis", asyncio.run(redis_problem()))
+    need_service("nginx", None if nginx_binary() else "no /usr/sbin/nginx, none on PATH")
+    config = RolloutConfig(
+        hubs=2, sessions=2, students=2, rate=5.0, warm_up=2.0, pause=2.0, after=3.0,
+        timeout=90.0, redis_url=ROLLOUT_REDIS_URL, kill=True,
+    )  # fmt: skip
+    summary = run_rollout(config, tmp_path)
+
+    assert [(r["signal"], r["exit_code"]) for r in summary["restarts"]] == [("SIGKILL", -9)] * 2
+    assert summary["failures"] == [], summary["failures"]
+    assert summary["lost_at_tutor"] == summary["lost_in_database"] == {}
+    assert summary["doubled"] == summary["out_of_order"] == {}
+    assert summary["students_moved"] == 4 and summary["closings"] == {}
+    assert summary["recovery_max_s"] is not None and summary["recovery_max_s"] < 30.0
