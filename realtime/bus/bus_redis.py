@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,7 +28,7 @@ from realtime.bus.bus import (
     unframe,
 )
 from realtime.bus.bus_memory import Cluster
-from realtime.internals.redis_connection import without_retries
+from realtime.bus.subscription_redis import AnyRedis, ShardSubscription, subscription_for
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +101,17 @@ class RedisCluster(Cluster):
 
     shared = True
 
-    def __init__(self, redis: Redis, metrics: HubMetrics, node_id: str | None = None) -> None:
+    def __init__(self, redis: AnyRedis, metrics: HubMetrics, node_id: str | None = None) -> None:
         super().__init__(node_id or new_node_id())
         self.redis = redis
         self._metrics = metrics
         self._node_prefix = self.node_id.encode() + FRAME_SEP
         self._channels: set[str] = set()
         self._confirmed: dict[str, asyncio.Future[None]] = {}
-        self._pubsub: PubSub | None = None
-        # Subscribes without retries: a dropped subscription must reach _read_loop,
-        # which subscribes again and runs the reconnect hooks (frames were missed).
-        self._subscriber = without_retries(redis)
+        # A dropped subscription must reach _read_loop, which subscribes again and runs
+        # the reconnect hooks (frames were missed).
+        self._subscription = subscription_for(redis)
+        self._sharded = isinstance(self._subscription, ShardSubscription)
         self._has_channels = asyncio.Event()
         self._outgoing: list[tuple[str, bytes]] = []
         self._wake = asyncio.Event()
@@ -122,7 +121,6 @@ class RedisCluster(Cluster):
         self._lease = redis.register_script(LEASE)
         self._release = redis.register_script(RELEASE)
         self._leases: dict[str, tuple[float, bool]] = {}  # name: (asked at, held)
-        self._connecting = asyncio.Lock()
 
     async def start(self) -> None:
         self._tasks = [
@@ -136,9 +134,8 @@ class RedisCluster(Cluster):
         await stop(self._tasks)
         self._tasks = []
         await self._release_leases()
-        if self._pubsub is not None:
-            await self._close_pubsub()
-        await self._subscriber.aclose()
+        await self._close_subscription()
+        await self._subscription.aclose_client()
 
     async def lead(self, name: str, lease_s: float) -> bool:
         # Jobs sharing a lease ask within moments of each other: one answer serves
@@ -179,8 +176,7 @@ class RedisCluster(Cluster):
         confirmed = asyncio.get_running_loop().create_future()
         self._confirmed[channel] = confirmed
         try:
-            pubsub = await self._connected()
-            await pubsub.subscribe(channel)
+            await self._subscription.subscribe(channel)
             self._has_channels.set()
             # Frames published after the confirmation reach this hub; wait for it so a
             # join's reads that follow cannot miss what happens in between.
@@ -197,43 +193,26 @@ class RedisCluster(Cluster):
             return
         self._channels.discard(channel)
         self._metrics.redis_subscriptions.set(len(self._channels))
-        if self._pubsub is not None:
-            task = asyncio.create_task(
-                self._unsubscribe(self._pubsub, channel), context=logs.fresh_context()
-            )
-            self._tasks.append(task)
-            task.add_done_callback(self._forget_task)
+        task = asyncio.create_task(self._unsubscribe(channel), context=logs.fresh_context())
+        self._tasks.append(task)
+        task.add_done_callback(self._forget_task)
 
     def _forget_task(self, task: asyncio.Task[None]) -> None:
         if task in self._tasks:
             self._tasks.remove(task)
 
-    async def _unsubscribe(self, pubsub: PubSub, channel: str) -> None:
+    async def _unsubscribe(self, channel: str) -> None:
         try:
             if channel not in self._channels:  # not watched again meanwhile
-                await pubsub.unsubscribe(channel)
+                await self._subscription.unsubscribe(channel)
         except (RedisError, OSError) as exc:
             log.debug("unsubscribing from %s failed: %r", channel, exc)
 
-    async def _connected(self) -> PubSub:
-        """The subscription's connection, made once. redis-py's ``PubSub.connect``
-        takes a connection whenever it has none, so subscribes made at once on a new
-        ``PubSub`` each took one, and all but the last were left unread: their
-        sessions never heard another hub (``loadtest fanout --tutors-on-node-2``)."""
-        async with self._connecting:
-            if self._pubsub is None:
-                self._pubsub = self._subscriber.pubsub()
-            if self._pubsub.connection is None:
-                await self._pubsub.connect()  # type: ignore[no-untyped-call]
-            return self._pubsub
-
-    async def _close_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            try:
-                await pubsub.aclose()
-            except (RedisError, OSError):
-                pass
+    async def _close_subscription(self) -> None:
+        try:
+            await self._subscription.close()
+        except (RedisError, OSError):
+            pass
 
     # -- receiving ------------------------------------------------------------
 
@@ -243,13 +222,12 @@ class RedisCluster(Cluster):
         while True:
             try:
                 await self._has_channels.wait()
-                pubsub = await self._connected()
                 if lost:
-                    await self._subscribe_again(pubsub)
+                    await self._subscribe_again()
                     lost = False
                     log.warning("cluster node %s: Redis subscription is back", self.node_id)
                     await self._reconnected()
-                message = await pubsub.get_message(timeout=READ_TIMEOUT_S)
+                message = await self._subscription.next_message(READ_TIMEOUT_S)
                 wait = RECONNECT_MIN_S
                 if message is not None:
                     self._received(message)
@@ -261,25 +239,25 @@ class RedisCluster(Cluster):
                     log.warning("cluster node %s: Redis subscription lost: %r", self.node_id, exc)
                 lost = True
                 self._metrics.redis_reconnects.inc()
-                await self._close_pubsub()
+                await self._close_subscription()
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RECONNECT_MAX_S)
 
-    async def _subscribe_again(self, pubsub: PubSub) -> None:
+    async def _subscribe_again(self) -> None:
         """Subscribe to every watched channel and read up to the confirmations: from
         then on every frame reaches this hub, so what the hooks read misses nothing."""
         waiting = set(self._channels)
         if not waiting:
             return
-        await pubsub.subscribe(*waiting)
+        await self._subscription.subscribe(*waiting)
         deadline = time.monotonic() + SUBSCRIBE_WAIT_S
         while waiting:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(waiting)} subscriptions not confirmed")
-            message = await pubsub.get_message(timeout=READ_TIMEOUT_S)
+            message = await self._subscription.next_message(READ_TIMEOUT_S)
             if message is None:
                 continue
-            if message.get("type") == "subscribe":
+            if message.get("type") == self._subscription.confirmed:
                 waiting.discard(as_text(message.get("channel")))
             self._received(message)
 
@@ -292,13 +270,13 @@ class RedisCluster(Cluster):
 
     def _received(self, message: dict[str, object]) -> None:
         kind = message.get("type")
-        if kind == "subscribe":
+        if kind == self._subscription.confirmed:
             confirmed = self._confirmed.get(as_text(message.get("channel")))
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)
             return
         data = message.get("data")
-        if kind != "message" or not isinstance(data, bytes):
+        if kind != self._subscription.message or not isinstance(data, bytes):
             return
         if data.startswith(self._node_prefix):
             self._metrics.redis_echoes.inc()
@@ -349,7 +327,10 @@ class RedisCluster(Cluster):
     async def _send(self, batch: list[tuple[str, bytes]]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for channel, data in batch:
-                pipe.publish(channel, data)
+                if self._sharded:
+                    pipe.spublish(channel, data)  # to the channel's shard only
+                else:
+                    pipe.publish(channel, data)
             await pipe.execute()
         for _, data in batch:
             name = KIND_NAMES.get(data[len(self._node_prefix) : len(self._node_prefix) + 1], "?")
