@@ -24,16 +24,20 @@ import time
 from datetime import datetime
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from presence.activity import StudentKey
 from presence.tracker import Arrival, Departure
 from realtime.base.tasks import stop
+from realtime.bus.subscription_redis import AnyRedis
 
 log = logging.getLogger(__name__)
 
 PREFIX = "hub:presence:"
+# On Redis Cluster every presence key carries one hash tag: the scripts touch a
+# student's keys, the hub's and the shared leaving set at once, which must be in one
+# slot. (Connects and departures are rare next to patches: one shard holds them.)
+CLUSTER_PREFIX = "hub:presence:{presence}:"
 HEARTBEAT_S = 1.0
 # A hub whose heartbeat is this old is dead: its connections are taken out.
 DEAD_AFTER_S = 5.0
@@ -91,11 +95,12 @@ def _student(key: StudentKey) -> str:
 class RedisPresenceTracker:
     """``presence.tracker.PresenceTracker`` shared through Redis."""
 
-    def __init__(self, redis: Redis, node_id: str) -> None:
+    def __init__(self, redis: AnyRedis, node_id: str, prefix: str = PREFIX) -> None:
         self._redis = redis
         self.node_id = node_id
-        self._leaving_key = PREFIX + "leaving"
-        self._nodes_key = PREFIX + "nodes"
+        self._prefix = prefix
+        self._leaving_key = prefix + "leaving"
+        self._nodes_key = prefix + "nodes"
         self._connect = redis.register_script(_CONNECT)
         self._disconnect = redis.register_script(_DISCONNECT)
         self._departures = redis.register_script(_DEPARTURES)
@@ -104,10 +109,10 @@ class RedisPresenceTracker:
     def _keys(self, key: StudentKey, node_id: str) -> list[str]:
         student = _student(key)
         return [
-            PREFIX + "conns:" + student,
+            self._prefix + "conns:" + student,
             self._leaving_key,
-            PREFIX + "mark:" + student,
-            PREFIX + "node:" + node_id + ":conns",
+            self._prefix + "mark:" + student,
+            self._prefix + "node:" + node_id + ":conns",
         ]
 
     async def connect(self, key: StudentKey, connection_id: str) -> Arrival:
@@ -150,7 +155,7 @@ class RedisPresenceTracker:
         while True:
             # At most CLAIM_LIMIT a script; ``everyone`` is all of them, however many.
             batch = await self._departures(
-                keys=[self._leaving_key], args=[until, CLAIM_LIMIT, PREFIX + "mark:"]
+                keys=[self._leaving_key], args=[until, CLAIM_LIMIT, self._prefix + "mark:"]
             )
             claimed.extend(batch)
             if not everyone or len(batch) < CLAIM_LIMIT:
@@ -175,9 +180,8 @@ class RedisPresenceTracker:
         found = await self._redis.hgetall(self._statuses_key(center_id, session_id))
         return {_text(k): _text(v) for k, v in found.items()}
 
-    @staticmethod
-    def _statuses_key(center_id: str, session_id: str) -> str:
-        return PREFIX + "status:" + center_id + "\0" + session_id
+    def _statuses_key(self, center_id: str, session_id: str) -> str:
+        return self._prefix + "status:" + center_id + "\0" + session_id
 
     async def reap(self, now: datetime, grace_s: float) -> int:
         """Take out the connections of hubs whose heartbeat is gone (they died); how
@@ -191,7 +195,7 @@ class RedisPresenceTracker:
             # One hub reaps a dead one: whoever sets the claim first.
             if not await self._redis.set(self._reaping_key(node_id), self.node_id, nx=True, ex=60):
                 continue
-            conns_key = PREFIX + "node:" + node_id + ":conns"
+            conns_key = self._prefix + "node:" + node_id + ":conns"
             for entry in await self._redis.smembers(conns_key):
                 center_id, session_id, student_id, connection_id = orjson.loads(entry)
                 key = (center_id, session_id, student_id)
@@ -205,10 +209,10 @@ class RedisPresenceTracker:
         return reaped
 
     def _alive_key(self, node_id: str) -> str:
-        return PREFIX + "node:" + node_id + ":alive"
+        return self._prefix + "node:" + node_id + ":alive"
 
     def _reaping_key(self, node_id: str) -> str:
-        return PREFIX + "node:" + node_id + ":reaping"
+        return self._prefix + "node:" + node_id + ":reaping"
 
     async def start(self) -> None:
         # A hub starts with Redis away (/readyz says so) and beats once it is back.
@@ -239,7 +243,7 @@ class RedisPresenceTracker:
             await stop([self._heartbeat])
         try:
             await self._redis.delete(self._alive_key(self.node_id))
-            if not await self._redis.scard(PREFIX + "node:" + self.node_id + ":conns"):
+            if not await self._redis.scard(self._prefix + "node:" + self.node_id + ":conns"):
                 await self._redis.srem(self._nodes_key, self.node_id)  # nothing left to reap
         except (RedisError, OSError):
             pass

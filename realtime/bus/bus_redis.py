@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -83,6 +85,19 @@ def redis_client(url: str, *, max_connections: int = MAX_CONNECTIONS, **options:
         url, max_connections=max_connections, timeout=POOL_WAIT_S, retry=retry, **options
     )
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+
+
+def redis_cluster_client(
+    nodes: list[tuple[str, int]], *, max_connections: int = MAX_CONNECTIONS
+) -> RedisClusterClient:
+    """The hub's Redis Cluster client, from some of its nodes (it learns the others and
+    the slot map from them, and follows ``MOVED``/``ASK`` and failovers itself)."""
+    return RedisClusterClient(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        socket_timeout=5,
+        socket_connect_timeout=5,
+        max_connections=max_connections,
+    )
 
 
 def as_text(value: object) -> str:
