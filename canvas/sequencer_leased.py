@@ -200,6 +200,8 @@ class LeasedSequencer(RedisCanvasStates):
     async def drop(self, key: CanvasKey, epoch: str, below: int) -> bool:
         held = self._held.get(key)
         if held is not None and held.epoch == epoch:
+            if held.dseq >= below:
+                return False  # its dseq is the one here: Redis's is as when taken
             del self._held[key]
         return await super().drop(key, epoch, below)
 
