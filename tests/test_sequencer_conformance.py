@@ -322,15 +322,18 @@ async def test_advancing_tells_the_other_hubs_once_in_seq_order(
 ) -> None:
     client, _ = shared_redis
     a = redis_sequencers("node-a")
+    # A session of its own: channels are not per database, and the tests running
+    # beside this one (pytest -n) advance KEY too.
+    key = CanvasKey("c1", f"session-{uuid.uuid4().hex[:12]}", "s1")
     pubsub = client.pubsub()
-    await pubsub.subscribe(session_channel(KEY.center_id, KEY.session_id))
+    await pubsub.subscribe(session_channel(key.center_id, key.session_id))
     try:
-        assert await a.init(KEY, 0, EPOCH)
-        await appended(a, KEY, 3)
-        assert await a.advance([(KEY, run(1, 2))]) == [2]
-        assert await a.advance([(KEY, run(1, 2))]) == [0]
-        assert await a.advance([(KEY, run(3, 3))]) == [1]
-        await a.publish(KEY, [patch(3)])  # what advance could not pass, directly
+        assert await a.init(key, 0, EPOCH)
+        await appended(a, key, 3)
+        assert await a.advance([(key, run(1, 2))]) == [2]
+        assert await a.advance([(key, run(1, 2))]) == [0]
+        assert await a.advance([(key, run(3, 3))]) == [1]
+        await a.publish(key, [patch(3)])  # what advance could not pass, directly
         frames: list[Any] = []
         deadline = time.monotonic() + 5
         while len(frames) < 3 and time.monotonic() < deadline:
@@ -340,8 +343,8 @@ async def test_advancing_tells_the_other_hubs_once_in_seq_order(
         got = []
         for sender, kind, payload in frames:
             assert (sender, kind) == ("node-a", CANVAS)
-            key, entries = wire.read_frame(payload)
-            assert key == KEY
+            framed, entries = wire.read_frame(payload)
+            assert framed == key
             got.append([same(e.patch) for e in entries])
         assert got == [[same(patch(1)), same(patch(2))], [same(patch(3))], [same(patch(3))]]
     finally:
