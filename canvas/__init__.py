@@ -1,4 +1,4 @@
-"""Student canvases: sequenced JSON Patch streams with recovery, snapshots and relay.
+"""Student canvases: JSON Patch streams in seq order, with recovery, snapshots and relay.
 
 ``document`` holds the rules, ``store`` the interface (``store_sequenced`` the
 store, built from its parts by ``build``), ``relay`` the coalesced fan-out,

@@ -1,13 +1,16 @@
-"""Lua scripts on the canvas hot path: over a connection of their own, pipelined.
+"""Lua scripts and commands on the canvas hot path: over a connection of their own,
+pipelined.
 
-Each patch a hub accepts costs a script call (its seq), and each commit one
-more per canvas (the durable seq). Through redis-py a call costs about 180 us
+A hub taking or letting go of a canvas runs a script, and each commit
+publishes its durable patches, one ``PUBLISH`` per canvas
+(``canvas.sequencer_leased``). Through redis-py a call costs about 180 us
 of the hub's CPU, three times the round trip itself: connection pool, retry
 and timeout wrappers, and its parser (``loadtest/`` fan-out profile, in
-``docs/benchmarks.md``). ``ScriptConnection`` writes each call at once, without
-waiting for earlier replies, on one connection, and matches the replies in
-order; hiredis (the Redis project's C parser) reads them and packs the
-commands. It raises redis-py's errors, so callers handle one set.
+``docs/benchmarks.md``, measured when every patch was a script call).
+``ScriptConnection`` writes each call at once, without waiting for earlier
+replies, on one connection, and matches the replies in order; hiredis (the
+Redis project's C parser) reads them and packs the commands. It raises
+redis-py's errors, so callers handle one set.
 
 A script Redis no longer knows (``NOSCRIPT``: it restarted or was flushed) is
 loaded and run again, just those calls, which did nothing the first time.

@@ -59,9 +59,10 @@ class Replica:
     relayed: int = 0
     foreign: int = 0
 
-    def take(self, entries: Sequence[Entry], node_id: str) -> bool:
-        """Apply entries of the shared log: duplicates are skipped, a gap marks the
-        replica stale. False: one did not apply here, and the replica must be dropped."""
+    def take(self, entries: Sequence[Entry]) -> bool:
+        """Apply entries from other hubs or the database: duplicates are skipped, a gap
+        marks the replica stale. False: one did not apply here, and the replica must be
+        dropped."""
         pending, self.inbox = [*self.inbox, *entries], []
         for entry in sorted(pending, key=lambda e: e.patch.seq):
             patch = entry.patch
@@ -84,8 +85,7 @@ class Replica:
                 return False
             self.seq = patch.seq
             self.remember(patch)
-            if entry.node != node_id:
-                self.foreign = patch.seq
+            self.foreign = patch.seq
         return True
 
     @property

@@ -78,9 +78,9 @@ class Replicas:
             del self.loaded[canvas.key]
 
     def take(self, canvas: Replica, entries: Sequence[Entry]) -> None:
-        """Apply entries of the shared log to the replica (``Replica.take``); drop it if
-        one does not apply here."""
-        if not canvas.take(entries, self._sequencer.node_id):
+        """Apply entries from other hubs or the database to the replica
+        (``Replica.take``); drop it if one does not apply here."""
+        if not canvas.take(entries):
             self.drop(canvas)
 
     def forget(self, session_id: str) -> None:
@@ -148,7 +148,7 @@ class Replicas:
                 continue  # the log moved past the database read: read again
             canvas.epoch = state.epoch
             canvas.durable_seq = canvas.relayed = min(state.dseq, canvas.seq)
-            canvas.take(entries, sequencer.node_id)
+            canvas.take(entries)
             canvas.durable_seq = state.dseq
             canvas.relayed = max(canvas.relayed, self._handoff.loaded(key))
             self.loaded[key] = canvas

@@ -1,14 +1,12 @@
 """The sequencer interface: who assigns a canvas's seqs and where its durable seq stands.
 
 Backends, side by side: ``sequencer_local.LocalSequencer`` (this process is the
-only writer; its state lives in memory), ``sequencer_leased.LeasedSequencer``
+only writer; its state lives in memory) and ``sequencer_leased.LeasedSequencer``
 (several hubs write the same canvases, each held by one hub at a time, which
-assigns its seqs; Redis holds who holds it) and ``sequencer_redis.RedisSequencer``
-(the state and the recent log live in Redis, changed by the scripts in
-``canvas/lua/`` for every patch). The store (``canvas.store_sequenced``) drives
-each through this interface; for the leased one, read "holds undurable patches"
-below as "holds the canvas", and its ``state`` is not ``current`` while another
-hub holds it.
+assigns its seqs; Redis holds who holds it). The store
+(``canvas.store_sequenced``) drives each through this interface; for the leased
+one, read "holds undurable patches" below as "holds the canvas", and its
+``state`` is not ``current`` while another hub holds it.
 
 Contract (``tests/test_sequencer_conformance.py`` runs it against every backend):
 
@@ -28,7 +26,8 @@ Contract (``tests/test_sequencer_conformance.py`` runs it against every backend)
   answers how many it passed, or ``OTHER_EPOCH`` / ``GAP`` (nothing changed).
 - ``drop`` removes a state still in ``epoch`` with ``dseq`` below a bound.
 - ``entries`` are the assigned patches it still holds (a trimmed log: from some
-  seq on, or none); ``load`` reads the state and the entries after a seq at once.
+  seq on, or none; both backends hold none, the database is the log); ``load``
+  reads the state and the entries after a seq at once.
 - Every method raises ``Unavailable`` when the backend cannot be reached; then
   an ``append`` may or may not have taken effect.
 """
@@ -42,8 +41,8 @@ from typing import Any, Literal, NamedTuple, Protocol
 from canvas.store import CanvasKey, Patch
 from realtime.base.errors import ErrorCode, HubError
 
-# What ``advance`` answers when it passes nothing: Redis's state is in another epoch,
-# or the log no longer holds every patch it would pass.
+# What ``advance`` answers when it passes nothing: the state is in another epoch (or
+# gone), or the patches reach past the last seq it assigned.
 OTHER_EPOCH, GAP = -1, -2
 # A bound above every dseq: ``drop`` whatever state is in the epoch.
 NO_BOUND = 2**53
@@ -82,12 +81,11 @@ class Appended(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """An assigned patch from the shared log or another hub, its ops decoded to apply
-    them, and the instance that wrote it."""
+    """An assigned patch from another hub or the database, its ops decoded to apply
+    them."""
 
     patch: Patch
     ops: list[dict[str, Any]]
-    node: str = ""
 
 
 class Sequencer(Protocol):

@@ -1,15 +1,17 @@
 """The sequencer of hubs that share canvases through Redis, each canvas held by one hub.
 
-``HUB_CANVAS_SHARING=leased``; the alternative to ``sequencer_redis`` (which
-asks Redis for every seq), for the same keys and the same store.
-
 A hub *holds* a canvas from its first append there until it lets it go. While
 it holds it, it alone assigns the canvas's seqs, in memory; Redis sees nothing
 per patch but the durable patches, which the hub publishes on the session's
-channel, one ``PUBLISH`` per canvas per commit. The state in Redis
-(``<prefix>{<session>:<student>}:m``, as in ``sequencer_redis``: ``seq``,
-``dseq``, ``epoch``, ``pnode`` the holder, ``pat``) is exact only while no hub
-holds the canvas: the holder writes it back when it lets the canvas go.
+channel, one ``PUBLISH`` per canvas per commit. The state in Redis, a hash per
+canvas (``<prefix>{<session>:<student>}:m``: ``seq``, ``dseq``, ``epoch``,
+``pnode`` the holder, ``pat`` Redis's time in ms of its last change), is exact
+only while no hub holds the canvas: the holder writes it back when it lets the
+canvas go. Each change of it is one script of ``canvas/lua/`` (one file each,
+its keys and arguments at its top), so it is atomic; the hot ones (``take``,
+``let_go``) go over a pipelined connection of their own (``canvas.pipelined``).
+Redis lost the state (restart, flush): the store sets it up again from the
+database in a new epoch (``new_epoch``), which tells clients to resync.
 
 - Another hub that appends finds the canvas held (``BUSY``) and asks the holder,
   on the holder's own channel (``<prefix>node:<node>``), to let it go; the
@@ -34,17 +36,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
 
 import orjson
 import redis.asyncio
 from redis.exceptions import RedisError
 
 from canvas import wire
+from canvas.pipelined import ScriptConnection
 from canvas.sequencer import GAP, OTHER_EPOCH, Appended, Entry, SeqState, Unavailable
-from canvas.sequencer_redis import RedisCanvasStates, lua, state_of, unavailable
+from canvas.sequencer_local import initial_epoch
 from canvas.store import CanvasKey, Patch
 from realtime.base import logs
 from realtime.base.metrics import HubMetrics
@@ -54,6 +60,18 @@ from realtime.bus.bus_redis import as_text
 
 log = logging.getLogger(__name__)
 
+
+def lua(name: str, *, clock: bool = True) -> str:
+    """The script ``canvas/lua/<name>.lua``; ``clock``: after the prelude that sets
+    ``now`` (Redis's time, in milliseconds)."""
+    folder = files("canvas") / "lua"
+    script = (folder / f"{name}.lua").read_text()
+    return (folder / "now_ms.lua").read_text() + script if clock else script
+
+
+INIT = lua("init")
+DROP = lua("drop", clock=False)
+STATE = lua("state")
 TAKE = lua("take")
 LET_GO = lua("let_go")
 # A hub stops assigning seqs this long before its key may have expired in Redis (at
@@ -78,8 +96,10 @@ class _Held:
     releasing: bool = False
 
 
-class LeasedSequencer(RedisCanvasStates):
+class LeasedSequencer:
     """``Sequencer`` of hubs that each hold the canvases they write (module docstring)."""
+
+    shared = True
 
     def __init__(
         self,
@@ -90,7 +110,14 @@ class LeasedSequencer(RedisCanvasStates):
         lease_s: float = 3.0,
         metrics: HubMetrics | None = None,
     ) -> None:
-        super().__init__(client, node_id=node_id, prefix=prefix, metrics=metrics)
+        self.node_id = node_id
+        self._redis = client
+        self._prefix = prefix
+        self._metrics = metrics
+        self._init = client.register_script(INIT)
+        self._drop = client.register_script(DROP)
+        self._state = client.register_script(STATE)
+        self._scripts = ScriptConnection(client)
         self._lease_s = lease_s
         self._take = client.register_script(TAKE)
         self._let_go = client.register_script(LET_GO)
@@ -103,6 +130,11 @@ class LeasedSequencer(RedisCanvasStates):
         self._taking: set[CanvasKey] = set()  # take scripts in flight
         self._unpublished: list[tuple[str, bytes]] = []
 
+    def _key(self, key: CanvasKey) -> str:
+        """The canvas's state hash (named as when a stream, hash-tagged to the same
+        cluster slot, came with it: states in Redis before the upgrade still count)."""
+        return f"{self._prefix}{{{key.session_id}:{key.student_id}}}:m"
+
     def _node(self, node: str) -> str:
         """The key that says a node lives, and the channel it listens on."""
         return f"{self._prefix}node:{node}"
@@ -114,7 +146,7 @@ class LeasedSequencer(RedisCanvasStates):
         if held is not None:
             return SeqState(held.seq, held.dseq, held.epoch, self.node_id, 0)
         try:
-            state = state_of(await self._state(keys=self.keys(key)[:1]))
+            state = state_of(await self._state(keys=[self._key(key)]))
             if state is None or not state.holder:
                 return state
             gone = state.holder != self.node_id and not await self._redis.exists(
@@ -129,6 +161,17 @@ class LeasedSequencer(RedisCanvasStates):
 
     async def load(self, key: CanvasKey, first: int) -> tuple[SeqState | None, list[Entry]]:
         return await self.state(key), []
+
+    def new_epoch(self, key: CanvasKey, stored_epoch: str | None) -> str:
+        # Clients may hold positions Redis lost: a new epoch tells them to take the
+        # document. With nothing stored there is nothing to take.
+        return initial_epoch(key) if stored_epoch is None else secrets.token_hex(8)
+
+    async def init(self, key: CanvasKey, seq: int, epoch: str) -> bool:
+        try:
+            return bool(await self._init(keys=[self._key(key)], args=[seq, epoch]))
+        except RedisError as exc:
+            raise unavailable("setting a canvas state up", exc) from None
 
     async def append(self, key: CanvasKey, expected: int, patch: Patch) -> Appended:
         held = self._holding(key)
@@ -145,7 +188,7 @@ class LeasedSequencer(RedisCanvasStates):
         try:
             await self._started()
             reply = await self._scripts.run(
-                self._take, self.keys(key)[:1], [expected, patch.epoch, self.node_id]
+                self._take, [self._key(key)], [expected, patch.epoch, self.node_id]
             )
             outcome = as_text(reply[0])
             if outcome == "OK":
@@ -200,8 +243,13 @@ class LeasedSequencer(RedisCanvasStates):
     async def drop(self, key: CanvasKey, epoch: str, below: int) -> bool:
         held = self._held.get(key)
         if held is not None and held.epoch == epoch:
+            if held.dseq >= below:
+                return False  # its dseq is the one here: Redis's is as when taken
             del self._held[key]
-        return await super().drop(key, epoch, below)
+        try:
+            return bool(await self._drop(keys=[self._key(key)], args=[epoch, below]))
+        except RedisError as exc:
+            raise unavailable("resetting a canvas state", exc) from None
 
     async def entries(self, key: CanvasKey, first: int, last: int | None) -> list[Entry]:
         return []  # the log is the database's
@@ -225,7 +273,7 @@ class LeasedSequencer(RedisCanvasStates):
                 await self._redis.delete(self._node(self.node_id))
             except RedisError as exc:
                 log.warning("removing the key of hub %s failed: %r", self.node_id, exc)
-        await super().close()
+        await self._scripts.close()
 
     # -- holding ------------------------------------------------------------------
 
@@ -267,7 +315,7 @@ class LeasedSequencer(RedisCanvasStates):
         self._count("let_go")
         try:
             await self._scripts.run(
-                self._let_go, self.keys(key)[:1], [self.node_id, held.epoch, held.seq]
+                self._let_go, [self._key(key)], [self.node_id, held.epoch, held.seq]
             )
         except RedisError as exc:
             log.warning("letting canvas %s go failed: %r", key, exc)
@@ -293,7 +341,7 @@ class LeasedSequencer(RedisCanvasStates):
         if key in self._taking:
             return  # its answer decides; the asking hub asks again
         try:
-            await self._scripts.run(self._let_go, self.keys(key)[:1], [self.node_id, "", -1])
+            await self._scripts.run(self._let_go, [self._key(key)], [self.node_id, "", -1])
         except RedisError as exc:
             log.warning("dropping the state of canvas %s failed: %r", key, exc)
 
@@ -384,3 +432,16 @@ class LeasedSequencer(RedisCanvasStates):
 
 def _key_bytes(key: CanvasKey) -> bytes:
     return orjson.dumps([key.center_id, key.session_id, key.student_id])
+
+
+def state_of(reply: Any) -> SeqState | None:
+    """The state script's reply as a state (None: there is none)."""
+    if reply is None:
+        return None
+    seq, dseq, epoch, pnode, idle = reply
+    return SeqState(int(seq), int(dseq), as_text(epoch), as_text(pnode), int(idle))
+
+
+def unavailable(what: str, exc: RedisError) -> Unavailable:
+    log.warning("%s failed in Redis: %r", what, exc)
+    return Unavailable()

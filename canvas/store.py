@@ -1,8 +1,9 @@
-"""The canvas store interface: sequenced, durable patch streams, one per student canvas.
+"""The canvas store interface: durable patch streams in seq order, one per student canvas.
 
 The implementation is ``store_sequenced.SequencedCanvasStore``, built from parts
-(see its module), with a local sequencer (this hub alone; the default) or one
-in Redis (several hubs write one canvas); ``build.build_store`` builds it.
+(see its module), with a local sequencer (this hub alone; the default) or a
+leased one through Redis (several hubs share the canvases, each held by one hub
+at a time); ``build.build_store`` builds it.
 """
 
 from __future__ import annotations

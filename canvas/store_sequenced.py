@@ -3,9 +3,8 @@
 - ``canvas.replica``: each loaded canvas in memory, with its catch-up log;
 - ``canvas.committer``: the group committer, which stores every write;
 - ``canvas.sequencer``: who assigns the seqs and where the durable seq stands,
-  ``LocalSequencer`` (this hub alone), ``LeasedSequencer`` (hubs sharing the
-  canvases through Redis, each canvas held by one of them) or
-  ``RedisSequencer`` (Redis assigns every seq and carries the recent log);
+  ``LocalSequencer`` (this hub alone) or ``LeasedSequencer`` (hubs sharing
+  the canvases through Redis, each canvas held by one of them);
 - ``canvas.handoff``: durable patches to the relay, each once and in order;
 - ``canvas.takeover``: a canvas of a hub that died holding it.
 

@@ -1,9 +1,7 @@
-"""How canvas patches travel between hubs: as JSON in the Redis log and in ``CANVAS``
-frames on the session's channel (``realtime.bus``).
+"""How canvas patches travel between hubs: as JSON in ``CANVAS`` frames on the
+session's channel (``realtime.bus``).
 
-A frame's payload is ``{"key": [center, session, student], "patches": [...]}``;
-the advance script (``canvas/lua/advance.lua``) assembles it from a head, the
-log's entries as they are stored, and a tail, so a patch is encoded once.
+A frame's payload is ``{"key": [center, session, student], "patches": [...]}``.
 """
 
 from __future__ import annotations
@@ -19,8 +17,6 @@ from canvas.sequencer import Entry
 from canvas.store import CanvasKey, Patch
 from realtime.bus.bus import CANVAS, frame
 
-FRAME_TAIL = b"]}"
-
 
 def encode(patch: Patch) -> bytes:
     return orjson.dumps(
@@ -35,7 +31,7 @@ def encode(patch: Patch) -> bytes:
     )
 
 
-def decode(data: dict[str, Any], node: str = "") -> Entry:
+def decode(data: dict[str, Any]) -> Entry:
     ops: list[dict[str, Any]] = data["ops"]
     patch = Patch.of(
         int(data["seq"]),
@@ -45,18 +41,14 @@ def decode(data: dict[str, Any], node: str = "") -> Entry:
         ops,
         datetime.fromisoformat(data["at"]),
     )
-    return Entry(patch, ops, node)
-
-
-def frame_start(node_id: str, key: CanvasKey) -> bytes:
-    """The ``CANVAS`` frame of ``key``'s patches up to the first patch."""
-    head = b'{"key":' + orjson.dumps([key.center_id, key.session_id, key.student_id])
-    return frame(node_id, CANVAS, head + b',"patches":[')
+    return Entry(patch, ops)
 
 
 def canvas_frame(node_id: str, key: CanvasKey, patches: Sequence[Patch]) -> bytes:
-    """The ``CANVAS`` frame of ``patches``, as the advance script publishes it."""
-    return frame_start(node_id, key) + b",".join(encode(p) for p in patches) + FRAME_TAIL
+    """The ``CANVAS`` frame of ``patches``."""
+    head = b'{"key":' + orjson.dumps([key.center_id, key.session_id, key.student_id])
+    body = b",".join(encode(p) for p in patches)
+    return frame(node_id, CANVAS, head + b',"patches":[' + body + b"]}")
 
 
 def read_frame(payload: bytes) -> tuple[CanvasKey, list[Entry]]:

@@ -189,7 +189,6 @@ def build_app(
         **store_options,
         redis=redis,
         node_id=cluster.node_id,
-        sharing=settings.canvas_sharing,
     )
     if redis is not None:
         # Seqs and the recent log shared by every hub; patches other hubs made durable

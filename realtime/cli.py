@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -32,18 +32,46 @@ log = logging.getLogger("realtime")
 # only cycles wait longer.
 GC_THRESHOLDS = (50_000, 20, 100)
 
+# Variables a former release read and this one does not (Settings ignores unknown
+# ones): the value under which the hub still does what it did, and what changed. That
+# value is warned about; any other would change what the hub does without a word, so
+# the hub refuses it.
+RETIRED: dict[str, tuple[str, str]] = {
+    "HUB_CANVAS_SHARING": (
+        "leased",
+        "no longer read: hubs sharing Redis always share canvases 'leased'; 'sequenced' "
+        "was removed, and hubs in the two modes must not share a Redis (switch every "
+        "hub to leased on the former release first: CHANGELOG.md)",
+    ),
+}
+
+
+def retired(environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """The problems and the warnings, each starting with its variable's name, that
+    retired variables in ``environ`` cause (any case, as Settings reads names)."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    for name, value in environ.items():
+        if name.upper() in RETIRED:
+            harmless, what = RETIRED[name.upper()]
+            line = f"{name.upper()}: got {value!r}, {what}"
+            (warnings if value == harmless else problems).append(line)
+    return problems, warnings
+
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, or exit with every bad ``HUB_*`` value named."""
+    lines = [f"  {problem}" for problem in retired(os.environ)[0]]
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        lines = [f"invalid configuration ({exc.error_count()} problem(s)):"]
         for err in exc.errors(include_url=False):
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             name = f"HUB_{field.upper()}" if err["loc"] else "settings"
             lines.append(f"  {name}: {err['msg']}")
-        raise SystemExit("\n".join(lines)) from None
+    if lines:
+        raise SystemExit("\n".join([f"invalid configuration ({len(lines)} problem(s)):", *lines]))
+    return settings
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -54,6 +82,8 @@ def serve(args: argparse.Namespace) -> None:
         overrides["port"] = args.port
     settings = load_settings(**overrides)
     logs.configure(settings.log_level, settings.log_format)
+    for warning in retired(os.environ)[1]:
+        log.warning("%s; remove it", warning)
     if not settings.has_configured_keys:
         log.warning(
             "no HUB_JWT_SECRET or HUB_JWT_PUBLIC_KEY set: using the development secret "

@@ -1,5 +1,5 @@
 """Several hubs ("nodes") writing the same canvases through the store with a
-``RedisSequencer``.
+``LeasedSequencer``.
 
 Each node is a store instance of its own (its own node id, committer and
 replicas) in this process, all on one real Redis (db 15, a key prefix per
@@ -27,9 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from canvas.document import Author, plain, replay
-from canvas.sequencer import Sequencer
 from canvas.sequencer_leased import LeasedSequencer
-from canvas.sequencer_redis import RedisSequencer
 from canvas.store import CanvasKey, CatchUp, Patch
 from canvas.store_sequenced import SequencedCanvasStore
 from persistence.batch import BatchWriter, Rows, batch_writer
@@ -152,7 +150,6 @@ class Cluster:
     redis: redis.asyncio.Redis
     prefix: str
     key: CanvasKey
-    sharing: str  # HUB_CANVAS_SHARING: "sequenced" or "leased"
     nodes: list[Node] = field(default_factory=list)
     # Every patch published on the session channel, in publishing order: (sender, seq).
     published: list[tuple[str, int]] = field(default_factory=list)
@@ -171,7 +168,7 @@ class Cluster:
         return replay(None, [op.ops for op in await self.stored_ops()])
 
     async def redis_seqs(self) -> tuple[int, int]:
-        """(seq, dseq) in Redis, or, while a node holds the canvas (leased), that node's."""
+        """(seq, dseq) in Redis, or, while a node holds the canvas, that node's."""
         m = f"{self.prefix}{{{self.key.session_id}:{self.key.student_id}}}:m"
         seq, dseq, holder = await self.redis.hmget(m, "seq", "dseq", "pnode")
         for node in self.nodes:
@@ -183,8 +180,8 @@ class Cluster:
         return int(seq or 0), int(dseq or 0)
 
 
-@pytest.fixture(params=["sequenced", "leased"])
-async def cluster(engine: AsyncEngine, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+@pytest.fixture
+async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
     need_service("Redis", await redis_problem())
     db = session_factory(engine)
     async with db.begin() as session:
@@ -202,14 +199,7 @@ async def cluster(engine: AsyncEngine, request: pytest.FixtureRequest) -> AsyncI
         session.add(live)
     client = redis_client(REDIS_URL)
     prefix = f"test:{uuid.uuid4().hex[:12]}:cv:"
-    cluster = Cluster(engine, db, client, prefix, CanvasKey("c1", live.id, "s1"), request.param)
-
-    def sequencer(through: redis.asyncio.Redis, name: str, takeover_s: float) -> Sequencer:
-        if request.param == "leased":
-            return LeasedSequencer(
-                through, node_id=name, prefix=prefix, lease_s=takeover_s, metrics=HubMetrics()
-            )
-        return RedisSequencer(through, node_id=name, prefix=prefix)
+    cluster = Cluster(engine, db, client, prefix, CanvasKey("c1", live.id, "s1"))
 
     async def add_node(
         name: str, takeover_s: float = TAKEOVER_S, through: redis.asyncio.Redis | None = None
@@ -219,7 +209,13 @@ async def cluster(engine: AsyncEngine, request: pytest.FixtureRequest) -> AsyncI
         node.store = SequencedCanvasStore(
             db=db,
             writer=writer,
-            sequencer=sequencer(through or client, name, takeover_s),
+            sequencer=LeasedSequencer(
+                through or client,
+                node_id=name,
+                prefix=prefix,
+                lease_s=takeover_s,
+                metrics=HubMetrics(),
+            ),
             takeover_s=takeover_s,
             on_durable=node.relayed.extend,
         )
@@ -276,7 +272,7 @@ async def acked(node: Node, key: CanvasKey, author: Author, ops: list[dict[str, 
 
 
 def handovers(node: Node, event: str) -> float:
-    """``hub_canvas_handovers_total{event}`` of a node's (leased) sequencer."""
+    """``hub_canvas_handovers_total{event}`` of a node's sequencer."""
     assert isinstance(node.store.sequencer, LeasedSequencer)
     metrics = node.store.sequencer._metrics
     assert metrics is not None
@@ -298,14 +294,11 @@ async def converged(cluster: Cluster, count: int) -> None:
             continue
         # Relayed here in seq order, once each.
         relayed = [(p.epoch, p.seq) for k, p in node.relayed if k == key]
-        if cluster.sharing == "leased":
-            # A canvas taken over starts again in a new epoch from the database: the
-            # patches its holder stored but never published are in the document the
-            # clients take at the new epoch.
-            for (epoch, seq), (next_epoch, next_seq) in itertools.pairwise(relayed):
-                assert next_seq == seq + 1 or (next_seq > seq and next_epoch != epoch)
-        else:
-            assert node.relayed_seqs(key) == list(range(1, count + 1)), node.store.node_id
+        # A canvas taken over starts again in a new epoch from the database: the
+        # patches its holder stored but never published are in the document the
+        # clients take at the new epoch.
+        for (epoch, seq), (next_epoch, next_seq) in itertools.pairwise(relayed):
+            assert next_seq == seq + 1 or (next_seq > seq and next_epoch != epoch)
         whole = await node.store.catch_up(key, None)
         assert whole.position.offset == count
         assert plain(whole.doc) == expected, node.store.node_id
@@ -343,12 +336,11 @@ async def test_interleaved_appends_from_two_nodes_get_gap_free_seqs_and_converge
     # Published once each, in seq order, whichever node stored them.
     assert [seq for _, seq in cluster.published] == seqs
     assert await cluster.redis_seqs() == (45, 45)
-    if cluster.sharing == "leased":
-        # Three writers of one canvas: it went from hand to hand, and the metrics say so.
-        taken = [handovers(node, "taken") for node in (a, b, c)]
-        assert all(n >= 1 for n in taken), taken
-        let_go = sum(handovers(node, "let_go") for node in (a, b, c))
-        assert let_go >= sum(taken) - 1  # all but the last holder's
+    # Three writers of one canvas: it went from hand to hand, and the metrics say so.
+    taken = [handovers(node, "taken") for node in (a, b, c)]
+    assert all(n >= 1 for n in taken), taken
+    let_go = sum(handovers(node, "let_go") for node in (a, b, c))
+    assert let_go >= sum(taken) - 1  # all but the last holder's
 
 
 async def test_a_node_that_dies_before_committing_is_taken_over(cluster: Cluster) -> None:
@@ -365,31 +357,17 @@ async def test_a_node_that_dies_before_committing_is_taken_over(cluster: Cluster
     )
     a.kill()
 
-    if cluster.sharing == "leased":
-        # a held the canvas: b waits for a's key to expire, then takes the canvas from
-        # the database in a new epoch. a's patch 3 was never acked: it is gone.
-        assert await acked(b, key, Author.TUTOR, mark("after-takeover")) == 3
-        stored = await cluster.stored_ops()
-        assert [op.seq for op in stored] == [1, 2, 3]
-        assert stored[2].epoch != stored[1].epoch
-        doc = await cluster.stored_doc()
-        assert set(doc["elements"]) == {"acked-on-a"}
-        assert set(doc["annotations"]) == {"acked-on-b", "after-takeover"}
-        assert plain((await b.store.catch_up(key, None)).doc) == doc
-        assert b.relayed_seqs(key) == [1, 2, 3]
-        return
-    # b waits for a's patch, then (a silent for TAKEOVER_S) stores it itself.
-    assert await acked(b, key, Author.TUTOR, mark("after-takeover")) == 4
+    # a held the canvas: b waits for a's key to expire, then takes the canvas from the
+    # database in a new epoch. a's patch 3 was never acked: it is gone.
+    assert await acked(b, key, Author.TUTOR, mark("after-takeover")) == 3
     stored = await cluster.stored_ops()
-    assert [op.seq for op in stored] == [1, 2, 3, 4]
-    assert stored[2].author_id == "student-1"
+    assert [op.seq for op in stored] == [1, 2, 3]
+    assert stored[2].epoch != stored[1].epoch
     doc = await cluster.stored_doc()
-    assert set(doc["elements"]) == {"acked-on-a", "assigned-on-a"}
+    assert set(doc["elements"]) == {"acked-on-a"}
     assert set(doc["annotations"]) == {"acked-on-b", "after-takeover"}
     assert plain((await b.store.catch_up(key, None)).doc) == doc
-    assert await cluster.redis_seqs() == (4, 4)
-    assert [seq for _, seq in cluster.published] == [1, 2, 3, 4]
-    assert b.relayed_seqs(key) == [1, 2, 3, 4]
+    assert b.relayed_seqs(key) == [1, 2, 3]
 
 
 async def test_flushdb_mid_stream_starts_a_new_epoch_and_loses_nothing_acked(
@@ -416,42 +394,36 @@ async def test_flushdb_mid_stream_starts_a_new_epoch_and_loses_nothing_acked(
     assert flushed.is_set()
     after_a = await a.store.catch_up(key, None)
     after_b = await b.store.catch_up(key, None)
-    if cluster.sharing == "leased":
-        # A hub whose key was flushed lets go of the canvases it held, also one taken
-        # since; its next read resets the state, once more in a new epoch. Both settle.
-        for _ in range(5):
-            if after_a.position == after_b.position:
-                break
-            after_a = await a.store.catch_up(key, None)
-            after_b = await b.store.catch_up(key, None)
+    # A hub whose key was flushed lets go of the canvases it held, also one taken
+    # since; its next read resets the state, once more in a new epoch. Both settle.
+    for _ in range(5):
+        if after_a.position == after_b.position:
+            break
+        after_a = await a.store.catch_up(key, None)
+        after_b = await b.store.catch_up(key, None)
     assert after_a.position == after_b.position
     assert after_a.position.epoch != before.position.epoch  # clients take the document again
 
     stored = await cluster.stored_ops()
     assert [op.seq for op in stored] == list(range(1, len(stored) + 1))  # seqs went on
-    if cluster.sharing == "leased":
-        # a holds the canvas until it renews its key and finds it gone; meanwhile b set
-        # the state up again and both wrote: the database refused one of each pair,
-        # which was not acked, and each refusal started the canvas again.
-        assert len({op.epoch for op in stored}) >= 2
-    else:
-        assert len({op.epoch for op in stored}) == 2
+    # a holds the canvas until it renews its key and finds it gone; meanwhile b set
+    # the state up again and both wrote: the database refused one of each pair,
+    # which was not acked, and each refusal started the canvas again.
+    assert len({op.epoch for op in stored}) >= 2
     assert after_a.position.offset == len(stored)
     doc = await cluster.stored_doc()
     assert plain(after_a.doc) == plain(after_b.doc) == doc
     for seq, name in acks.items():
         assert stored[seq - 1].seq == seq
         assert name in doc["elements"] or name in doc["annotations"], (seq, name)
-    # And the stream goes on, in the new epoch (leased: in the one the hubs settle on).
+    # And the stream goes on, in the epoch the hubs settle on.
     seq = await acked(b, key, Author.TUTOR, mark("later"))
     assert seq == len(stored) + 1
-    if cluster.sharing == "sequenced":
-        assert (await a.store.catch_up(key, None)).position.epoch == after_a.position.epoch
 
 
 async def test_scripts_lost_in_redis_are_loaded_again_and_run_once(cluster: Cluster) -> None:
-    """Redis forgot its scripts (SCRIPT FLUSH, as after a restart): the next append and
-    advance load them again; each patch is sequenced, stored and relayed once."""
+    """Redis forgot its scripts (SCRIPT FLUSH, as after a restart): the next take of the
+    canvas loads them again; each patch gets one seq, and is stored and relayed once."""
     a, b = await nodes(cluster, "node-a", "node-b")
     key = cluster.key
     assert await acked(a, key, Author.STUDENT, stroke("before")) == 1
@@ -467,8 +439,8 @@ async def test_scripts_lost_in_redis_are_loaded_again_and_run_once(cluster: Clus
 
 async def test_a_hub_back_from_a_redis_outage_hands_on_what_it_missed(cluster: Cluster) -> None:
     """Frames published while a hub's subscription is down never reach it. Once it is
-    back, ``resume`` hands on the durable patches it missed, from the stream, each once
-    and in order: also the last ones, whose gap no later patch would reveal."""
+    back, ``resume`` hands on the durable patches it missed, from the database, each
+    once and in order: also the last ones, whose gap no later patch would reveal."""
     a, b = await nodes(cluster, "node-a", "node-b")
     key = cluster.key
     assert await acked(a, key, Author.STUDENT, stroke("x1")) == 1
@@ -490,8 +462,9 @@ async def test_a_hub_back_from_a_redis_outage_hands_on_what_it_missed(cluster: C
     b.deaf = True
     await cluster.redis.flushdb()
     sequencer = a.store.sequencer
-    if isinstance(sequencer, LeasedSequencer):  # a renews its key, finds it gone, lets go
-        await eventually(lambda: sequencer.holds(key) is None, what="a lets the canvas go")
+    assert isinstance(sequencer, LeasedSequencer)
+    # a renews its key, finds it gone, lets go.
+    await eventually(lambda: sequencer.holds(key) is None, what="a lets the canvas go")
     assert await acked(a, key, Author.STUDENT, stroke("x5")) == 5
     assert await acked(a, key, Author.STUDENT, stroke("x6")) == 6
     new_epoch = (await a.store.catch_up(key, None)).position.epoch
@@ -499,21 +472,11 @@ async def test_a_hub_back_from_a_redis_outage_hands_on_what_it_missed(cluster: C
     b.deaf = False
     await b.store.resume()
     got = [(p.epoch, p.seq) for k, p in b.relayed if k == key]
-    if cluster.sharing == "leased":
-        # A frame of the new epoch may reach b before its resume reads the database:
-        # then what lies before it is skipped, and clients take the document at the
-        # new epoch anyway.
-        assert got[:4] == [(epoch, 1), (epoch, 2), (epoch, 3), (epoch, 4)]
-        assert got[-1] == (new_epoch, 6) and set(got[4:]) <= {(new_epoch, 5), (new_epoch, 6)}
-    else:
-        assert got == [
-            (epoch, 1),
-            (epoch, 2),
-            (epoch, 3),
-            (epoch, 4),
-            (new_epoch, 5),
-            (new_epoch, 6),
-        ]
+    # A frame of the new epoch may reach b before its resume reads the database: then
+    # what lies before it is skipped, and clients take the document at the new epoch
+    # anyway.
+    assert got[:4] == [(epoch, 1), (epoch, 2), (epoch, 3), (epoch, 4)]
+    assert got[-1] == (new_epoch, 6) and set(got[4:]) <= {(new_epoch, 5), (new_epoch, 6)}
     assert plain((await b.store.catch_up(key, None)).doc) == await cluster.stored_doc()
 
 
@@ -594,28 +557,15 @@ async def test_a_redis_outage_refuses_appends_retryably_and_the_node_recovers(
         key = cluster.key
         assert await acked(a, key, Author.STUDENT, stroke("before")) == 1
         await proxy.stop()
-        if cluster.sharing == "leased":
-            # a holds the canvas: it goes on without Redis until its key may have
-            # expired; b then takes the canvas over from the database in a new epoch.
-            assert await acked(a, key, Author.STUDENT, stroke("during")) == 2
-            assert await acked(b, key, Author.TUTOR, mark("other-node")) == 3
-            await proxy.start()
-            assert await acked(a, key, Author.STUDENT, stroke("after")) == 4
-            await converged(cluster, 4)
-            doc = await cluster.stored_doc()
-            assert set(doc["elements"]) == {"before", "during", "after"}
-            assert set(doc["annotations"]) == {"other-node"}
-            return
-        with pytest.raises(HubError) as refused:
-            await a.store.append(key, Author.STUDENT, "student-1", stroke("during"))
-        assert refused.value.code is ErrorCode.INTERNAL
-        assert await cluster.redis_seqs() == (1, 1)  # changed nothing
-        assert await acked(b, key, Author.TUTOR, mark("other-node")) == 2
-        await proxy.start()  # Redis is back
-        assert await acked(a, key, Author.STUDENT, stroke("after")) == 3
-        await converged(cluster, 3)
+        # a holds the canvas: it goes on without Redis until its key may have expired;
+        # b then takes the canvas over from the database in a new epoch.
+        assert await acked(a, key, Author.STUDENT, stroke("during")) == 2
+        assert await acked(b, key, Author.TUTOR, mark("other-node")) == 3
+        await proxy.start()
+        assert await acked(a, key, Author.STUDENT, stroke("after")) == 4
+        await converged(cluster, 4)
         doc = await cluster.stored_doc()
-        assert set(doc["elements"]) == {"before", "after"}
+        assert set(doc["elements"]) == {"before", "during", "after"}
         assert set(doc["annotations"]) == {"other-node"}
     finally:
         for node in cluster.nodes:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from realtime.base.config import DEFAULT_DATABASE_URL, DEV_JWT_SECRET, Environment, Settings
 from realtime.base.identity import Role, TokenVerifier
-from realtime.cli import can_migrate_apart, load_settings
+from realtime.cli import can_migrate_apart, load_settings, retired
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "config-test-secret-0123456789-abcdefghijkl"
@@ -247,6 +247,32 @@ def test_every_bad_value_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> No
     assert "HUB_LOG_LEVEL" in message
 
 
+# -- retired variables -------------------------------------------------------
+
+
+def test_the_removed_sequenced_canvas_sharing_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment still set to the removed ``sequenced`` mode must not start as
+    ``leased`` beside hubs of the old release in ``sequenced``: they would misread
+    each other's canvas states in Redis."""
+    message = config_error(monkeypatch, HUB_CANVAS_SHARING="sequenced", HUB_PORT="notaport")
+
+    assert "2 problem(s)" in message
+    assert "HUB_CANVAS_SHARING: got 'sequenced'" in message
+    assert "'sequenced' was removed" in message and "leased" in message
+    assert "HUB_PORT" in message
+
+
+def test_canvas_sharing_leased_is_only_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("hub_canvas_sharing", "leased")  # Settings read names in any case
+
+    assert isinstance(load_settings(), Settings)  # the hub starts
+    problems, warnings = retired(os.environ)
+    assert problems == []
+    assert len(warnings) == 1 and warnings[0].startswith("HUB_CANVAS_SHARING: got 'leased'")
+
+
 # -- public key --------------------------------------------------------------
 
 
@@ -282,12 +308,35 @@ def test_public_key_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_serve_with_a_bad_port_exits_naming_hub_port() -> None:
-    result = run_cli("serve", HUB_PORT="notaport")
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("HUB_PORT", "notaport", "valid integer"),
+        # The mode this release removed: the hub must not start as if it were leased.
+        ("HUB_CANVAS_SHARING", "sequenced", "got 'sequenced'"),
+    ],
+)
+def test_serve_with_a_bad_setting_exits_naming_it(name: str, value: str, expected: str) -> None:
+    result = run_cli("serve", **{name: value})
 
     assert result.returncode != 0
-    assert "HUB_PORT" in result.stderr
-    assert "valid integer" in result.stderr
+    assert "invalid configuration (1 problem(s))" in result.stderr
+    assert f"{name}: " in result.stderr
+    assert expected in result.stderr
+
+
+@pytest.mark.slow
+def test_serve_with_canvas_sharing_leased_warns_naming_it() -> None:
+    # Port 1 refuses the connection: the hub warns, then stops at the migration.
+    result = run_cli(
+        "serve",
+        HUB_PORT="0",
+        HUB_DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:1/hub",
+        HUB_CANVAS_SHARING="leased",
+    )
+
+    assert "HUB_CANVAS_SHARING: got 'leased', no longer read" in result.stderr
+    assert "remove it" in result.stderr
 
 
 @pytest.mark.slow

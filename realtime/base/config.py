@@ -123,11 +123,6 @@ class Settings(BaseSettings):
     # Under load (the last commit ended less than this ago) the committer waits
     # this long for more patches, so one commit carries a batch; idle, it commits at once.
     canvas_commit_linger_s: float = Field(default=0.015, ge=0, le=0.1)
-    # With Redis, how hubs share a canvas: the hub that holds it assigns its seqs
-    # ("leased", canvas.sequencer_leased), or Redis assigns every seq ("sequenced",
-    # canvas.sequencer_redis: the design before issue 18, about ten times the Redis
-    # commands per patch).
-    canvas_sharing: Literal["leased", "sequenced"] = "leased"
 
     # A student with no activity (drawing, progress, pings) this long is idle;
     # a session may set its own (idle_after_s). Checked every presence_sweep_s.

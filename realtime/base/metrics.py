@@ -205,7 +205,7 @@ class HubMetrics:
         )
         self.canvas_holds = Gauge(
             "hub_canvas_holds",
-            "Canvases this hub holds, assigning their seqs (HUB_CANVAS_SHARING=leased)",
+            "Canvases this hub holds, assigning their seqs (hubs sharing Redis)",
             registry=r,
         )
         self.canvas_handovers = Counter(
