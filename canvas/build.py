@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from canvas.sequencer import Sequencer
@@ -12,13 +11,14 @@ from canvas.sequencer_leased import LeasedSequencer
 from canvas.sequencer_local import LocalSequencer
 from canvas.store_sequenced import SequencedCanvasStore
 from persistence.batch import BatchWriter
+from realtime.bus.subscription_redis import AnyRedis
 
 
 def build_store(
     db: async_sessionmaker[AsyncSession],
     writer: BatchWriter,
     *,
-    redis: redis.asyncio.Redis | None = None,
+    redis: AnyRedis | None = None,
     node_id: str = "local",
     **options: Any,
 ) -> SequencedCanvasStore:

@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from realtime.bus.subscription_redis import AnyRedis
 from realtime.internals.redis_connection import (
     connection_options,
     is_plain,
@@ -104,12 +105,15 @@ class _Replies(asyncio.Protocol):
 class ScriptConnection:
     """Script calls to the Redis of ``client``, on one pipelined connection."""
 
-    def __init__(self, client: redis.asyncio.Redis, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, client: AnyRedis, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self._client = client
         self._timeout_s = timeout_s
-        self._options = connection_options(client)
-        # TLS settings live in redis-py: those connections go through it.
-        self._direct = is_plain(client)
+        # TLS settings live in redis-py, and a cluster's calls go to the node of their
+        # keys' slot: those go through redis-py's (cluster) pipelines.
+        self._direct = False
+        self._options: dict[str, Any] = {}
+        if isinstance(client, redis.asyncio.Redis) and is_plain(client):
+            self._direct, self._options = True, connection_options(client)
         self._replies: _Replies | None = None
         self._connecting = asyncio.Lock()
 

@@ -44,7 +44,7 @@ from importlib.resources import files
 from typing import Any
 
 import orjson
-import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 from redis.exceptions import RedisError
 
 from canvas import wire
@@ -57,6 +57,7 @@ from realtime.base.metrics import HubMetrics
 from realtime.base.tasks import stop
 from realtime.bus.bus import session_channel
 from realtime.bus.bus_redis import as_text
+from realtime.bus.subscription_redis import AnyRedis
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class LeasedSequencer:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AnyRedis,
         *,
         node_id: str,
         prefix: str = "hub:cv:",
@@ -118,6 +119,8 @@ class LeasedSequencer:
         self._drop = client.register_script(DROP)
         self._state = client.register_script(STATE)
         self._scripts = ScriptConnection(client)
+        # On Redis Cluster, a session's frames go to its channel's shard only.
+        self._publish_command = "SPUBLISH" if isinstance(client, RedisClusterClient) else "PUBLISH"
         self._lease_s = lease_s
         self._take = client.register_script(TAKE)
         self._let_go = client.register_script(LET_GO)
@@ -417,7 +420,9 @@ class LeasedSequencer:
         the other hubs, in order; kept up to ``MAX_UNPUBLISHED``)."""
         frames, self._unpublished = [*self._unpublished, *frames], []
         try:
-            replies = await self._scripts.commands([("PUBLISH", c, f) for c, f in frames])
+            replies = await self._scripts.commands(
+                [(self._publish_command, c, f) for c, f in frames]
+            )
         except RedisError as exc:
             self._unpublished = frames[-MAX_UNPUBLISHED:]
             raise unavailable("publishing canvas patches", exc) from None

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
 from canvas.build import build_store
 from canvas.document import CanvasLimits
@@ -22,6 +22,7 @@ from persistence.models import HelpPriority, utcnow
 from presence.live import LivePresence
 from presence.tracker import PresenceTracker
 from presence.tracker_memory import MemoryPresenceTracker
+from presence.tracker_redis import CLUSTER_PREFIX as PRESENCE_CLUSTER_PREFIX
 from presence.tracker_redis import RedisPresenceTracker
 from realtime.base.codec import CODEC
 from realtime.base.config import Settings
@@ -32,7 +33,8 @@ from realtime.base.ratelimit import KeyedBuckets
 from realtime.base.tasks import every, watch_loop_lag, wind_down
 from realtime.bus.bus import CANVAS, Bus
 from realtime.bus.bus_memory import Cluster
-from realtime.bus.bus_redis import RedisCluster, redis_client
+from realtime.bus.bus_redis import RedisCluster, redis_client, redis_cluster_client
+from realtime.bus.subscription_redis import AnyRedis
 from realtime.gateway.addresses import AddressLimits
 from realtime.gateway.gateway import CLOSE_WAIT_S, Gateway
 from realtime.gateway.server import HubServer
@@ -114,7 +116,11 @@ def build_app(
     db = session_factory(engine)
     reads = read_session_factory(engine)
 
-    redis = redis_client(settings.redis_url) if settings.redis_url else None
+    redis: AnyRedis | None = None
+    if settings.redis_url:
+        redis = redis_client(settings.redis_url)
+    elif settings.redis_cluster_nodes:
+        redis = redis_cluster_client(settings.cluster_nodes)
     cluster = RedisCluster(redis, metrics) if redis is not None else Cluster()
     sio = HubServer(
         cluster=cluster,
@@ -312,9 +318,11 @@ def build_app(
     return app
 
 
-def _presence(redis: Redis | None, cluster: Bus) -> PresenceTracker:
+def _presence(redis: AnyRedis | None, cluster: Bus) -> PresenceTracker:
     if redis is None:
         return MemoryPresenceTracker()
+    if isinstance(redis, RedisClusterClient):
+        return RedisPresenceTracker(redis, cluster.node_id, prefix=PRESENCE_CLUSTER_PREFIX)
     return RedisPresenceTracker(redis, cluster.node_id)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from canvas.service import CanvasService
@@ -18,6 +17,7 @@ from realtime.base.config import Settings
 from realtime.base.identity import TokenVerifier
 from realtime.base.metrics import HubMetrics
 from realtime.bus.bus import Bus
+from realtime.bus.subscription_redis import AnyRedis
 from realtime.gateway.gateway import Gateway
 from rooms.course_announcements import CourseAnnouncements
 from rooms.help import HelpDesk
@@ -36,7 +36,7 @@ PRESENCE: web.AppKey[LivePresence] = web.AppKey("presence")
 CANVASES: web.AppKey[CanvasService] = web.AppKey("canvases")
 HELP: web.AppKey[HelpDesk] = web.AppKey("help")
 TIMERS: web.AppKey[Timers] = web.AppKey("timers")
-REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
+REDIS: web.AppKey[AnyRedis | None] = web.AppKey("redis")
 # Set when the hub starts stopping (SIGTERM): it is no longer ready.
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping")
 COURSE_ANNOUNCEMENTS: web.AppKey[CourseAnnouncements] = web.AppKey("course_announcements")

@@ -396,3 +396,21 @@ def test_token_command_signs_with_a_private_key_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     identity = TokenVerifier(Settings(jwt_public_key=public)).verify(result.stdout.strip())
     assert (identity.user_id, identity.role, identity.center) == ("p1", Role.PARENT, "c7")
+
+
+def test_redis_cluster_nodes_are_host_port_pairs() -> None:
+    settings = Settings(redis_cluster_nodes="127.0.0.1:7000, redis-2.internal:7001,[::1]:7002")
+    assert settings.cluster_nodes == [
+        ("127.0.0.1", 7000),
+        ("redis-2.internal", 7001),
+        ("::1", 7002),
+    ]
+    assert Settings().cluster_nodes == []
+    for bad in ("127.0.0.1", "127.0.0.1:", "host:port", "h:70000", "h:7000,:7001"):
+        with pytest.raises(ValueError, match="expected host:port"):
+            Settings(redis_cluster_nodes=bad)
+
+
+def test_one_redis_or_a_cluster_not_both() -> None:
+    with pytest.raises(ValueError, match="HUB_REDIS_URL or HUB_REDIS_CLUSTER_NODES"):
+        Settings(redis_url="redis://127.0.0.1:6379/0", redis_cluster_nodes="127.0.0.1:7000")

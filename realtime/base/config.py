@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     database_echo: bool = False
     migrate_on_start: bool = True
     redis_url: str | None = None
+    # Redis Cluster instead of one Redis: some of its nodes, "host:port,host:port"
+    # (the client finds the rest). Sessions' channels use sharded pub/sub.
+    redis_cluster_nodes: str | None = None
     # /metrics on its own port (on HUB_METRICS_HOST) instead of the public one, and/or
     # only with "Authorization: Bearer <HUB_METRICS_TOKEN>".
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
@@ -180,6 +183,17 @@ class Settings(BaseSettings):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value or None
 
+    @field_validator("redis_cluster_nodes")
+    @classmethod
+    def _host_ports(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        for node in value.split(","):
+            host, _, port = node.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port,host:port,..., got {node.strip()!r}")
+        return value
+
     @field_validator("jwt_secret", "jwt_previous_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
@@ -213,6 +227,22 @@ class Settings(BaseSettings):
                     "(it is public in the source)"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _one_redis(self) -> Self:
+        if self.redis_url is not None and self.redis_cluster_nodes is not None:
+            raise ValueError("set HUB_REDIS_URL or HUB_REDIS_CLUSTER_NODES, not both")
+        return self
+
+    @property
+    def cluster_nodes(self) -> list[tuple[str, int]]:
+        """``HUB_REDIS_CLUSTER_NODES`` as (host, port) pairs."""
+        nodes = []
+        for node in (self.redis_cluster_nodes or "").split(","):
+            if node.strip():
+                host, _, port = node.strip().rpartition(":")
+                nodes.append((host.strip("[]"), int(port)))
+        return nodes
 
     @model_validator(mode="after")
     def _patch_fits_a_message(self) -> Self:
