@@ -1,0 +1,439 @@
+"""A Redis Cluster of a test's own on loopback: 3 primaries and 3 replicas, to break.
+
+``RedisClusterProcesses`` starts six ``redis-server`` processes in cluster mode, joins
+them with ``redis-cli --cluster create``, and waits until every node agrees on the
+slot map and every replica is in sync. A test then crashes a primary
+(``kill_primary`` and ``wait_promoted``), brings it back (``restart``), fails over
+gracefully (``failover``) or moves a slot under traffic (``migrate_slot``, the real
+IMPORTING / MIGRATING / MIGRATE / SETSLOT NODE protocol, as ``redis-cli --cluster
+reshard`` does it). Every wait is bounded and fails with the nodes' log tails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+
+from loadtest.procs import free_port
+
+HOST = "127.0.0.1"
+SLOTS = 16384
+START_TIMEOUT_S = 30.0
+SETTLE_TIMEOUT_S = 20.0
+POLL_INTERVAL_S = 0.05
+LOG_TAIL_CHARS = 1500
+MIGRATE_TIMEOUT_MS = 5000
+
+# A slot map as the nodes report it: (first, last, primary id, sorted replica ids).
+SlotMap = tuple[tuple[int, int, str, tuple[str, ...]], ...]
+
+
+def missing_tools() -> str | None:
+    """Why no cluster can be started here, or None."""
+    absent = [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+    return f"{' and '.join(absent)} not on PATH" if absent else None
+
+
+@dataclass(eq=False)
+class ClusterNode:
+    """One ``redis-server`` of the cluster: its ports, directory, process and role."""
+
+    port: int
+    bus_port: int
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+    node_id: str = ""
+    role: str = ""  # "primary" or "replica", as the cluster last said
+    primary_id: str | None = None  # a replica's primary
+    _client: redis.asyncio.Redis | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "redis.log"
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+        except FileNotFoundError:
+            return "(no log)"
+
+    def client(self) -> redis.asyncio.Redis:
+        """A client of this node alone: short timeouts, no retries (a dead node fails fast)."""
+        if self._client is None:
+            self._client = redis.asyncio.Redis(
+                host=HOST,
+                port=self.port,
+                decode_responses=True,
+                socket_timeout=2,
+                socket_connect_timeout=1,
+                retry=Retry(NoBackoff(), 0),
+            )
+        return self._client
+
+    async def command(self, *args: str | int) -> Any:
+        """One command to this node alone (redis-py leaves ``execute_command`` untyped)."""
+        return await self.client().execute_command(*args)  # type: ignore[no-untyped-call]
+
+    async def cluster_state(self) -> str:
+        """``cluster_state`` of CLUSTER INFO: ``ok`` or ``fail``."""
+        info = await self.command("CLUSTER INFO")  # parsed to a dict
+        return str(info["cluster_state"])
+
+    async def close_client(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    def spawn(self, node_timeout_ms: int) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        options = {
+            "bind": HOST,
+            "port": self.port,
+            "cluster-port": self.bus_port,  # not port + 10000, which may be taken or > 65535
+            "cluster-enabled": "yes",
+            "cluster-config-file": "nodes.conf",
+            "cluster-node-timeout": node_timeout_ms,
+            # A replica may always stand for election, however long its link was down.
+            "cluster-replica-validity-factor": 0,
+            # Replicas stay where the test put them.
+            "cluster-allow-replica-migration": "no",
+            "cluster-allow-reads-when-down": "no",
+            "save": "",
+            "appendonly": "no",
+            # Full syncs at once, not after the default 5 s wait for more replicas.
+            "repl-diskless-sync": "yes",
+            "repl-diskless-sync-delay": 0,
+            "repl-ping-replica-period": 1,
+            "dir": self.workdir,
+            "logfile": self.log_path,
+        }
+        args = [binary]
+        for name, value in options.items():
+            args += [f"--{name}", str(value)]
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    async def answering(self, within: float = 10.0) -> bool:
+        """Whether it answers PING within ``within`` s (False once it has exited)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                if await self.client().ping():
+                    return True
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                if not self.alive:
+                    return False  # it exited: a port was taken
+            await asyncio.sleep(POLL_INTERVAL_S)
+        return False
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()  # as in a crash
+            self.process.wait(timeout=10)
+
+
+class RedisClusterProcesses:
+    """A real Redis Cluster on 127.0.0.1: ``primaries`` primaries with one replica each."""
+
+    def __init__(self, workdir: Path, *, primaries: int = 3, node_timeout_ms: int = 1000) -> None:
+        self.workdir = workdir
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes = [
+            ClusterNode(port=free_port(), bus_port=free_port(), workdir=workdir / f"node-{i}")
+            for i in range(primaries * 2)
+        ]
+        self._slots: SlotMap = ()
+        self.started_in_s: float | None = None
+
+    # -- what a test reads -------------------------------------------------------
+
+    @property
+    def seeds(self) -> str:
+        """``host:port,...`` of every node, for ``HUB_REDIS_CLUSTER_NODES``."""
+        return ",".join(node.address for node in self.nodes)
+
+    @property
+    def primaries(self) -> list[ClusterNode]:
+        return [node for node in self.nodes if node.role == "primary" and node.alive]
+
+    @property
+    def replicas(self) -> list[ClusterNode]:
+        return [node for node in self.nodes if node.role == "replica" and node.alive]
+
+    def node(self, node_id: str) -> ClusterNode:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise KeyError(f"expected a node with id {node_id}, the cluster has {self.nodes}")
+
+    def primary_for(self, key_or_slot: str | bytes | int) -> ClusterNode:
+        """The primary serving a key's slot (or a slot), as the nodes last agreed."""
+        if isinstance(key_or_slot, int):
+            slot = key_or_slot
+        else:
+            key = key_or_slot.encode() if isinstance(key_or_slot, str) else key_or_slot
+            slot = key_slot(key)
+        for first, last, primary_id, _ in self._slots:
+            if first <= slot <= last:
+                return self.node(primary_id)
+        raise KeyError(f"expected slot {slot} to be served; the slot map is {self._slots}")
+
+    def replica_of(self, primary: ClusterNode) -> ClusterNode:
+        for node in self.nodes:
+            if node.role == "replica" and node.primary_id == primary.node_id and node.alive:
+                return node
+        raise KeyError(f"expected a live replica of {primary.address}; nodes: {self.nodes}")
+
+    # -- start and stop ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the six servers, create the cluster, and wait until it has settled."""
+        began = time.monotonic()
+        for node in self.nodes:
+            node.spawn(self.node_timeout_ms)
+        for node in self.nodes:
+            for _ in range(5):  # a port picked as free may have been taken meanwhile
+                if await node.answering():
+                    break
+                await node.close_client()
+                node.port, node.bus_port = free_port(), free_port()
+                node.spawn(self.node_timeout_ms)
+            else:
+                raise AssertionError(f"redis-server did not start:\n{self.log_tails()}")
+        await self._create()
+        await self.wait_settled(START_TIMEOUT_S)
+        self.started_in_s = time.monotonic() - began
+
+    async def _create(self) -> None:
+        cli = shutil.which("redis-cli")
+        assert cli is not None
+        args = [cli, "--cluster", "create", *(n.address for n in self.nodes)]
+        args += ["--cluster-replicas", "1", "--cluster-yes"]
+        process = await asyncio.create_subprocess_exec(
+            *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                output, _ = await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise AssertionError(
+                f"redis-cli --cluster create took over {START_TIMEOUT_S} s:\n{self.log_tails()}"
+            ) from None
+        if process.returncode != 0:
+            raise AssertionError(
+                f"redis-cli --cluster create exited {process.returncode}:\n"
+                f"{output.decode(errors='replace')[-LOG_TAIL_CHARS:]}\n{self.log_tails()}"
+            )
+
+    async def stop(self) -> None:
+        """Kill every server (safe to call twice)."""
+        self.kill()
+        await self.close_clients()
+
+    def kill(self) -> None:
+        """Kill every server, from outside an event loop (a module-scoped fixture)."""
+        for node in self.nodes:
+            node.kill()
+
+    async def close_clients(self) -> None:
+        """Close the per-node clients; the next use opens them again (in its own loop)."""
+        for node in self.nodes:
+            await node.close_client()
+
+    def log_tails(self) -> str:
+        return "\n".join(
+            f"--- {node.address} ({node.role or '?'}, {'up' if node.alive else 'down'}):\n"
+            f"{node.log_tail()}"
+            for node in self.nodes
+        )
+
+    # -- waiting -----------------------------------------------------------------
+
+    async def until(
+        self, what: str, check: Callable[[], Awaitable[str | None]], within: float
+    ) -> None:
+        """Poll ``check`` (None once satisfied, else what is still wrong) until ``within`` s."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                problem = await check()
+            except (redis.RedisError, OSError) as exc:
+                problem = repr(exc)
+            if problem is None:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"expected {what} within {within} s; still: {problem}\n{self.log_tails()}"
+                )
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+    async def wait_settled(self, within: float = SETTLE_TIMEOUT_S) -> None:
+        """Until every live node says ``cluster_state:ok``, all agree on the slot map
+        (every slot covered), and every live replica's link to its primary is up."""
+        await self.until("the cluster to settle", self._unsettled, within)
+
+    async def _unsettled(self) -> str | None:
+        problem = await self._disagreement()
+        if problem is not None:
+            return problem
+        for node in self.replicas:
+            replication = await node.client().info("replication")
+            if replication.get("master_link_status") != "up":
+                return f"replica {node.address}: {replication}"
+            if replication.get("master_port") != self.node(node.primary_id or "").port:
+                return f"replica {node.address} replicates another node: {replication}"
+            if replication.get("master_sync_in_progress"):
+                return f"replica {node.address} is still syncing"
+        for primary in self.primaries:
+            if not any(r.primary_id == primary.node_id for r in self.replicas):
+                return f"primary {primary.address} has no live replica"
+        # CLUSTER SLOTS, which clients read, lists a replica only once the gossip has
+        # carried a replication offset from it.
+        if not all(replica_ids for _, _, _, replica_ids in self._slots):
+            return f"CLUSTER SLOTS does not list every replica yet: {self._slots}"
+        return None
+
+    async def _disagreement(self) -> str | None:
+        """What keeps the live nodes from agreeing on one slot map covering every slot,
+        with ``cluster_state:ok``; None once they do (then roles and map are read)."""
+        live = [node for node in self.nodes if node.alive]
+        maps: dict[str, SlotMap] = {}
+        for node in live:
+            state = await node.cluster_state()
+            if state != "ok":
+                return f"{node.address} says cluster_state:{state}"
+            maps[node.address] = await self._slot_map(node)
+        if len(set(maps.values())) != 1:
+            return f"the nodes disagree on the slot map: {maps}"
+        slot_map = next(iter(maps.values()))
+        if sum(last - first + 1 for first, last, _, _ in slot_map) != SLOTS:
+            return f"not every slot is covered: {slot_map}"
+        await self._read_roles(live[0])
+        if len(self.primaries) + len(self.replicas) != len(live):
+            return f"a live node without a role: {self.nodes}"
+        self._slots = slot_map
+        return None
+
+    @staticmethod
+    async def _slot_map(node: ClusterNode) -> SlotMap:
+        ranges = []
+        for first, last, primary, *replicas in await node.command("CLUSTER SLOTS"):
+            ids = tuple(sorted(str(replica[2]) for replica in replicas))
+            ranges.append((int(first), int(last), str(primary[2]), ids))
+        return tuple(sorted(ranges))
+
+    async def _read_roles(self, source: ClusterNode) -> None:
+        """Roles and ids from one node's CLUSTER NODES (its view once all agree)."""
+        by_port = {node.port: node for node in self.nodes}
+        # redis-py parses CLUSTER NODES into {"host:port@bus": {"node_id": ..., ...}}.
+        described = await source.command("CLUSTER NODES")
+        for address, about in described.items():
+            node = by_port.get(int(address.split("@")[0].rsplit(":", 1)[1]))
+            if node is None:
+                continue
+            node.node_id = about["node_id"]
+            node.role = "primary" if "master" in about["flags"].split(",") else "replica"
+            node.primary_id = None if about["master_id"] == "-" else about["master_id"]
+
+    # -- failover ----------------------------------------------------------------
+
+    def kill_primary(self, node: ClusterNode) -> ClusterNode:
+        """SIGKILL a primary, as a crash; its replica (to await with ``wait_promoted``)."""
+        assert node.role == "primary", f"expected a primary, {node.address} is a {node.role}"
+        replica = self.replica_of(node)
+        node.kill()
+        return replica
+
+    async def wait_promoted(
+        self, old_primary: ClusterNode, within: float = SETTLE_TIMEOUT_S
+    ) -> ClusterNode:
+        """Until the dead primary's replica serves its slots and the survivors settle."""
+        replica = next(n for n in self.nodes if n.primary_id == old_primary.node_id)
+        await old_primary.close_client()
+
+        async def promoted() -> str | None:
+            role = await replica.command("ROLE")
+            if role[0] != "master":
+                return f"{replica.address} is still a {role[0]}"
+            # Its own replica is the dead node (until ``restart``): no replicas asked.
+            return await self._disagreement()
+
+        await self.until(f"{replica.address} promoted", promoted, within)
+        return replica
+
+    async def restart(self, node: ClusterNode, within: float = SETTLE_TIMEOUT_S) -> None:
+        """Start a killed node again (same port, same nodes.conf) and wait until it has
+        rejoined, as a replica of whichever primary now serves its old slots, in sync."""
+        assert not node.alive, f"{node.address} is running"
+        await node.close_client()
+        node.spawn(self.node_timeout_ms)
+        if not await node.answering():
+            raise AssertionError(f"{node.address} did not start again:\n{self.log_tails()}")
+        await self.wait_settled(within)
+
+    async def failover(self, replica: ClusterNode, within: float = SETTLE_TIMEOUT_S) -> None:
+        """``CLUSTER FAILOVER`` on a replica: it and its primary swap roles, nothing lost."""
+        assert replica.role == "replica", f"expected a replica, {replica.address} is a primary"
+        await replica.command("CLUSTER FAILOVER")
+
+        async def swapped() -> str | None:
+            role = await replica.command("ROLE")
+            if role[0] != "master":
+                return f"{replica.address} is still a {role[0]}"
+            return await self._unsettled()
+
+        await self.until(f"{replica.address} to take over", swapped, within)
+
+    # -- resharding --------------------------------------------------------------
+
+    async def migrate_slot(
+        self, slot: int, to_primary: ClusterNode, *, batch: int = 10, pause_s: float = 0.0
+    ) -> int:
+        """Move ``slot`` to ``to_primary`` the way ``redis-cli --cluster reshard`` does;
+        ``pause_s`` between batches lets a test write meanwhile (clients see ASK, then
+        MOVED). The number of keys moved."""
+        source = self.primary_for(slot)
+        assert source is not to_primary, f"slot {slot} is already on {to_primary.address}"
+        await to_primary.command("CLUSTER SETSLOT", slot, "IMPORTING", source.node_id)
+        await source.command("CLUSTER SETSLOT", slot, "MIGRATING", to_primary.node_id)
+        moved = 0
+        while keys := await source.command("CLUSTER GETKEYSINSLOT", slot, batch):
+            await source.command(
+                "MIGRATE", HOST, to_primary.port, "", 0, MIGRATE_TIMEOUT_MS, "KEYS", *keys
+            )
+            moved += len(keys)
+            if pause_s:
+                await asyncio.sleep(pause_s)
+        # The target first: once it owns the slot, the source's MOVED points at it.
+        for node in [
+            to_primary,
+            source,
+            *(p for p in self.primaries if p not in (to_primary, source)),
+        ]:
+            await node.command("CLUSTER SETSLOT", slot, "NODE", to_primary.node_id)
+        await self.wait_settled()
+        return moved
