@@ -32,6 +32,7 @@ from realtime.base.config import Settings
 from realtime.gateway.gateway import Gateway
 from rest.keys import DB, ENGINE, GATEWAY, METRICS
 from tests.processes import LOG_TAIL_CHARS, HubProcess, settings_env, spawn_hub, start_hub
+from tests.redis_cluster import RedisClusterProcesses, missing_tools
 from tests.support import KEPT_HUB_VARS as KEPT
 from tests.support import TEST_SECRET, UNLIMITED, Api, Client, Tokens
 
@@ -406,6 +407,19 @@ def node() -> str:
                 else f"exited {done.returncode} in {JS_DIR}: {done.stderr[-LOG_TAIL_CHARS:]}",
             )
     return node_exe
+
+
+@pytest.fixture
+async def redis_cluster(tmp_path: Path) -> AsyncIterator[RedisClusterProcesses]:
+    """A Redis Cluster of the test's own on loopback (3 primaries, 3 replicas), for tests
+    that kill, restart or reshard it; every server is killed at teardown."""
+    need_service("Redis Cluster", missing_tools(), hint="install redis-server and redis-cli 7+")
+    cluster = RedisClusterProcesses(tmp_path / "redis-cluster")
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.stop()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio
 from redis.asyncio.retry import Retry
@@ -88,9 +89,13 @@ class ClusterNode:
             )
         return self._client
 
+    async def command(self, *args: str | int) -> Any:
+        """One command to this node alone (redis-py leaves ``execute_command`` untyped)."""
+        return await self.client().execute_command(*args)  # type: ignore[no-untyped-call]
+
     async def cluster_state(self) -> str:
         """``cluster_state`` of CLUSTER INFO: ``ok`` or ``fail``."""
-        info = await self.client().execute_command("CLUSTER INFO")  # parsed to a dict
+        info = await self.command("CLUSTER INFO")  # parsed to a dict
         return str(info["cluster_state"])
 
     async def close_client(self) -> None:
@@ -260,10 +265,10 @@ class RedisClusterProcesses:
     # -- waiting -----------------------------------------------------------------
 
     async def until(
-        self, what: str, check: Callable[[], Awaitable[str | None]], timeout: float
+        self, what: str, check: Callable[[], Awaitable[str | None]], within: float
     ) -> None:
-        """Poll ``check`` (None once satisfied, else what is still wrong) until ``timeout``."""
-        deadline = time.monotonic() + timeout
+        """Poll ``check`` (None once satisfied, else what is still wrong) until ``within`` s."""
+        deadline = time.monotonic() + within
         while True:
             try:
                 problem = await check()
@@ -273,14 +278,14 @@ class RedisClusterProcesses:
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"expected {what} within {timeout} s; still: {problem}\n{self.log_tails()}"
+                    f"expected {what} within {within} s; still: {problem}\n{self.log_tails()}"
                 )
             await asyncio.sleep(POLL_INTERVAL_S)
 
-    async def wait_settled(self, timeout: float = SETTLE_TIMEOUT_S) -> None:
+    async def wait_settled(self, within: float = SETTLE_TIMEOUT_S) -> None:
         """Until every live node says ``cluster_state:ok``, all agree on the slot map
         (every slot covered), and every live replica's link to its primary is up."""
-        await self.until("the cluster to settle", self._unsettled, timeout)
+        await self.until("the cluster to settle", self._unsettled, within)
 
     async def _unsettled(self) -> str | None:
         problem = await self._disagreement()
@@ -323,9 +328,7 @@ class RedisClusterProcesses:
     @staticmethod
     async def _slot_map(node: ClusterNode) -> SlotMap:
         ranges = []
-        for first, last, primary, *replicas in await node.client().execute_command(
-            "CLUSTER SLOTS"
-        ):
+        for first, last, primary, *replicas in await node.command("CLUSTER SLOTS"):
             ids = tuple(sorted(str(replica[2]) for replica in replicas))
             ranges.append((int(first), int(last), str(primary[2]), ids))
         return tuple(sorted(ranges))
@@ -334,7 +337,7 @@ class RedisClusterProcesses:
         """Roles and ids from one node's CLUSTER NODES (its view once all agree)."""
         by_port = {node.port: node for node in self.nodes}
         # redis-py parses CLUSTER NODES into {"host:port@bus": {"node_id": ..., ...}}.
-        described = await source.client().execute_command("CLUSTER NODES")
+        described = await source.command("CLUSTER NODES")
         for address, about in described.items():
             node = by_port.get(int(address.split("@")[0].rsplit(":", 1)[1]))
             if node is None:
@@ -353,23 +356,23 @@ class RedisClusterProcesses:
         return replica
 
     async def wait_promoted(
-        self, old_primary: ClusterNode, timeout: float = SETTLE_TIMEOUT_S
+        self, old_primary: ClusterNode, within: float = SETTLE_TIMEOUT_S
     ) -> ClusterNode:
         """Until the dead primary's replica serves its slots and the survivors settle."""
         replica = next(n for n in self.nodes if n.primary_id == old_primary.node_id)
         await old_primary.close_client()
 
         async def promoted() -> str | None:
-            role = await replica.client().execute_command("ROLE")
+            role = await replica.command("ROLE")
             if role[0] != "master":
                 return f"{replica.address} is still a {role[0]}"
             # Its own replica is the dead node (until ``restart``): no replicas asked.
             return await self._disagreement()
 
-        await self.until(f"{replica.address} promoted", promoted, timeout)
+        await self.until(f"{replica.address} promoted", promoted, within)
         return replica
 
-    async def restart(self, node: ClusterNode, timeout: float = SETTLE_TIMEOUT_S) -> None:
+    async def restart(self, node: ClusterNode, within: float = SETTLE_TIMEOUT_S) -> None:
         """Start a killed node again (same port, same nodes.conf) and wait until it has
         rejoined, as a replica of whichever primary now serves its old slots, in sync."""
         assert not node.alive, f"{node.address} is running"
@@ -377,20 +380,20 @@ class RedisClusterProcesses:
         node.spawn(self.node_timeout_ms)
         if not await node.answering():
             raise AssertionError(f"{node.address} did not start again:\n{self.log_tails()}")
-        await self.wait_settled(timeout)
+        await self.wait_settled(within)
 
-    async def failover(self, replica: ClusterNode, timeout: float = SETTLE_TIMEOUT_S) -> None:
+    async def failover(self, replica: ClusterNode, within: float = SETTLE_TIMEOUT_S) -> None:
         """``CLUSTER FAILOVER`` on a replica: it and its primary swap roles, nothing lost."""
         assert replica.role == "replica", f"expected a replica, {replica.address} is a primary"
-        await replica.client().execute_command("CLUSTER FAILOVER")
+        await replica.command("CLUSTER FAILOVER")
 
         async def swapped() -> str | None:
-            role = await replica.client().execute_command("ROLE")
+            role = await replica.command("ROLE")
             if role[0] != "master":
                 return f"{replica.address} is still a {role[0]}"
             return await self._unsettled()
 
-        await self.until(f"{replica.address} to take over", swapped, timeout)
+        await self.until(f"{replica.address} to take over", swapped, within)
 
     # -- resharding --------------------------------------------------------------
 
@@ -402,27 +405,22 @@ class RedisClusterProcesses:
         MOVED). The number of keys moved."""
         source = self.primary_for(slot)
         assert source is not to_primary, f"slot {slot} is already on {to_primary.address}"
-        target_client, source_client = to_primary.client(), source.client()
-        await target_client.execute_command(
-            "CLUSTER SETSLOT", slot, "IMPORTING", source.node_id
-        )
-        await source_client.execute_command(
-            "CLUSTER SETSLOT", slot, "MIGRATING", to_primary.node_id
-        )
+        await to_primary.command("CLUSTER SETSLOT", slot, "IMPORTING", source.node_id)
+        await source.command("CLUSTER SETSLOT", slot, "MIGRATING", to_primary.node_id)
         moved = 0
-        while keys := await source_client.execute_command(
-            "CLUSTER GETKEYSINSLOT", slot, batch
-        ):
-            await source_client.execute_command(
+        while keys := await source.command("CLUSTER GETKEYSINSLOT", slot, batch):
+            await source.command(
                 "MIGRATE", HOST, to_primary.port, "", 0, MIGRATE_TIMEOUT_MS, "KEYS", *keys
             )
             moved += len(keys)
             if pause_s:
                 await asyncio.sleep(pause_s)
         # The target first: once it owns the slot, the source's MOVED points at it.
-        for node in [to_primary, source, *(p for p in self.primaries if p not in (to_primary, source))]:
-            await node.client().execute_command(
-                "CLUSTER SETSLOT", slot, "NODE", to_primary.node_id
-            )
+        for node in [
+            to_primary,
+            source,
+            *(p for p in self.primaries if p not in (to_primary, source)),
+        ]:
+            await node.command("CLUSTER SETSLOT", slot, "NODE", to_primary.node_id)
         await self.wait_settled()
         return moved
