@@ -302,6 +302,10 @@ class RedisClusterProcesses:
         for primary in self.primaries:
             if not any(r.primary_id == primary.node_id for r in self.replicas):
                 return f"primary {primary.address} has no live replica"
+        # CLUSTER SLOTS, which clients read, lists a replica only once the gossip has
+        # carried a replication offset from it.
+        if not all(replica_ids for _, _, _, replica_ids in self._slots):
+            return f"CLUSTER SLOTS does not list every replica yet: {self._slots}"
         return None
 
     async def _disagreement(self) -> str | None:
