@@ -422,6 +422,29 @@ async def redis_cluster(tmp_path: Path) -> AsyncIterator[RedisClusterProcesses]:
         await cluster.stop()
 
 
+@pytest.fixture(scope="module")
+def redis_cluster_shared(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisClusterProcesses]:
+    """One Redis Cluster for the tests of a module that leave it whole (no kills, no
+    migrations): it takes about 2.5 s to start. Its per-node clients are closed once it
+    is up, so a test that uses them opens them in its own event loop."""
+    need_service("Redis Cluster", missing_tools(), hint="install redis-server and redis-cli 7+")
+    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
+
+    async def start() -> None:
+        try:
+            await cluster.start()
+        finally:
+            await cluster.close_clients()
+
+    try:
+        asyncio.run(start())
+        yield cluster
+    finally:
+        cluster.kill()
+
+
 @pytest.fixture
 def hub_process(tmp_path: Any) -> Iterator[HubProcess]:
     """A hub subprocess of the test's own; stopped (if the test did not) at teardown."""

@@ -251,8 +251,17 @@ class RedisClusterProcesses:
 
     async def stop(self) -> None:
         """Kill every server (safe to call twice)."""
+        self.kill()
+        await self.close_clients()
+
+    def kill(self) -> None:
+        """Kill every server, from outside an event loop (a module-scoped fixture)."""
         for node in self.nodes:
             node.kill()
+
+    async def close_clients(self) -> None:
+        """Close the per-node clients; the next use opens them again (in its own loop)."""
+        for node in self.nodes:
             await node.close_client()
 
     def log_tails(self) -> str:

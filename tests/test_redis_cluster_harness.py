@@ -1,6 +1,7 @@
 """The Redis Cluster harness (tests/redis_cluster.py), and what redis-py's cluster client
 does when the cluster changes under it: a primary killed and its replica promoted, a
-graceful failover, a slot migrated under traffic. Each test has a cluster of its own.
+graceful failover, a slot migrated under traffic. A test that breaks the cluster has
+one of its own (``redis_cluster``); the others share one (``redis_cluster_shared``).
 
 What these tests pin about redis-py 8.2's ``redis.asyncio.RedisCluster`` (the hub's
 Redis Cluster backend builds on it):
@@ -55,6 +56,17 @@ def cluster_client(cluster: RedisClusterProcesses) -> RedisCluster:
         socket_timeout=1,
         socket_connect_timeout=0.5,
     )
+
+
+@pytest.fixture
+async def shared_client(
+    redis_cluster_shared: RedisClusterProcesses,
+) -> AsyncIterator[RedisCluster]:
+    client = cluster_client(redis_cluster_shared)
+    await client.initialize()
+    yield client
+    async with asyncio.timeout(STOP_WITHIN_S):
+        await client.aclose()
 
 
 @pytest.fixture
@@ -199,8 +211,9 @@ async def publish_until_received(
 
 
 async def test_the_cluster_has_three_primaries_each_with_a_replica_and_covers_every_slot(
-    redis_cluster: RedisClusterProcesses, client: RedisCluster
+    redis_cluster_shared: RedisClusterProcesses, shared_client: RedisCluster
 ) -> None:
+    redis_cluster, client = redis_cluster_shared, shared_client
     print(f"cluster up in {redis_cluster.started_in_s:.2f} s")
     primaries, replicas = redis_cluster.primaries, redis_cluster.replicas
     assert len(primaries) == 3 and len(replicas) == 3
@@ -219,8 +232,9 @@ async def test_the_cluster_has_three_primaries_each_with_a_replica_and_covers_ev
 
 
 async def test_keys_with_one_hash_tag_share_a_slot_so_scripts_and_transactions_span_them(
-    client: RedisCluster,
+    shared_client: RedisCluster,
 ) -> None:
+    client = shared_client
     x, y = "{s:abc}:x", "{s:abc}:y"
     assert key_slot(x.encode()) == key_slot(y.encode()) == await client.cluster_keyslot(x)
     script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCRBY', KEYS[2], ARGV[1])"
@@ -233,10 +247,12 @@ async def test_keys_with_one_hash_tag_share_a_slot_so_scripts_and_transactions_s
 
 
 async def test_sharded_pubsub_delivers_on_every_shard_through_one_cluster_pubsub(
-    redis_cluster: RedisClusterProcesses, client: RedisCluster, other_client: RedisCluster
+    redis_cluster_shared: RedisClusterProcesses, shared_client: RedisCluster
 ) -> None:
-    channels = [f"{tag_on(redis_cluster, p)}:events" for p in redis_cluster.primaries]
-    reader = Reader(other_client.pubsub())
+    cluster, client = redis_cluster_shared, shared_client
+    channels = [f"{tag_on(cluster, p)}:events" for p in cluster.primaries]
+    subscriber = cluster_client(cluster)
+    reader = Reader(subscriber.pubsub())
     await reader.pubsub.ssubscribe(*channels)
     reader.start()
     try:
@@ -254,6 +270,7 @@ async def test_sharded_pubsub_delivers_on_every_shard_through_one_cluster_pubsub
         )
     finally:
         await reader.stop()
+        await subscriber.aclose()
     assert not reader.errors
 
 
