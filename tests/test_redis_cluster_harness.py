@@ -23,9 +23,11 @@ Redis Cluster backend builds on it):
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +35,8 @@ from redis.asyncio.cluster import ClusterNode as Seed
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.crc import key_slot
 
-from tests.redis_cluster import HOST, SLOTS, ClusterNode, RedisClusterProcesses
+from tests.conftest import need_service
+from tests.redis_cluster import HOST, SLOTS, ClusterNode, RedisClusterProcesses, missing_tools
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -231,6 +234,21 @@ async def test_the_cluster_has_three_primaries_each_with_a_replica_and_covers_ev
     )
 
 
+async def test_a_node_whose_port_was_taken_meanwhile_starts_on_another(tmp_path: Path) -> None:
+    need_service("Redis Cluster", missing_tools(), hint="install redis-server and redis-cli 7+")
+    cluster = RedisClusterProcesses(tmp_path)
+    taken = cluster.nodes[0].port
+    with socket.socket() as squatter:  # another test's server, say
+        squatter.bind((HOST, taken))
+        squatter.listen()
+        try:
+            await cluster.start()
+        finally:
+            await cluster.stop()
+    assert cluster.nodes[0].port != taken
+    assert len(cluster.primaries) + len(cluster.replicas) == 0  # all killed
+
+
 async def test_keys_with_one_hash_tag_share_a_slot_so_scripts_and_transactions_span_them(
     shared_client: RedisCluster,
 ) -> None:
@@ -384,8 +402,11 @@ async def test_writes_during_a_slot_migration_lose_nothing_and_end_up_on_the_tar
     after = time.monotonic()
     await eventually("a write after the migration", lambda: bool(writer.acked_since(after)), 5)
     await writer.stop()
-    print(f"migrated {moved} keys in {took:.2f} s; {during} writes meanwhile")
+    stats = await target.client().info("commandstats")
+    asking = int(stats.get("cmdstat_asking", {}).get("calls", 0))
+    print(f"migrated {moved} keys in {took:.2f} s; {during} writes meanwhile, {asking} after ASK")
     assert during > 20 and moved >= 201
+    assert asking > 0, "the writes to keys already moved went to the target after an ASK"
     assert not writer.errors, "redis-py follows ASK and MOVED without raising"
     assert [replaced for _, _, replaced in writer.acked] == [v - 1 for _, v, _ in writer.acked]
     assert redis_cluster.primary_for(slot) is target
