@@ -384,6 +384,34 @@ async def test_a_sharded_subscription_on_a_killed_shard_resubscribes_by_itself(
     assert all(error.split(":")[0] in FAILOVER_ERRORS for _, error in errors), errors
 
 
+async def test_a_pubsub_on_every_shard_keeps_delivering_from_the_others_while_one_is_down(
+    redis_cluster: RedisClusterProcesses, client: RedisCluster, other_client: RedisCluster
+) -> None:
+    """One shard's primary killed: ``get_sharded_message`` raises nothing (a node that
+    fails is skipped while another answers) and the live shards' messages keep coming."""
+    doomed, *living = redis_cluster.primaries
+    channels = [f"{tag_on(redis_cluster, p)}:events" for p in (doomed, *living)]
+    reader = Reader(other_client.pubsub())
+    await reader.pubsub.ssubscribe(*channels)
+    reader.start()
+    try:
+        for channel in channels:
+            await publish_until_received(client, reader, channel, 5)
+        killed_at = time.monotonic()
+        redis_cluster.kill_primary(doomed)
+        reader.messages.clear()
+        for channel in channels[1:]:  # while the dead shard has no primary yet
+            await publish_until_received(client, reader, channel, 1)
+        assert time.monotonic() - killed_at < 2.0, "delivered before the failover"
+        await redis_cluster.wait_promoted(doomed)
+        await publish_until_received(client, reader, channels[0], RESUBSCRIBE_WITHIN_S)
+        back_after = time.monotonic() - killed_at
+    finally:
+        await reader.stop()
+    print(f"the dead shard's channel delivered again {back_after:.2f} s after the kill")
+    assert not reader.errors, reader.errors
+
+
 async def test_writes_during_a_slot_migration_lose_nothing_and_end_up_on_the_target(
     redis_cluster: RedisClusterProcesses, client: RedisCluster
 ) -> None:
