@@ -423,12 +423,9 @@ async def redis_cluster(tmp_path: Path) -> AsyncIterator[RedisClusterProcesses]:
 
 
 @pytest.fixture(scope="module")
-def redis_cluster_shared(
+def _redis_cluster_module(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RedisClusterProcesses]:
-    """One Redis Cluster for the tests of a module that leave it whole (no kills, no
-    migrations): it takes about 2.5 s to start. Its per-node clients are closed once it
-    is up, so a test that uses them opens them in its own event loop."""
     need_service("Redis Cluster", missing_tools(), hint="install redis-server and redis-cli 7+")
     cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
 
@@ -436,13 +433,24 @@ def redis_cluster_shared(
         try:
             await cluster.start()
         finally:
-            await cluster.close_clients()
+            await cluster.close_clients()  # bound to this loop, not the tests'
 
     try:
         asyncio.run(start())
         yield cluster
     finally:
         cluster.kill()
+
+
+@pytest.fixture
+async def redis_cluster_shared(
+    _redis_cluster_module: RedisClusterProcesses,
+) -> AsyncIterator[RedisClusterProcesses]:
+    """One Redis Cluster for the tests of a module that leave it whole (no kills, no
+    migrations): it takes about 2.5 s to start. The per-node clients a test opens are
+    closed after it, in its event loop."""
+    yield _redis_cluster_module
+    await _redis_cluster_module.close_clients()
 
 
 @pytest.fixture
