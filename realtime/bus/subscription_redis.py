@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub
 from redis.asyncio.cluster import RedisCluster as RedisClusterClient
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from realtime.internals.redis_connection import without_retries
 
@@ -107,6 +108,11 @@ class ShardSubscription:
         self._pubsub: ClusterPubSub | None = None
         self._readers: dict[str, asyncio.Task[None]] = {}  # by node name
         self._inbox: asyncio.Queue[dict[str, Any] | Exception] = asyncio.Queue()
+        # After a failure, the client's slot map may still name a node that died: it is
+        # read again before subscribing. (A hub that only listens sends no command that
+        # would refresh it, and subscribed to the dead primary again and again.)
+        self._stale = False
+        self._leaving: set[str] = set()  # channels this hub unsubscribes from
 
     def _current(self) -> ClusterPubSub:
         if self._pubsub is None:
@@ -114,11 +120,15 @@ class ShardSubscription:
         return self._pubsub
 
     async def subscribe(self, *channels: str) -> None:
+        if self._stale:
+            await self._client.nodes_manager.initialize()
+            self._stale = False
         await self._current().ssubscribe(*channels)
         self._read_every_node()
 
     async def unsubscribe(self, channel: str) -> None:
         if self._pubsub is not None:
+            self._leaving.add(channel)
             await self._pubsub.sunsubscribe(channel)
 
     def _read_every_node(self) -> None:
@@ -152,9 +162,18 @@ class ShardSubscription:
             return None
         if isinstance(item, Exception):
             raise item
+        if item.get("type") == "sunsubscribe":
+            channel = _text(item.get("channel"))
+            if channel not in self._leaving:
+                # Redis 7 drops the subscriptions of a slot that moved to another node;
+                # a subscriber that sends no command there is never told by a MOVED.
+                raise RedisConnectionError(f"shard channel {channel} moved with its slot")
+            self._leaving.discard(channel)
         return item
 
     async def close(self) -> None:
+        self._stale = True
+        self._leaving.clear()
         pubsub, self._pubsub = self._pubsub, None
         readers, self._readers = list(self._readers.values()), {}
         for reader in readers:
@@ -166,6 +185,10 @@ class ShardSubscription:
 
     async def aclose_client(self) -> None:
         return None  # the hub's own cluster client: closed by its owner
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def subscription_for(client: AnyRedis) -> ChannelSubscription | ShardSubscription:

@@ -1,0 +1,84 @@
+"""The bus (``realtime.bus.bus_redis.RedisCluster``) on a real Redis Cluster of the
+test's own (``tests/redis_cluster.py``): sharded pub/sub across the shards, and a
+channel whose slot moves to another primary while frames flow."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from redis.crc import key_slot
+
+from realtime.base.metrics import HubMetrics
+from realtime.bus.bus import EMIT, session_channel
+from realtime.bus.bus_redis import RedisCluster, redis_cluster_client
+from tests.redis_cluster import RedisClusterProcesses
+from tests.support import eventually
+
+
+async def bus_on(cluster: RedisClusterProcesses, inbox: list[bytes] | None = None) -> RedisCluster:
+    nodes = [
+        (n.address.rpartition(":")[0], int(n.address.rpartition(":")[2])) for n in cluster.nodes
+    ]
+    bus = RedisCluster(redis_cluster_client(nodes), HubMetrics())
+    if inbox is not None:
+        bus.on(EMIT, inbox.append)
+    await bus.start()
+    return bus
+
+
+async def close(*buses: RedisCluster) -> None:
+    for bus in buses:
+        await bus.close()
+        await bus.redis.aclose()
+
+
+@pytest.mark.timeout(90)
+async def test_frames_reach_the_other_hub_on_every_shard(
+    redis_cluster_shared: RedisClusterProcesses,
+) -> None:
+    heard: list[bytes] = []
+    a, b = await bus_on(redis_cluster_shared), await bus_on(redis_cluster_shared, heard)
+    try:
+        sessions = [("c1", uuid.uuid4().hex) for _ in range(30)]
+        shards = {redis_cluster_shared.primary_for(session_channel(*s)).address for s in sessions}
+        assert len(shards) == 3, shards
+        await asyncio.gather(*(b.watch(*s) for s in sessions))
+        for n, session in enumerate(sessions):
+            a.publish(session_channel(*session), EMIT, f"frame {n}".encode())
+        await eventually(lambda: len(heard) == len(sessions), within=10, what="every frame")
+        assert sorted(heard) == sorted(f"frame {n}".encode() for n in range(len(sessions)))
+    finally:
+        await close(a, b)
+
+
+@pytest.mark.timeout(90)
+async def test_a_channel_whose_slot_moves_is_heard_again_after_a_catch_up(
+    redis_cluster: RedisClusterProcesses,
+) -> None:
+    """Redis drops a shard channel's subscribers when its slot moves to another node.
+    The hub subscribes again on the new owner and runs its reconnect hooks (the
+    frames published in between are caught up from the canvases' state)."""
+    heard: list[bytes] = []
+    a, b = await bus_on(redis_cluster), await bus_on(redis_cluster, heard)
+    hooks: list[str] = []
+
+    async def hook() -> None:
+        hooks.append("caught up")
+
+    b.on_reconnect(hook)
+    try:
+        session = ("c1", uuid.uuid4().hex)
+        channel = session_channel(*session)
+        await b.watch(*session)
+        a.publish(channel, EMIT, b"before")
+        await eventually(lambda: b"before" in heard, within=10, what="the first frame")
+        source = redis_cluster.primary_for(channel)
+        target = next(p for p in redis_cluster.primaries if p is not source)
+        await redis_cluster.migrate_slot(key_slot(channel.encode()), target)
+        await eventually(lambda: hooks == ["caught up"], within=15, what="the reconnect hook")
+        a.publish(channel, EMIT, b"after")
+        await eventually(lambda: b"after" in heard, within=10, what="a frame after the move")
+    finally:
+        await close(a, b)
