@@ -130,7 +130,9 @@ class LeasedSequencer:
         self._starting: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._letting_go: set[asyncio.Task[None]] = set()
-        self._taking: set[CanvasKey] = set()  # take scripts in flight
+        # Take scripts in flight, each done when its answer is in: another append of the
+        # canvas through this hub waits for it, then finds the canvas held (or not).
+        self._taking: dict[CanvasKey, asyncio.Future[None]] = {}
         self._unpublished: list[tuple[str, bytes]] = []
 
     def _key(self, key: CanvasKey) -> str:
@@ -177,6 +179,8 @@ class LeasedSequencer:
             raise unavailable("setting a canvas state up", exc) from None
 
     async def append(self, key: CanvasKey, expected: int, patch: Patch) -> Appended:
+        while (taking := self._taking.get(key)) is not None:
+            await asyncio.shield(taking)
         held = self._holding(key)
         if held is not None:
             if held.epoch != patch.epoch:
@@ -187,7 +191,7 @@ class LeasedSequencer:
                 return Appended("BEHIND", held.seq)
             held.seq += 1
             return Appended("OK", held.seq)
-        self._taking.add(key)
+        self._taking[key] = asyncio.get_running_loop().create_future()
         try:
             await self._started()
             reply = await self._scripts.run(
@@ -210,7 +214,7 @@ class LeasedSequencer:
         except RedisError as exc:
             raise unavailable("taking a canvas", exc) from None
         finally:
-            self._taking.discard(key)
+            self._taking.pop(key).set_result(None)
         if outcome == "BEHIND":
             return Appended("BEHIND", int(reply[1]))
         return Appended("NOSTATE" if outcome == "NOSTATE" else "EPOCH")
