@@ -7,6 +7,7 @@ generator's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,8 @@ STOP_TIMEOUT_S = 15.0
 HTTP_TIMEOUT_S = 5.0
 POLL_INTERVAL_S = 0.05
 LOG_TAIL_CHARS = 3000
+# Free ports picked for a target before one is its own (another may take one first).
+PORT_ATTEMPTS = 5
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The last line of a traceback: "sqlalchemy.exc.OperationalError: ...".
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Timeout)\b")
@@ -187,7 +190,31 @@ def _spawn(
     cpus: list[int] | None = None,
     port: int | None = None,
 ) -> TargetProcess:
-    port = port or free_port()
+    if port is not None:
+        return _spawn_on(kind, label, argv, env, cwd, workdir, cpus, port)
+    for attempt in range(PORT_ATTEMPTS):
+        try:
+            return _spawn_on(kind, label, argv, env, cwd, workdir, cpus, free_port())
+        except PortTaken:
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    """Another process took the free port picked for a target before it could bind it."""
+
+
+def _spawn_on(
+    kind: str,
+    label: str,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    workdir: Path,
+    cpus: list[int] | None,
+    port: int,
+) -> TargetProcess:
     # Pinned before exec (every thread it starts inherits the mask); the pid stays its own.
     preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     log_path = workdir / f"{label}.log"
@@ -215,11 +242,39 @@ def _spawn(
         _log=log,
     )
     try:
-        target.wait_healthy()
+        try:
+            target.wait_healthy()
+        except RuntimeError:
+            if "address already in use" in target.log_tail().lower():
+                raise PortTaken(f"port {port} was taken before {label} could bind it") from None
+            raise
+        # What answered may be another process that took the port first (a hub of a
+        # test beside this one): then this target cannot bind it, and goes elsewhere.
+        if not listens_on(process.pid, port):
+            raise PortTaken(f"port {port} was taken by another process before {label} bound it")
     except BaseException:
         target.stop()
         raise
     return target
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the TCP socket listening on ``port`` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        for fd in fds.iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return True
+    return False
 
 
 def start_hub(

@@ -13,15 +13,16 @@ import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 
 from loadtest import __main__ as cli
-from loadtest import browser, canvas_apply, fanout, hub_metrics, report, soak, sql_calls
+from loadtest import browser, canvas_apply, fanout, hub_metrics, procs, report, soak, sql_calls
 from loadtest.node_generator import NodePool
-from loadtest.procs import TargetProcess, cpu_seconds, free_port, start_baseline
+from loadtest.procs import TargetProcess, cpu_seconds, free_port, listens_on, start_baseline
 from loadtest.runner import Window
 from loadtest.scenario import RelayConfig
 from loadtest.sessions import SessionPlan, Tokens, create_sessions, generated_sessions
@@ -486,3 +487,25 @@ def test_browser_mode_measures_the_control_center_while_students_draw(tmp_path: 
     assert run["console_problems"] == [] and run["log_problems"] == []
     assert run["exit_code"] == 0
     assert "| hub | 2 |" in browser.table([run])
+
+
+def test_a_target_whose_free_port_was_taken_meanwhile_goes_elsewhere(tmp_path: Path) -> None:
+    """Another process (a hub of a test beside this one) may take the free port picked
+    for a target before the target binds it, and answer its /healthz: the target was
+    then taken for healthy, and the relay run failed on the other server's answer
+    (KeyError 'stack', once in a CI run)."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    squatter = start_baseline(tmp_path / "first")
+    taken = int(squatter.url.rsplit(":", 1)[1])
+    picks = iter([taken, free_port()])
+    try:
+        with mock.patch.object(procs, "free_port", lambda: next(picks)):
+            target = start_baseline(tmp_path / "second")
+        try:
+            assert target.url != squatter.url
+            assert listens_on(target.process.pid, int(target.url.rsplit(":", 1)[1]))
+        finally:
+            target.stop()
+    finally:
+        squatter.stop()
