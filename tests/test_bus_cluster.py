@@ -10,6 +10,7 @@ import uuid
 import pytest
 from redis.crc import key_slot
 
+from realtime.base.config import Settings
 from realtime.base.metrics import HubMetrics
 from realtime.bus.bus import EMIT, session_channel
 from realtime.bus.bus_redis import RedisCluster, redis_cluster_client
@@ -18,9 +19,7 @@ from tests.support import eventually
 
 
 async def bus_on(cluster: RedisClusterProcesses, inbox: list[bytes] | None = None) -> RedisCluster:
-    nodes = [
-        (n.address.rpartition(":")[0], int(n.address.rpartition(":")[2])) for n in cluster.nodes
-    ]
+    nodes = Settings(redis_cluster_nodes=cluster.seeds).cluster_nodes
     bus = RedisCluster(redis_cluster_client(nodes), HubMetrics())
     if inbox is not None:
         bus.on(EMIT, inbox.append)

@@ -24,6 +24,7 @@ Redis Cluster backend builds on it):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -62,33 +63,34 @@ def cluster_client(cluster: RedisClusterProcesses) -> RedisCluster:
     )
 
 
+@contextlib.asynccontextmanager
+async def opened(cluster: RedisClusterProcesses) -> AsyncIterator[RedisCluster]:
+    """A client of ``cluster`` that knows its slot map, closed (within bounds) after."""
+    client = cluster_client(cluster)
+    await client.initialize()
+    yield client
+    async with asyncio.timeout(STOP_WITHIN_S):
+        await client.aclose()
+
+
 @pytest.fixture
 async def shared_client(
     redis_cluster_shared: RedisClusterProcesses,
 ) -> AsyncIterator[RedisCluster]:
-    client = cluster_client(redis_cluster_shared)
-    await client.initialize()
-    yield client
-    async with asyncio.timeout(STOP_WITHIN_S):
-        await client.aclose()
+    async with opened(redis_cluster_shared) as client:
+        yield client
 
 
 @pytest.fixture
 async def client(redis_cluster: RedisClusterProcesses) -> AsyncIterator[RedisCluster]:
-    client = cluster_client(redis_cluster)
-    await client.initialize()
-    yield client
-    async with asyncio.timeout(STOP_WITHIN_S):
-        await client.aclose()
+    async with opened(redis_cluster) as client:
+        yield client
 
 
 @pytest.fixture
 async def other_client(redis_cluster: RedisClusterProcesses) -> AsyncIterator[RedisCluster]:
-    client = cluster_client(redis_cluster)
-    await client.initialize()
-    yield client
-    async with asyncio.timeout(STOP_WITHIN_S):
-        await client.aclose()
+    async with opened(redis_cluster) as client:
+        yield client
 
 
 async def eventually(what: str, check: Callable[[], bool], within: float) -> float:
