@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from persistence.models import LiveSession, SessionStatus, utcnow
+from persistence.models import Enrollment, LiveSession, SessionStatus, utcnow
 from persistence.repositories import (
     AttendanceRepository,
     AuditLog,
@@ -109,12 +109,31 @@ class SessionRooms:
             student_id=identity.user_id if role is LiveRole.STUDENT else None,
         )
         self._presence.watch(session.id, session.settings.get("idle_after_s"))
-        active = joined.student_id is not None and await self._presence.arrive(
-            connection, joined, now, session.starts_at
-        )
         if session.id not in connection.sessions:
             self._metrics.joined.inc()
         connection.sessions[session.id] = joined
+        try:
+            return await self._enter(connection, joined, session, own, now, payload)
+        except Exception:
+            # A join answered with an error leaves the socket out of the session.
+            await self._leave_session(connection, joined, "session:join")
+            raise
+
+    async def _enter(
+        self,
+        connection: Connection,
+        joined: Joined,
+        session: LiveSession,
+        own: Enrollment | None,
+        now: datetime,
+        payload: SessionJoin,
+    ) -> Ack:
+        """The rest of a join, once the socket counts as in the session."""
+        identity = connection.identity
+        role = joined.role
+        active = joined.student_id is not None and await self._presence.arrive(
+            connection, joined, now, session.starts_at
+        )
         for room in _rooms_of(joined):
             await self._rooms.enter_room(connection.sid, room)
         # Before the join's reads: what other hubs send from here on reaches this one.
@@ -123,6 +142,14 @@ class SessionRooms:
             await self._presence.announce_active(joined, now)
         recorded = await self._presence.recorded(session.center_id, session.id)
         async with self._reads() as db:
+            # The session may have ended, or this student's enrollment gone, since the
+            # reads above: an eviction then (on any hub) could not find this socket, and
+            # the ending hub wrote the change before telling anyone. Read both again.
+            await self._still_open(db, joined)
+            if own is not None:
+                own = await EnrollmentRepository(db).get(session.id, identity.user_id)
+                if own is None:
+                    raise HubError(ErrorCode.FORBIDDEN, "student is not enrolled in this session")
             roster = (
                 [own] if own is not None else await EnrollmentRepository(db).for_session(session.id)
             )
@@ -179,6 +206,16 @@ class SessionRooms:
             elif session.status == SessionStatus.ENDED.value:
                 raise HubError(ErrorCode.SESSION_ENDED, f"session {session_id!r} has ended")
         return session
+
+    async def _still_open(self, db: AsyncSession, joined: Joined) -> None:
+        """SESSION_ENDED if the session ended since the join first read it."""
+        session = await SessionRepository(db).get(joined.session_id)
+        if (
+            session is None
+            or session.status == SessionStatus.ENDED.value
+            or self._members.has_ended(joined.session_id)
+        ):
+            raise HubError(ErrorCode.SESSION_ENDED, f"session {joined.session_id!r} has ended")
 
     # -- session:leave, and disconnects --------------------------------------
 

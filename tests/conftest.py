@@ -175,6 +175,7 @@ CLUSTER_SUITES = {
     "test_rest_enrollments",
     "test_rest_sessions",
     "test_course_live",
+    "test_join_races",
 }
 PROCESS_SUITES = {
     "test_sockets",

@@ -93,6 +93,10 @@ class Membership:
             raise HubError(ErrorCode.SESSION_ENDED, f"session {session_id!r} has ended")
         raise HubError(ErrorCode.NOT_JOINED, f"not joined to session {session_id!r}")
 
+    def has_ended(self, session_id: str) -> bool:
+        """Whether this process saw the session end (recently)."""
+        return session_id in self._ended
+
     def ended(self, session_id: str) -> None:
         """Remember that a session ended (live events for it get SESSION_ENDED)."""
         self._ended[session_id] = None
