@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from redis.crc import key_slot
 
 from realtime.base.identity import Role
 from realtime.bus.bus import session_channel
@@ -26,6 +28,7 @@ from tests.redis_cluster import RedisClusterProcesses
 from tests.support import TEST_SECRET, Client, session_body
 
 SESSIONS = 6  # at least; more until their channels land on every shard
+PATCHES = 180
 pytestmark = pytest.mark.parametrize("database", ["postgres"], indirect=True)
 
 
@@ -116,6 +119,11 @@ def channel_of(session_id: str) -> str:
     return session_channel("c1", session_id)
 
 
+def canvas_of(session_id: str) -> str:
+    """The hash tag of the student's canvas in the session (its Redis keys' slot)."""
+    return f"{{{session_id}:s1}}"
+
+
 @pytest.mark.timeout(120)
 async def test_a_tutor_hears_a_student_on_another_hub_on_every_shard(
     lesson: Lesson, redis_cluster: RedisClusterProcesses
@@ -151,3 +159,83 @@ def warnings(hub: HubProcess) -> str:
         line for line in hub.log_tail().splitlines() if " WARNING " in line or " ERROR " in line
     ]
     return f"{hub.log_path.name}:\n" + "\n".join(lines[-20:])
+
+
+def assert_relayed_once_in_order(lesson: Lesson) -> None:
+    """Every acked patch reached the tutor once; each session's seqs came in order."""
+    relayed = lesson.relayed()
+    twice = sorted(key for key, n in Counter(relayed).items() if n > 1)
+    assert not twice, f"relayed more than once: {twice[:10]}"
+    assert set(relayed) >= set(lesson.acked), sorted(set(lesson.acked) - set(relayed))[:10]
+    for session_id in lesson.sessions:
+        seqs = [seq for s, seq in relayed if s == session_id]
+        assert seqs == sorted(seqs), f"{session_id}: relayed out of order: {seqs}"
+
+
+async def assert_late_join_sees_every_acked_patch(lesson: Lesson) -> None:
+    """A tutor joining afresh (on the other hub) reads each canvas up to its last ack."""
+    hub = lesson.hubs[0]
+    late = await Client().connect(hub.url, hub.token("tutor-1", Role.TUTOR))
+    try:
+        for session_id in lesson.sessions:
+            ack = await late.join(session_id)
+            assert ack["ok"], ack
+            last = max((seq for s, seq in lesson.acked if s == session_id), default=0)
+            assert ack["canvases"]["s1"]["seq"] == last, (session_id, ack["canvases"]["s1"])
+    finally:
+        await late.sio.disconnect()
+
+
+@pytest.mark.timeout(180)
+async def test_a_primary_killed_mid_lesson_loses_doubles_and_reorders_no_acked_patch(
+    lesson: Lesson, redis_cluster: RedisClusterProcesses
+) -> None:
+    """SIGKILL a primary a third of the way into the lesson; its replica takes over.
+    The primary is the one holding the most of the lesson's canvases (each shard holds
+    some session's channel). Drawing goes on throughout (a patch refused meanwhile is
+    resent, as a client does)."""
+    holders = Counter(redis_cluster.primary_for(canvas_of(s)) for s in lesson.sessions)
+    victim, canvases = holders.most_common(1)[0]
+    assert canvases >= 2, holders
+    promoted: asyncio.Task[Any] | None = None
+    for n in range(PATCHES):
+        if n == PATCHES // 3:
+            redis_cluster.kill_primary(victim)
+            promoted = asyncio.ensure_future(redis_cluster.wait_promoted(victim))
+        await lesson.draw(n)
+    assert promoted is not None
+    await promoted
+    await wait_relayed(lesson, within=30.0)
+    assert_relayed_once_in_order(lesson)
+    await assert_late_join_sees_every_acked_patch(lesson)
+
+
+@pytest.mark.timeout(180)
+async def test_slots_moved_mid_lesson_lose_double_and_reorder_no_acked_patch(
+    lesson: Lesson, redis_cluster: RedisClusterProcesses
+) -> None:
+    """Move the first session's channel slot, then its canvas's slot, to another primary
+    while the student draws: for a second the canvas's key lives on the new primary
+    while the old one still owns the slot (ASK), then MOVED; the channel's subscribers
+    are told to go (an unrequested sunsubscribe) and subscribe again on the new shard."""
+    session_id = lesson.sessions[0]
+    slots = [key_slot(channel_of(session_id).encode()), key_slot(canvas_of(session_id).encode())]
+
+    async def move() -> None:
+        for slot in slots:
+            source = redis_cluster.primary_for(slot)
+            target = next(p for p in redis_cluster.primaries if p is not source)
+            await redis_cluster.migrate_slot(slot, target, pause_s=1.0)
+            assert redis_cluster.primary_for(slot) is target
+
+    moving: asyncio.Task[None] | None = None
+    for n in range(PATCHES):
+        if n == PATCHES // 3:
+            moving = asyncio.ensure_future(move())
+        await lesson.draw(n * len(lesson.sessions))  # all on the first session
+        await asyncio.sleep(0.01)
+    assert moving is not None
+    await moving
+    await wait_relayed(lesson, within=30.0)
+    assert_relayed_once_in_order(lesson)
+    await assert_late_join_sees_every_acked_patch(lesson)
