@@ -81,3 +81,38 @@ async def test_a_channel_whose_slot_moves_is_heard_again_after_a_catch_up(
         await eventually(lambda: b"after" in heard, within=10, what="a frame after the move")
     finally:
         await close(a, b)
+
+
+@pytest.mark.timeout(90)
+async def test_frames_heard_while_subscribing_again_wait_for_the_reconnect_hooks(
+    redis_cluster_shared: RedisClusterProcesses,
+) -> None:
+    """On a cluster each channel is subscribed again on its own (``SSUBSCRIBE``), so
+    frames of a channel confirmed early come while others are still unconfirmed. The
+    hooks read what was missed from where each canvas stands: a frame handled before
+    them moves it past the missed ones, which then never reach the clients."""
+    heard: list[bytes] = []
+    a, b = await bus_on(redis_cluster_shared), await bus_on(redis_cluster_shared, heard)
+    heard_at_hook: list[int] = []
+
+    async def hook() -> None:
+        heard_at_hook.append(len(heard))
+
+    b.on_reconnect(hook)
+    try:
+        sessions = [("c1", uuid.uuid4().hex) for _ in range(60)]
+        channels = [session_channel(*session) for session in sessions]
+        await asyncio.gather(*(b.watch(*session) for session in sessions))
+        a.publish(channels[0], EMIT, b"before")
+        await eventually(lambda: heard == [b"before"], within=10, what="the first frame")
+        for primary in redis_cluster_shared.primaries:  # only b subscribes
+            await primary.command("CLIENT KILL", "TYPE", "pubsub")
+        sent = 0
+        while not heard_at_hook and sent < 20_000:
+            a.publish(channels[sent % len(channels)], EMIT, f"f{sent}".encode())
+            sent += 1
+            await asyncio.sleep(0.0005)
+        assert heard_at_hook == [1], f"{heard_at_hook} frames heard when the hooks ran"
+        await eventually(lambda: len(heard) > 1, within=10, what="frames after the hooks")
+    finally:
+        await close(a, b)

@@ -238,10 +238,12 @@ class RedisCluster(Cluster):
             try:
                 await self._has_channels.wait()
                 if lost:
-                    await self._subscribe_again()
+                    heard = await self._subscribe_again()
                     lost = False
                     log.warning("cluster node %s: Redis subscription is back", self.node_id)
                     await self._reconnected()
+                    for held in heard:
+                        self._received(held)
                 message = await self._subscription.next_message(READ_TIMEOUT_S)
                 wait = RECONNECT_MIN_S
                 if message is not None:
@@ -258,13 +260,20 @@ class RedisCluster(Cluster):
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RECONNECT_MAX_S)
 
-    async def _subscribe_again(self) -> None:
+    async def _subscribe_again(self) -> list[dict[str, object]]:
         """Subscribe to every watched channel and read up to the confirmations: from
-        then on every frame reaches this hub, so what the hooks read misses nothing."""
+        then on every frame reaches this hub, so what the hooks read misses nothing.
+
+        The frames heard meanwhile (a channel confirmed before another: on Redis
+        Cluster each is its own ``SSUBSCRIBE``) are returned, to be handled after the
+        hooks. Handled before, they would move a canvas past the patches the hooks
+        are to read from the database (``canvas.peers.resume`` reads from the last
+        seq handed on), and those patches never reached the hub's clients."""
         waiting = set(self._channels)
         if not waiting:
-            return
+            return []
         await self._subscription.subscribe(*waiting)
+        heard: list[dict[str, object]] = []
         deadline = time.monotonic() + SUBSCRIBE_WAIT_S
         while waiting:
             if time.monotonic() > deadline:
@@ -274,7 +283,10 @@ class RedisCluster(Cluster):
                 continue
             if message.get("type") == self._subscription.confirmed:
                 waiting.discard(as_text(message.get("channel")))
-            self._received(message)
+                self._received(message)
+            else:
+                heard.append(message)
+        return heard
 
     async def _reconnected(self) -> None:
         for hook in self._reconnect_hooks:
