@@ -295,6 +295,10 @@ class RedisCluster(Cluster):
         data = message.get("data")
         if kind != self._subscription.message or not isinstance(data, bytes):
             return
+        if as_text(message.get("channel")) not in self._channels:
+            # Unwatched: the unsubscribe runs after unwatch returns (on a cluster it
+            # waits for the node's reader), and Redis sends what came before it.
+            return
         if data.startswith(self._node_prefix):
             self._metrics.redis_echoes.inc()
             return
