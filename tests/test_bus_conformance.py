@@ -18,7 +18,11 @@ hubs are generated only for shared buses, from the flag
 
 Redis is real: the worker's own database (``tests.conftest.REDIS_URL``), flushed
 before and after each test; channels are server-wide, so each test's sessions
-have ids of their own. Under ``CI=true`` a missing Redis fails the test.
+have ids of their own. The cluster backend is the same bus on a real Redis
+Cluster (``tests/redis_cluster.py``: 3 primaries, 3 replicas, one per test module,
+every primary flushed before and after each test), where it uses sharded pub/sub:
+its subscription is one connection per shard it has channels on. Under ``CI=true``
+a missing Redis, or redis-server and redis-cli, fails the test.
 """
 
 from __future__ import annotations
@@ -32,11 +36,14 @@ from typing import Any
 import pytest
 import redis.asyncio
 
+from realtime.base.config import Settings
 from realtime.base.metrics import HubMetrics
 from realtime.bus.bus import CANVAS, CONTROL, EMIT, Bus, session_channel
 from realtime.bus.bus_memory import Cluster
-from realtime.bus.bus_redis import RedisCluster, redis_client
+from realtime.bus.bus_redis import RedisCluster, redis_client, redis_cluster_client
+from realtime.bus.subscription_redis import AnyRedis
 from tests.conftest import REDIS_URL, need_service, redis_problem
+from tests.redis_cluster import RedisClusterProcesses
 from tests.support import eventually
 
 KINDS = (EMIT, CANVAS, CONTROL)
@@ -44,7 +51,7 @@ KINDS = (EMIT, CANVAS, CONTROL)
 AWKWARD = b"\x00room\n\x00skip\n" + bytes(range(256))
 LEASE_S = 0.3
 
-SHARED = {"memory": False, "redis": True}
+SHARED = {"memory": False, "redis": True, "cluster": True}
 
 
 def params(*, shared_only: bool = False) -> list[Any]:
@@ -75,7 +82,7 @@ class Inbox:
 class Node:
     bus: Bus
     inbox: Inbox
-    # The Redis connections of this hub (its pub/sub connection among them), by name.
+    # The Redis connections of this hub (its pub/sub connections among them), by name.
     client_name: str | None = None
 
 
@@ -85,6 +92,7 @@ class Backend:
     shared: bool
     new_node: Callable[..., Awaitable[Node]]
     admin: redis.asyncio.Redis | None = None
+    cluster: RedisClusterProcesses | None = None
 
 
 def listen(bus: Bus, kinds: tuple[bytes, ...] = KINDS) -> Inbox:
@@ -98,12 +106,46 @@ def listen(bus: Bus, kinds: tuple[bytes, ...] = KINDS) -> Inbox:
     return inbox
 
 
+@pytest.fixture
+def cluster_of_backend(request: pytest.FixtureRequest) -> RedisClusterProcesses | None:
+    """The module's Redis Cluster for the cluster backend (None for the others). A sync
+    fixture: the cluster starts on first use, outside the test's event loop."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or callspec.params.get("backend") != "cluster":
+        return None
+    cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster_shared")
+    return cluster
+
+
+async def flush_primaries(cluster: RedisClusterProcesses) -> None:
+    for primary in cluster.primaries:  # replicas follow their primary
+        await primary.command("FLUSHALL")
+
+
 @pytest.fixture(params=params())
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+async def backend(
+    request: pytest.FixtureRequest, cluster_of_backend: RedisClusterProcesses | None
+) -> AsyncIterator[Backend]:
     name: str = request.param
     buses: list[Bus] = []
-    clients: list[redis.asyncio.Redis] = []
+    clients: list[AnyRedis] = []
     admin: redis.asyncio.Redis | None = None
+
+    async def new_redis_node(kinds: tuple[bytes, ...] = KINDS) -> Node:
+        # A client of its own per hub, named (on every node of a cluster it connects
+        # to), so a test can cut its subscription.
+        client_name = f"conformance-{uuid.uuid4().hex[:12]}"
+        if cluster_of_backend is not None:
+            seeds = Settings(redis_cluster_nodes=cluster_of_backend.seeds).cluster_nodes
+            client: AnyRedis = redis_cluster_client(seeds, client_name=client_name)
+        else:
+            client = redis_client(REDIS_URL, client_name=client_name)
+        clients.append(client)
+        bus = RedisCluster(client, HubMetrics())
+        inbox = listen(bus, kinds)
+        await bus.start()
+        buses.append(bus)
+        return Node(bus, inbox, client_name)
 
     if name == "memory":
 
@@ -115,26 +157,18 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
             return Node(bus, inbox)
 
         new_node = new_memory_node
+    elif name == "cluster":
+        assert cluster_of_backend is not None
+        await flush_primaries(cluster_of_backend)
+        new_node = new_redis_node
     else:
         assert name == "redis"
         need_service("Redis", await redis_problem())
         admin = redis_client(REDIS_URL)
         await admin.flushdb()  # the worker's own database (tests.conftest)
-
-        async def new_redis_node(kinds: tuple[bytes, ...] = KINDS) -> Node:
-            # A client of its own per hub, named, so a test can cut its subscription.
-            client_name = f"conformance-{uuid.uuid4().hex[:12]}"
-            client = redis_client(REDIS_URL, client_name=client_name)
-            clients.append(client)
-            bus = RedisCluster(client, HubMetrics())
-            inbox = listen(bus, kinds)
-            await bus.start()
-            buses.append(bus)
-            return Node(bus, inbox, client_name)
-
         new_node = new_redis_node
     try:
-        yield Backend(name, SHARED[name], new_node, admin)
+        yield Backend(name, SHARED[name], new_node, admin, cluster_of_backend)
     finally:
         for bus in buses:
             await bus.close()
@@ -143,6 +177,8 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         if admin is not None:
             await admin.flushdb()
             await admin.aclose()
+        if cluster_of_backend is not None:
+            await flush_primaries(cluster_of_backend)
 
 
 def new_session() -> tuple[str, str]:
@@ -347,8 +383,23 @@ async def test_watching_again_right_after_unwatch_hears_again(backend: Backend) 
 
 
 async def cut_subscription(backend: Backend, node: Node) -> None:
-    """Close the hub's pub/sub connection from the server's side (that one only)."""
-    assert backend.admin is not None and node.client_name is not None
+    """Close the hub's pub/sub connection from the server's side (that one only). On a
+    cluster, every pub/sub connection the hub has, on whichever nodes hold one: all
+    listed first, then killed, so none the hub opens again meanwhile is cut too."""
+    assert node.client_name is not None
+    if backend.cluster is not None:
+        held = []
+        for server in backend.cluster.nodes:
+            if server.alive:
+                listing = await server.client().client_list(_type="pubsub")
+                held += [(server, c["id"]) for c in listing if c.get("name") == node.client_name]
+        assert held, f"expected pub/sub connections named {node.client_name} on a node"
+        killed = 0
+        for server, client_id in held:
+            killed += await server.client().client_kill_filter(_id=client_id)
+        assert killed >= 1, f"expected to kill one of {held}"
+        return
+    assert backend.admin is not None
     listing = await backend.admin.client_list(_type="pubsub")
     ids = [client["id"] for client in listing if client.get("name") == node.client_name]
     assert len(ids) == 1, listing
@@ -380,6 +431,31 @@ async def test_reconnect_hooks_run_after_the_subscription_was_down(backend: Back
     await eventually(lambda: ran == ["hook"], within=5, what="the reconnect hook")
     a.bus.publish(channel(session), EMIT, b"after")
     await b.inbox.until(b"after")
+    assert ran == ["hook"]
+
+
+@pytest.mark.parametrize("backend", params(shared_only=True), indirect=True)
+async def test_after_an_outage_every_watched_session_is_heard_again(backend: Backend) -> None:
+    """Many sessions (on a cluster, channels on every shard, each shard's its own
+    connection, all cut): the hooks run once, and then each session hears again."""
+    a, b = await backend.new_node(), await backend.new_node()
+    sessions = [new_session() for _ in range(30)]
+    ran: list[str] = []
+
+    async def hook() -> None:
+        ran.append("hook")
+
+    b.bus.on_reconnect(hook)
+    await asyncio.gather(*(b.bus.watch(*session) for session in sessions))
+    a.bus.publish(channel(sessions[-1]), EMIT, b"before")
+    await b.inbox.until(b"before")
+    await cut_subscription(backend, b)
+    await eventually(lambda: ran == ["hook"], within=5, what="the reconnect hook")
+    for n, session in enumerate(sessions):
+        a.bus.publish(channel(session), EMIT, b"after %d" % n)
+    for n in range(len(sessions)):
+        await b.inbox.until(b"after %d" % n)
+    await turns()
     assert ran == ["hook"]
 
 

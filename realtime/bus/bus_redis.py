@@ -88,15 +88,17 @@ def redis_client(url: str, *, max_connections: int = MAX_CONNECTIONS, **options:
 
 
 def redis_cluster_client(
-    nodes: list[tuple[str, int]], *, max_connections: int = MAX_CONNECTIONS
+    nodes: list[tuple[str, int]], *, max_connections: int = MAX_CONNECTIONS, **options: Any
 ) -> RedisClusterClient:
     """The hub's Redis Cluster client, from some of its nodes (it learns the others and
-    the slot map from them, and follows ``MOVED``/``ASK`` and failovers itself)."""
+    the slot map from them, and follows ``MOVED``/``ASK`` and failovers itself).
+    ``options`` go to every node's connections, as ``redis_client``'s do (a
+    ``client_name`` names them in each node's ``CLIENT LIST``)."""
+    options = {"socket_timeout": 5, "socket_connect_timeout": 5, **options}
     return RedisClusterClient(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-        socket_timeout=5,
-        socket_connect_timeout=5,
         max_connections=max_connections,
+        **options,
     )
 
 
@@ -304,6 +306,10 @@ class RedisCluster(Cluster):
             return
         data = message.get("data")
         if kind != self._subscription.message or not isinstance(data, bytes):
+            return
+        if as_text(message.get("channel")) not in self._channels:
+            # Unwatched: the unsubscribe runs after unwatch returns (on a cluster it
+            # waits for the node's reader), and Redis sends what came before it.
             return
         if data.startswith(self._node_prefix):
             self._metrics.redis_echoes.inc()
