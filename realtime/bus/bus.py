@@ -34,7 +34,8 @@ ReconnectHook = Callable[[], Awaitable[None]]
 class Bus(Protocol):
     """Frames between the hubs of a cluster, per session channel, and cluster-wide leases.
 
-    Delivery is best effort and in order per publishing hub: a frame published
+    Delivery is best effort and in order per publishing hub on each channel (not
+    across channels: on Redis Cluster they live on different shards): a frame published
     while a hub is not watching the channel, or while its subscription is down,
     is not delivered to it (hooks registered with ``on_reconnect`` run after such
     an outage). A hub never receives its own frames.
