@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +39,7 @@ from realtime.base.metrics import HubMetrics
 from realtime.bus.bus import CANVAS, session_channel, unframe
 from realtime.bus.bus_redis import redis_client
 from tests.conftest import REDIS_URL, need_service, redis_problem
+from tests.processes import RedisServer
 from tests.support import eventually
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -181,8 +183,23 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
-    need_service("Redis", await redis_problem())
+async def redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The tests' Redis; ``own`` (indirect): a redis-server of the test's own, for a
+    test that flushes the scripts, which every database of a server shares."""
+    if getattr(request, "param", None) != "own":
+        need_service("Redis", await redis_problem())
+        yield REDIS_URL
+        return
+    server = RedisServer(tmp_path)
+    await server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def cluster(engine: AsyncEngine, redis_url: str) -> AsyncIterator[Cluster]:
     db = session_factory(engine)
     async with db.begin() as session:
         live = LiveSession(
@@ -197,7 +214,7 @@ async def cluster(engine: AsyncEngine) -> AsyncIterator[Cluster]:
             created_by="tutor-1",
         )
         session.add(live)
-    client = redis_client(REDIS_URL)
+    client = redis_client(redis_url)
     prefix = f"test:{uuid.uuid4().hex[:12]}:cv:"
     cluster = Cluster(engine, db, client, prefix, CanvasKey("c1", live.id, "s1"))
 
@@ -421,6 +438,7 @@ async def test_flushdb_mid_stream_starts_a_new_epoch_and_loses_nothing_acked(
     assert seq == len(stored) + 1
 
 
+@pytest.mark.parametrize("redis_url", ["own"], indirect=True)
 async def test_scripts_lost_in_redis_are_loaded_again_and_run_once(cluster: Cluster) -> None:
     """Redis forgot its scripts (SCRIPT FLUSH, as after a restart): the next take of the
     canvas loads them again; each patch gets one seq, and is stored and relayed once."""

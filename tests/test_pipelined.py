@@ -103,20 +103,28 @@ async def error_replies() -> None:
             await scripts.close()
 
 
-def test_scripts_redis_forgot_are_loaded_and_run_once(redis_up: None, run: Runner) -> None:
-    run(forgotten_scripts())
+def test_scripts_redis_forgot_are_loaded_and_run_once(
+    redis_server_binary: None, tmp_path: Path, run: Runner
+) -> None:
+    run(forgotten_scripts(tmp_path))
 
 
-async def forgotten_scripts() -> None:
-    async with shared_redis() as client:
-        scripts = ScriptConnection(client)
-        echo = client.register_script(ECHO)
-        try:
-            assert await scripts.run(echo, ["test:pipelined:n"], ["a"]) == [b"a", 1]
-            await client.script_flush()
-            assert await scripts.run(echo, ["test:pipelined:n"], ["b"]) == [b"b", 2]
-        finally:
-            await scripts.close()
+async def forgotten_scripts(tmp_path: Path) -> None:
+    # A server of its own: scripts are the whole server's, and flushing them under
+    # other tests' feet failed their scripts (NoScriptError between load and run).
+    server = RedisServer(tmp_path)
+    await server.start()
+    client = redis.asyncio.Redis.from_url(server.url)
+    scripts = ScriptConnection(client)
+    echo = client.register_script(ECHO)
+    try:
+        assert await scripts.run(echo, ["test:pipelined:n"], ["a"]) == [b"a", 1]
+        await client.script_flush()
+        assert await scripts.run(echo, ["test:pipelined:n"], ["b"]) == [b"b", 2]
+    finally:
+        await scripts.close()
+        await client.aclose()
+        server.stop()
 
 
 def test_it_logs_in_and_comes_back_after_a_redis_restart(
