@@ -184,13 +184,19 @@ PROCESS_SUITES = {
     "test_rest_enrollments",
     "test_rest_sessions",
 }
+# These run a third time: CLUSTER_NODES hub processes on a Redis Cluster (3 primaries,
+# 3 replicas; HUB_REDIS_CLUSTER_NODES), one cluster per test worker, emptied per test.
+REDIS_CLUSTER_SUITES = {"test_sockets", "test_canvas", "test_control"}
+SEVERAL_HUBS = ("cluster", "processes", "redis-cluster")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     suite = metafunc.module.__name__.rpartition(".")[2]
     if "topology" in metafunc.fixturenames and suite in CLUSTER_SUITES:
-        several = "processes" if suite in PROCESS_SUITES else "cluster"
-        metafunc.parametrize("topology", ["single", several], indirect=True)
+        topologies = ["single", "processes" if suite in PROCESS_SUITES else "cluster"]
+        if suite in REDIS_CLUSTER_SUITES:
+            topologies.append("redis-cluster")
+        metafunc.parametrize("topology", topologies, indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -199,7 +205,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item
         for item in items
         if (callspec := getattr(item, "callspec", None)) is not None
-        and callspec.params.get("topology") in ("cluster", "processes")
+        and callspec.params.get("topology") in SEVERAL_HUBS
         and callspec.params.get("database") == "sqlite"
     ]
     if dropped:
@@ -210,6 +216,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def topology(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def hubs_redis_cluster(
+    topology: str, request: pytest.FixtureRequest
+) -> RedisClusterProcesses | None:
+    """The worker's Redis Cluster for the redis-cluster topology (started by the first
+    test that needs it), else None."""
+    if topology != "redis-cluster":
+        return None
+    cluster: RedisClusterProcesses = request.getfixturevalue("_redis_cluster_session")
+    return cluster
 
 
 @dataclass
@@ -274,11 +292,15 @@ HubFactory = Callable[..., Awaitable[Hub]]
 
 @pytest.fixture
 async def make_hub(
-    settings: Settings, database: Database, topology: str, tmp_path: Path
+    settings: Settings,
+    database: Database,
+    topology: str,
+    hubs_redis_cluster: RedisClusterProcesses | None,
+    tmp_path: Path,
 ) -> AsyncIterator[HubFactory]:
     """Start hubs on 127.0.0.1 (with setting overrides); all stop at teardown.
-    With the cluster and processes topologies each call starts CLUSTER_NODES hubs
-    sharing Redis."""
+    With the cluster, processes and redis-cluster topologies each call starts
+    CLUSTER_NODES hubs sharing Redis."""
     servers: list[TestServer] = []
     processes: list[HubProcess] = []
     engines: list[AsyncEngine] = []
@@ -291,10 +313,14 @@ async def make_hub(
         client = redis.asyncio.Redis.from_url(REDIS_URL)
         await client.flushdb()  # one test's cluster at a time uses the test database
         await client.aclose()
+    elif hubs_redis_cluster is not None:
+        await empty_redis_cluster(hubs_redis_cluster)
+        settings = settings.model_copy(update={"redis_cluster_nodes": hubs_redis_cluster.seeds})
+        nodes = CLUSTER_NODES
 
     async def start(clock: Any = None, **overrides: Any) -> Hub:
         hub_settings = settings.model_copy(update=overrides) if overrides else settings
-        if topology == "processes":
+        if topology in ("processes", "redis-cluster"):
             assert clock is None, "hub processes keep their own time"
             return await start_processes(hub_settings)
         apps, urls, own = [], [], []
@@ -361,6 +387,8 @@ async def make_hub(
     for engine in engines:
         await engine.dispose()
     await asyncio.sleep(0)
+    if hubs_redis_cluster is not None:
+        await hubs_redis_cluster.close_clients()  # opened in this test's loop
     crashed = [p.log_tail() for p in processes if stopped[p.url] != 0]
     assert not crashed, f"hub processes did not stop cleanly:\n{crashed}"
 
@@ -423,12 +451,11 @@ async def redis_cluster(tmp_path: Path) -> AsyncIterator[RedisClusterProcesses]:
         await cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def _redis_cluster_module(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[RedisClusterProcesses]:
+def _long_lived_cluster(workdir: Path) -> Iterator[RedisClusterProcesses]:
+    """A cluster for a module- or session-scoped fixture, started outside the tests'
+    event loops; killed when the fixture ends."""
     need_service("Redis Cluster", missing_tools(), hint="install redis-server and redis-cli 7+")
-    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
+    cluster = RedisClusterProcesses(workdir)
 
     async def start() -> None:
         try:
@@ -443,6 +470,13 @@ def _redis_cluster_module(
         cluster.kill()
 
 
+@pytest.fixture(scope="module")
+def _redis_cluster_module(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisClusterProcesses]:
+    yield from _long_lived_cluster(tmp_path_factory.mktemp("redis-cluster"))
+
+
 @pytest.fixture
 async def redis_cluster_shared(
     _redis_cluster_module: RedisClusterProcesses,
@@ -452,6 +486,42 @@ async def redis_cluster_shared(
     closed after it, in its event loop."""
     yield _redis_cluster_module
     await _redis_cluster_module.close_clients()
+
+
+@pytest.fixture(scope="session")
+def _redis_cluster_session(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisClusterProcesses]:
+    # One per test worker (a session each), for the redis-cluster topology.
+    yield from _long_lived_cluster(tmp_path_factory.mktemp("hubs-redis-cluster"))
+
+
+async def empty_redis_cluster(cluster: RedisClusterProcesses) -> None:
+    """A shared cluster as a test's own: whole, every primary's keys gone (FLUSHALL
+    empties the one node it is sent to), and no connection left subscribed to a
+    channel (an earlier test's hub could otherwise hear this test's frames)."""
+    nodes = [node for node in cluster.nodes if node.alive]
+
+    async def left_over() -> str | None:
+        for node in nodes:
+            channels = await node.command("PUBSUB CHANNELS")
+            shard_channels = await node.command("PUBSUB SHARDCHANNELS")
+            if channels or shard_channels:
+                return f"{node.address} has subscribers on {channels} {shard_channels}"
+        for primary in cluster.primaries:
+            if await primary.command("DBSIZE"):
+                return f"{primary.address} still has keys"
+        return None
+
+    try:
+        await cluster.wait_settled()
+        for primary in cluster.primaries:
+            await primary.command("FLUSHALL")
+        for node in nodes:
+            await node.command("CLIENT KILL", "TYPE", "pubsub")
+        await cluster.until("an empty cluster", left_over, within=5.0)
+    finally:
+        await cluster.close_clients()  # opened in this test's loop
 
 
 @pytest.fixture
