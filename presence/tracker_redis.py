@@ -242,8 +242,10 @@ class RedisPresenceTracker:
         if self._heartbeat is not None:
             await stop([self._heartbeat])
         try:
-            await self._redis.delete(self._alive_key(self.node_id))
+            # Out of the hubs first when nothing is left to reap: a sweep between the
+            # two steps took a stopped hub for a dead one ("is gone", 0 connections).
             if not await self._redis.scard(self._prefix + "node:" + self.node_id + ":conns"):
-                await self._redis.srem(self._nodes_key, self.node_id)  # nothing left to reap
+                await self._redis.srem(self._nodes_key, self.node_id)
+            await self._redis.delete(self._alive_key(self.node_id))
         except (RedisError, OSError):
             pass
