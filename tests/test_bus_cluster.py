@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 from redis.crc import key_slot
@@ -116,3 +117,32 @@ async def test_frames_heard_while_subscribing_again_wait_for_the_reconnect_hooks
         await eventually(lambda: len(heard) > 1, within=10, what="frames after the hooks")
     finally:
         await close(a, b)
+
+
+@pytest.mark.timeout(90)
+async def test_commands_beyond_the_connection_cap_wait_instead_of_failing(
+    redis_cluster_shared: RedisClusterProcesses,
+) -> None:
+    """redis-py's cluster client refuses a command at its per-node cap
+    (MaxConnectionsError); the hub's waits for a connection. 200 commands, scripts and
+    pipelines at once through a client of 4 connections a node."""
+    nodes = Settings(redis_cluster_nodes=redis_cluster_shared.seeds).cluster_nodes
+    client = redis_cluster_client(nodes, max_connections=4)
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    key = f"test:cap:{{{uuid.uuid4().hex}}}"
+
+    async def pipelined() -> list[Any]:
+        async with client.pipeline() as pipe:
+            pipe.incr(key)
+            pipe.get(key)
+            return list(await pipe.execute())
+
+    try:
+        calls = [client.incr(key) for _ in range(100)]
+        calls += [script(keys=[key]) for _ in range(50)]
+        calls += [pipelined() for _ in range(50)]
+        await asyncio.gather(*calls)
+        assert int(await client.get(key)) == 200
+    finally:
+        await client.delete(key)
+        await client.aclose()

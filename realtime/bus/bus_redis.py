@@ -30,6 +30,7 @@ from realtime.bus.bus import (
     unframe,
 )
 from realtime.bus.bus_memory import Cluster
+from realtime.bus.cluster_client import GatedRedisCluster
 from realtime.bus.subscription_redis import AnyRedis, ShardSubscription, subscription_for
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,13 @@ def redis_cluster_client(
     nodes: list[tuple[str, int]], *, max_connections: int = MAX_CONNECTIONS, **options: Any
 ) -> RedisClusterClient:
     """The hub's Redis Cluster client, from some of its nodes (it learns the others and
-    the slot map from them, and follows ``MOVED``/``ASK`` and failovers itself).
+    the slot map from them, and follows ``MOVED``/``ASK`` and failovers itself). A
+    command at the cap of ``max_connections`` per node waits for a connection
+    (``realtime.bus.cluster_client``).
     ``options`` go to every node's connections, as ``redis_client``'s do (a
     ``client_name`` names them in each node's ``CLIENT LIST``)."""
     options = {"socket_timeout": 5, "socket_connect_timeout": 5, **options}
-    return RedisClusterClient(
+    return GatedRedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         max_connections=max_connections,
         **options,
