@@ -82,6 +82,11 @@ class Handoff:
         """The last seq handed on while the canvas loaded (0: none)."""
         return self._while_loading.pop(key, 0)
 
+    def last_handed(self, key: CanvasKey, epoch: str) -> int | None:
+        """The last seq of the canvas handed on in ``epoch`` (None: none, or in another)."""
+        handed = self._handed.get(key)
+        return handed[1] if handed is not None and handed[0] == epoch else None
+
     def positions(self) -> list[tuple[CanvasKey, str, int]]:
         """Each canvas handed on from, with the last (epoch, seq) handed on."""
         return [(key, epoch, seq) for key, (epoch, seq) in self._handed.items()]

@@ -147,7 +147,15 @@ class Replicas:
             ):
                 continue  # the log moved past the database read: read again
             canvas.epoch = state.epoch
-            canvas.durable_seq = canvas.relayed = min(state.dseq, canvas.seq)
+            canvas.durable_seq = min(state.dseq, canvas.seq)
+            # Relayed so far: what this hub handed on, not all the database holds. The
+            # frame of a patch stored elsewhere may still be on its way (on Redis
+            # Cluster it comes over a connection of its own) and is then skipped as
+            # relayed; the next patch relayed hands it on first, from the log.
+            handed = self._handoff.last_handed(key, state.epoch)
+            canvas.relayed = (
+                canvas.durable_seq if handed is None else min(handed, canvas.durable_seq)
+            )
             canvas.take(entries)
             canvas.durable_seq = state.dseq
             canvas.relayed = max(canvas.relayed, self._handoff.loaded(key))

@@ -606,3 +606,25 @@ async def test_a_hub_ignores_an_unreadable_request_and_goes_on_listening(
         await cluster.redis.publish(f"{cluster.prefix}node:node-a", garbage)
     assert await acked(b, key, Author.TUTOR, mark("on-b")) == 2  # a was asked, let go
     assert a.store.sequencer.holds(key) is None  # type: ignore[attr-defined]
+
+
+async def test_a_patch_whose_frame_has_not_come_when_the_hub_takes_the_canvas_is_handed_on(
+    cluster: Cluster,
+) -> None:
+    """b relays a's patches to its clients from a's frames. The frame of a's last patch
+    has not reached b (on Redis Cluster it comes from its shard over a connection of
+    its own, and may come after b took the canvas) when b's tutor writes: b takes the
+    canvas, reloads it from the database (which holds that patch) and appends. The
+    patch must still reach b's clients, before b's own, and once."""
+    a, b = await nodes(cluster, "node-a", "node-b")
+    key = cluster.key
+    for i in (1, 2):
+        assert await acked(a, key, Author.STUDENT, stroke(f"x{i}")) == i
+    await converged(cluster, 2)
+    b.deaf = True  # the frame of patch 3 never comes (as if still on its way)
+    assert await acked(a, key, Author.STUDENT, stroke("x3")) == 3
+    await eventually(lambda: len(cluster.published) == 3, within=5, what="3 published")
+    b.deaf = False
+    assert await acked(b, key, Author.TUTOR, mark("on-b")) == 4
+    await eventually(lambda: b.relayed_seqs(key)[-1:] == [4], within=5, what="4 relayed on b")
+    assert b.relayed_seqs(key) == [1, 2, 3, 4]
