@@ -155,7 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fan.add_argument("--rate", type=float, default=10.0, help="patches per student per second")
     fan.add_argument("--seconds", type=float, default=15.0, help=f"at most {MAX_SECONDS:g}")
     fan.add_argument("--target", choices=fanout.TARGETS, action="append",
-                     help="repeatable; default: all six, in this order")  # fmt: skip
+                     help="repeatable; default: all seven, in this order")  # fmt: skip
     fan.add_argument("--rest-seconds", type=float, default=fanout.REST_S,
                      help="node 2's CPU at rest is read this long first (0: not)")  # fmt: skip
     fan.add_argument(
@@ -414,7 +414,8 @@ def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, A
     if args.mode == "fanout":
         out["ratios"] = report.fanout_ratios(out["runs"])
         for lines in (report.fanout_ratio_lines(out["ratios"]),
-                      report.fanout_redis_lines(out["runs"])):  # fmt: skip
+                      report.fanout_redis_lines(out["runs"]),
+                      report.fanout_redis_nodes_table(out["runs"])):  # fmt: skip
             if lines:
                 table += "\n\n" + lines
     text = json.dumps(out, indent=2)

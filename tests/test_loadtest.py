@@ -23,6 +23,7 @@ from loadtest import __main__ as cli
 from loadtest import browser, canvas_apply, fanout, hub_metrics, procs, report, soak, sql_calls
 from loadtest.node_generator import NodePool
 from loadtest.procs import TargetProcess, cpu_seconds, free_port, listens_on, start_baseline
+from loadtest.redis_cluster import missing_tools
 from loadtest.runner import Window
 from loadtest.scenario import RelayConfig
 from loadtest.sessions import SessionPlan, Tokens, create_sessions, generated_sessions
@@ -316,6 +317,41 @@ def test_fanout_mode_relays_everything_on_node_one_and_reads_both_nodes_cpu() ->
         # Every delivered patch went through Redis at least once (a publish, at least).
         assert run["redis_commands"] >= run["delivered"]
     assert {r["pair"] for r in out["ratios"]} == {"hub-redis / baseline-redis"}
+
+
+@pytest.mark.timeout(150)
+def test_fanout_mode_compares_two_hubs_on_one_redis_and_on_a_cluster_process_by_process() -> None:
+    need_service("Redis", asyncio.run(redis_problem()))
+    need_service("Redis Cluster", missing_tools(), hint="install redis-server and redis-cli")
+    argv = ["fanout", "--sessions", "4", "--students", "1", "--seconds", "2", "--workers", "1",
+            "--rest-seconds", "0", "--tutors-on-node-2", "--target", "hub-redis",
+            "--target", "hub-cluster", "--redis-url", BENCH_REDIS_URL]  # fmt: skip
+    out = cli.main(argv)
+    single, cluster = out["runs"]
+    for run in (single, cluster):
+        assert run["status"] == "ok", run.get("traceback") or run["status"]
+        assert run["tutors_on"] == "node 2"
+        assert run["acked"] == run["sent"] == run["delivered"] > 0
+        for key in ("busy_cpu_s_per_1k", "idle_cpu_s_per_1k", "redis_cpu_s_per_1k",
+                    "hubs_with_redis_cpu_s_per_1k", "redis_hub_commands_per_patch"):  # fmt: skip
+            assert run[key] is not None, key
+        # Every patch crossed Redis to reach its tutor on node 2.
+        assert run["redis_net_bytes_per_patch"] > 0
+    assert [node["role"] for node in single["redis_nodes"]] == ["single"]
+    assert single["redis_top_commands"].get("publish", 0) >= single["delivered"]
+    # The cluster's six processes, each read: a primary and its replica per shard.
+    roles = [node["role"] for node in cluster["redis_nodes"]]
+    assert roles == ["primary", "replica"] * 3
+    assert all(node["cpu_s"] is not None for node in cluster["redis_nodes"])
+    assert cluster["redis_processes"] == 6 and cluster["cluster_started_in_s"] > 0
+    # Session channels are sharded: SPUBLISH to a primary, SSUBSCRIBE on it.
+    assert cluster["redis_top_commands"].get("spublish", 0) >= cluster["delivered"]
+    primaries = [node for node in cluster["redis_nodes"] if node["role"] == "primary"]
+    assert sum(node["shard_channels"] for node in primaries) >= 4
+    # The replicas ran their primaries' writes, and were sent them.
+    assert cluster["redis_replica_commands_per_patch"] > 0
+    assert cluster["redis_repl_bytes_per_patch"] > 0
+    assert "hub-cluster / hub-redis" in {r["pair"] for r in out["ratios"]}
 
 
 async def test_sql_calls_measures_every_path(tmp_path: Path) -> None:
