@@ -276,11 +276,12 @@ def test_redis_commands_per_patch_leave_out_the_harness_own_info_calls() -> None
 
 @pytest.mark.timeout(120)
 def test_connections_mode_joins_everyone() -> None:
-    out = cli.main(["connections", "--connections", "30", "--target", "hub"])
-    [run] = out["runs"]
+    argv = ["connections", "--connections", "30", "--target", "hub", "--hold-seconds", "1"]
+    [run] = cli.main(argv)["runs"]
     assert run["clients"] == run["joined"] == 36  # 30 students and their 6 tutors
     assert run["failed"] == {}
     assert run["hub_rss_mib_before"] > 0 and "hub_rss_kib_per_connection" in run
+    assert run["hub_idle_cpu_s_per_s"] >= 0 and run["hub_idle_cores_per_1k_connections"] >= 0
 
 
 @pytest.mark.timeout(120)
