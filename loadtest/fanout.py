@@ -342,18 +342,7 @@ def _measure(
         if idle is not None:
             asyncio.run(touch(idle.url, busy.secret))
             if args.rest_seconds > 0:
-                rest_start = cpu_or_none(idle)
-                commands_rest = served_commands(servers)
-                time.sleep(args.rest_seconds)
-                rest = _delta(cpu_or_none(idle), rest_start)
-                out["idle_rest_cpu_s_per_s"] = (
-                    round(rest / args.rest_seconds, 3) if rest is not None else None
-                )
-                calls = command_figures(commands_rest, served_commands(servers), 1)
-                calls = calls["redis_commands"]
-                out["redis_rest_commands_per_s"] = (
-                    round(calls / args.rest_seconds, 1) if calls is not None else None
-                )
+                out.update(_rest(busy, idle, servers, args.rest_seconds))
         start_at = time.perf_counter() + START_DELAY_S
         pool.go(start_at)
         time.sleep(max(0.0, start_at - time.perf_counter()))
@@ -407,6 +396,16 @@ def _measure(
         if commands["redis_commands"] is not None and rest_calls is not None and delivered
         else None
     )
+    # Everything the two hubs and Redis spend at rest (every client joined, nothing
+    # drawn), taken out: a window that waited out a lost patch's drain is not
+    # charged for its quiet seconds.
+    rest_rates = [out.get(k) for k in ("busy_rest_cpu_s_per_s", "idle_rest_cpu_s_per_s",
+                                       "redis_rest_cpu_s_per_s")]  # fmt: skip
+    all_over_rest = (
+        round(both_with_redis - sum(rest_rates) * window_s, 2)  # type: ignore[arg-type]
+        if both_with_redis is not None and None not in rest_rates and len(nodes) > 1
+        else None
+    )
     unacked = figures["sent"] - figures["acked"]
     for key, n in (("unacked", unacked), ("lost", figures["lost"]),
                    ("duplicated", figures["duplicated"]),
@@ -434,11 +433,38 @@ def _measure(
         "busy_with_redis_cpu_s_per_1k": _per_1k(busy_with_redis, delivered),
         # Both hubs and every Redis process: what the whole deployment spent.
         "hubs_with_redis_cpu_s_per_1k": _per_1k(both_with_redis, delivered),
+        "hubs_with_redis_cpu_s_over_rest_per_1k": _per_1k(all_over_rest, delivered),
         **commands,
         **{key: value for key, value in redis_totals.items() if key != "redis_cpu_s"},
         "redis_nodes": rows,
         "redis_commands_per_patch_over_rest": over_rest_calls,
         **generator_figures(results),
+    }
+
+
+def _rest(
+    busy: TargetProcess, idle: TargetProcess, servers: list[RedisNode], seconds: float
+) -> dict[str, Any]:
+    """What both nodes and Redis spend over ``seconds`` at rest, every client joined and
+    nothing drawn: CPU per second of each node and of all the Redis processes, and the
+    commands the hubs' Redis ran."""
+    cpu_start = [cpu_or_none(busy), cpu_or_none(idle)]
+    redis_start = [redis_nodes.read_start(server).cpu_s for server in servers]
+    commands_start = served_commands(servers)
+    time.sleep(seconds)
+    cpu = [_delta(cpu_or_none(node), at) for node, at in zip((busy, idle), cpu_start, strict=True)]
+    redis_end = [redis_nodes.read_end(server).cpu_s for server in servers]
+    redis_s = _sum(*(_delta(end, at) for end, at in zip(redis_end, redis_start, strict=True)))
+    calls = command_figures(commands_start, served_commands(servers), 1)["redis_commands"]
+
+    def rate(value: float | None, digits: int = 3) -> float | None:
+        return round(value / seconds, digits) if value is not None else None
+
+    return {
+        "busy_rest_cpu_s_per_s": rate(cpu[0]),
+        "idle_rest_cpu_s_per_s": rate(cpu[1]),
+        "redis_rest_cpu_s_per_s": rate(redis_s),
+        "redis_rest_commands_per_s": rate(calls, 1),
     }
 
 

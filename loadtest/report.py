@@ -233,6 +233,7 @@ FANOUT_RATIOS = (
     ("busy_with_redis_cpu_s_per_1k", "baseline-stock-redis", "baseline-stock", None),
     # Issue 21: the same two hubs on a 3-primary cluster against one Redis.
     ("hubs_with_redis_cpu_s_per_1k", "hub-cluster", "hub-redis", None),
+    ("hubs_with_redis_cpu_s_over_rest_per_1k", "hub-cluster", "hub-redis", None),
     ("redis_cpu_s_per_1k", "hub-cluster", "hub-redis", None),
     ("busy_cpu_s_per_1k", "hub-cluster", "hub-redis", None),
     ("idle_cpu_s_per_1k", "hub-cluster", "hub-redis", None),
@@ -298,6 +299,8 @@ REDIS_TOTAL_COLUMNS = (
     ("target", "target"), ("Redis processes", "redis_processes"),
     ("Redis CPU s / 1k", "redis_cpu_s_per_1k"),
     ("hubs + Redis CPU s / 1k", "hubs_with_redis_cpu_s_per_1k"),
+    ("the same over rest", "hubs_with_redis_cpu_s_over_rest_per_1k"),
+    ("Redis rest CPU s / s", "redis_rest_cpu_s_per_s"),
     ("hub cmds / patch", "redis_hub_commands_per_patch"),
     ("replica cmds / patch", "redis_replica_commands_per_patch"),
     ("client bytes / patch", "redis_net_bytes_per_patch"),

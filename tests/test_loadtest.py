@@ -325,7 +325,7 @@ def test_fanout_mode_compares_two_hubs_on_one_redis_and_on_a_cluster_process_by_
     need_service("Redis", asyncio.run(redis_problem()))
     need_service("Redis Cluster", missing_tools(), hint="install redis-server and redis-cli")
     argv = ["fanout", "--sessions", "4", "--students", "1", "--seconds", "2", "--workers", "1",
-            "--rest-seconds", "0", "--tutors-on-node-2", "--target", "hub-redis",
+            "--rest-seconds", "1", "--tutors-on-node-2", "--target", "hub-redis",
             "--target", "hub-cluster", "--redis-url", BENCH_REDIS_URL]  # fmt: skip
     out = cli.main(argv)
     single, cluster = out["runs"]
@@ -334,7 +334,9 @@ def test_fanout_mode_compares_two_hubs_on_one_redis_and_on_a_cluster_process_by_
         assert run["tutors_on"] == "node 2"
         assert run["acked"] == run["sent"] == run["delivered"] > 0
         for key in ("busy_cpu_s_per_1k", "idle_cpu_s_per_1k", "redis_cpu_s_per_1k",
-                    "hubs_with_redis_cpu_s_per_1k", "redis_hub_commands_per_patch"):  # fmt: skip
+                    "hubs_with_redis_cpu_s_per_1k", "redis_hub_commands_per_patch",
+                    "busy_rest_cpu_s_per_s", "redis_rest_cpu_s_per_s",
+                    "hubs_with_redis_cpu_s_over_rest_per_1k"):  # fmt: skip
             assert run[key] is not None, key
         # Every patch crossed Redis to reach its tutor on node 2.
         assert run["redis_net_bytes_per_patch"] > 0
