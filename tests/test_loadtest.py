@@ -17,7 +17,7 @@ from unittest import mock
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from loadtest import __main__ as cli
 from loadtest import browser, canvas_apply, fanout, hub_metrics, procs, report, soak, sql_calls
@@ -203,12 +203,16 @@ def test_hub_metrics_reads_loop_lag_over_thresholds_and_skips_what_is_missing() 
     for seconds in (0.001, 0.02, 0.07, 0.3, 2.0):
         lag.observe(seconds)
     Gauge("hub_canvas_log_bytes", "log", registry=registry).set(1234)
+    published = Counter("hub_redis_published", "frames", ["kind"], registry=registry)
+    published.labels("emit").inc(3)
+    published.labels("control").inc(2)
     found = hub_metrics.read(generate_latest(registry).decode())
     assert found == {
         "hub_event_loop_lag_seconds": {
             "count": 5, "sum": 2.391, "p99_at_most": None, "over_0.05": 3, "over_0.25": 2,
         },
         "hub_canvas_log_bytes": 1234.0,
+        "hub_redis_published": 5.0,  # summed over its labels
     }  # fmt: skip
 
 
