@@ -88,7 +88,8 @@ MAX_BROWSER_STUDENTS = 100
 GENERATORS = ("python", "node")
 CONNECTIONS_COLUMNS = [
     "target", "clients", "joined", "connect_s", "hub_rss_mib_before", "hub_rss_mib_after",
-    "hub_rss_kib_per_connection", "hub_cpu_s", "generator_cpu_s",
+    "hub_rss_kib_per_connection", "hub_cpu_s", "hub_idle_cpu_s_per_s",
+    "hub_idle_cores_per_1k_connections", "generator_cpu_s",
 ]  # fmt: skip
 STORM_COLUMNS = [
     "target", "clients", "dropped_total", "recovered", "recovery_s", "join_answers", "sent",
@@ -143,6 +144,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     conns.add_argument("--connections", type=int, default=1000, help="student connections")
     conns.add_argument("--per-session", type=int, default=5, help="students per session")
     conns.add_argument("--target", choices=TARGETS, action="append")
+    conns.add_argument("--hold-seconds", type=float, default=0.0,
+                       help="then everyone stays joined and idle this long: the hub's "
+                       "CPU meanwhile (0: not)")  # fmt: skip
     storm = modes.add_parser("storm", help="everyone drops at once and re-joins with since")
     storm.add_argument("--students", type=int, default=1000)
     storm.add_argument("--per-session", type=int, default=5, help="students per session")
@@ -155,7 +159,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fan.add_argument("--rate", type=float, default=10.0, help="patches per student per second")
     fan.add_argument("--seconds", type=float, default=15.0, help=f"at most {MAX_SECONDS:g}")
     fan.add_argument("--target", choices=fanout.TARGETS, action="append",
-                     help="repeatable; default: all six, in this order")  # fmt: skip
+                     help="repeatable; default: all seven, in this order")  # fmt: skip
     fan.add_argument("--rest-seconds", type=float, default=fanout.REST_S,
                      help="node 2's CPU at rest is read this long first (0: not)")  # fmt: skip
     fan.add_argument(
@@ -297,6 +301,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for item in args.hub_env:
         if "=" not in item or not item.startswith("HUB_"):
             parser.error(f"--hub-env expects HUB_KEY=VALUE, got {item!r}")
+    if args.mode == "connections" and not 0 <= args.hold_seconds <= MAX_SECONDS:
+        parser.error(f"--hold-seconds must be in [0, {MAX_SECONDS:g}]")
     if args.mode == "fanout":
         if not 0 <= args.rest_seconds <= MAX_SECONDS:
             parser.error(f"--rest-seconds must be in [0, {MAX_SECONDS:g}]")
@@ -414,7 +420,8 @@ def _report(args: argparse.Namespace, out: dict[str, Any], raw: list[dict[str, A
     if args.mode == "fanout":
         out["ratios"] = report.fanout_ratios(out["runs"])
         for lines in (report.fanout_ratio_lines(out["ratios"]),
-                      report.fanout_redis_lines(out["runs"])):  # fmt: skip
+                      report.fanout_redis_lines(out["runs"]),
+                      report.fanout_redis_nodes_table(out["runs"])):  # fmt: skip
             if lines:
                 table += "\n\n" + lines
     text = json.dumps(out, indent=2)

@@ -12,6 +12,10 @@ node 1, and node 2 runs with no clients:
     baseline-stock-redis  two of those on the stock ``AsyncRedisManager``
     hub                   one hub
     hub-redis             two hubs with ``HUB_REDIS_URL``, one database and one secret
+    hub-cluster           two hubs on a Redis Cluster of the run's own (3 primaries,
+                          3 replicas of ``redis-server`` on loopback, started and
+                          stopped around the target: ``loadtest.redis_cluster``), with
+                          ``HUB_REDIS_CLUSTER_NODES``
 
 Before the load, one client connects to node 2 and leaves again: a stock
 server subscribes to its Redis channel only from its first client on, as any
@@ -36,7 +40,13 @@ nodes idle, and whatever else uses that server) are also taken out at that
 rate (``redis_commands_per_patch_over_rest``).
 
 The Redis database (``--redis-url``, db 14 by default; never the tests' db 15)
-is flushed before every target. A target that breaks down (a node fails to
+is flushed before every target. Every Redis process is read the same way
+(``loadtest.redis_nodes``): one Redis, or each of the cluster's six, gives its CPU
+per 1,000 patches, commands and client bytes per patch, and the cluster's
+primaries show how the load spreads over the shards (``redis_nodes`` in the
+summary). For the two sides to compare, give ``--redis-url`` a Redis of the
+run's own (a ``redis-server`` no one else uses): the cluster's are.
+A target that breaks down (a node fails to
 start or dies, a worker fails, patches go unacked or lost, a node logs errors)
 says so in its ``status``, and the run goes on with the next target.
 """
@@ -57,7 +67,10 @@ from typing import Any
 import aiohttp
 import redis
 
+from loadtest import redis_nodes
 from loadtest.procs import TargetProcess, start_baseline, start_hub
+from loadtest.redis_cluster import HOST, RedisClusterProcesses, missing_tools
+from loadtest.redis_nodes import RedisNode
 from loadtest.runner import (
     SLACK_S,
     START_DELAY_S,
@@ -74,10 +87,12 @@ from realtime.base.identity import Role
 
 TARGETS = (
     "baseline", "baseline-redis", "baseline-stock", "baseline-stock-redis", "hub", "hub-redis",
+    "hub-cluster",
 )  # fmt: skip
 TOP_COMMANDS = 5
-# The harness's own reads of the server, left out of the commands counted.
-OWN_COMMANDS = ("info",)
+# The harness's own reads of the server, and a replica's upkeep of its link to its
+# primary, left out of the commands counted.
+OWN_COMMANDS = (*redis_nodes.OWN_COMMANDS, *redis_nodes.REPLICATION_COMMANDS)
 # Commands that run a script: commandstats also counts each redis.call inside one.
 SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -95,6 +110,7 @@ class FanoutTarget:
     kind: str  # "hub" or "baseline"
     redis: bool
     stock: bool = False  # a baseline on plain asyncio, stdlib json and Engine.IO's driver
+    cluster: bool = False  # on a Redis Cluster of its own, not ``--redis-url``
 
     @property
     def nodes(self) -> int:
@@ -104,6 +120,8 @@ class FanoutTarget:
 def fanout_target(name: str) -> FanoutTarget:
     if name not in TARGETS:
         raise ValueError(f"expected one of {', '.join(TARGETS)}, got {name!r}")
+    if name == "hub-cluster":
+        return FanoutTarget(name, "hub", redis=True, cluster=True)
     base = name.removesuffix("-redis")
     kind = "hub" if base == "hub" else "baseline"
     return FanoutTarget(name, kind, name.endswith("-redis"), stock=base == "baseline-stock")
@@ -123,15 +141,20 @@ def started_nodes(
     hub_env: dict[str, str],
     redis_url: str,
     nodes: list[TargetProcess],
+    cluster_seeds: str | None = None,
 ) -> Iterator[list[TargetProcess]]:
     """Node 1, then node 2 (after node 1 answers, so only one migrates a fresh database).
 
     They go into ``nodes`` as they start, so a caller sees their logs even when one fails.
     """
+    if cluster_seeds is not None:
+        redis_env = {"HUB_REDIS_CLUSTER_NODES": cluster_seeds}
+    else:
+        redis_env = {"HUB_REDIS_URL": redis_url} if target.redis else {}
     shared = {
         "HUB_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/{target.name}.db",
         "HUB_JWT_SECRET": f"bench-{secrets.token_hex(16)}",
-        **({"HUB_REDIS_URL": redis_url} if target.redis else {}),
+        **redis_env,
         **hub_env,
     }
     try:
@@ -165,22 +188,28 @@ def cpu_or_none(node: TargetProcess) -> float | None:
         return None
 
 
-def redis_cpu(client: redis.Redis) -> float | None:
-    """The Redis server's CPU seconds (user + system) so far; None if it does not answer."""
-    try:
-        info = client.info("cpu")
-    except redis.RedisError:
-        return None
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+def served_commands(servers: list[RedisNode]) -> dict[str, int] | None:
+    """Calls so far by command where the hubs' commands run: one Redis, or every
+    primary of a cluster (a replica runs its primary's writes again)."""
+    served = [node for node in servers if node.role != "replica"]
+    return redis_nodes.summed_commands([redis_nodes.read_start(node) for node in served])
 
 
-def redis_commands(client: redis.Redis) -> dict[str, int] | None:
-    """Calls so far by command (``INFO commandstats``); None if Redis does not answer."""
+async def _start_cluster(cluster: RedisClusterProcesses) -> None:
     try:
-        info = client.info("commandstats")
-    except redis.RedisError:
-        return None
-    return {key.removeprefix("cmdstat_"): int(v["calls"]) for key, v in info.items()}
+        await cluster.start()
+    finally:  # its clients belong to this loop
+        await cluster.close_clients()
+
+
+def cluster_nodes(cluster: RedisClusterProcesses) -> list[RedisNode]:
+    """Each primary, then its replica, labelled by shard: ``primary 1``, ``replica 1``."""
+    out = []
+    for index, primary in enumerate(cluster.primaries, start=1):
+        for node, role in ((primary, "primary"), (cluster.replica_of(primary), "replica")):
+            client = redis_nodes.node_client(HOST, node.port)
+            out.append(RedisNode(f"{role} {index} :{node.port}", role, client, cluster=True))
+    return out
 
 
 def command_figures(
@@ -241,20 +270,36 @@ def run_fanout(
     store = redis.Redis.from_url(
         args.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
     )
+    servers = [RedisNode("redis", "single", store)] if target.redis else []
+    cluster: RedisClusterProcesses | None = None
     try:
-        try:
-            store.flushdb()
-        except redis.RedisError as exc:
-            if target.redis:
-                raise RuntimeError(f"expected Redis at {args.redis_url}: {exc}") from None
-        with started_nodes(target, root, workdir, hub_env, args.redis_url, nodes):
-            summary.update(_measure(nodes, args, store, problems))
+        seeds = None
+        if target.cluster:
+            missing = missing_tools()
+            if missing is not None:
+                raise RuntimeError(f"expected redis-server and redis-cli: {missing}")
+            cluster = RedisClusterProcesses(workdir / "cluster")
+            asyncio.run(_start_cluster(cluster))
+            summary["cluster_started_in_s"] = round(cluster.started_in_s or 0.0, 2)
+            servers, seeds = cluster_nodes(cluster), cluster.seeds
+        else:
+            try:
+                store.flushdb()
+            except redis.RedisError as exc:
+                if target.redis:
+                    raise RuntimeError(f"expected Redis at {args.redis_url}: {exc}") from None
+        with started_nodes(target, root, workdir, hub_env, args.redis_url, nodes, seeds):
+            summary.update(_measure(nodes, args, servers, problems))
     except Exception as exc:
         # A breakdown is a result: report it in the target's row and go on.
         problems.insert(0, f"broke: {_last_line(exc)}")
         summary["traceback"] = traceback.format_exc()[-3000:]
     finally:
+        for server in servers:
+            server.client.close()
         store.close()
+        if cluster is not None:
+            cluster.kill()
     for node in nodes:
         found = node.log_problems(limit=1000)
         summary.setdefault("exit_codes", {})[node.label] = node.exit_code
@@ -270,7 +315,7 @@ def run_fanout(
 def _measure(
     nodes: list[TargetProcess],
     args: argparse.Namespace,
-    store: redis.Redis,
+    servers: list[RedisNode],
     problems: list[str],
 ) -> dict[str, Any]:
     busy, idle = nodes[0], nodes[1] if len(nodes) > 1 else None
@@ -297,27 +342,21 @@ def _measure(
         if idle is not None:
             asyncio.run(touch(idle.url, busy.secret))
             if args.rest_seconds > 0:
-                rest_start = cpu_or_none(idle)
-                commands_rest = redis_commands(store)
-                time.sleep(args.rest_seconds)
-                rest = _delta(cpu_or_none(idle), rest_start)
-                out["idle_rest_cpu_s_per_s"] = (
-                    round(rest / args.rest_seconds, 3) if rest is not None else None
-                )
-                calls = command_figures(commands_rest, redis_commands(store), 1)["redis_commands"]
-                out["redis_rest_commands_per_s"] = (
-                    round(calls / args.rest_seconds, 1) if calls is not None else None
-                )
+                out.update(_rest(busy, idle, servers, args.rest_seconds))
         start_at = time.perf_counter() + START_DELAY_S
         pool.go(start_at)
         time.sleep(max(0.0, start_at - time.perf_counter()))
         cpu_start = [cpu_or_none(node) for node in nodes]
-        redis_start, commands_start = redis_cpu(store), redis_commands(store)
+        redis_start = [redis_nodes.read_start(server) for server in servers]
         results = pool.done(args.seconds + SLACK_S)
         cpu_end = [cpu_or_none(node) for node in nodes]
-        redis_end, commands_end = redis_cpu(store), redis_commands(store)
+        redis_end = [redis_nodes.read_end(server) for server in servers]
         window_s = time.perf_counter() - start_at
-        out["hub_metrics"] = scrape_metrics(busy)  # after the CPU readings: not counted
+        # After the CPU readings: not counted.
+        out["hub_metrics"] = scrape_metrics(busy)
+        if idle is not None:
+            out["hub_metrics_node_2"] = scrape_metrics(idle)
+        keys = [redis_nodes.keys_and_channels(server) for server in servers]
     for node in nodes:
         if node.process.poll() is not None:
             problems.append(f"{node.label} exited with {node.process.returncode} under load")
@@ -332,15 +371,39 @@ def _measure(
         if idle_cpu is not None and rest_rate is not None
         else None
     )
-    redis_s = _delta(redis_end, redis_start)
+    rows = [
+        {**redis_nodes.node_figures(server, start, end, delivered, n_keys),
+         "shard_channels": channels}
+        for server, start, end, (n_keys, channels) in zip(
+            servers, redis_start, redis_end, keys, strict=True
+        )
+    ]  # fmt: skip
+    redis_totals = redis_nodes.totals(rows, delivered) if rows else {}
+    redis_s = redis_totals.get("redis_cpu_s")
     # Without Redis (one node), the server's CPU is someone else's: nothing to add.
     busy_with_redis = _sum(busy_cpu, redis_s) if len(nodes) > 1 else busy_cpu
-    commands = command_figures(commands_start, commands_end, delivered)
+    both_with_redis = _sum(busy_cpu, idle_cpu, redis_s) if len(nodes) > 1 else busy_cpu
+    served = [i for i, server in enumerate(servers) if server.role != "replica"]
+    commands = command_figures(
+        redis_nodes.summed_commands([redis_start[i] for i in served]) if served else None,
+        redis_nodes.summed_commands([redis_end[i] for i in served]) if served else None,
+        delivered,
+    )
     # What the server ran anyway (both nodes at rest, and any other client), taken out.
     rest_calls = out.get("redis_rest_commands_per_s")
     over_rest_calls = (
         round((commands["redis_commands"] - rest_calls * window_s) / delivered, 2)
         if commands["redis_commands"] is not None and rest_calls is not None and delivered
+        else None
+    )
+    # Everything the two hubs and Redis spend at rest (every client joined, nothing
+    # drawn), taken out: a window that waited out a lost patch's drain is not
+    # charged for its quiet seconds.
+    rest_rates = [out.get(k) for k in ("busy_rest_cpu_s_per_s", "idle_rest_cpu_s_per_s",
+                                       "redis_rest_cpu_s_per_s")]  # fmt: skip
+    all_over_rest = (
+        round(both_with_redis - sum(rest_rates) * window_s, 2)  # type: ignore[arg-type]
+        if both_with_redis is not None and None not in rest_rates and len(nodes) > 1
         else None
     )
     unacked = figures["sent"] - figures["acked"]
@@ -368,9 +431,40 @@ def _measure(
         # With Redis: the busy node and the Redis server (the work it handed over).
         "busy_with_redis_cpu_s": busy_with_redis,
         "busy_with_redis_cpu_s_per_1k": _per_1k(busy_with_redis, delivered),
+        # Both hubs and every Redis process: what the whole deployment spent.
+        "hubs_with_redis_cpu_s_per_1k": _per_1k(both_with_redis, delivered),
+        "hubs_with_redis_cpu_s_over_rest_per_1k": _per_1k(all_over_rest, delivered),
         **commands,
+        **{key: value for key, value in redis_totals.items() if key != "redis_cpu_s"},
+        "redis_nodes": rows,
         "redis_commands_per_patch_over_rest": over_rest_calls,
         **generator_figures(results),
+    }
+
+
+def _rest(
+    busy: TargetProcess, idle: TargetProcess, servers: list[RedisNode], seconds: float
+) -> dict[str, Any]:
+    """What both nodes and Redis spend over ``seconds`` at rest, every client joined and
+    nothing drawn: CPU per second of each node and of all the Redis processes, and the
+    commands the hubs' Redis ran."""
+    cpu_start = [cpu_or_none(busy), cpu_or_none(idle)]
+    redis_start = [redis_nodes.read_start(server).cpu_s for server in servers]
+    commands_start = served_commands(servers)
+    time.sleep(seconds)
+    cpu = [_delta(cpu_or_none(node), at) for node, at in zip((busy, idle), cpu_start, strict=True)]
+    redis_end = [redis_nodes.read_end(server).cpu_s for server in servers]
+    redis_s = _sum(*(_delta(end, at) for end, at in zip(redis_end, redis_start, strict=True)))
+    calls = command_figures(commands_start, served_commands(servers), 1)["redis_commands"]
+
+    def rate(value: float | None, digits: int = 3) -> float | None:
+        return round(value / seconds, digits) if value is not None else None
+
+    return {
+        "busy_rest_cpu_s_per_s": rate(cpu[0]),
+        "idle_rest_cpu_s_per_s": rate(cpu[1]),
+        "redis_rest_cpu_s_per_s": rate(redis_s),
+        "redis_rest_commands_per_s": rate(calls, 1),
     }
 
 

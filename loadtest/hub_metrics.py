@@ -19,6 +19,12 @@ LOOP_LAG_OVER_S = (0.05, 0.25)
 GC_PAUSES = "hub_gc_pause_seconds"
 GAUGES = ("hub_canvas_document_bytes", "hub_canvas_log_bytes")
 HISTOGRAMS = ("hub_canvas_commit_seconds", "hub_canvas_commit_batch_size")
+# Frames through Redis each way, and what went wrong on the way (issue 21: frames a
+# hub published against frames the other hub read tell where a lost patch was lost).
+COUNTERS = (
+    "hub_redis_published", "hub_redis_received", "hub_redis_echoes", "hub_redis_reconnects",
+    "hub_redis_publish_errors", "hub_redis_publish_dropped", "hub_canvas_handovers",
+)  # fmt: skip
 
 
 def read(text: str) -> dict[str, Any]:
@@ -35,6 +41,9 @@ def read(text: str) -> dict[str, Any]:
     for name in HISTOGRAMS:
         if name in families:
             out[name] = histogram(families[name])
+    for name in COUNTERS:  # the parser names a counter's family without ``_total``
+        if name in families:
+            out[name] = sum(s.value for s in families[name].samples if s.name == name + "_total")
     return out
 
 

@@ -218,6 +218,7 @@ FANOUT_COLUMNS = (
     ("idle CPU s", "idle_cpu_s"), ("idle CPU s / 1k", "idle_cpu_s_per_1k"),
     ("idle over rest / 1k", "idle_cpu_s_over_rest_per_1k"),
     ("redis CPU s", "redis_cpu_s"), ("busy + redis CPU s / 1k", "busy_with_redis_cpu_s_per_1k"),
+    ("hubs + redis CPU s / 1k", "hubs_with_redis_cpu_s_per_1k"),
     ("redis cmds / patch", "redis_commands_per_patch"), ("gen CPU s", "generator_cpu_s"),
 )  # fmt: skip
 # (figure, numerator target, denominator target, the issue's bound or None). The busy
@@ -230,6 +231,13 @@ FANOUT_RATIOS = (
     ("busy_cpu_s_per_1k", "hub-redis", "hub", None),
     ("busy_with_redis_cpu_s_per_1k", "baseline-redis", "baseline", None),
     ("busy_with_redis_cpu_s_per_1k", "baseline-stock-redis", "baseline-stock", None),
+    # Issue 21: the same two hubs on a 3-primary cluster against one Redis.
+    ("hubs_with_redis_cpu_s_per_1k", "hub-cluster", "hub-redis", None),
+    ("hubs_with_redis_cpu_s_over_rest_per_1k", "hub-cluster", "hub-redis", None),
+    ("redis_cpu_s_per_1k", "hub-cluster", "hub-redis", None),
+    ("busy_cpu_s_per_1k", "hub-cluster", "hub-redis", None),
+    ("idle_cpu_s_per_1k", "hub-cluster", "hub-redis", None),
+    ("redis_net_bytes_per_patch", "hub-cluster", "hub-redis", None),
 )
 COMMANDS_PER_PATCH_BOUND = 3  # issue 18, two hubs
 
@@ -278,6 +286,46 @@ def fanout_ratio_lines(ratios: list[dict[str, Any]]) -> str:
         f"{r['pair']}: {r['figure']} x{r['ratio']}" + (f" ({r['bound']})" if r["bound"] else "")
         for r in ratios
     )
+
+
+REDIS_NODE_COLUMNS = (
+    ("node", "label"), ("CPU s", "cpu_s"), ("CPU s / 1k", "cpu_s_per_1k"),
+    ("cmds / patch", "commands_per_patch"), ("client bytes / patch", "net_bytes_per_patch"),
+    ("repl bytes / patch", "repl_out_bytes_per_patch"),
+    ("bus msgs / patch", "bus_messages_per_patch"), ("shard channels", "shard_channels"),
+    ("keys", "keys"),
+)  # fmt: skip
+REDIS_TOTAL_COLUMNS = (
+    ("target", "target"), ("Redis processes", "redis_processes"),
+    ("Redis CPU s / 1k", "redis_cpu_s_per_1k"),
+    ("hubs + Redis CPU s / 1k", "hubs_with_redis_cpu_s_per_1k"),
+    ("the same over rest", "hubs_with_redis_cpu_s_over_rest_per_1k"),
+    ("Redis rest CPU s / s", "redis_rest_cpu_s_per_s"),
+    ("hub cmds / patch", "redis_hub_commands_per_patch"),
+    ("replica cmds / patch", "redis_replica_commands_per_patch"),
+    ("client bytes / patch", "redis_net_bytes_per_patch"),
+    ("repl bytes / patch", "redis_repl_bytes_per_patch"),
+)  # fmt: skip
+
+
+def _markdown(columns: tuple[tuple[str, str], ...], rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| " + " | ".join(title for title, _ in columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(str(row.get(key, "-")) for _, key in columns) + " |" for row in rows]
+    return out
+
+
+def fanout_redis_nodes_table(summaries: list[dict[str, Any]]) -> str:
+    """Every Redis process of every target with Redis (issue 21): the sums, then each
+    node's share, and its most called commands; empty without such a target."""
+    with_nodes = [s for s in summaries if s.get("redis_nodes")]
+    if not with_nodes:
+        return ""
+    lines = _markdown(REDIS_TOTAL_COLUMNS, with_nodes)
+    for s in with_nodes:
+        lines += ["", f"{s['target']}, per Redis process:"]
+        lines += _markdown(REDIS_NODE_COLUMNS, s["redis_nodes"])
+        lines += [f"{row['label']}: {row['top_commands']}" for row in s["redis_nodes"]]
+    return "\n".join(lines)
 
 
 def fanout_redis_lines(summaries: list[dict[str, Any]]) -> str:

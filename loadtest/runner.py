@@ -315,8 +315,10 @@ def run_connections(
             connect_s = time.perf_counter() - start_at
             time.sleep(SETTLE_S)
             measured = window.end()
+            held = _hold(target, args.hold_seconds)
     joined = sum(r["joined"] for r in results)
     grown_mib = measured["hub_rss_mib"]["end"] - measured["hub_rss_mib"]["start"]
+    idle_cpu = held.get("hub_idle_cpu_s_per_s")
     return {
         **_common(spec, target, len(configs)),
         "sessions": sessions,
@@ -332,7 +334,28 @@ def run_connections(
         "hub_rss_mib_after": measured["hub_rss_mib"]["end"],
         "hub_rss_kib_per_connection": round(grown_mib * 1024 / joined, 1) if joined else None,
         "hub_cpu_s": measured["hub_cpu_s"],
+        **held,
+        # The cores 1,000 joined idle connections keep busy (pings, presence, timers).
+        "hub_idle_cores_per_1k_connections": (
+            round(idle_cpu * 1000 / joined, 5) if idle_cpu is not None and joined else None
+        ),
         **generator_figures(results),
+    }
+
+
+def _hold(target: TargetProcess, seconds: float) -> dict[str, Any]:
+    """The hub's CPU and RSS while everyone stays joined and idle for ``seconds`` (none
+    for 0): what connections cost while nothing happens, Engine.IO pings (every
+    ``HUB_PING_INTERVAL_S``, 25 s) and the presence and session sweeps included."""
+    if seconds <= 0:
+        return {}
+    cpu_start = target.cpu_seconds()
+    time.sleep(seconds)
+    cpu = target.cpu_seconds() - cpu_start
+    return {
+        "hold_s": seconds,
+        "hub_idle_cpu_s_per_s": round(cpu / seconds, 4),
+        "hub_rss_mib_after_hold": round(target.rss_mib(), 1),
     }
 
 

@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from loadtest.redis_cluster import RedisClusterProcesses, missing_tools
 from persistence import migrate
 from persistence.db import create_engine, dispose, session_factory
 from realtime.app import build_app
@@ -32,7 +33,6 @@ from realtime.base.config import Settings
 from realtime.gateway.gateway import Gateway
 from rest.keys import DB, ENGINE, GATEWAY, METRICS
 from tests.processes import LOG_TAIL_CHARS, HubProcess, settings_env, spawn_hub, start_hub
-from tests.redis_cluster import RedisClusterProcesses, missing_tools
 from tests.support import KEPT_HUB_VARS as KEPT
 from tests.support import TEST_SECRET, UNLIMITED, Api, Client, Tokens
 

@@ -1,5 +1,5 @@
 """The bus (``realtime.bus.bus_redis.RedisCluster``) on a real Redis Cluster of the
-test's own (``tests/redis_cluster.py``): sharded pub/sub across the shards, and a
+test's own (``loadtest/redis_cluster.py``): sharded pub/sub across the shards, and a
 channel whose slot moves to another primary while frames flow."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
+from loadtest.redis_cluster import RedisClusterProcesses
 from realtime.base.config import Settings
 from realtime.base.metrics import HubMetrics
 from realtime.bus.bus import EMIT, session_channel
 from realtime.bus.bus_redis import RedisCluster, redis_cluster_client
-from tests.redis_cluster import RedisClusterProcesses
 from tests.support import eventually
 
 

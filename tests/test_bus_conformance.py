@@ -19,7 +19,7 @@ hubs are generated only for shared buses, from the flag
 Redis is real: the worker's own database (``tests.conftest.REDIS_URL``), flushed
 before and after each test; channels are server-wide, so each test's sessions
 have ids of their own. The cluster backend is the same bus on a real Redis
-Cluster (``tests/redis_cluster.py``: 3 primaries, 3 replicas, one per test module,
+Cluster (``loadtest/redis_cluster.py``: 3 primaries, 3 replicas, one per test module,
 every primary flushed before and after each test), where it uses sharded pub/sub:
 its subscription is one connection per shard it has channels on. Under ``CI=true``
 a missing Redis, or redis-server and redis-cli, fails the test.
@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 
+from loadtest.redis_cluster import RedisClusterProcesses
 from realtime.base.config import Settings
 from realtime.base.metrics import HubMetrics
 from realtime.bus.bus import CANVAS, CONTROL, EMIT, Bus, session_channel
@@ -43,7 +44,6 @@ from realtime.bus.bus_memory import Cluster
 from realtime.bus.bus_redis import RedisCluster, redis_client, redis_cluster_client
 from realtime.bus.subscription_redis import AnyRedis
 from tests.conftest import REDIS_URL, need_service, redis_problem
-from tests.redis_cluster import RedisClusterProcesses
 from tests.support import eventually
 
 KINDS = (EMIT, CANVAS, CONTROL)

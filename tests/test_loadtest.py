@@ -17,12 +17,13 @@ from unittest import mock
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from loadtest import __main__ as cli
 from loadtest import browser, canvas_apply, fanout, hub_metrics, procs, report, soak, sql_calls
 from loadtest.node_generator import NodePool
 from loadtest.procs import TargetProcess, cpu_seconds, free_port, listens_on, start_baseline
+from loadtest.redis_cluster import missing_tools
 from loadtest.runner import Window
 from loadtest.scenario import RelayConfig
 from loadtest.sessions import SessionPlan, Tokens, create_sessions, generated_sessions
@@ -202,12 +203,16 @@ def test_hub_metrics_reads_loop_lag_over_thresholds_and_skips_what_is_missing() 
     for seconds in (0.001, 0.02, 0.07, 0.3, 2.0):
         lag.observe(seconds)
     Gauge("hub_canvas_log_bytes", "log", registry=registry).set(1234)
+    published = Counter("hub_redis_published", "frames", ["kind"], registry=registry)
+    published.labels("emit").inc(3)
+    published.labels("control").inc(2)
     found = hub_metrics.read(generate_latest(registry).decode())
     assert found == {
         "hub_event_loop_lag_seconds": {
             "count": 5, "sum": 2.391, "p99_at_most": None, "over_0.05": 3, "over_0.25": 2,
         },
         "hub_canvas_log_bytes": 1234.0,
+        "hub_redis_published": 5.0,  # summed over its labels
     }  # fmt: skip
 
 
@@ -275,11 +280,12 @@ def test_redis_commands_per_patch_leave_out_the_harness_own_info_calls() -> None
 
 @pytest.mark.timeout(120)
 def test_connections_mode_joins_everyone() -> None:
-    out = cli.main(["connections", "--connections", "30", "--target", "hub"])
-    [run] = out["runs"]
+    argv = ["connections", "--connections", "30", "--target", "hub", "--hold-seconds", "1"]
+    [run] = cli.main(argv)["runs"]
     assert run["clients"] == run["joined"] == 36  # 30 students and their 6 tutors
     assert run["failed"] == {}
     assert run["hub_rss_mib_before"] > 0 and "hub_rss_kib_per_connection" in run
+    assert run["hub_idle_cpu_s_per_s"] >= 0 and run["hub_idle_cores_per_1k_connections"] >= 0
 
 
 @pytest.mark.timeout(120)
@@ -316,6 +322,43 @@ def test_fanout_mode_relays_everything_on_node_one_and_reads_both_nodes_cpu() ->
         # Every delivered patch went through Redis at least once (a publish, at least).
         assert run["redis_commands"] >= run["delivered"]
     assert {r["pair"] for r in out["ratios"]} == {"hub-redis / baseline-redis"}
+
+
+@pytest.mark.timeout(150)
+def test_fanout_mode_compares_two_hubs_on_one_redis_and_on_a_cluster_process_by_process() -> None:
+    need_service("Redis", asyncio.run(redis_problem()))
+    need_service("Redis Cluster", missing_tools(), hint="install redis-server and redis-cli")
+    argv = ["fanout", "--sessions", "4", "--students", "1", "--seconds", "2", "--workers", "1",
+            "--rest-seconds", "1", "--tutors-on-node-2", "--target", "hub-redis",
+            "--target", "hub-cluster", "--redis-url", BENCH_REDIS_URL]  # fmt: skip
+    out = cli.main(argv)
+    single, cluster = out["runs"]
+    for run in (single, cluster):
+        assert run["status"] == "ok", run.get("traceback") or run["status"]
+        assert run["tutors_on"] == "node 2"
+        assert run["acked"] == run["sent"] == run["delivered"] > 0
+        for key in ("busy_cpu_s_per_1k", "idle_cpu_s_per_1k", "redis_cpu_s_per_1k",
+                    "hubs_with_redis_cpu_s_per_1k", "redis_hub_commands_per_patch",
+                    "busy_rest_cpu_s_per_s", "redis_rest_cpu_s_per_s",
+                    "hubs_with_redis_cpu_s_over_rest_per_1k"):  # fmt: skip
+            assert run[key] is not None, key
+        # Every patch crossed Redis to reach its tutor on node 2.
+        assert run["redis_net_bytes_per_patch"] > 0
+    assert [node["role"] for node in single["redis_nodes"]] == ["single"]
+    assert single["redis_top_commands"].get("publish", 0) >= single["delivered"]
+    # The cluster's six processes, each read: a primary and its replica per shard.
+    roles = [node["role"] for node in cluster["redis_nodes"]]
+    assert roles == ["primary", "replica"] * 3
+    assert all(node["cpu_s"] is not None for node in cluster["redis_nodes"])
+    assert cluster["redis_processes"] == 6 and cluster["cluster_started_in_s"] > 0
+    # Session channels are sharded: SPUBLISH to a primary, SSUBSCRIBE on it.
+    assert cluster["redis_top_commands"].get("spublish", 0) >= cluster["delivered"]
+    primaries = [node for node in cluster["redis_nodes"] if node["role"] == "primary"]
+    assert sum(node["shard_channels"] for node in primaries) >= 4
+    # The replicas ran their primaries' writes, and were sent them.
+    assert cluster["redis_replica_commands_per_patch"] > 0
+    assert cluster["redis_repl_bytes_per_patch"] > 0
+    assert "hub-cluster / hub-redis" in {r["pair"] for r in out["ratios"]}
 
 
 async def test_sql_calls_measures_every_path(tmp_path: Path) -> None:

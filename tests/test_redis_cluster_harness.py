@@ -1,4 +1,4 @@
-"""The Redis Cluster harness (tests/redis_cluster.py), and what redis-py's cluster client
+"""The Redis Cluster harness (loadtest/redis_cluster.py), and what redis-py's cluster client
 does when the cluster changes under it: a primary killed and its replica promoted, a
 graceful failover, a slot migrated under traffic. A test that breaks the cluster has
 one of its own (``redis_cluster``); the others share one (``redis_cluster_shared``).
@@ -37,8 +37,8 @@ from redis.asyncio.cluster import ClusterNode as Seed
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.crc import key_slot
 
+from loadtest.redis_cluster import HOST, SLOTS, ClusterNode, RedisClusterProcesses, missing_tools
 from tests.conftest import need_service
-from tests.redis_cluster import HOST, SLOTS, ClusterNode, RedisClusterProcesses, missing_tools
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 

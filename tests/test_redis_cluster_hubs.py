@@ -1,5 +1,5 @@
 """Hub processes on a real Redis Cluster (``HUB_REDIS_CLUSTER_NODES``): 3 primaries and 3
-replicas started by the test on loopback (``tests/redis_cluster.py``), hubs as
+replicas started by the test on loopback (``loadtest/redis_cluster.py``), hubs as
 deployed (``python -m realtime serve``), stock python-socketio clients.
 
 A session's frames go to its channel's shard (sharded pub/sub); a tutor on one hub
@@ -20,11 +20,11 @@ import aiohttp
 import pytest
 from redis.crc import key_slot
 
+from loadtest.redis_cluster import RedisClusterProcesses
 from realtime.base.identity import Role
 from realtime.bus.bus import session_channel
 from tests.conftest import Database
 from tests.processes import HubProcess, start_hub
-from tests.redis_cluster import RedisClusterProcesses
 from tests.support import TEST_SECRET, Client, session_body
 
 SESSIONS = 6  # at least; more until their channels land on every shard

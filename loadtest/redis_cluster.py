@@ -1,4 +1,4 @@
-"""A Redis Cluster of a test's own on loopback: 3 primaries and 3 replicas, to break.
+"""A Redis Cluster of a test's (or a load run's) own on loopback: 3 primaries and 3 replicas.
 
 ``RedisClusterProcesses`` starts six ``redis-server`` processes in cluster mode, joins
 them with ``redis-cli --cluster create``, and waits until every node agrees on the
@@ -22,7 +22,7 @@ import redis
 from redis.crc import key_slot
 
 from loadtest.procs import free_port
-from tests.redis_cluster_node import (
+from loadtest.redis_cluster_node import (
     HOST,
     LOG_TAIL_CHARS,
     POLL_INTERVAL_S,

@@ -1,4 +1,4 @@
-"""One ``redis-server`` of a test's Redis Cluster (tests/redis_cluster.py): its ports,
+"""One ``redis-server`` of a test's Redis Cluster (loadtest/redis_cluster.py): its ports,
 directory, process, role, and a client of its own."""
 
 from __future__ import annotations
