@@ -14,7 +14,7 @@ from canvas import takeover, wire
 from canvas.handoff import Handoff
 from canvas.replica import Replica
 from canvas.replicas import Replicas, stored_patch
-from canvas.sequencer import Entry, Sequencer
+from canvas.sequencer import Entry, Sequencer, Unavailable
 from canvas.store import CanvasKey
 from persistence.repositories import CanvasRepository
 from realtime.base.errors import HubError
@@ -64,7 +64,12 @@ class Peers:
         """
         for key, epoch, seq in self._handoff.positions():
             try:
-                state = await self._sequencer.state(key)
+                try:
+                    state = await self._sequencer.state(key)
+                except Unavailable:
+                    # Redis could not answer for this canvas (on a cluster, its slot
+                    # moving): what was stored is in the database all the same.
+                    state = None
                 if state is not None and state.current and state.epoch == epoch:
                     if state.dseq <= seq:
                         continue

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from canvas.document import Author, plain, replay
+from canvas.sequencer import Unavailable
 from canvas.sequencer_leased import LeasedSequencer
 from canvas.store import CanvasKey, CatchUp, Patch
 from canvas.store_sequenced import SequencedCanvasStore
@@ -628,3 +629,27 @@ async def test_a_patch_whose_frame_has_not_come_when_the_hub_takes_the_canvas_is
     assert await acked(b, key, Author.TUTOR, mark("on-b")) == 4
     await eventually(lambda: b.relayed_seqs(key)[-1:] == [4], within=5, what="4 relayed on b")
     assert b.relayed_seqs(key) == [1, 2, 3, 4]
+
+
+async def test_a_hub_back_from_an_outage_hands_on_what_it_missed_when_redis_cannot_say(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resuming, Redis cannot tell where a canvas stands (on a cluster, its slot is
+    moving: ``ClusterError``): what the hub missed is in the database all the same."""
+    a, b = await nodes(cluster, "node-a", "node-b")
+    key = cluster.key
+    assert await acked(a, key, Author.STUDENT, stroke("x1")) == 1
+    await converged(cluster, 1)
+    b.deaf = True
+    for i in (2, 3):
+        assert await acked(a, key, Author.STUDENT, stroke(f"x{i}")) == i
+    await eventually(lambda: len(cluster.published) == 3, within=5, what="3 published")
+    b.deaf = False
+
+    async def unanswered(key: CanvasKey) -> None:
+        raise Unavailable()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(b.store.sequencer, "state", unanswered)
+        await b.store.resume()
+    assert b.relayed_seqs(key) == [1, 2, 3]
