@@ -14,7 +14,7 @@ from canvas import takeover, wire
 from canvas.handoff import Handoff
 from canvas.replica import Replica
 from canvas.replicas import Replicas, stored_patch
-from canvas.sequencer import Entry, Sequencer, Unavailable
+from canvas.sequencer import Entry, SeqState, Sequencer, Unavailable
 from canvas.store import CanvasKey
 from persistence.repositories import CanvasRepository
 from realtime.base.errors import HubError
@@ -64,12 +64,7 @@ class Peers:
         """
         for key, epoch, seq in self._handoff.positions():
             try:
-                try:
-                    state = await self._sequencer.state(key)
-                except Unavailable:
-                    # Redis could not answer for this canvas (on a cluster, its slot
-                    # moving): what was stored is in the database all the same.
-                    state = None
+                state = await self._state_if_known(key)
                 if state is not None and state.current and state.epoch == epoch:
                     if state.dseq <= seq:
                         continue
@@ -88,6 +83,14 @@ class Peers:
                 log.warning("canvas %s: catching up after a Redis outage failed: %r", key, exc)
                 continue
             self._received(key, entries)
+
+    async def _state_if_known(self, key: CanvasKey) -> SeqState | None:
+        """The sequencer's state of the canvas; None also when Redis cannot answer for
+        it (on a cluster, its slot moving): what was stored is in the database."""
+        try:
+            return await self._sequencer.state(key)
+        except Unavailable:
+            return None
 
     async def caught_up_from_database(self, canvas: Replica) -> bool:
         """Bring a replica of a canvas another hub holds up to what the database holds

@@ -17,6 +17,7 @@ per-shard parts) passes the gate its caller already holds.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -34,14 +35,8 @@ class GatedRedisCluster(RedisCluster):
         self.gate = asyncio.Semaphore(max(1, max_connections - 1))
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        if _INSIDE.get():
-            return await super().execute_command(*args, **kwargs)
-        async with self.gate:
-            inside = _INSIDE.set(True)
-            try:
-                return await super().execute_command(*args, **kwargs)
-            finally:
-                _INSIDE.reset(inside)
+        run = super().execute_command
+        return await _through(self.gate, lambda: run(*args, **kwargs))
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
         if shard_hint:
@@ -59,11 +54,18 @@ class GatedPipeline(ClusterPipeline):
         self._gate = client.gate
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
-        if _INSIDE.get():
-            return await super().execute(raise_on_error, allow_redirections)
-        async with self._gate:
-            inside = _INSIDE.set(True)
-            try:
-                return await super().execute(raise_on_error, allow_redirections)
-            finally:
-                _INSIDE.reset(inside)
+        run = super().execute
+        return await _through(self._gate, lambda: run(raise_on_error, allow_redirections))
+
+
+async def _through(gate: asyncio.Semaphore, run: Callable[[], Awaitable[Any]]) -> Any:
+    """``run()`` once ``gate`` lets it through; at once if this task is inside a gated
+    call already (its caller holds a place)."""
+    if _INSIDE.get():
+        return await run()
+    async with gate:
+        inside = _INSIDE.set(True)
+        try:
+            return await run()
+        finally:
+            _INSIDE.reset(inside)
