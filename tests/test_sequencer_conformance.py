@@ -360,3 +360,64 @@ async def test_racing_inits_leave_one_state(redis_sequencers: Make) -> None:
         state = await hub.state(KEY)
         assert state is not None
         assert (state.seq, state.dseq, state.epoch) == (5, 5, f"epoch-{winner.node_id}")
+
+
+LATE_LEASE_S = 2.0  # its margin: 0.5 s
+
+
+async def stall_after_a_renewal(
+    client: redis.asyncio.Redis, prefix: str, hub: LeasedSequencer, stall_s: float
+) -> None:
+    """Block the event loop for ``stall_s`` from just after the hub renewed its key (as a
+    hub whose loop stalls: nothing of it runs meanwhile, its renewal neither)."""
+
+    async def just_renewed() -> bool:
+        return bool(await client.pttl(f"{prefix}node:{hub.node_id}") > LATE_LEASE_S * 1000 - 40)
+
+    await eventually(just_renewed, interval=0.005, what="the hub to renew its key")
+    time.sleep(stall_s)  # noqa: ASYNC251 - the stall is the point
+
+
+@pytest.fixture
+async def holding_hub(
+    shared_redis: tuple[redis.asyncio.Redis, str],
+) -> AsyncIterator[LeasedSequencer]:
+    """A hub on a 2 s lease holding KEY, at seq 3 with nothing durable."""
+    client, prefix = shared_redis
+    a = LeasedSequencer(client, node_id="node-a", prefix=prefix, lease_s=LATE_LEASE_S)
+    try:
+        assert await a.init(KEY, 0, EPOCH)
+        await appended(a, KEY, 3)
+        yield a
+    finally:
+        await a.close()
+
+
+async def test_a_hub_renewing_late_keeps_its_canvases_if_its_key_lived_on(
+    shared_redis: tuple[redis.asyncio.Redis, str], holding_hub: LeasedSequencer
+) -> None:
+    """A stall past the margin (1.5 s of a 2 s lease) but within the lease: no other hub
+    can have taken the canvas over, and this one goes on at its seq. It used to let every
+    canvas go, and the next write found Redis's state behind and began a new epoch."""
+    client, prefix = shared_redis
+    a = holding_hub
+    await stall_after_a_renewal(client, prefix, a, 1.7)
+    state = await a.state(KEY)
+    assert state is not None
+    assert (state.seq, state.dseq, state.holder, state.current) == (3, 0, "node-a", True)
+    await stall_after_a_renewal(client, prefix, a, 1.7)
+    reply = await a.append(KEY, 3, patch(4))
+    assert (reply.outcome, reply.seq) == ("OK", 4)
+    assert a.holds(KEY) == (4, 0)
+
+
+async def test_a_hub_whose_key_ran_out_lets_its_canvases_go(
+    shared_redis: tuple[redis.asyncio.Redis, str], holding_hub: LeasedSequencer
+) -> None:
+    """A stall past the whole lease: another hub may have taken the canvas over, so this
+    one assigns nothing more from what it held (Redis's state is as when it took it)."""
+    client, prefix = shared_redis
+    await stall_after_a_renewal(client, prefix, holding_hub, 2.2)
+    reply = await holding_hub.append(KEY, 3, patch(4))
+    assert (reply.outcome, reply.seq) == ("BEHIND", 1)
+    assert holding_hub.holds(KEY) is None
