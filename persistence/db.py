@@ -273,10 +273,16 @@ class WalCheckpoints:
         self._unchecked = False  # a commit since the running or last checkpoint began
         self._last = time.monotonic()
         self._running: asyncio.Future[None] | None = None
+        self._closed = False
 
     def wrote(self) -> None:
-        """A commit on the loop: checkpoint now unless one ran within ``every_s``."""
+        """A commit on the loop: checkpoint now unless one ran within ``every_s``. Once
+        closed, nothing: a stopping hub's last handlers may still commit, and what they
+        wrote stays in the log until the file's last connection closes or the next
+        hub's checkpoint."""
         self._unchecked = True
+        if self._closed:
+            return
         if self._running is None and time.monotonic() - self._last >= self._every_s:
             self._start()
 
@@ -300,6 +306,7 @@ class WalCheckpoints:
 
     async def close(self) -> None:
         """Checkpoint what is unchecked, then close."""
+        self._closed = True
         if self._running is not None:
             await asyncio.wait([self._running])
         if self._unchecked:
