@@ -24,14 +24,10 @@ database in a new epoch (``new_epoch``), which tells clients to resync.
   again from the database in a new epoch (clients resync). What the dead hub
   stored and acked is there; what it had not acked may be lost, as the protocol
   allows.
-- A hub that could not renew its key for ``lease_s`` less ``MARGIN_S`` (its loop
-  stalled, or Redis was slow or away) stops assigning seqs of the canvases it
-  holds until it renews it. Renewed late, it keeps them if the key was still
-  there (no other hub can have taken them over: they look for the key), and lets
-  them all go if it was gone. The key is renewed over the sequencer's own
-  connection, so a busy connection pool cannot hold the renewal up. Should one of
-  its commits still land after another hub took a canvas over, the database's
-  unique seq per canvas refuses one of the two, which is then not acked.
+- A hub that could not renew its key for ``lease_s`` less ``MARGIN_S`` stops
+  assigning seqs of the canvases it held. Should one of its commits still land
+  after another hub took a canvas over, the database's unique seq per canvas
+  refuses one of the two, which is then not acked.
 - Nothing of the log lives in Redis: ``entries`` holds none; a hub that missed
   patches reads them from the database.
 """
@@ -131,7 +127,6 @@ class LeasedSequencer:
         self._held: dict[CanvasKey, _Held] = {}
         # time.monotonic() until which this hub's key certainly lives in Redis.
         self._alive_until = 0.0
-        self._renewing = asyncio.Lock()
         self._starting: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._letting_go: set[asyncio.Task[None]] = set()
@@ -152,7 +147,6 @@ class LeasedSequencer:
     # -- the contract -----------------------------------------------------------
 
     async def state(self, key: CanvasKey) -> SeqState | None:
-        await self._renewed_if_late(key)
         held = self._holding(key)
         if held is not None:
             return SeqState(held.seq, held.dseq, held.epoch, self.node_id, 0)
@@ -185,7 +179,6 @@ class LeasedSequencer:
             raise unavailable("setting a canvas state up", exc) from None
 
     async def append(self, key: CanvasKey, expected: int, patch: Patch) -> Appended:
-        await self._renewed_if_late(key)
         while (taking := self._taking.get(key)) is not None:
             await asyncio.shield(taking)
         held = self._holding(key)
@@ -303,19 +296,18 @@ class LeasedSequencer:
 
     def _holding(self, key: CanvasKey) -> _Held | None:
         """The canvas if this hub holds it and its key certainly lives."""
-        if not self._held or time.monotonic() >= self._alive_until:
+        if not self._held:
+            return None
+        if time.monotonic() >= self._alive_until:
+            log.warning(
+                "hub %s could not renew its key in Redis: letting %d canvases go",
+                self.node_id,
+                len(self._held),
+            )
+            self._held.clear()
+            self._count("lapsed")
             return None
         return self._held.get(key)
-
-    async def _renewed_if_late(self, key: CanvasKey) -> None:
-        """Renew the key now if the canvas is held and the key's renewal is overdue:
-        the canvases stay held if it lived on (module docstring)."""
-        if key not in self._held or time.monotonic() < self._alive_until:
-            return
-        try:
-            await self._renew(if_late=True)
-        except RedisError as exc:
-            raise unavailable("renewing the hub's key", exc) from None
 
     def _let_go_later(self, key: CanvasKey) -> None:
         task = asyncio.create_task(self._let_go_now(key), context=logs.fresh_context())
@@ -380,34 +372,22 @@ class LeasedSequencer:
             asyncio.create_task(self._listen(), name="canvas-lease-requests"),
         ]
 
-    async def _renew(self, *, if_late: bool = False) -> None:
-        async with self._renewing:
-            sent = time.monotonic()
-            if if_late and sent < self._alive_until:
-                return  # renewed while this waited for the lock
-            [was] = await self._scripts.commands(
-                [("SET", self._node(self.node_id), b"1", "PX", int(self._lease_s * 1000), "GET")]
+    async def _renew(self) -> None:
+        sent = time.monotonic()
+        was = await self._redis.set(
+            self._node(self.node_id), b"1", px=int(self._lease_s * 1000), get=True
+        )
+        if was is None and self._held:
+            # The key was gone (it expired, or Redis lost its data): other hubs may have
+            # taken these canvases over, or their states may be gone.
+            log.warning(
+                "hub %s: its key was gone from Redis; letting %d canvases go",
+                self.node_id,
+                len(self._held),
             )
-            if isinstance(was, RedisError):
-                raise was
-            if was is None and self._held:
-                # The key was gone (it expired, or Redis lost its data): other hubs may
-                # have taken these canvases over, or their states may be gone.
-                log.warning(
-                    "hub %s: its key was gone from Redis; letting %d canvases go",
-                    self.node_id,
-                    len(self._held),
-                )
-                self._held.clear()
-                self._count("lapsed")
-            elif self._held and sent >= self._alive_until:
-                log.info(
-                    "hub %s renewed its key late, %.2f s past its margin; it lived on",
-                    self.node_id,
-                    sent - self._alive_until,
-                )
-                self._count("renewed_late")
-            self._alive_until = sent + self._lease_s - min(MARGIN_S, self._lease_s / 4)
+            self._held.clear()
+            self._count("lapsed")
+        self._alive_until = sent + self._lease_s - min(MARGIN_S, self._lease_s / 4)
 
     async def _keep_alive(self) -> None:
         while True:
