@@ -73,7 +73,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadtest import browser, fanout, report, rollout_cli, soak
+from loadtest import browser, fanout, report, rollout_cli, scenario, soak
 from loadtest import tenancy_run as tenancy
 from loadtest.procs import ROOT, raise_nofile_limit
 from loadtest.runner import TARGETS, run_connections, run_relay, run_storm, target_specs
@@ -113,6 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         help="repeatable; baseline: like-for-like with the hub, baseline-stock: stock",
     )
+    _mix_options(relay)
     relay.add_argument("--growing", action="store_true",
                        help="every stroke a new element (canvases grow)")  # fmt: skip
     relay.add_argument("--plot", type=Path, help="PNG: latency CDF, rate, p99/max, RSS per s")
@@ -160,6 +161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fan.add_argument("--seconds", type=float, default=15.0, help=f"at most {MAX_SECONDS:g}")
     fan.add_argument("--target", choices=fanout.TARGETS, action="append",
                      help="repeatable; default: all seven, in this order")  # fmt: skip
+    _mix_options(fan)
     fan.add_argument("--rest-seconds", type=float, default=fanout.REST_S,
                      help="node 2's CPU at rest is read this long first (0: not)")  # fmt: skip
     fan.add_argument(
@@ -238,6 +240,20 @@ def _hops(roots: list[Path], json_path: Path | None) -> dict[str, Any]:
     return out
 
 
+def _mix_options(parser: argparse.ArgumentParser) -> None:
+    """How often the students and tutors do what besides drawing (seconds between)."""
+    defaults = scenario.EventMix()
+    for name, what in (  # scenario.mix_of reads them
+        ("ping", "each student's presence:ping"),
+        ("progress", "each student's exercise:progress"),
+        ("help", "each student's help:request (cancelled a second later)"),
+        ("annotate", "each tutor's annotation"),
+    ):
+        default = getattr(defaults, f"{name}_every_s")
+        parser.add_argument(f"--{name}-every", type=float, default=default, metavar="S",
+                            help=f"seconds between {what} (default {default:g})")  # fmt: skip
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
                         help="generator processes (whole sessions each)")  # fmt: skip
@@ -252,6 +268,9 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.mode == "hops":
         return
+    for name in ("ping", "progress", "help", "annotate"):
+        if getattr(args, f"{name}_every", 1.0) <= 0:
+            parser.error(f"--{name}-every must be above 0 (seconds between)")
     if args.mode == "rollout":
         rollout_cli.check(parser, args, MAX_CLIENTS)
         return

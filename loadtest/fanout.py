@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import secrets
 import time
 import traceback
@@ -79,7 +80,7 @@ from loadtest.runner import (
     relay_figures,
     scrape_metrics,
 )
-from loadtest.scenario import RelayConfig, RelayWorker
+from loadtest.scenario import RelayConfig, RelayWorker, mix_of
 from loadtest.sessions import Tokens
 from loadtest.wire import WireClient
 from loadtest.workers import WorkerPool, split
@@ -264,6 +265,7 @@ def run_fanout(
         "target": target.name, "kind": target.kind, "nodes": target.nodes,
         "redis": target.redis, "root": str(root), "sessions": args.sessions,
         "students_per_session": args.students, "rate_hz": args.rate, "seconds": args.seconds,
+        "mix": dataclasses.asdict(mix_of(args)),
     }  # fmt: skip
     problems: list[str] = []
     nodes: list[TargetProcess] = []
@@ -330,6 +332,7 @@ def _measure(
             args.seconds,
             DRAIN_S,
             tutor_url=tutor_url,
+            mix=mix_of(args),
         )
         for part in split(plans, args.workers)
     ]

@@ -25,6 +25,7 @@ included, so the runner and the report need no special case.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -73,7 +74,8 @@ def node_core() -> int | None:
 
 
 def mix_constants() -> dict[str, Any]:
-    """``loadtest/scenario.py``'s mix, for Node (one definition of the load)."""
+    """``loadtest/scenario.py``'s mix, for Node (one definition of the load); a run's
+    own intervals (``RelayConfig.mix``) replace the defaults."""
     return {
         "max_in_flight": scenario.MAX_IN_FLIGHT,
         "ping_every_s": scenario.PING_EVERY_S,
@@ -113,7 +115,7 @@ def node_config(config: scenario.RelayConfig, deflate: bool = True) -> dict[str,
         "growing": config.growing,
         "deflate": deflate,
         "hard_timeout_s": config.seconds + HARD_TIMEOUT_MARGIN_S,
-        "mix": mix_constants(),
+        "mix": {**mix_constants(), **dataclasses.asdict(config.mix)},
         "sessions": [session(plan) for plan in config.sessions],
     }
 

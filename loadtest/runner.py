@@ -26,7 +26,7 @@ from loadtest.members import merge_errors
 from loadtest.node_generator import NodePool
 from loadtest.procs import ROOT, TargetProcess, pinned_cores, start_baseline, start_hub
 from loadtest.report import percentiles
-from loadtest.scenario import RelayConfig, RelayWorker
+from loadtest.scenario import RelayConfig, RelayWorker, mix_of
 from loadtest.sessions import SessionPlan, create_sessions, generated_sessions
 from loadtest.storm import StormConfig, StormWorker
 from loadtest.workers import WorkerPool, split
@@ -175,7 +175,7 @@ def relay_pool(
 
     def config(part: tuple[SessionPlan, ...]) -> RelayConfig:
         return RelayConfig(target.url, target.secret, part, args.rate, args.seconds,
-                           growing=args.growing)  # fmt: skip
+                           growing=args.growing, mix=mix_of(args))  # fmt: skip
 
     if getattr(args, "generator", "python") == "node":
         deflate = not getattr(args, "no_deflate", False)

@@ -5,7 +5,8 @@ Each student sends a 20-point stroke ``canvas:patch`` at ``rate`` per second
 as ``skipped``), a ``presence:ping`` every ~5 s, an ``exercise:progress``
 every ~10 s, and now and then a ``help:request`` that it cancels a second
 later (one open request at a time, as the hub allows). Each tutor annotates
-one of its students' canvases every ~2 s.
+one of its students' canvases every ~2 s. Those intervals are a busy class's;
+``EventMix`` sets others.
 
 Measured here, for the patches: sent, acked, skipped, delivered to the tutor,
 lost (acked but never delivered by the end of the drain, which lasts until
@@ -51,6 +52,29 @@ JOIN_CONCURRENCY = 50
 
 
 @dataclass(frozen=True)
+class EventMix:
+    """Seconds between a student's events besides drawing, and between a tutor's
+    annotations (``--ping-every`` and the like; the defaults are a busy class's)."""
+
+    ping_every_s: float = PING_EVERY_S
+    progress_every_s: float = PROGRESS_EVERY_S
+    help_every_s: float = HELP_EVERY_S
+    annotate_every_s: float = ANNOTATE_EVERY_S
+
+
+def mix_of(args: Any) -> EventMix:
+    """The intervals ``--ping-every`` and the like give (the defaults where a mode has
+    none of them)."""
+    defaults = EventMix()
+    return EventMix(
+        *(
+            getattr(args, f"{name}_every", getattr(defaults, f"{name}_every_s"))
+            for name in ("ping", "progress", "help", "annotate")
+        )
+    )
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     url: str
     secret: str
@@ -63,6 +87,7 @@ class RelayConfig:
     growing: bool = False
     # Where the tutors connect ("": ``url``, with their students).
     tutor_url: str = ""
+    mix: EventMix = EventMix()
 
 
 @dataclass(eq=False)
@@ -206,11 +231,11 @@ class RelayWorker:
 
     async def _student(self, st: Student, start_at: float, end_at: float) -> None:
         rng = random.Random(f"{self.config.seed}-{st.user_id}")
-        period = 1.0 / self.config.rate
+        period, mix = 1.0 / self.config.rate, self.config.mix
         next_patch = start_at + rng.random() * period
-        next_ping = start_at + rng.random() * PING_EVERY_S
-        next_progress = start_at + rng.random() * PROGRESS_EVERY_S
-        next_help = start_at + rng.uniform(0.2, 1.0) * HELP_EVERY_S
+        next_ping = start_at + rng.random() * mix.ping_every_s
+        next_progress = start_at + rng.random() * mix.progress_every_s
+        next_help = start_at + rng.uniform(0.2, 1.0) * mix.help_every_s
         while (at := min(next_patch, next_ping, next_progress, next_help, st.cancel_at)) < end_at:
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
             if at == st.cancel_at:
@@ -222,13 +247,13 @@ class RelayWorker:
                 await self._send(
                     st.client, "presence:ping", {"session_id": st.session_id, "state": "active"}
                 )
-                next_ping += PING_EVERY_S
+                next_ping += mix.ping_every_s
             elif at == next_progress:
                 await self._progress(st)
-                next_progress += PROGRESS_EVERY_S
+                next_progress += mix.progress_every_s
             else:
                 await self._request_help(st)
-                next_help += HELP_EVERY_S
+                next_help += mix.help_every_s
 
     async def _patch(self, st: Student) -> None:
         if st.in_flight >= MAX_IN_FLIGHT:
@@ -278,12 +303,13 @@ class RelayWorker:
 
     async def _tutor(self, tutor: Tutor, start_at: float, end_at: float) -> None:
         rng = random.Random(f"{self.config.seed}-{tutor.user_id}")
-        next_at = start_at + rng.random() * ANNOTATE_EVERY_S
+        every_s = self.config.mix.annotate_every_s
+        next_at = start_at + rng.random() * every_s
         students = tutor.plan.student_ids
         while next_at < end_at:
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
             await self._annotate(tutor, students[tutor.annotations_sent % len(students)])
-            next_at += ANNOTATE_EVERY_S
+            next_at += every_s
 
     async def _annotate(self, tutor: Tutor, student_id: str) -> None:
         n = tutor.annotations_sent

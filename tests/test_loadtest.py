@@ -307,9 +307,16 @@ def test_fanout_mode_relays_everything_on_node_one_and_reads_both_nodes_cpu() ->
     need_service("Redis", asyncio.run(redis_problem()))
     argv = ["fanout", "--sessions", "2", "--students", "2", "--seconds", "2", "--workers", "1",
             "--rest-seconds", "0", "--target", "baseline-redis", "--target", "hub-redis",
-            "--redis-url", BENCH_REDIS_URL]  # fmt: skip
+            "--redis-url", BENCH_REDIS_URL, "--progress-every", "0.5", "--annotate-every",
+            "0.25"]  # fmt: skip
     out = cli.main(argv)
     assert [run["target"] for run in out["runs"]] == ["baseline-redis", "hub-redis"]
+    # The event mix is the run's: 4 students report every 0.5 s, 2 tutors annotate every
+    # 0.25 s, for 2 s (the defaults are 10 s and 2 s).
+    hub_run = out["runs"][1]
+    assert hub_run["mix"]["progress_every_s"] == 0.5
+    assert hub_run["events_ok"]["exercise:progress"] >= 12, hub_run["events_ok"]
+    assert hub_run["annotations_sent"] >= 14, hub_run["annotations_sent"]
     for run in out["runs"]:
         assert run["status"] == "ok", run.get("traceback") or run["status"]
         assert run["nodes"] == 2
