@@ -3,7 +3,9 @@
 Modes (each target runs alone, in a fresh process, one after another):
 
     relay        S sessions of a tutor and K students; students draw at R patches/s
-                 with pings, progress and help requests mixed in; tutors annotate.
+                 with pings, progress and help requests mixed in; tutors annotate
+                 (how often: --ping-every, --progress-every, --help-every,
+                 --annotate-every; fanout takes them too).
                  Latency, loss, order, hub CPU per delivered patch; latency p50/p99/max
                  and RSS per second; the hub's /metrics at the end (loop lag, canvas
                  bytes, commits); ratios against the like-for-like baseline and the
