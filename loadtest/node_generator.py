@@ -73,16 +73,13 @@ def node_core() -> int | None:
     return available[-1] if available else None
 
 
-def mix_constants() -> dict[str, Any]:
-    """``loadtest/scenario.py``'s mix, for Node (one definition of the load); a run's
-    own intervals (``RelayConfig.mix``) replace the defaults."""
+def mix_constants(mix: scenario.EventMix) -> dict[str, Any]:
+    """``loadtest/scenario.py``'s mix with the run's intervals, for Node (one
+    definition of the load)."""
     return {
+        **dataclasses.asdict(mix),
         "max_in_flight": scenario.MAX_IN_FLIGHT,
-        "ping_every_s": scenario.PING_EVERY_S,
-        "progress_every_s": scenario.PROGRESS_EVERY_S,
-        "help_every_s": scenario.HELP_EVERY_S,
         "help_cancel_after_s": scenario.HELP_CANCEL_AFTER_S,
-        "annotate_every_s": scenario.ANNOTATE_EVERY_S,
         "element_ids": scenario.ELEMENT_IDS,
         "annotation_ids": scenario.ANNOTATION_IDS,
         "stroke": scenario.STROKE,
@@ -115,7 +112,7 @@ def node_config(config: scenario.RelayConfig, deflate: bool = True) -> dict[str,
         "growing": config.growing,
         "deflate": deflate,
         "hard_timeout_s": config.seconds + HARD_TIMEOUT_MARGIN_S,
-        "mix": {**mix_constants(), **dataclasses.asdict(config.mix)},
+        "mix": mix_constants(config.mix),
         "sessions": [session(plan) for plan in config.sessions],
     }
 

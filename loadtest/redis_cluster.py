@@ -290,11 +290,8 @@ class RedisClusterProcesses:
         await old_primary.close_client()
 
         async def promoted() -> str | None:
-            role = await replica.command("ROLE")
-            if role[0] != "master":
-                return f"{replica.address} is still a {role[0]}"
             # Its own replica is the dead node (until ``restart``): no replicas asked.
-            return await self._disagreement()
+            return await _not_primary(replica) or await self._disagreement()
 
         await self.until(f"{replica.address} promoted", promoted, within)
         return replica
@@ -315,10 +312,7 @@ class RedisClusterProcesses:
         await replica.command("CLUSTER FAILOVER")
 
         async def swapped() -> str | None:
-            role = await replica.command("ROLE")
-            if role[0] != "master":
-                return f"{replica.address} is still a {role[0]}"
-            return await self._unsettled()
+            return await _not_primary(replica) or await self._unsettled()
 
         await self.until(f"{replica.address} to take over", swapped, within)
 
@@ -351,3 +345,9 @@ class RedisClusterProcesses:
             await node.command("CLUSTER SETSLOT", slot, "NODE", to_primary.node_id)
         await self.wait_settled()
         return moved
+
+
+async def _not_primary(node: ClusterNode) -> str | None:
+    """What keeps ``node`` from being a primary yet (None: it is one)."""
+    role = await node.command("ROLE")
+    return None if role[0] == "master" else f"{node.address} is still a {role[0]}"
